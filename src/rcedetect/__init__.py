@@ -1,0 +1,28 @@
+"""rcedetect: robust detection of adversarial examples (Pang, Du, Dong, Zhu, NeurIPS 2018).
+
+Train with reverse cross-entropy, predict with the reversed logits, detect with K-density / non-ME /
+confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family.
+"""
+
+__version__ = "0.1.0"
+
+from .classifier import Classifier  # noqa: E402
+from .errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InputError,
+    NotFittedError,
+    RceError,
+)
+
+__all__ = [
+    "Classifier",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "InputError",
+    "NotFittedError",
+    "RceError",
+    "__version__",
+]

@@ -1,0 +1,40 @@
+"""``rce evaluate RUN_DIR [--dataset NAME]``: the test error rate of paper Table 1, printed and saved as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="test error rate of a trained run (paper Table 1)")
+    p.add_argument("run_dir")
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the one the run was trained on)")
+    p.add_argument("--data-dir")
+    p.add_argument("--data-file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import checkpoint, data
+    from ..device import resolve
+    from ..errors import InputError
+    from ..io import write_json
+    from ..training import accuracy
+
+    run_dir = Path(args.run_dir)
+    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    cfg = ckpt.config
+    name = args.dataset or cfg.get("dataset", ckpt.meta["dataset"])
+    ds = data.load(name, data_dir=args.data_dir or cfg.get("data_dir") or None,
+                   data_file=args.data_file or (cfg.get("data_file") if not args.dataset else None) or None)
+    if ds.channels != ckpt.classifier.in_channels:
+        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes "
+                         f"{ckpt.classifier.in_channels}")
+    acc = accuracy(ckpt.classifier, ds.x_test, ds.y_test)
+    record = {"run": str(run_dir), "dataset": ds.name, "arch": ckpt.meta["arch"], "objective": ckpt.meta["objective"],
+              "n": len(ds.x_test), "test_accuracy": acc, "test_error_percent": 100 * (1 - acc)}
+    out = write_json(run_dir / f"evaluation-{ds.name}.json", record)
+    print(f"{ds.name} test error {record['test_error_percent']:.2f}% ({ckpt.meta['arch']} {ckpt.meta['objective']}, "
+          f"n={len(ds.x_test)}) -> {out}")
+    return 0

@@ -1,0 +1,161 @@
+"""Presets (TOML files in ``configs/``), ``key=value`` overrides, and the frozen training config."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset ``name`` as a nested dict; a path to a ``.toml`` file is accepted as well."""
+    path = Path(name)
+    if not (path.suffix == ".toml" and path.is_file()):
+        path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())} or a .toml file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset {path} is not valid TOML: {e}") from e
+
+
+def parse_value(text: str) -> Any:
+    """Parse the value of ``--set key=value`` as TOML (numbers, booleans, lists, quoted strings), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``config`` with each ``a.b=value`` applied; unknown keys raise :class:`ConfigError`."""
+    import copy
+
+    out = copy.deepcopy(config)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"unknown setting {key!r}: no section {p!r}; known: {', '.join(sorted(node))}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown setting {key!r}; known keys here: {', '.join(sorted(node))}")
+        node[parts[-1]] = parse_value(text.strip())
+    return out
+
+
+def build(cls, values: dict[str, Any], where: str):
+    """Construct dataclass ``cls`` from ``values``, refusing unknown keys and values of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown {where} setting(s) {sorted(unknown)}; known: {', '.join(sorted(fields))}")
+    clean = {}
+    for k, v in values.items():
+        default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
+        if isinstance(v, list):
+            v = tuple(v)
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k} must be true or false, got {v!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{where}.{k} must be an integer, got {v!r}")
+        if isinstance(default, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{where}.{k} must be a number, got {v!r}")
+        if isinstance(default, float):
+            v = float(v)
+        clean[k] = v
+    try:
+        obj = cls(**clean)
+    except TypeError as e:
+        raise ConfigError(f"bad {where} settings: {e}") from e
+    return obj
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (SPEC §3). Defaults are the paper's MNIST ResNet-32."""
+
+    dataset: str = "mnist"
+    data_dir: str = ""
+    data_file: str = ""
+    arch: str = "resnet32"
+    objective: str = "ce"
+    steps: int = 20000
+    batch_size: int = 128
+    lr_boundaries: tuple = (10000, 15000, 20000)
+    lr_values: tuple = (0.1, 0.01, 0.001, 0.0001)
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    augment: bool = False
+    pad: int = 2
+    seed: int = 0
+    eval_every: int = 500
+    checkpoint_every: int = 1000
+    amp: bool = False
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .losses import OBJECTIVES
+        from .models import PRESETS
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.arch not in PRESETS:
+            raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(PRESETS)}")
+        if len(self.lr_values) != len(self.lr_boundaries) + 1:
+            raise ConfigError("lr_values must have exactly one more entry than lr_boundaries")
+        if list(self.lr_boundaries) != sorted(self.lr_boundaries):
+            raise ConfigError("lr_boundaries must be increasing")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pad < 0:
+            raise ConfigError(f"pad must be >= 0, got {self.pad}")
+
+    def learning_rate(self, step: int) -> float:
+        """The piecewise-constant schedule of SPEC §3.1, indexed by the global step before the update."""
+        for boundary, lr in zip(self.lr_boundaries, self.lr_values):
+            if step < boundary:
+                return float(lr)
+        return float(self.lr_values[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lr_boundaries"] = list(self.lr_boundaries)
+        d["lr_values"] = list(self.lr_values)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        return build(cls, values, "train")
+
+
+def train_config_from_preset(name: str, overrides: list[str] | None = None) -> TrainConfig:
+    """The ``[train]`` section of preset ``name`` with ``--set`` overrides (keys may omit the ``train.``)."""
+    preset = load_preset(name)
+    if "train" not in preset:
+        raise ConfigError(f"preset {name!r} has no [train] section; it is not a training preset")
+    fixed = [o if o.startswith("train.") else f"train.{o}" for o in (overrides or [])]
+    resolved = apply_overrides(preset, fixed)
+    return TrainConfig.from_dict(resolved["train"])

@@ -1,0 +1,46 @@
+"""Training objectives: cross-entropy and reverse cross-entropy (Pang et al. 2018, eq. 4).
+
+Both take the *raw* network logits Z. RCE trains a "reverse classifier": softmax(Z) is pushed to put zero
+mass on the true class and 1/(L-1) on every other class. At inference the sign is reversed, which lives in
+:meth:`rcedetect.classifier.Classifier.logits` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+OBJECTIVES = ("ce", "rce")
+
+
+def reverse_label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """R_y of paper §3.1: 0 at the true class and 1/(L-1) at every other class."""
+    one_hot = F.one_hot(y, num_classes).to(torch.float32)
+    return (1.0 - one_hot) / (num_classes - 1)
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_CE(x, y) = -1_yᵀ log softmax(Z), averaged over the batch."""
+    return F.cross_entropy(logits, y)
+
+
+def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_RCE(x, y) = -R_yᵀ log softmax(Z) (paper eq. 4), averaged over the batch.
+
+    Computed with ``log_softmax`` so it is finite for any finite logits (the original took
+    ``log(softmax)``, which underflows to -inf). Its gradient w.r.t. Z is softmax(Z) - R_y.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    r = reverse_label_vector(y, logits.shape[1]).to(log_p.device)
+    return -(r * log_p).sum(dim=1).mean()
+
+
+def objective_loss(objective: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The training loss of ``objective`` ('ce' or 'rce') on raw logits."""
+    if objective == "ce":
+        return cross_entropy(logits, y)
+    if objective == "rce":
+        return reverse_cross_entropy(logits, y)
+    from .errors import ConfigError
+
+    raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

@@ -1,0 +1,169 @@
+"""Training with the paper's recipe (SPEC §3): SGD momentum 0.9, batch 128, weight decay 2e-4 on conv and
+linear weights only, piecewise learning rate, the same settings for CE and RCE.
+
+The data stays on the training device as uint8; each step gathers its batch there and, for CIFAR, augments
+it batch-wise. Batches and augmentation draw from generators seeded by (seed, epoch) and (seed, step), so a
+run resumed from a checkpoint at step k continues with exactly the batches an uninterrupted run would see,
+and on CPU the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, data, models
+from .classifier import Classifier
+from .config import TrainConfig
+from .device import resolve
+from .errors import CheckpointError
+from .io import write_json
+from .losses import objective_loss
+
+
+def parameter_groups(net: torch.nn.Module) -> list[dict]:
+    """Weight decay on conv and linear weights only (TF's 'DW' variables); none on biases and BN."""
+    decay, no_decay = [], []
+    for module in net.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+            (decay if is_weight else no_decay).append(p)
+    return [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay", "weight_decay": 0.0}]
+
+
+def _optimizer_tensors(optimizer: torch.optim.SGD, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in net.named_parameters()}
+    out = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"momentum.{names[id(p)]}"] = buf
+    return out
+
+
+def _restore_optimizer(optimizer: torch.optim.SGD, net: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in net.named_parameters():
+        buf = tensors.get(f"momentum.{name}")
+        if buf is not None:
+            if buf.shape != p.shape:
+                raise CheckpointError(f"optimizer state for {name} has shape {tuple(buf.shape)}, expected {tuple(p.shape)}")
+            optimizer.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
+
+
+class BatchSampler:
+    """Seeded epoch permutations: the batch of step s depends only on (seed, s)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = max(1, n // self.batch_size)
+        self._epoch, self._perm = -1, None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+
+
+@torch.no_grad()
+def accuracy(classifier: Classifier, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Share of ``x`` (uint8 NCHW) that ``classifier`` labels correctly, in eval mode."""
+    was_training = classifier.training
+    classifier.eval()
+    device = classifier.device
+    correct = 0
+    for i in range(0, len(x_uint8), batch_size):
+        xb = data.to_float(x_uint8[i : i + batch_size].to(device))
+        correct += int((classifier.predict(xb).cpu() == y[i : i + batch_size]).sum())
+    classifier.train(was_training)
+    return correct / max(1, len(x_uint8))
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None = None, resume: bool = False,
+        progress: bool = True, step_callback: Callable[[int], None] | None = None) -> Classifier:
+    """Train a classifier with ``cfg``, checkpointing into ``run_dir``; with ``resume``, continue from its checkpoint.
+
+    ``step_callback(step)`` runs after each completed step (after any checkpoint of that step); tests use it
+    to simulate a crash.
+    """
+    run_dir = Path(run_dir)
+    device = resolve(cfg.device)
+    ds = dataset or data.load(cfg.dataset, data_dir=cfg.data_dir or None, data_file=cfg.data_file or None)
+    torch.manual_seed(cfg.seed)
+    net = models.create(cfg.arch, in_channels=ds.channels, num_classes=ds.num_classes)
+    classifier = Classifier(net, cfg.objective).to(device)
+    groups = parameter_groups(net)
+    optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    start, log = 0, []
+    if resume:
+        ckpt = checkpoint.load(run_dir, device=device, with_optimizer=True)
+        if ckpt.config != cfg.to_dict():
+            raise CheckpointError(f"{run_dir} was trained with another config; resume with the same preset and --set values")
+        net.load_state_dict(ckpt.classifier.net.state_dict())
+        _restore_optimizer(optimizer, net, ckpt.optimizer_state)
+        start = ckpt.step
+        log = ckpt.meta.get("metrics", {}).get("log", [])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {"train": cfg.to_dict()})
+
+    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
+    sampler = BatchSampler(len(x_train), cfg.batch_size, cfg.seed)
+    use_amp = cfg.amp and device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    classifier.train()
+
+    def save(step: int, metrics: dict) -> None:
+        checkpoint.save(run_dir, classifier, step=step, config=cfg.to_dict(), dataset=ds.name,
+                        metrics=metrics, optimizer_state=_optimizer_tensors(optimizer, net))
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.arch}/{cfg.objective}", disable=not progress,
+               dynamic_ncols=True)
+    t0, seen = time.perf_counter(), 0
+    for step in range(start, cfg.steps):
+        lr = cfg.learning_rate(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = sampler.indices(step).to(device)
+        xb, yb = data.to_float(x_train[idx]), y_train[idx]
+        if cfg.augment:
+            xb = data.augment(xb, cfg.pad, torch.Generator().manual_seed(cfg.seed * 7_919 + step))
+        with autocast:
+            raw = net(xb)
+        loss = objective_loss(cfg.objective, raw.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(idx)
+        done = step + 1
+        if progress and (done % 10 == 0 or done == cfg.steps):
+            with torch.no_grad():
+                acc = float(((raw.float() * classifier.sign).argmax(1) == yb).float().mean())
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}", lr=f"{lr:g}", img_s=f"{rate:.0f}")
+        bar.update(1)
+        last = done == cfg.steps
+        if done % cfg.eval_every == 0 or last:
+            test_acc = accuracy(classifier, ds.x_test, ds.y_test)
+            log.append({"step": done, "test_accuracy": test_acc, "loss": loss.item()})
+            bar.write(json.dumps(log[-1]))
+        if done % cfg.checkpoint_every == 0 or last:
+            metrics = {"log": log}
+            if last:
+                metrics.update(test_accuracy=log[-1]["test_accuracy"], test_error=1 - log[-1]["test_accuracy"],
+                               train_seconds=round(time.perf_counter() - t0, 2))
+            save(done, metrics)
+        if step_callback is not None:
+            step_callback(done)
+    bar.close()
+    classifier.eval()
+    return classifier

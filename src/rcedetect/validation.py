@@ -1,0 +1,57 @@
+"""One place for the input convention: images are float NCHW tensors in [0, 1] (SPEC "Decisions")."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+#: Tolerance for values that float arithmetic nudges just outside [0, 1].
+RANGE_TOLERANCE = 1e-5
+
+
+def check_images(x: torch.Tensor, *, channels: int | None = None, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a batch of images in the package's convention and return it.
+
+    Raises :class:`InputError` naming the problem: not a tensor, not 4-D NCHW, not floating point,
+    the wrong number of channels, NaN/inf values, or values outside [0, 1].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise InputError(
+            f"{name} must be a 4-D batch of images (N, C, H, W), got shape {tuple(x.shape)}; "
+            "add a batch dimension with x.unsqueeze(0) for a single image"
+        )
+    if not x.is_floating_point():
+        raise InputError(
+            f"{name} must be floating point in [0, 1], got dtype {x.dtype}; convert uint8 images with x.float() / 255"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise InputError(
+            f"{name} has {x.shape[1]} channels but the model expects {channels} "
+            f"(shape {tuple(x.shape)}; images must be NCHW)"
+        )
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or infinite values")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise InputError(
+                f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                "rcedetect takes images scaled to [0, 1] (the model subtracts 0.5 itself)"
+            )
+    return x
+
+
+def check_labels(y: torch.Tensor, n: int, num_classes: int, *, name: str = "y") -> torch.Tensor:
+    """Check that ``y`` holds ``n`` integer class labels in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of labels, got {type(y).__name__}")
+    if y.dim() != 1 or y.shape[0] != n:
+        raise InputError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise InputError(f"{name} must hold integer labels, got dtype {y.dtype}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise InputError(f"{name} must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y
