@@ -1,0 +1,77 @@
+"""The paper's published numbers (Tables 1-6 of Pang et al., NeurIPS 2018), read from ``paper_numbers.json``.
+
+Lookups return ``None`` where the paper has no value, so the report can show "ours" alone there.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: our attack names -> the paper's labels
+ATTACK_LABELS = {"fgsm": "FGSM", "bim": "BIM", "ilcm": "ILCM", "jsma": "JSMA", "cw": "C&W", "cw_hc": "C&W-hc",
+                 "cw_wb": "C&W-wb", "noise": "RAND"}
+#: our detector names -> the paper's metric keys
+METRIC_KEYS = {"confidence": "confidence", "non_me": "non_me", "kd": "kernel_density"}
+
+
+@lru_cache(maxsize=1)
+def numbers() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "paper_numbers.json").read_text())
+
+
+def column(dataset: str | None) -> str | None:
+    """The paper column our dataset is compared with: mnist5k and mnist -> 'mnist', cifar10 -> 'cifar10'."""
+    if dataset in ("mnist", "mnist5k"):
+        return "mnist"
+    if dataset == "cifar10":
+        return "cifar10"
+    return None
+
+
+def test_error(arch: str, objective: str, col: str | None) -> float | None:
+    """Table 1: test error in percent."""
+    for row in numbers()["table1_test_error_percent"]:
+        if col and row["model"] == arch and row["objective"] == objective.upper():
+            return row.get(col)
+    return None
+
+
+def auc(attack: str, objective: str, metric: str, col: str | None) -> float | None:
+    """Table 2: AUC x 100 of ``metric`` (confidence / non_me / kd) for ``attack`` on ResNet-32."""
+    label, key = ATTACK_LABELS.get(attack), METRIC_KEYS.get(metric)
+    for row in numbers()["table2_auc"]:
+        if (row["dataset"] == col and row["attack"] == label and row["objective"] == objective.upper()
+                and row["metric"] == key):
+            return row["auc_percent"]
+    return None
+
+
+def cw_wb(objective: str, col: str | None) -> tuple[float | None, float | None]:
+    """Table 3: (ratio of f2 > 0, mean distortion on the [0, 255] scale)."""
+    for row in numbers()["table3_cw_wb"]:
+        if col and row["objective"] == objective.upper():
+            return row[f"{col}_ratio_f2_positive"], row[f"{col}_distortion"]
+    return None, None
+
+
+def transfer_auc(target_objective: str, substitute_objective: str, col: str | None) -> float | None:
+    """Table 4 (CIFAR-10 only): K-density AUC x 100, target ResNet-56, substitute ResNet-32."""
+    if col != "cifar10":
+        return None
+    for row in numbers()["table4_blackbox_cifar10_auc_percent"]:
+        if row["target"] == f"resnet56-{target_objective.upper()}" and \
+                row["substitute"] == f"resnet32-{substitute_objective.upper()}":
+            return row["auc"]
+    return None
+
+
+def seconds_per_example(attack: str, objective: str) -> float | None:
+    """Table 5: seconds per adversarial example on a P100 (ResNet-32, mean of MNIST and CIFAR-10)."""
+    label = ATTACK_LABELS.get(attack)
+    for row in numbers()["table5_seconds_per_example_p100"]:
+        if row["attack"] == label:
+            return row.get(objective.upper())
+    return None
