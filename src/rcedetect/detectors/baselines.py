@@ -1,0 +1,45 @@
+"""Confidence and non-maximal entropy (non-ME) of the effective logits (paper §3.2 eq. 1, SPEC §4.7).
+
+Both work on p = softmax(effective logits), i.e. softmax(−Z) for an RCE model, so they take
+``classifier.logits(x)`` (never raw Z). These functions return the quantities themselves ("higher = more
+normal" for both); the detector scores ("higher = more likely adversarial") are their negatives and are
+defined in one place, :func:`rcedetect.detectors.scores_from_logits`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+
+def _check_logits(logits: torch.Tensor) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise InputError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise InputError(f"logits must have shape (N, L) with L >= 2 classes, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise InputError(f"logits must be floating point, got dtype {logits.dtype}")
+    if logits.numel() and not bool(torch.isfinite(logits).all()):
+        raise InputError("logits contain NaN or infinite values")
+    return logits
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """max_i softmax(logits)_i per row (SPEC §4.7)."""
+    return torch.softmax(_check_logits(logits), dim=1).amax(dim=1)
+
+
+def non_me(logits: torch.Tensor) -> torch.Tensor:
+    """Non-maximal entropy, paper eq. (1): the entropy of the non-max probabilities renormalised to sum 1.
+
+    Computed from log-softmax of the logits with the predicted class masked out, so a probability that
+    underflows to 0 contributes 0 (never 0·log 0 = NaN). Its maximum, log(L−1), is reached exactly when all
+    non-max probabilities are equal (paper Lemma 1).
+    """
+    logits = _check_logits(logits)
+    top = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1]).bool()
+    log_q = torch.log_softmax(logits.masked_fill(top, float("-inf")), dim=1)
+    log_q = log_q.masked_fill(top, 0.0)  # q = 0 there; a finite log keeps q·log q and its gradient at 0
+    q = log_q.exp().masked_fill(top, 0.0)
+    return -(q * log_q).sum(dim=1)
