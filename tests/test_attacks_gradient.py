@@ -1,0 +1,196 @@
+"""FGSM / BIM / ILCM (SPEC §5.3-5.5) on hand-weighted linear models with known answers and on tiny ResNets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rcedetect import Classifier, ConfigError, InputError, attacks
+from rcedetect.attacks.gradient import BIM, FGSM, ILCM
+
+
+class Linear(nn.Module):
+    """A Classifier-compatible net: features(x) = flatten(x), head(z) = W z + b."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, shape=(1, 4, 4)):
+        super().__init__()
+        self.in_channels, self.num_classes = shape[0], weight.shape[0]
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+            self.fc.bias.copy_(bias if bias is not None else torch.zeros(weight.shape[0]))
+
+    def features(self, x):
+        return x.flatten(1)
+
+    def head(self, z):
+        return self.fc(z)
+
+
+def binary_linear(objective="ce"):
+    """Logits [0, w·x − 1]: the CE gradient is a scalar times w, so FGSM moves every pixel by ±ε along sign(w)."""
+    w = torch.linspace(-1.0, 1.0, 17)
+    w = w[w != 0][:16]
+    return Classifier(Linear(torch.stack([torch.zeros(16), w]), torch.tensor([0.0, -1.0])), objective).eval(), w
+
+
+def grouped_linear(objective="ce"):
+    """3 classes, each logit the sum of its own 5 pixels (pixel 15 unused): every class is reachable in the box."""
+    weight = torch.zeros(3, 16)
+    for k in range(3):
+        weight[k, 5 * k : 5 * k + 5] = 1.0
+    return Classifier(Linear(weight), objective).eval()
+
+
+def images(n=8, seed=0, shape=(1, 4, 4)):
+    return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
+
+
+def test_registered_names():
+    assert {"fgsm", "bim", "ilcm"} <= set(attacks.REGISTRY)
+    assert isinstance(attacks.create("fgsm", eps=0.1), FGSM)
+    assert attacks.create("bim", eps=0.1).steps == 10
+
+
+def test_fgsm_moves_each_pixel_by_eps_along_sign_w():
+    clf, w = binary_linear()
+    x = images(16)
+    pred = clf.predict(x)
+    res = FGSM(0.1)(clf, x)
+    delta = res.x_adv - x
+    # label = clean prediction: label 0 -> raise w·x (+sign w), label 1 -> lower it (-sign w)
+    direction = torch.where(pred == 0, 1.0, -1.0)[:, None, None, None] * w.sign().view(1, 1, 4, 4)
+    torch.testing.assert_close(delta, 0.1 * direction, atol=1e-6, rtol=0)
+    assert res.iterations.tolist() == [1] * 16
+
+
+def test_fgsm_clips_at_the_box():
+    clf, w = binary_linear()
+    x = torch.zeros(2, 1, 4, 4)
+    x[1] = 1.0
+    res = FGSM(0.3)(clf, x)
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    assert float((res.x_adv - x).abs().max()) == pytest.approx(0.3)
+
+
+def test_rce_wrapper_reverses_the_fgsm_direction():
+    """An RCE model is attacked through −Z: with the same label its FGSM step is the opposite of the CE model's."""
+    (ce, _), (rce, _) = binary_linear("ce"), binary_linear("rce")
+    x, y = images(8), torch.tensor([0, 1] * 4)
+    d_ce = FGSM(0.05, label="true")(ce, x, y).x_adv - x
+    d_rce = FGSM(0.05, label="true")(rce, x, y).x_adv - x
+    torch.testing.assert_close(d_rce, -d_ce, atol=1e-6, rtol=0)
+    assert float(d_ce.abs().min()) > 0.049
+
+
+@pytest.mark.parametrize("make", [lambda e: FGSM(e), lambda e: BIM(e), lambda e: ILCM(e)])
+def test_eps_zero_returns_the_input(make, ce_classifier, test_batch):
+    x = test_batch[0][:8]
+    res = make(0.0)(ce_classifier, x)
+    assert torch.equal(res.x_adv, x)
+    assert not bool(res.success.any())
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "ilcm"])
+@pytest.mark.parametrize("objective", ["ce", "rce"])
+def test_invariants_on_trained_resnets(name, objective, ce_classifier, rce_classifier, test_batch):
+    clf = ce_classifier if objective == "ce" else rce_classifier
+    x, y = test_batch[0][:16], test_batch[1][:16]
+    x_before = x.clone()
+    res = attacks.create(name, eps=0.3)(clf, x, y)
+    assert torch.equal(x, x_before), "the input must not be mutated"
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == torch.float32
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    assert float(res.linf.max()) <= 0.3 + 1e-6
+    with torch.no_grad():
+        pred_clean, pred_adv = clf.predict(x), clf.predict(res.x_adv)
+    assert torch.equal(res.success, pred_adv != pred_clean)
+    assert torch.equal(res.extra["pred_adv"], pred_adv)
+    if name == "ilcm":
+        assert torch.equal(res.target, clf.logits(x).argmin(1))
+        assert torch.equal(res.extra["target_reached"], pred_adv == res.target)
+    assert float(res.success.float().mean()) > 0.5  # eps 0.3 fools these tiny nets (measured: 0.77-1.0)
+
+
+def test_true_label_success_is_against_y(ce_classifier, test_batch):
+    x, y = test_batch[0][:16], test_batch[1][:16]
+    res = BIM(0.25, label="true")(ce_classifier, x, y)
+    assert torch.equal(res.success, ce_classifier.predict(res.x_adv) != y)
+    with pytest.raises(InputError):
+        FGSM(0.1, label="true")(ce_classifier, x)
+
+
+def test_same_result_batched_and_one_by_one(ce_classifier, test_batch):
+    x = test_batch[0][:6]
+    for attack in (FGSM(0.08), BIM(0.08), ILCM(0.08)):
+        full = attack(ce_classifier, x)
+        single = torch.cat([attack(ce_classifier, x[i : i + 1]).x_adv for i in range(len(x))])
+        torch.testing.assert_close(full.x_adv, single, atol=1e-6, rtol=0)
+
+
+def test_bim_stays_in_the_ball_and_beats_fgsm_on_the_linear_margin():
+    clf, w = binary_linear()
+    x = images(8)
+    fgsm, bim = FGSM(0.2)(clf, x), BIM(0.2)(clf, x)
+    assert float(bim.linf.max()) <= 0.2 + 1e-6
+    # on a linear binary model the BIM steps all point the same way, so BIM = FGSM
+    torch.testing.assert_close(bim.x_adv, fgsm.x_adv, atol=1e-5, rtol=0)
+
+
+def test_ilcm_reaches_the_least_likely_class():
+    clf = grouped_linear()
+    x = images(32, seed=3)
+    res = ILCM(1.0)(clf, x)
+    logits = clf.logits(x)
+    assert torch.equal(res.target, logits.argmin(1))
+    assert bool(res.extra["target_reached"].all())
+    assert torch.equal(clf.predict(res.x_adv), res.target)
+    assert bool(res.success.all())
+
+
+def test_ilcm_uses_a_one_hot_target_not_the_original_pm_half_label():
+    """One descent step along sign ∇ CE(x, y_ll): target-class pixels rise, all others fall (pixel 15 has zero
+    gradient and stays). The original's ±0.5 label would add −0.5·∇Σ logits, i.e. push every pixel down more."""
+    clf = grouped_linear()
+    x = images(4, seed=5)
+    res = ILCM(0.1, steps=1)(clf, x)
+    d = (res.x_adv - x).flatten(1)
+    for i, t in enumerate(res.target.tolist()):
+        up = torch.zeros(16, dtype=torch.bool)
+        up[5 * t : 5 * t + 5] = True
+        torch.testing.assert_close(d[i, up], torch.full((5,), 0.1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(d[i, :15][~up[:15]], torch.full((10,), -0.1), atol=1e-6, rtol=0)
+        assert float(d[i, 15]) == 0.0
+
+
+def test_seeded_and_deterministic(ce_classifier, test_batch):
+    x = test_batch[0][:8]
+    a, b = BIM(0.1)(ce_classifier, x), BIM(0.1)(ce_classifier, x)
+    assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_train_mode_classifier_is_refused(test_batch):
+    clf, _ = binary_linear()
+    clf.train()
+    with pytest.raises(InputError, match="eval"):
+        FGSM(0.1)(clf, images(2))
+
+
+@pytest.mark.parametrize("bad", [dict(eps=-0.1), dict(eps=float("nan")), dict(eps="0.1"), dict(eps=0.1, steps=0),
+                                 dict(eps=0.1, label="gold")])
+def test_bad_settings_raise_config_error(bad):
+    with pytest.raises(ConfigError):
+        attacks.create("bim", **bad)
+    with pytest.raises(ConfigError):
+        attacks.create("fgsm", eps=0.1, steps=3)
+    with pytest.raises(ConfigError):
+        attacks.create("fgsm", eps=0.1, nonsense=1)
+
+
+def test_bad_images_raise_input_error():
+    clf, _ = binary_linear()
+    with pytest.raises(InputError):
+        FGSM(0.1)(clf, images(2) * 3)
+    with pytest.raises(InputError):
+        FGSM(0.1)(clf, torch.rand(16))
