@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,6 @@ class TrainConfig:
     checkpoint_every: int = 1000
     amp: bool = False
     device: str = "auto"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from .losses import OBJECTIVES
@@ -157,5 +156,9 @@ def train_config_from_preset(name: str, overrides: list[str] | None = None) -> T
     if "train" not in preset:
         raise ConfigError(f"preset {name!r} has no [train] section; it is not a training preset")
     fixed = [o if o.startswith("train.") else f"train.{o}" for o in (overrides or [])]
+    unknown = set(preset["train"]) - set(TrainConfig().to_dict())
+    if unknown:
+        raise ConfigError(f"preset {name!r} has unknown [train] setting(s) {sorted(unknown)}")
+    preset["train"] = {**TrainConfig().to_dict(), **preset["train"]}  # every field can be --set
     resolved = apply_overrides(preset, fixed)
     return TrainConfig.from_dict(resolved["train"])
