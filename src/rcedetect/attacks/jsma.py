@@ -1,0 +1,140 @@
+"""JSMA, the Jacobian-based saliency map attack (Papernot et al. 2016) as run by the original (SPEC §5.6).
+
+Target: the least-likely class t = argmin of the clean effective logits. Each step increases input *features*
+(single channel values) by +ε and clips to [0, 1]; a feature stays eligible while it is below 1.0, so it can
+be chosen again. An example stops when argmax = t, after its budget of steps, or when no feature is eligible;
+finished examples no longer change. At most ``max_steps`` features are increased per example (paper B.2).
+
+Saliency ``"original"`` (the default, SPEC §5.6: Gong's single-feature map on the *probabilities*
+F = softmax(effective logits)):
+  dt_dx = ∇ₓ F_t,  do_dx = ∇ₓ Σ_k F_k − dt_dx,
+  score = dt_dx · |do_dx| over eligible features with dt_dx ≥ 0 and do_dx ≤ 0;
+  if no feature qualifies: score = dt_dx − do_dx over all eligible features (the original's fallback).
+Because Σ_k F_k = 1, ∇ₓ Σ_k F_k ≈ 0 and the map degenerates to the largest ∂F_t/∂x_i — which is what produced
+the paper's numbers; it is kept for faithfulness. Two backward passes per step (∇F_t and ∇ΣF).
+
+Saliency ``"pairwise"`` (option): Papernot's pair map on the *logits*. With α = ∇ₓ Z_t and β = ∇ₓ Σ_{j≠t} Z_j,
+a pair (p, q) scores (α_p + α_q)·|β_p + β_q| where α_p + α_q > 0 and β_p + β_q < 0 (fallback: the largest
+(α_p + α_q) − (β_p + β_q)); both features get +ε. To stay O(N·D) instead of O(N·D²), pairs are formed only
+among the ``top_k`` eligible features with the largest single-feature score α_i − β_i (k² pairs per example).
+Each pair step increases two features, so a pairwise run takes at most ``max_steps // 2`` steps and the
+"at most max_steps features" budget holds for both maps.
+
+``success`` = the prediction on x* differs from the clean prediction (the "misclassified" of the paper's pair
+mask); ``target`` holds t and ``extra["target_reached"]`` says whether it was reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from .base import AttackResult, check_eps, prepare, register
+from .gradient import check_steps, finish
+
+SALIENCY = ("original", "pairwise")
+
+
+def _grads(classifier, x: torch.Tensor, target: torch.Tensor,
+           on_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∇ₓ out_t, ∇ₓ Σ_k out_k) per example, flattened, with out = logits or softmax probabilities,
+    and the current prediction (from the same forward pass)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = classifier.logits(x)
+        if not on_logits:
+            out = torch.softmax(out, dim=1)
+        (dt,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x, retain_graph=True)
+        (ds,) = torch.autograd.grad(out.sum(), x)
+    return dt.flatten(1), ds.flatten(1), out.detach().argmax(1)
+
+
+def _original_choice(dt: torch.Tensor, do: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """One feature index per row: SPEC §5.6's map, with its fallback where no feature qualifies."""
+    neg_inf = torch.tensor(float("-inf"), device=dt.device, dtype=dt.dtype)
+    qualifies = eligible & (dt >= 0) & (do <= 0)
+    score = torch.where(qualifies, dt * do.abs(), neg_inf)
+    fallback = torch.where(eligible, dt - do, neg_inf)
+    use_fallback = ~qualifies.any(1, keepdim=True)
+    return torch.where(use_fallback, fallback, score).argmax(1, keepdim=True)
+
+
+def _pairwise_choice(alpha: torch.Tensor, beta: torch.Tensor, eligible: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Two feature indices per row: Papernot's pair map restricted to the top-k eligible features."""
+    neg_inf = torch.tensor(float("-inf"), device=alpha.device, dtype=alpha.dtype)
+    k = min(top_k, alpha.shape[1])
+    single = torch.where(eligible, alpha - beta, neg_inf)
+    cand = single.topk(k, dim=1).indices  # (n, k)
+    ok = eligible.gather(1, cand)
+    a, b = alpha.gather(1, cand), beta.gather(1, cand)
+    A = a[:, :, None] + a[:, None, :]  # (n, k, k)
+    B = b[:, :, None] + b[:, None, :]
+    valid = ok[:, :, None] & ok[:, None, :] & ~torch.eye(k, dtype=torch.bool, device=alpha.device)
+    qualifies = valid & (A > 0) & (B < 0)
+    score = torch.where(qualifies, A * B.abs(), neg_inf)
+    fallback = torch.where(valid, A - B, neg_inf)
+    use_fallback = ~qualifies.flatten(1).any(1)[:, None, None]
+    flat = torch.where(use_fallback, fallback, score).flatten(1).argmax(1)
+    p, q = flat // k, flat % k
+    return torch.stack([cand.gather(1, p[:, None])[:, 0], cand.gather(1, q[:, None])[:, 0]], 1)
+
+
+@register("jsma")
+@dataclass(frozen=True)
+class JSMA:
+    """JSMA toward the least-likely class, +ε per chosen feature, at most ``max_steps`` features changed."""
+
+    eps: float
+    max_steps: int = 100
+    saliency: str = "original"
+    top_k: int = 32
+
+    def __post_init__(self):
+        check_eps(self.eps)
+        check_steps(self.max_steps, "max_steps")
+        check_steps(self.top_k, "top_k")
+        if self.saliency not in SALIENCY:
+            raise ConfigError(f"saliency must be one of {', '.join(SALIENCY)}, got {self.saliency!r}")
+        if self.saliency == "pairwise" and (self.max_steps < 2 or self.top_k < 2):
+            raise ConfigError("pairwise saliency changes two features per step: max_steps and top_k must be >= 2")
+
+    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
+        x_in = x
+        x, _ = prepare(classifier, x, y)
+        n = len(x)
+        with torch.no_grad():
+            logits = classifier.logits(x)
+        pred, target = logits.argmax(1), logits.argmin(1)
+        pairwise = self.saliency == "pairwise"
+        budget = self.max_steps // 2 if pairwise else self.max_steps
+
+        x_adv = x.clone().flatten(1)
+        its = torch.zeros(n, dtype=torch.long, device=x.device)
+        active = pred != target
+        for _ in range(budget):
+            idx = active.nonzero()[:, 0]
+            if len(idx) == 0:
+                break
+            xa = x_adv[idx]
+            eligible = xa < 1.0
+            dt, ds, now = _grads(classifier, xa.view(-1, *x.shape[1:]), target[idx], on_logits=pairwise)
+            # reached the target or nothing left to raise: this example is finished and stays as it is
+            go = (now != target[idx]) & (eligible.sum(1) >= (2 if pairwise else 1))
+            active[idx[~go]] = False
+            if not bool(go.any()):
+                break
+            idx, xa, eligible, dt, ds = idx[go], xa[go], eligible[go], dt[go], ds[go]
+            if pairwise:
+                chosen = _pairwise_choice(dt, ds - dt, eligible, self.top_k)
+            else:
+                chosen = _original_choice(dt, ds - dt, eligible)
+            xa = xa.scatter_add(1, chosen, torch.full(chosen.shape, self.eps, dtype=xa.dtype, device=xa.device))
+            x_adv[idx] = xa.clamp(0.0, 1.0)
+            its[idx] += 1
+        x_adv = x_adv.view_as(x)
+        with torch.no_grad():
+            pred_adv = classifier.logits(x_adv).argmax(1)
+        return finish(x_in, x, x_adv, pred_adv != pred, its, target=target, label=pred, pred_adv=pred_adv,
+                      target_reached=pred_adv == target)
