@@ -297,6 +297,17 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 # -- automatic bandwidth --------------------------------------------------------------------------------
+def log_density(kd: KernelDensity, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The normalised class-conditional log-likelihood log p(z | c) = log KD(z) − (D/2)·log(π σ²).
+
+    The kernel exp(−d²/σ²) is a Gaussian of variance σ²/2 per dimension, whose normalising constant is
+    (π σ²)^(D/2); this equals scikit-learn's ``KernelDensity(bandwidth=sqrt(σ²/2)).score_samples``.
+    The detector itself uses the unnormalised KD, as the original (SPEC §4.3); only likelihood-based
+    bandwidth selection needs the constant.
+    """
+    return kd.log_kd(z, classes) - 0.5 * kd.dim * math.log(math.pi * kd.sigma2)
+
+
 @dataclass(frozen=True)
 class BandwidthSelection:
     """Result of :func:`select_sigma2`: the chosen σ², each candidate's mean held-out log-likelihood, and
@@ -316,8 +327,7 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
 
     Each class's features are split (seeded) into kernel points (at most ``per_class``) and a held-out
     share ``holdout``; for each candidate, the held-out points are scored against their own class's kernel
-    with the Gaussian normalising constant, log p(z) = log KD(z) − (D/2)·log(π σ²) (the kernel
-    exp(−d²/σ²) is a Gaussian of variance σ²/2 per dimension), and the candidate with the largest mean
+    with the Gaussian normalising constant (:func:`log_density`), and the candidate with the largest mean
     log-likelihood over all held-out points wins. Default candidates: 26 values from 1e-3 to 1e2.
     """
     features = _check_features(features, None, "features")
@@ -346,11 +356,10 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
     held_idx = torch.cat(held).to(features.device)
     zh, yh = features[held_idx], labels[held_idx.cpu()]
     base = KernelDensity._from_indices(features, chosen, cands[0])
-    d = features.shape[1]
     mean_ll, per_class_ll = [], []
     with torch.no_grad():
         for s in cands:
-            ll = base.with_sigma2(s).log_kd(zh, yh.to(zh.device)).double().cpu() - 0.5 * d * math.log(math.pi * s)
+            ll = log_density(base.with_sigma2(s), zh, yh.to(zh.device)).double().cpu()
             mean_ll.append(float(ll.mean()))
             per_class_ll.append([float(ll[yh == c].mean()) for c in range(num_classes)])
     best = max(range(len(cands)), key=lambda i: mean_ll[i])

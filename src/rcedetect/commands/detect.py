@@ -1,0 +1,206 @@
+"""``rce detect RUN_DIR --metric kd|confidence|non_me --input PATH... [--fpr 0.05] [--json]``.
+
+Prints, per input image, the predicted label or NOT SURE (score above the threshold T) with its score
+(higher = more likely adversarial). The detector is fitted and calibrated on the run's own dataset and cached
+in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the detector settings change.
+
+- K-density kernel: ``--per-class`` (default 1000) random training features per class, by true label
+  (SPEC §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given.
+- Threshold T: from clean held-out data only, the LAST ``--calibration-size`` images of the test split
+  (default 1000, at most half of the split), so that ``--fpr`` of them is rejected. Score the images before
+  them if you want calibration and evaluation data kept apart.
+
+Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npz`` files with
+an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` files with a tensor ``x``
+(same layouts).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DEFAULT_CALIBRATION = 1000
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.2)")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", required=True, choices=("kd", "confidence", "non_me"))
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="image files, .npz (array x) or .safetensors (tensor x) batches")
+    p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--calibration-size", type=int, default=None,
+                   help=f"clean images from the end of the test split used for T (default {DEFAULT_CALIBRATION}, "
+                        "at most half of the split)")
+    p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
+    p.add_argument("--sigma2", type=float, default=None, help="K-density bandwidth (default: the paper's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refit", action="store_true", help="ignore the cached detector")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir")
+    p.add_argument("--data-file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+# -- inputs ---------------------------------------------------------------------------------------------
+def _array_to_images(a: np.ndarray, channels: int, where: str):
+    """uint8 NHW / NHWC (or NCHW), or float NCHW in [0, 1] -> float32 NCHW tensor in [0, 1]."""
+    import torch
+
+    from ..errors import InputError
+    from ..validation import check_images
+
+    if a.dtype == np.uint8:
+        if a.ndim == 3 and channels == 1:
+            a = a[:, None]
+        elif a.ndim == 4 and a.shape[-1] == channels:
+            a = a.transpose(0, 3, 1, 2)
+        elif not (a.ndim == 4 and a.shape[1] == channels):
+            raise InputError(f"{where}: uint8 images must be NHW (1 channel) or NHWC with {channels} channel(s), "
+                             f"got shape {a.shape}")
+        return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
+    if np.issubdtype(a.dtype, np.floating):
+        return check_images(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), channels=channels,
+                            name=where)
+    raise InputError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
+
+
+def read_input(path: str | Path, channels: int):
+    """Images in one input file as a float NCHW tensor in [0, 1]."""
+    from ..errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"input {path} is not a readable image: {e}") from e
+        return _array_to_images(a[None], channels, str(path))
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f:
+                    raise InputError(f"input {path} has no array 'x' (it has {', '.join(f.files) or 'none'})")
+                a = f["x"]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"input {path} is not a readable .npz file of arrays: {e}") from e
+        return _array_to_images(a, channels, str(path))
+    if suffix == ".safetensors":
+        from ..io import load_tensors
+
+        tensors = load_tensors(path, "input")
+        if "x" not in tensors:
+            raise InputError(f"input {path} has no tensor 'x' (it has {', '.join(tensors) or 'none'})")
+        return _array_to_images(tensors["x"].numpy(), channels, str(path))
+    raise InputError(f"input {path}: unsupported file type {suffix!r}; give an image file, .npz or .safetensors")
+
+
+# -- the detector ---------------------------------------------------------------------------------------
+def _calibration_slice(n_test: int, requested: int | None) -> int:
+    from ..errors import ConfigError
+
+    if requested is not None and requested < 1:
+        raise ConfigError(f"--calibration-size must be >= 1, got {requested}")
+    size = min(requested or DEFAULT_CALIBRATION, max(1, n_test // 2))
+    return size
+
+
+def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
+    from .. import data, features
+    from ..detectors import Detector
+    from ..errors import InputError
+
+    cfg = ckpt.config
+    ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=args.data_dir or cfg.get("data_dir") or None,
+                   data_file=args.data_file or cfg.get("data_file") or None)
+    clf = ckpt.classifier
+    if ds.channels != clf.in_channels:
+        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
+    n_cal = _calibration_slice(len(ds.x_test), args.calibration_size)
+    det = Detector(clf, args.metric, per_class=key["per_class"], sigma2=args.sigma2, seed=args.seed,
+                   progress=not args.quiet)
+    if args.metric == "kd":
+        bank = features.cached(clf, ds.train_images(), ds.y_train,
+                               folder / f"train-features-{key['weights_sha256'][:12]}.safetensors",
+                               progress=not args.quiet)
+        det.fit(bank)
+    else:
+        det.fit(None)
+    det.calibrate(ds.test_images()[-n_cal:], fpr=args.fpr)
+    extra = {"key": key, "dataset": ds.name, "image_shape": list(ds.image_shape),
+             "calibration": f"last {n_cal} images of the {ds.name} test split"}
+    det.save(folder, extra=extra)
+    det.extra = extra
+    return det
+
+
+def run(args) -> int:
+    from .. import checkpoint
+    from ..detectors import Detector
+    from ..device import resolve
+    from ..errors import ConfigError, InputError, RceError
+
+    run_dir = Path(args.run_dir)
+    if not 0.0 <= args.fpr < 1.0:
+        raise ConfigError(f"--fpr must be in [0, 1), got {args.fpr}")
+    per_class = args.per_class if args.per_class == "all" else None
+    if per_class is None:
+        try:
+            per_class = int(args.per_class)
+        except ValueError:
+            raise ConfigError(f"--per-class must be a positive integer or 'all', got {args.per_class!r}") from None
+    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    clf = ckpt.classifier
+    inputs = [(p, read_input(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+
+    key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
+           "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": args.sigma2,
+           "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
+    folder = run_dir / f"detector-{args.metric}"
+    det = None
+    if not args.refit and (folder / "detector.json").is_file():
+        try:
+            det = Detector.load(folder, clf)
+            if det.extra.get("key") != key or not det.calibrated:
+                det = None
+        except RceError:
+            det = None  # a stale or broken cache is rebuilt
+    if det is None:
+        det = _fit(args, ckpt, run_dir, key, folder)
+
+    shape = tuple(det.extra["image_shape"])
+    results = []
+    for path, x in inputs:
+        if tuple(x.shape[1:]) != shape:
+            raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
+                             f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
+        labels, scores = det.decide(x)
+        single = Path(path).suffix.lower() in IMAGE_SUFFIXES
+        for i, (lab, s) in enumerate(zip(labels.tolist(), scores.tolist())):
+            results.append({"input": str(path), "index": None if single else i,
+                            "label": None if lab < 0 else lab, "not_sure": lab < 0, "score": s})
+    if args.json:
+        print(json.dumps({"run": str(run_dir), "metric": det.metric, "threshold": det.threshold, "fpr": det.fpr,
+                          "calibration": det.extra.get("calibration"), "sigma2": det.kd.sigma2 if det.kd else None,
+                          "results": results}, indent=1))
+        return 0
+    bw = f", sigma2={det.kd.sigma2:.4g}" if det.kd else ""
+    print(f"{det.metric} detector{bw}: threshold {det.threshold:.6g} rejects {100 * det.fpr:g}% of clean inputs "
+          f"({det.extra.get('calibration')}); cached in {folder}")
+    for r in results:
+        name = r["input"] if r["index"] is None else f"{r['input']}[{r['index']}]"
+        print(f"{name}: {'NOT SURE' if r['not_sure'] else r['label']} (score {r['score']:.6g})")
+    return 0
