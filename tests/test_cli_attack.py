@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rcedetect import checkpoint
+from rcedetect import CheckpointError, checkpoint
 from rcedetect.attacks.gradient import FGSM
 from rcedetect.cli import main
 from rcedetect.commands.attack import select
@@ -114,3 +114,28 @@ def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
     adv = load_tensors(out / "adv.safetensors")
     assert bool((adv["target"] != adv["y"]).all())  # targeted at a random wrong label
     assert bool((adv["x_adv"] >= 0).all() and (adv["x_adv"] <= 1).all())
+
+
+def test_transfer_to_another_run(trained_runs, synthetic):
+    from rcedetect import metrics, transfer
+
+    src, dst = trained_runs["ce"], trained_runs["rce"]
+    assert main(["attack", str(src), "--attack", "bim", "--eps", "0.3", "--n", "24", "--batch-size", "24",
+                 "--quiet"]) == 0
+    out = only_dir(src, "bim")
+    adv = transfer.load_adversarial(out)
+    assert len(adv) == 24 and adv.summary["attack"] == "bim"
+    # on its own model the evaluation reproduces the stored predictions
+    same = transfer.transfer(out, src)
+    assert torch.equal(same.pred_clean, adv.pred_clean) and torch.equal(same.pred_adv, adv.pred_adv)
+    # on the other model: its own predictions, and the pair mask of the metrics module
+    res = transfer.transfer(out, dst)
+    clf = checkpoint.load(dst).classifier
+    x = adv.clean_images(synthetic)
+    assert torch.equal(res.pred_clean, clf.predict(x)) and torch.equal(res.pred_adv, clf.predict(adv.x_adv))
+    assert torch.equal(res.pair_mask, torch.from_numpy(metrics.pair_mask(res.y, res.pred_clean, res.pred_adv)))
+    rec = res.record()
+    assert rec["n"] == 24 and 0.0 <= rec["transfer_rate"] <= 1.0
+    (out / "adv.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError):
+        transfer.load_adversarial(out)
