@@ -66,7 +66,7 @@ def test_fgsm_moves_each_pixel_by_eps_along_sign_w():
 
 
 def test_fgsm_clips_at_the_box():
-    clf, w = binary_linear()
+    clf, _w = binary_linear()
     x = torch.zeros(2, 1, 4, 4)
     x[1] = 1.0
     res = FGSM(0.3)(clf, x)
@@ -130,7 +130,7 @@ def test_same_result_batched_and_one_by_one(ce_classifier, test_batch):
 
 
 def test_bim_stays_in_the_ball_and_beats_fgsm_on_the_linear_margin():
-    clf, w = binary_linear()
+    clf, _w = binary_linear()
     x = images(8)
     fgsm, bim = FGSM(0.2)(clf, x), BIM(0.2)(clf, x)
     assert float(bim.linf.max()) <= 0.2 + 1e-6
@@ -177,8 +177,8 @@ def test_train_mode_classifier_is_refused(test_batch):
         FGSM(0.1)(clf, images(2))
 
 
-@pytest.mark.parametrize("bad", [dict(eps=-0.1), dict(eps=float("nan")), dict(eps="0.1"), dict(eps=0.1, steps=0),
-                                 dict(eps=0.1, label="gold")])
+@pytest.mark.parametrize("bad", [{"eps": -0.1}, {"eps": float("nan")}, {"eps": "0.1"}, {"eps": 0.1, "steps": 0},
+                                 {"eps": 0.1, "label": "gold"}])
 def test_bad_settings_raise_config_error(bad):
     with pytest.raises(ConfigError):
         attacks.create("bim", **bad)

@@ -133,8 +133,8 @@ def test_pairwise_changes_two_features_per_step_on_a_linear_model():
 def test_eps_zero_and_errors(ce_classifier, test_batch):
     x = test_batch[0][:2]
     assert torch.equal(JSMA(0.0, max_steps=3)(ce_classifier, x).x_adv, x)
-    for bad in (dict(eps=-1.0), dict(eps=0.1, max_steps=0), dict(eps=0.1, saliency="papernot"),
-                dict(eps=0.1, saliency="pairwise", top_k=1)):
+    for bad in ({"eps": -1.0}, {"eps": 0.1, "max_steps": 0}, {"eps": 0.1, "saliency": "papernot"},
+                {"eps": 0.1, "saliency": "pairwise", "top_k": 1}):
         with pytest.raises(ConfigError):
             attacks.create("jsma", **bad)
     clf = grouped_linear().train()

@@ -105,7 +105,10 @@ def attack_batch(attack, classifier, x, y, indices) -> tuple[dict, float]:
     with torch.no_grad():
         pred_clean, pred_adv = classifier.predict(xb), classifier.predict(res.x_adv.to(device))
     n = len(xb)
-    full = lambda v: torch.full((n,), -1, dtype=torch.long) if v is None else v.detach().cpu().long()  # noqa: E731
+
+    def full(v):  # -1 where the attack reports no target / iteration count
+        return torch.full((n,), -1, dtype=torch.long) if v is None else v.detach().cpu().long()
+
     return {
         "x_adv": res.x_adv.detach().cpu().float(),
         "success": res.success.detach().cpu().bool(),
