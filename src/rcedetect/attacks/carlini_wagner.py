@@ -157,6 +157,7 @@ class CarliniWagnerL2:
         elif target is not None:
             raise InputError("target is only used in targeted mode; drop it or set mode='targeted'")
         label = target if targeted else y
+        spent = torch.zeros(n, dtype=torch.long, device=device)
         eta = None
         if self.whitebox:
             if self.eta.shape[0] != num_classes:
@@ -171,14 +172,15 @@ class CarliniWagnerL2:
             stage1 = replace(self, density=None, eta=None, warm_start=False,
                              binary_search_steps=min(3, self.binary_search_steps),
                              max_iterations=max(1, self.max_iterations // 2))
-            start = stage1(classifier, x, y, target=label).x_adv
+            first = stage1(classifier, x, y, target=label)
+            start, spent = first.x_adv, first.iterations
         else:
             start = x
         if n == 0:
             return AttackResult(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool, device=device),
                                 target=label if targeted else None,
                                 iterations=torch.zeros(0, dtype=torch.long, device=device), x=x)
-        return self._run(classifier, x, label, start, eta, targeted)
+        return self._run(classifier, x, label, start, eta, targeted, spent)
 
     # ------------------------------------------------------------------------------------------------------
     def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, eta: torch.Tensor | None, targeted: bool):
@@ -192,7 +194,7 @@ class CarliniWagnerL2:
         f1, reached = _margin_reached(logits, label, self.kappa, targeted)
         return f1, f2, reached
 
-    def _run(self, classifier, x, label, start, eta, targeted) -> AttackResult:
+    def _run(self, classifier, x, label, start, eta, targeted, spent) -> AttackResult:
         n, device = len(x), x.device
         flat_d = x[0].numel()
         w0 = torch.atanh((2 * start - 1) * 0.999999)
@@ -205,7 +207,7 @@ class CarliniWagnerL2:
         found = torch.zeros(n, dtype=torch.bool, device=device)
         fb_f2 = torch.full((n,), math.inf, device=device)  # C&W-wb fallback: target reached, smallest f2
         fb_x = x.clone()
-        iterations = torch.zeros(n, dtype=torch.long, device=device)
+        iterations = spent.clone()  # warm-start iterations count too
         per_step = torch.full((n, self.binary_search_steps), math.inf, device=device)
         check_every = max(1, self.max_iterations // 10)
         b1, b2 = ADAM_BETAS
