@@ -65,9 +65,9 @@ def _array_to_images(a: np.ndarray, channels: int, where: str):
         elif not (a.ndim == 4 and a.shape[1] == channels):
             raise InputError(f"{where}: uint8 images must be NHW (1 channel) or NHWC with {channels} channel(s), "
                              f"got shape {a.shape}")
-        return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
+        return torch.from_numpy(np.array(a, dtype=np.uint8)).float() / 255.0  # a copy: npz arrays are read-only
     if np.issubdtype(a.dtype, np.floating):
-        return check_images(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), channels=channels,
+        return check_images(torch.from_numpy(np.array(a, dtype=np.float32)), channels=channels,
                             name=where)
     raise InputError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
 

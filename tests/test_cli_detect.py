@@ -1,0 +1,89 @@
+"""``rce detect`` on the tiny trained run: .npz, PNG and .safetensors inputs, caching, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rcedetect import checkpoint
+from rcedetect.cli import main
+from rcedetect.io import save_tensors
+
+
+@pytest.fixture()
+def run_dir(trained_runs, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(trained_runs["ce"], dst)
+    return dst
+
+
+@pytest.fixture()
+def inputs(synthetic, tmp_path):
+    x = synthetic.x_test[:5, 0].numpy()  # uint8 NHW
+    np.savez(tmp_path / "batch.npz", x=x)
+    Image.fromarray(x[0]).save(tmp_path / "first.png")
+    return tmp_path / "batch.npz", tmp_path / "first.png"
+
+
+def test_npz_and_png_inputs_json(run_dir, inputs, capsys, synthetic):
+    npz, png = inputs
+    assert main(["detect", str(run_dir), "--metric", "kd", "--input", str(npz), str(png), "--json", "--quiet",
+                 "--per-class", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    res = out["results"]
+    assert len(res) == 6 and out["metric"] == "kd" and out["fpr"] == 0.05
+    assert out["sigma2"] == pytest.approx(1 / 0.26) and "last 100 images" in out["calibration"]
+    assert [r["index"] for r in res] == [0, 1, 2, 3, 4, None]
+    assert res[5]["score"] == pytest.approx(res[0]["score"]) and res[5]["label"] == res[0]["label"]
+    clf = checkpoint.load(run_dir).classifier
+    with torch.no_grad():
+        pred = clf.predict(synthetic.test_images()[:5]).tolist()
+    for r, p in zip(res, pred):
+        assert r["label"] == (None if r["not_sure"] else p)
+        assert (r["score"] > out["threshold"]) == r["not_sure"]
+    assert (run_dir / "detector-kd" / "detector.json").is_file()
+
+
+def test_cached_detector_is_reused_and_text_output(run_dir, inputs, capsys, tmp_path, synthetic):
+    npz, png = inputs
+    args = ["detect", str(run_dir), "--metric", "non_me", "--input", str(png), "--quiet"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    stamp = (run_dir / "detector-non_me" / "detector.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    assert (run_dir / "detector-non_me" / "detector.json").stat().st_mtime_ns == stamp
+    lines = first.strip().splitlines()
+    assert lines[0].startswith("non_me detector: threshold") and lines[1].startswith(f"{png}: ")
+    assert "(score " in lines[1]
+    # a float NCHW batch in .safetensors gives the same answer as the PNG
+    save_tensors(tmp_path / "b.safetensors", {"x": synthetic.test_images()[:1]})
+    assert main(["detect", str(run_dir), "--metric", "non_me", "--input", str(tmp_path / "b.safetensors"),
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(": ", 1)[1] == lines[1].split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("case", ["missing", "size", "no_x", "suffix", "range"])
+def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case):
+    if case == "missing":
+        path = tmp_path / "nope.png"
+    elif case == "size":
+        path = tmp_path / "small.png"
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(path)
+    elif case == "no_x":
+        path = tmp_path / "y.npz"
+        np.savez(path, y=np.zeros(3))
+    elif case == "suffix":
+        path = tmp_path / "a.txt"
+        path.write_text("hello")
+    else:
+        path = tmp_path / "r.npz"
+        np.savez(path, x=np.full((1, 1, 12, 12), 3.0, np.float32))
+    code = main(["detect", str(run_dir), "--metric", "confidence", "--input", str(path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("rce detect: error:") and len(err.strip().splitlines()) == 1
