@@ -1,0 +1,126 @@
+"""`rce reproduce` on the tiny preset: a killed run resumes to the same results.json as an uninterrupted one,
+a finished run is all cached, a deleted artifact is recomputed alone, and the report's figures are valid PNGs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rcedetect import report
+from rcedetect.cli import main
+from rcedetect.errors import ConfigError
+from rcedetect.io import read_json
+from rcedetect.pipeline import reproduce, resolve_config
+
+
+class Killed(Exception):
+    """Raised from a stage hook to simulate the process dying at that point."""
+
+
+def strip_timings(obj):
+    """results.json without wall-clock fields (they are the only ones allowed to differ between runs)."""
+    if isinstance(obj, dict):
+        return {k: strip_timings(v) for k, v in obj.items() if "seconds" not in k and k != "timings"}
+    if isinstance(obj, list):
+        return [strip_timings(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return "nan"
+    return obj
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny-uninterrupted")
+    lines: list[str] = []
+    results = reproduce("tiny", out, progress=False, echo=lines.append)
+    return out, results, lines
+
+
+def test_uninterrupted_run_fills_every_table(finished):
+    out, results, lines = finished
+    assert (out / "results.json").is_file() and read_json(out / "results.json") == results
+    assert all("left" in line for line in lines)  # every stage line carries a time-left estimate
+    assert {m["role"] for m in results["models"].values()} == {"main", "target"}
+    names = {(r["model"], r["attack"]) for r in results["attacks"]}
+    for model in ("ce", "rce"):
+        for attack in ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc", "cw_wb", "noise"):
+            assert (model, attack) in names
+    for r in results["attacks"]:
+        assert 0 <= r["n_pairs"] <= r["n_images"]
+        assert all(d["n_pairs"] == r["n_pairs"] for d in r["detection"].values())
+        assert r["seconds_per_example"] > 0
+    # the tiny budgets still produce adversarial pairs for the gradient attacks at the Table-2 ε
+    bim = [r for r in results["attacks"] if r["attack"] == "bim" and r["eps"] == results["table2_eps"]]
+    assert all(r["n_pairs"] > 0 and 0 <= r["detection"]["kd"]["auc_strict"] <= 1 for r in bim)
+    assert len(results["transfer"]) == 4
+    assert set(results["tsne"]) == {"ce", "rce"} and len(results["tsne"]["ce"]["xy"]) == 60
+    assert set(results["figure3"]) == {"ce", "rce"} and set(results["noise"]) == {"ce", "rce"}
+    assert all(0 <= r["wb"]["n_efficient"] <= r["n_images"] for r in results["attacks"] if r["attack"] == "cw_wb")
+
+
+def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
+    """Kill mid-training (after a checkpoint) and mid-attack (after one batch part); the final results match."""
+    _, reference, _ = finished
+    out = tmp_path / "killed"
+    for event in ("step:rce:30", "part:ce:cw:None:0"):
+        seen = []
+
+        def hook(e, event=event):
+            seen.append(e)
+            if e == event:
+                raise Killed(e)
+
+        with pytest.raises(Killed):
+            reproduce("tiny", out, progress=False, hook=hook, echo=lambda s: None)
+        assert seen[-1] == event
+    resumed = reproduce("tiny", out, progress=False, echo=lambda s: None)
+    assert strip_timings(resumed) == strip_timings(reference)
+
+
+def test_finished_run_is_all_cached_and_a_deleted_artifact_is_recomputed_alone(finished):
+    out, reference, _ = finished
+    lines: list[str] = []
+    again = reproduce("tiny", out, progress=False, echo=lines.append)
+    assert lines and all(line.endswith("cached") for line in lines)
+    assert strip_timings(again) == strip_timings(reference)
+
+    part = sorted((out / "attacks" / "rce").glob("cw_hc-*/part-0001.safetensors"))[0]
+    part.unlink()
+    for rec in (out / "records").glob("rce-cw_hc-*.json"):
+        rec.unlink()
+    lines.clear()
+    redone = reproduce("tiny", out, progress=False, echo=lines.append)
+    recomputed = [line for line in lines if not line.endswith("cached")]
+    assert len(recomputed) == 1 and "cw_hc on rce" in recomputed[0]
+    assert part.is_file()
+    assert strip_timings(redone) == strip_timings(reference)
+
+
+def test_cli_reproduce_on_a_finished_run_renders_the_report(finished, capsys):
+    from test_report import check_html_figures
+
+    out, _, _ = finished
+    assert main(["reproduce", "--preset", "tiny", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "report.html" in text and "K-density AUC" in text
+    sources = check_html_figures(out)
+    assert len(sources) == 7
+    md = (out / "report.md").read_text()
+    assert "Table 4" in md and "tiny test preset" in md
+
+
+def test_config_resolution_and_errors():
+    cfg = resolve_config("tiny", ["models.ce.train.steps=7", "attacks.cw.images=3"], device="cpu")
+    assert cfg["models"]["ce"]["train"]["steps"] == 7 and cfg["attacks"]["cw"]["images"] == 3
+    assert all(m["train"]["device"] == "cpu" for m in cfg["models"].values())
+    assert cfg["models"]["ce"]["train"]["arch"] == "resnet8"  # expanded from the training preset
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_config("tiny", ["attacks.cw.imagez=3"])
+    with pytest.raises(ConfigError, match="not a reproduce preset"):
+        resolve_config("cpu-mnist5k-ce")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config("no-such-preset")
+    for preset in ("demo", "paper-mnist", "paper-cifar10"):
+        cfg = resolve_config(preset)
+        assert {"fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc", "cw_wb", "noise"} <= set(cfg["attacks"])
