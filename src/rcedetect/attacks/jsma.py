@@ -109,6 +109,8 @@ class JSMA:
         pred, target = logits.argmax(1), logits.argmin(1)
         pairwise = self.saliency == "pairwise"
         budget = self.max_steps // 2 if pairwise else self.max_steps
+        if self.eps == 0:
+            budget = 0  # nothing can change: skip the gradient passes
 
         x_adv = x.clone().flatten(1)
         its = torch.zeros(n, dtype=torch.long, device=x.device)
