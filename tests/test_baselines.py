@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rcedetect import detectors
-from rcedetect.detectors import KernelDensity, confidence, non_me, scores, scores_from_features, scores_from_logits
+from rcedetect.detectors import (
+    KernelDensity,
+    confidence,
+    non_me,
+    scores,
+    scores_from_features,
+    scores_from_logits,
+)
 from rcedetect.errors import ConfigError, InputError
 from rcedetect.features import extract
 

@@ -50,7 +50,7 @@ def test_npz_and_png_inputs_json(run_dir, inputs, capsys, synthetic):
 
 
 def test_cached_detector_is_reused_and_text_output(run_dir, inputs, capsys, tmp_path, synthetic):
-    npz, png = inputs
+    _, png = inputs
     args = ["detect", str(run_dir), "--metric", "non_me", "--input", str(png), "--quiet"]
     assert main(args) == 0
     first = capsys.readouterr().out

@@ -22,7 +22,7 @@ from .validation import check_images, check_labels
 FORMAT = "rcedetect-features"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FeatureBank:
     """Features ``(N, D)`` float32, true ``labels`` ``(N,)`` int64 or None, ``predictions`` ``(N,)`` int64."""
 

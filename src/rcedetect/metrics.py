@@ -72,7 +72,7 @@ def threshold_for_fpr(scores_clean, fpr: float = 0.05) -> float:
     c = np.sort(_scores(scores_clean, "scores_clean"))
     if len(c) == 0:
         raise InputError("cannot choose a threshold from zero clean scores")
-    k = int(math.floor(fpr * len(c) + 1e-9))
+    k = math.floor(fpr * len(c) + 1e-9)
     return float(c[len(c) - 1 - k])
 
 
@@ -113,4 +113,4 @@ def detection_record(scores_clean, scores_adv, mask=None, fpr: float = 0.05) -> 
         c, a = c[m], a[m]
     key = "tpr_at_5fpr" if fpr == 0.05 else f"tpr_at_{fpr:g}fpr"
     return {"auc_strict": auc(c, a, "strict"), "auc_half": auc(c, a, "half"), key: tpr_at_fpr(c, a, fpr),
-            "n_pairs": int(len(c))}
+            "n_pairs": len(c)}

@@ -71,7 +71,7 @@ def scores(metric: str, classifier, x, kd: KernelDensity | None = None, batch_si
     return scores_from_features(metric, classifier, bank.features, kd=kd)
 
 
-from .threshold import NOT_SURE, Detector  # noqa: E402  (needs the functions above)
+from .threshold import NOT_SURE, Detector  # needs the functions above
 
 __all__ = ["METRICS", "NOT_SURE", "Detector", "KernelDensity", "check_metric", "confidence", "default_sigma2", "non_me", "scores",
            "scores_from_features", "scores_from_logits", "select_sigma2"]

@@ -196,22 +196,26 @@ class KernelDensity:
             counts = self.counts.tolist()
             centers = torch.stack([k[c, :n].mean(0) for c, n in enumerate(counts)])
             kc = k - centers[:, None, :]
-            self._prepared[key] = (kc, kc.pow(2).sum(-1), centers, counts)
+            count_t = self.counts.to(device)
+            self._prepared[key] = (kc, kc.pow(2).sum(-1), centers, counts, count_t, count_t.to(dtype).log())
         return self._prepared[key]
 
     def _class_lse(self, zc: torch.Tensor, kc: torch.Tensor, ksq: torch.Tensor) -> torch.Tensor:
-        """logsumexp_i(-‖zc − kc_i‖²/σ²) for each row of zc, in blocks of at most ``chunk_elements``."""
+        """logsumexp_i(−‖zc − kc_i‖²/σ²) for each row of zc, in blocks of at most ``chunk_elements``.
+
+        −‖z − k‖²/σ² = (2 z·k − ‖k‖²)/σ² − ‖z‖²/σ²: one fused matrix product per block (addmm) gives the first
+        part and the row constant is added after the log-sum-exp.
+        """
         k_step = max(1, min(len(kc), self.chunk_elements))
         q_step = max(1, self.chunk_elements // k_step)
-        zsq = zc.pow(2).sum(1, keepdim=True)
         out = []
         for q in range(0, len(zc), q_step):
-            zq, zs = zc[q : q + q_step], zsq[q : q + q_step]
-            parts = []
-            for j in range(0, len(kc), k_step):
-                d2 = (zs + ksq[None, j : j + k_step] - 2.0 * zq @ kc[j : j + k_step].T).clamp_min(0.0)
-                parts.append(torch.logsumexp(d2 / -self.sigma2, dim=1))
-            out.append(parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts), dim=0))
+            zq = zc[q : q + q_step]
+            parts = [_lse_rows(torch.addmm(ksq[j : j + k_step], zq, kc[j : j + k_step].T,
+                                           beta=-1.0 / self.sigma2, alpha=2.0 / self.sigma2))
+                     for j in range(0, len(kc), k_step)]
+            lse = parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts), dim=0)
+            out.append(lse - zq.pow(2).sum(1) / self.sigma2)
         return torch.cat(out)
 
     def log_kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -224,10 +228,10 @@ class KernelDensity:
         classes = self._check_queries(z, classes)
         if len(z) == 0:
             return z.new_zeros(0)
-        kc, ksq, centers, counts = self._prepare(z.device, z.dtype)
-        log_counts = self.counts.to(device=z.device, dtype=z.dtype).log()[classes]
+        kc, ksq, centers, counts, count_t, log_count_t = self._prepare(z.device, z.dtype)
+        log_counts = log_count_t[classes]
         if len(z) * kc.shape[0] * kc.shape[1] <= self.chunk_elements // 16:
-            return self._gathered_lse(z, classes, kc, ksq, centers) - log_counts
+            return self._gathered_lse(z, classes, kc, ksq, centers, count_t) - log_counts
         order = torch.argsort(classes, stable=True)
         present, sizes = torch.unique_consecutive(classes[order], return_counts=True)
         parts, start = [], 0
@@ -239,7 +243,7 @@ class KernelDensity:
         inverse[order] = torch.arange(len(order), device=order.device)
         return torch.cat(parts)[inverse] - log_counts
 
-    def _gathered_lse(self, z, classes, kc, ksq, centers) -> torch.Tensor:
+    def _gathered_lse(self, z, classes, kc, ksq, centers, count_t) -> torch.Tensor:
         """logsumexp over each query's own class kernel, all queries at once (padding masked out).
 
         One product of z with every kernel point, then each query's class block is picked: cheaper for a small
@@ -250,7 +254,7 @@ class KernelDensity:
         mu_dot = (centers[:, None, :] * kc).sum(-1)[classes]
         zsq = (z - centers[classes]).pow(2).sum(1, keepdim=True)
         d2 = (zsq + ksq[classes] - 2.0 * (dots - mu_dot)).clamp_min(0.0)
-        valid = torch.arange(k, device=z.device)[None, :] < self.counts.to(z.device)[classes][:, None]
+        valid = torch.arange(k, device=z.device)[None, :] < count_t[classes][:, None]
         return torch.logsumexp((d2 / -self.sigma2).masked_fill(~valid, float("-inf")), dim=1)
 
     def kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -301,6 +305,14 @@ class KernelDensity:
             return cls(tensors["kernels"].to(device), info["sigma2"], tensors["counts"])
         except (KeyError, TypeError, json.JSONDecodeError, InputError, ConfigError) as e:
             raise CheckpointError(f"K-density file {path} is inconsistent: {e}") from e
+
+
+def _lse_rows(m: torch.Tensor) -> torch.Tensor:
+    """Row-wise log-sum-exp; in place (no extra N×K buffers) when no gradient is needed."""
+    if m.requires_grad:
+        return torch.logsumexp(m, dim=1)
+    top = m.amax(dim=1, keepdim=True)
+    return m.sub_(top).exp_().sum(dim=1).log_() + top.squeeze(1)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -365,7 +377,7 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
     for c in range(num_classes):
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_held = int(round(holdout * len(idx)))
+        n_held = round(holdout * len(idx))
         if n_held < 1 or len(idx) - n_held < 1:
             raise InputError(f"class {c} has {len(idx)} features, too few to hold out a share of {holdout}")
         keep = idx[n_held:]
