@@ -38,6 +38,7 @@ def test_npz_and_png_inputs_json(run_dir, inputs, capsys, synthetic):
     res = out["results"]
     assert len(res) == 6 and out["metric"] == "kd" and out["fpr"] == 0.05
     assert out["sigma2"] == pytest.approx(1 / 0.26) and "last 100 images" in out["calibration"]
+    assert out["sigma2_auto"] > 0  # the automatic choice, reported beside the paper's
     assert [r["index"] for r in res] == [0, 1, 2, 3, 4, None]
     assert res[5]["score"] == pytest.approx(res[0]["score"], abs=1e-5) and res[5]["label"] == res[0]["label"]
     clf = checkpoint.load(run_dir).classifier
@@ -68,7 +69,7 @@ def test_cached_detector_is_reused_and_text_output(run_dir, inputs, capsys, tmp_
     assert capsys.readouterr().out.splitlines()[1].split(": ", 1)[1] == lines[1].split(": ", 1)[1]
 
 
-@pytest.mark.parametrize("case", ["missing", "size", "no_x", "suffix", "range"])
+@pytest.mark.parametrize("case", ["missing", "size", "no_x", "suffix", "range", "sigma2"])
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case):
     if case == "missing":
         path = tmp_path / "nope.png"
@@ -84,6 +85,10 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case):
     else:
         path = tmp_path / "r.npz"
         np.savez(path, x=np.full((1, 1, 12, 12), 3.0, np.float32))
-    code = main(["detect", str(run_dir), "--metric", "confidence", "--input", str(path), "--quiet"])
+    extra = []
+    if case == "sigma2":
+        path, extra = tmp_path / "nope.png", ["--sigma2", "wide"]
+    code = main(["detect", str(run_dir), "--metric", "confidence", "--input", str(path), "--quiet", *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("rce detect: error:") and len(err.strip().splitlines()) == 1
+    assert case != "sigma2" or "--sigma2" in err

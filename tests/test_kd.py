@@ -120,7 +120,7 @@ def test_fit_selects_seeded_points_of_the_true_class():
 
 def test_fit_with_too_few_or_no_points():
     f, y = clustered(30, 4, 3)
-    with pytest.warns(UserWarning, match="fewer than per_class"):
+    with pytest.warns(UserWarning, match="fewer training features than per_class"):
         kd = KernelDensity.fit(f, y, 3, per_class=50, sigma2=1.0)
     assert kd.counts.tolist() == [10, 10, 10]
     with pytest.raises(InputError, match="class 3 has no training features"):

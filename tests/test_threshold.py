@@ -71,6 +71,17 @@ def test_save_load_round_trip_gives_identical_scores(ce_classifier, train_bank, 
     assert back.threshold == det.threshold and back.fpr == 0.1 and back.extra == {"note": "hi"}
 
 
+def test_automatic_bandwidth(ce_classifier, train_bank, test_batch, tmp_path):
+    x, _ = test_batch
+    det = Detector(ce_classifier, "kd", per_class=100, sigma2="auto").fit(train_bank).calibrate(x)
+    sel = det.bandwidth_selection
+    assert det.kd.sigma2 == sel.sigma2 == sel.candidates[max(range(len(sel.candidates)),
+                                                             key=sel.mean_log_likelihood.__getitem__)]
+    det.save(tmp_path / "auto")
+    back = Detector.load(tmp_path / "auto", ce_classifier)
+    assert back.bandwidth_selection == sel and back.sigma2 == "auto" and back.kd.sigma2 == sel.sigma2
+
+
 def test_errors(ce_classifier, rce_classifier, train_bank, test_batch, tmp_path):
     x, _ = test_batch
     with pytest.raises(ConfigError):

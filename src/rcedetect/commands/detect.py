@@ -5,7 +5,9 @@ Prints, per input image, the predicted label or NOT SURE (score above the thresh
 in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the detector settings change.
 
 - K-density kernel: ``--per-class`` (default 1000) random training features per class, by true label
-  (SPEC §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given.
+  (SPEC §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given (a number, or
+  ``auto`` for the maximum held-out likelihood choice). The automatic choice is always computed and reported
+  beside the one used.
 - Threshold T: from clean held-out data only, the LAST ``--calibration-size`` images of the test split
   (default 1000, at most half of the split), so that ``--fpr`` of them is rejected. Score the images before
   them if you want calibration and evaluation data kept apart.
@@ -39,7 +41,8 @@ def add_parser(sub) -> None:
                    help=f"clean images from the end of the test split used for T (default {DEFAULT_CALIBRATION}, "
                         "at most half of the split)")
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
-    p.add_argument("--sigma2", type=float, default=None, help="K-density bandwidth (default: the paper's)")
+    p.add_argument("--sigma2", default=None,
+                   help="K-density bandwidth: a number, or 'auto' (max. held-out likelihood); default: the paper's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refit", action="store_true", help="ignore the cached detector")
     p.add_argument("--device", default="auto")
@@ -120,7 +123,7 @@ def _calibration_slice(n_test: int, requested: int | None) -> int:
 
 def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     from .. import data, features
-    from ..detectors import Detector
+    from ..detectors import Detector, select_sigma2
     from ..errors import InputError
 
     cfg = ckpt.config
@@ -130,18 +133,22 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     if ds.channels != clf.in_channels:
         raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
     n_cal = _calibration_slice(len(ds.x_test), args.calibration_size)
-    det = Detector(clf, args.metric, per_class=key["per_class"], sigma2=args.sigma2, seed=args.seed,
+    det = Detector(clf, args.metric, per_class=key["per_class"], sigma2=key["sigma2"], seed=args.seed,
                    progress=not args.quiet)
+    extra = {}
     if args.metric == "kd":
         bank = features.cached(clf, ds.train_images(), ds.y_train,
                                folder / f"train-features-{key['weights_sha256'][:12]}.safetensors",
                                progress=not args.quiet)
         det.fit(bank)
+        auto = det.bandwidth_selection or select_sigma2(bank.features, bank.labels, clf.num_classes,
+                                                         per_class=key["per_class"], seed=args.seed)
+        extra["sigma2_auto"] = auto.sigma2
     else:
         det.fit(None)
     det.calibrate(ds.test_images()[-n_cal:], fpr=args.fpr)
-    extra = {"key": key, "dataset": ds.name, "image_shape": list(ds.image_shape),
-             "calibration": f"last {n_cal} images of the {ds.name} test split"}
+    extra.update({"key": key, "dataset": ds.name, "image_shape": list(ds.image_shape),
+                  "calibration": f"last {n_cal} images of the {ds.name} test split"})
     det.save(folder, extra=extra)
     det.extra = extra
     return det
@@ -162,12 +169,18 @@ def run(args) -> int:
             per_class = int(args.per_class)
         except ValueError:
             raise ConfigError(f"--per-class must be a positive integer or 'all', got {args.per_class!r}") from None
+    sigma2 = args.sigma2
+    if sigma2 is not None and sigma2 != "auto":
+        try:
+            sigma2 = float(sigma2)
+        except ValueError:
+            raise ConfigError(f"--sigma2 must be a number or 'auto', got {args.sigma2!r}") from None
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     clf = ckpt.classifier
     inputs = [(p, read_input(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
 
     key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
-           "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": args.sigma2,
+           "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": sigma2,
            "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
     folder = run_dir / f"detector-{args.metric}"
     det = None
@@ -195,9 +208,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"run": str(run_dir), "metric": det.metric, "threshold": det.threshold, "fpr": det.fpr,
                           "calibration": det.extra.get("calibration"), "sigma2": det.kd.sigma2 if det.kd else None,
+                          "sigma2_auto": det.extra.get("sigma2_auto"),
                           "results": results}, indent=1))
         return 0
-    bw = f", sigma2={det.kd.sigma2:.4g}" if det.kd else ""
+    bw = ""
+    if det.kd:
+        which = {None: "the paper's", "auto": "automatic"}.get(sigma2, "given")
+        bw = (f", sigma2={det.kd.sigma2:.4g} ({which}; maximum held-out likelihood: "
+              f"{det.extra.get('sigma2_auto', float('nan')):.4g})")
     print(f"{det.metric} detector{bw}: threshold {det.threshold:.6g} rejects {100 * det.fpr:g}% of clean inputs "
           f"({det.extra.get('calibration')}); cached in {folder}")
     for r in results:

@@ -140,7 +140,7 @@ class KernelDensity:
             raise ConfigError(f"per_class must be a positive integer or 'all', got {per_class!r}")
         labels = labels.cpu()
         g = torch.Generator().manual_seed(int(seed))
-        chosen = []
+        chosen, short = [], {}
         for c in range(num_classes):
             idx = (labels == c).nonzero().flatten()
             if len(idx) == 0:
@@ -148,10 +148,11 @@ class KernelDensity:
                                  "class (check the labels and num_classes)")
             if per_class != "all":
                 if len(idx) < per_class:
-                    warnings.warn(f"class {c} has only {len(idx)} training features, fewer than per_class="
-                                  f"{per_class}; using all of them", stacklevel=2)
+                    short[c] = len(idx)
                 idx = idx[torch.randperm(len(idx), generator=g)[:per_class]]
             chosen.append(idx)
+        if short:
+            _warn_short(short, per_class, "training features")
         return cls._from_indices(features, chosen, sigma2)
 
     @classmethod
@@ -168,12 +169,13 @@ class KernelDensity:
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
         g = torch.Generator().manual_seed(int(seed))
-        rows = []
+        rows, short = [], {}
         for c, n in enumerate(self.counts.tolist()):
             if n < per_class:
-                warnings.warn(f"class {c} has only {n} kernel points, fewer than per_class={per_class}; "
-                              "keeping all of them", stacklevel=2)
+                short[c] = n
             rows.append(self.kernels[c, torch.randperm(n, generator=g)[:per_class].to(self.device)])
+        if short:
+            _warn_short(short, per_class, "kernel points")
         counts = torch.tensor([len(r) for r in rows], dtype=torch.int64)
         kernels = self.kernels.new_zeros(self.num_classes, int(counts.max()), self.dim)
         for c, r in enumerate(rows):
@@ -305,6 +307,11 @@ class KernelDensity:
             return cls(tensors["kernels"].to(device), info["sigma2"], tensors["counts"])
         except (KeyError, TypeError, json.JSONDecodeError, InputError, ConfigError) as e:
             raise CheckpointError(f"K-density file {path} is inconsistent: {e}") from e
+
+
+def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
+    detail = ", ".join(f"class {c}: {n}" for c, n in short.items())
+    warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)
 
 
 def _lse_rows(m: torch.Tensor) -> torch.Tensor:

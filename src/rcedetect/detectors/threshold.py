@@ -8,6 +8,7 @@ adversarial (:mod:`rcedetect.detectors`).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
 from ..features import FeatureBank, extract, feature_dim
 from ..io import read_json, write_json
 from . import check_metric, scores_from_features
-from .kd import KernelDensity, default_sigma2
+from .kd import BandwidthSelection, KernelDensity, default_sigma2, select_sigma2
 
 FORMAT = "rcedetect-detector"
 NOT_SURE = -1
@@ -28,12 +29,13 @@ class Detector:
     """``Detector(classifier, metric, per_class=1000, sigma2=None, seed=0)`` for metric kd / confidence / non_me.
 
     ``fit`` builds the K-density kernel from training features (the paper's 1000 per class; ``sigma2`` None
-    means the paper's value for the classifier's objective); confidence and non-ME need no fit but accept
+    means the paper's value for the classifier's objective, ``"auto"`` the maximum held-out likelihood choice of
+    :func:`~rcedetect.detectors.kd.select_sigma2`, kept in ``bandwidth_selection``); confidence and non-ME need no fit but accept
     the call. ``calibrate`` sets T; ``score`` gives raw scores; ``predict`` gives labels with -1 = NOT SURE.
     Every method taking images also takes a :class:`FeatureBank` of them (features of this classifier).
     """
 
-    def __init__(self, classifier, metric: str, *, per_class: int | str = 1000, sigma2: float | None = None,
+    def __init__(self, classifier, metric: str, *, per_class: int | str = 1000, sigma2: float | str | None = None,
                  seed: int = 0, batch_size: int = 500, progress: bool = False):
         self.classifier = classifier
         self.metric = check_metric(metric)
@@ -43,6 +45,7 @@ class Detector:
         self.batch_size = batch_size
         self.progress = progress
         self.kd: KernelDensity | None = None
+        self.bandwidth_selection: BandwidthSelection | None = None
         self.threshold: float | None = None
         self.fpr: float | None = None
         self.n_calibration = 0
@@ -84,7 +87,14 @@ class Detector:
             labels = y_train if y_train is not None else bank.labels
             if labels is None:
                 raise InputError("fitting the K-density detector needs the true training labels (y_train)")
-            sigma2 = self.sigma2 if self.sigma2 is not None else default_sigma2(self.classifier.objective)
+            if self.sigma2 == "auto":
+                self.bandwidth_selection = select_sigma2(bank.features, labels.cpu(), self.classifier.num_classes,
+                                                         per_class=self.per_class, seed=self.seed)
+                sigma2 = self.bandwidth_selection.sigma2
+            elif self.sigma2 is None:
+                sigma2 = default_sigma2(self.classifier.objective)
+            else:
+                sigma2 = self.sigma2
             self.kd = KernelDensity.fit(bank.features, labels.cpu(), self.classifier.num_classes,
                                         per_class=self.per_class, sigma2=sigma2, seed=self.seed)
             self.kd = self.kd.to(self.classifier.device)
@@ -130,9 +140,11 @@ class Detector:
             self.kd.save(directory / "kd.safetensors")
         meta = {"format": FORMAT, "metric": self.metric, "objective": self.classifier.objective,
                 "num_classes": self.classifier.num_classes, "feature_dim": feature_dim(self.classifier),
-                "per_class": self.per_class, "sigma2": self.kd.sigma2 if self.kd is not None else self.sigma2,
+                "per_class": self.per_class, "sigma2_setting": self.sigma2,
+                "sigma2": self.kd.sigma2 if self.kd is not None else None,
                 "seed": self.seed, "threshold": self.threshold, "fpr": self.fpr,
                 "n_calibration": self.n_calibration, "clean_rejection_rate": self.clean_rejection_rate,
+                "bandwidth_selection": asdict(self.bandwidth_selection) if self.bandwidth_selection else None,
                 "extra": extra or {}}
         return write_json(directory / "detector.json", meta)
 
@@ -144,7 +156,7 @@ class Detector:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{directory / 'detector.json'} is not an rcedetect detector file")
         try:
-            det = cls(classifier, meta["metric"], per_class=meta["per_class"], sigma2=meta["sigma2"],
+            det = cls(classifier, meta["metric"], per_class=meta["per_class"], sigma2=meta["sigma2_setting"],
                       seed=meta["seed"])
         except (KeyError, ConfigError) as e:
             raise CheckpointError(f"{directory / 'detector.json'} is inconsistent: {e}") from e
@@ -162,4 +174,8 @@ class Detector:
         det.n_calibration = int(meta.get("n_calibration") or 0)
         det.clean_rejection_rate = meta.get("clean_rejection_rate")
         det.extra = meta.get("extra", {})
+        sel = meta.get("bandwidth_selection")
+        if sel:
+            det.bandwidth_selection = BandwidthSelection(**{k: tuple(v) if isinstance(v, list) else v
+                                                            for k, v in sel.items()})
         return det
