@@ -68,7 +68,7 @@ def assemble(p, total_seconds: float) -> dict[str, Any]:
     return {
         "format": "rcedetect-results", "format_version": 1,
         "preset": exp["name"], "dataset": first["dataset"], "seed": p.seed,
-        "config_hash": config_hash(_without_device(cfg)), "config": cfg, "device": str(p.device),
+        "config_hash": config_hash(_without_device(cfg)), "config": cfg, "device": str(p.device), "cpu_threads": p.threads,
         "versions": versions(), "table2_eps": exp["table2_eps"],
         "cuts": list(cfg.get("cuts", {}).get("notes", [])),
         "timings": {"total_seconds": round(total_seconds, 2), "stage_seconds": dict(p.stage_seconds)},

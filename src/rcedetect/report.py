@@ -318,9 +318,9 @@ def summary(results: dict) -> str:
     col = paper_ref.column(results.get("dataset"))
     models = main_models(results)
     objs = [results["models"][m]["objective"] for m in models]
-    lines = ["test error %:  " + "   ".join(
-        f"{results['models'][m]['objective'].upper()} {cell(results['models'][m].get('test_error_percent'), None, 2)}"
-        for m in results.get("models", {}) for _ in [0] if m in models)]
+    errors = [f"{m} ({r['arch']} {r['objective'].upper()}) {cell(r.get('test_error_percent'), None, 2)}"
+              for m, r in results.get("models", {}).items()]
+    lines = ["test error %: " + ", ".join(errors)]
     lines.append(f"{'K-density AUC':<14}" + "".join(f"{o.upper():>22}" for o in objs))
     for attack in TABLE2_ATTACKS:
         recs = [table2_record(results, m, attack) for m in models]
