@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from rcedetect import report
 from rcedetect.cli import main
 from rcedetect.errors import ConfigError
 from rcedetect.io import read_json
@@ -66,7 +65,7 @@ def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
     for event in ("step:rce:30", "part:ce:cw:None:0"):
         seen = []
 
-        def hook(e, event=event):
+        def hook(e, event=event, seen=seen):
             seen.append(e)
             if e == event:
                 raise Killed(e)
@@ -85,7 +84,7 @@ def test_finished_run_is_all_cached_and_a_deleted_artifact_is_recomputed_alone(f
     assert lines and all(line.endswith("cached") for line in lines)
     assert strip_timings(again) == strip_timings(reference)
 
-    part = sorted((out / "attacks" / "rce").glob("cw_hc-*/part-0001.safetensors"))[0]
+    part = min((out / "attacks" / "rce").glob("cw_hc-*/part-0001.safetensors"))
     part.unlink()
     for rec in (out / "records").glob("rce-cw_hc-*.json"):
         rec.unlink()
@@ -111,9 +110,9 @@ def test_cli_reproduce_on_a_finished_run_renders_the_report(finished, capsys):
 
 
 def test_config_resolution_and_errors():
-    cfg = resolve_config("tiny", ["models.ce.train.steps=7", "attacks.cw.images=3"], device="cpu")
+    cfg = resolve_config("tiny", ["models.ce.train.steps=7", "attacks.cw.images=3"], device="cpu", data_dir="d")
     assert cfg["models"]["ce"]["train"]["steps"] == 7 and cfg["attacks"]["cw"]["images"] == 3
-    assert all(m["train"]["device"] == "cpu" for m in cfg["models"].values())
+    assert all(m["train"]["device"] == "cpu" and m["train"]["data_dir"] == "d" for m in cfg["models"].values())
     assert cfg["models"]["ce"]["train"]["arch"] == "resnet8"  # expanded from the training preset
     with pytest.raises(ConfigError, match="unknown setting"):
         resolve_config("tiny", ["attacks.cw.imagez=3"])

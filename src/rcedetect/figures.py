@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .paper_ref import ATTACK_LABELS  # noqa: E402
+from .paper_ref import ATTACK_LABELS
 
 FIGDIR = "figures"
 COLORS = {"ce": "tab:blue", "rce": "tab:red"}
@@ -117,8 +117,8 @@ def fig_3(results: dict, out_dir: Path):
             axes[i][j].imshow(_to_rgb(img), cmap="gray", vmin=0, vmax=255)
             axes[i][j].set_title(f"{obj.upper()}→{fig3[m]['targets'][j]} ({fig3[m]['l2'][j]:.0f})", fontsize=7)
     return "fig3", _save(fig, out_dir, "fig3_cw_wb_examples.png"), \
-        "Figure 3: clean test images (top) and C&W-wb adversarial versions crafted on each model " \
-        "(title: target class and L2 distortion on the [0,255] scale)."
+        ("Figure 3: clean test images (top) and C&W-wb adversarial versions crafted on each model " \
+        "(title: target class and L2 distortion on the [0,255] scale).")
 
 
 def fig_tsne(results: dict, out_dir: Path):

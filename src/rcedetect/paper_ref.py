@@ -1,4 +1,6 @@
-"""The paper's published numbers (Tables 1-6 of Pang et al., NeurIPS 2018), read from ``paper_numbers.json``.
+"""The paper's published numbers (Tables 1-6 of Pang et al., NeurIPS 2018) from the package data file
+``data/paper_numbers.json``.
+
 
 Lookups return ``None`` where the paper has no value, so the report can show "ours" alone there.
 """
@@ -19,7 +21,7 @@ METRIC_KEYS = {"confidence": "confidence", "non_me": "non_me", "kd": "kernel_den
 
 @lru_cache(maxsize=1)
 def numbers() -> dict[str, Any]:
-    return json.loads((Path(__file__).parent / "paper_numbers.json").read_text())
+    return json.loads((Path(__file__).parent / "data" / "paper_numbers.json").read_text())
 
 
 def column(dataset: str | None) -> str | None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -37,8 +38,10 @@ DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.
 ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 
 
-def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
-    """The fully expanded reproduce config of ``preset`` with ``--set`` overrides and ``--device`` applied."""
+def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
+                   data_dir: str | None = None) -> dict:
+    """The fully expanded reproduce config of ``preset`` with ``--set`` overrides, ``--device`` and
+    ``--data-dir`` (the dataset folder of every model) applied."""
     raw = load_preset(preset)
     if "experiment" not in raw or "models" not in raw:
         raise ConfigError(f"preset {preset!r} is not a reproduce preset (it needs [experiment] and [models.*]); "
@@ -63,6 +66,8 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
     for m in cfg["models"].values():
         if cfg["experiment"]["device"] != "auto" or device:
             m["train"]["device"] = cfg["experiment"]["device"]
+        if data_dir:
+            m["train"]["data_dir"] = str(data_dir)
     _validate(cfg)
     return cfg
 
@@ -389,17 +394,17 @@ def _eps_text(eps: list) -> str:
 
 
 def _hms(s: float) -> str:
-    s = max(0, int(round(s)))
+    s = max(0, round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
 
 
 def reproduce(preset: str, out: str | Path, overrides: list[str] | None = None, *, device: str | None = None,
-              force: bool = False, progress: bool = True, hook: Callable[[str], None] | None = None,
+              data_dir: str | None = None, force: bool = False, progress: bool = True, hook: Callable[[str], None] | None = None,
               echo: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the whole pipeline of ``preset`` in ``out``; returns the results dict."""
-    cfg = resolve_config(preset, overrides, device)
+    cfg = resolve_config(preset, overrides, device, data_dir)
     cfg["experiment"]["name"] = cfg["experiment"]["name"] or Path(preset).stem
     return Pipeline(cfg, out, force=force, progress=progress, hook=hook, echo=echo).run()
 
 
-__all__ = ["Pipeline", "reproduce", "resolve_config", "read_json", "versions"]
+__all__ = ["Pipeline", "read_json", "reproduce", "resolve_config", "versions"]

@@ -93,12 +93,12 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
     col = paper_ref.column(results.get("dataset"))
     figs = {k: (f, c) for k, f, c in figures}
     b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {results.get('dataset')}")]
-    b.append(("p", f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
+    b.append(("p", (f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
                    f"{results.get('device')}, rcedetect {results.get('versions', {}).get('rcedetect')}, torch "
                    f"{results.get('versions', {}).get('torch')}. Total time "
                    f"{num(results.get('timings', {}).get('total_seconds'), 0)} s. Cells read "
                    f"`ours (paper, difference)`; the paper column is "
-                   f"{col or 'none (no paper value for this dataset)'}."))
+                   f"{col or 'none (no paper value for this dataset)'}.")))
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += _table1(results, col) + _table2(results, col, figs) + _figure2(figs) + _table3(results, col, figs)
@@ -109,7 +109,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
 
 def _table1(results: dict, col: str | None) -> list[tuple]:
     rows = []
-    for name, m in results.get("models", {}).items():
+    for m in results.get("models", {}).values():
         err = m.get("test_error_percent")
         rows.append([f"{m['arch']} ({m['objective'].upper()})", m.get("role", ""), str(m.get("steps", "")),
                      str(m.get("n_test", "")), cell(err, paper_ref.test_error(m["arch"], m["objective"], col), 2)])
@@ -132,10 +132,10 @@ def _table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
             half_rows.append([paper_ref.ATTACK_LABELS[attack], obj.upper(),
                               *[num(auc_of(rec, m, "auc_half")) for m in METRICS]])
     out = [("h", 2, "Table 2: detection AUC (×10⁻²) on the main models"),
-           ("p", f"FGSM, BIM, ILCM and JSMA at ε = {eps} (the released script's default; the paper does not "
+           ("p", (f"FGSM, BIM, ILCM and JSMA at ε = {eps} (the released script's default; the paper does not "
                  "state it). Pairs: clean image correctly classified and its adversarial version misclassified. "
                  "AUC with ties counted as failures (as the original AUC.m); TPR of the K-density detector at "
-                 "5 % FPR."),
+                 "5 % FPR.")),
            ("table", ["attack", "objective", "confidence", "non-ME", "K-density", "TPR@5%FPR (KD)", "pairs"], rows),
            ("p", "The same AUCs with ties counted ½ (sklearn's convention):"),
            ("table", ["attack", "objective", "confidence", "non-ME", "K-density"], half_rows)]
@@ -166,9 +166,9 @@ def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
     if not rows:
         return []
     out = [("h", 2, "Table 3: C&W-wb (white-box attack on the K-density detector)"),
-           ("p", "Ratio of f2(x*) > 0 among attacked images whose clean version is correct and whose x* reaches "
+           ("p", ("Ratio of f2(x*) > 0 among attacked images whose clean version is correct and whose x* reaches "
                  "the target; distortion = ‖x − x*‖₂/√d on the [0, 255] scale over the images that fooled both "
-                 "classifier and detector."),
+                 "classifier and detector.")),
            ("table", ["objective", "ratio f2>0 (paper, Δ)", "distortion (paper, Δ)", "reached target",
                       "fooled both"], rows)]
     if "fig3" in figs:
@@ -184,8 +184,8 @@ def _table4(results: dict, col: str | None) -> list[tuple]:
     if not rows:
         return []
     return [("h", 2, "Table 4: black-box transfer (C&W-wb crafted on the substitute, scored on the target)"),
-            ("p", "K-density AUC ×10⁻² of the target's detector. The paper prints CIFAR-10 only; on MNIST it "
-                  "states all four AUCs exceed 95."),
+            ("p", ("K-density AUC ×10⁻² of the target's detector. The paper prints CIFAR-10 only; on MNIST it "
+                  "states all four AUCs exceed 95.")),
             ("table", ["target", "substitute", "K-density AUC (paper, Δ)", "transfer rate %", "pairs"], rows)]
 
 
@@ -202,8 +202,8 @@ def _table5(results: dict) -> list[tuple]:
     if not rows:
         return []
     return [("h", 2, "Table 5: seconds per adversarial example"),
-            ("p", f"Ours on {results.get('device')} with the budgets of this preset (see the cuts above), beside "
-                  "the paper's P100 figures with the full budgets."),
+            ("p", (f"Ours on {results.get('device')} with the budgets of this preset (see the cuts above), beside "
+                  "the paper's P100 figures with the full budgets.")),
             ("table", ["attack", "objective", "ours (s)", "paper P100 (s)", "images"], rows)]
 
 

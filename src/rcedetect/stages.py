@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,8 +36,8 @@ SEEDED_ATTACKS = ("noise", "cw", "cw_hc", "cw_wb")  # attacks with a `seed` sett
 
 
 def train_dict_for_hash(train: dict) -> dict:
-    """The training config without the device (the device does not change what is computed)."""
-    return {k: v for k, v in train.items() if k != "device"}
+    """The training config without device and data folder (where it runs and reads does not change the result)."""
+    return {k: v for k, v in train.items() if k not in ("device", "data_dir")}
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -1,4 +1,4 @@
-"""``rce reproduce --preset NAME [--out DIR] [--set key=value] [--force] [--device D]``: the paper end to end.
+"""``rce reproduce --preset NAME [--out DIR] [--set key=value] [--force] [--device D] [--data-dir DIR]``: the paper end to end.
 
 Trains the CE and RCE models, extracts features, fits the detectors, runs every attack, scores them and writes
 ``results.json``, ``report.md`` and ``report.html`` (with PNG figures) in the output folder. Every stage is
@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
                    help="override a setting, e.g. --set attacks.cw.images=50 --set models.ce.train.steps=2000")
     p.add_argument("--force", action="store_true", help="recompute every stage even if its artifact exists")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--data-dir", help="folder with MNIST / CIFAR-10 in torchvision's layout (paper presets)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (stage lines are still printed)")
     p.set_defaults(run=run)
 
@@ -27,7 +28,7 @@ def run(args) -> int:
     from ..report import render, summary
 
     out = Path(args.out or f"runs/{Path(args.preset).stem}")
-    results = reproduce(args.preset, out, args.overrides, device=args.device, force=args.force,
+    results = reproduce(args.preset, out, args.overrides, device=args.device, data_dir=args.data_dir, force=args.force,
                         progress=not args.quiet)
     md, page = render(out, results)
     print(summary(results))
