@@ -115,10 +115,13 @@ def fig_3(results: dict, out_dir: Path):
     for i, (m, obj) in enumerate(models, start=1):
         for j, img in enumerate(fig3[m]["adv"]):
             axes[i][j].imshow(_to_rgb(img), cmap="gray", vmin=0, vmax=255)
-            axes[i][j].set_title(f"{obj.upper()}→{fig3[m]['targets'][j]} ({fig3[m]['l2'][j]:.0f})", fontsize=7)
+            ok = fig3[m].get("success", [True] * n)[j]
+            axes[i][j].set_title(f"{obj.upper()}→{fig3[m]['targets'][j]} ({fig3[m]['l2'][j]:.0f})"
+                                 + ("" if ok else " failed"), fontsize=7)
     return "fig3", _save(fig, out_dir, "fig3_cw_wb_examples.png"), \
         ("Figure 3: clean test images (top) and C&W-wb adversarial versions crafted on each model " \
-        "(title: target class and L2 distortion on the [0,255] scale).")
+        "(title: target class and L2 distortion on the [0,255] scale; 'failed' = did not fool both classifier "
+         "and detector).")
 
 
 def fig_tsne(results: dict, out_dir: Path):
