@@ -51,6 +51,8 @@ def cell(ours: float | None, paper: float | None, digits: int = 1) -> str:
 def seconds(v: float | None) -> str:
     if v is None:
         return "–"
+    if v >= 10:
+        return f"{v:.0f}"
     return f"{v:.2g}" if v >= 0.01 else f"{v:.1e}"
 
 
