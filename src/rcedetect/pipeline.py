@@ -350,21 +350,13 @@ class Pipeline:
 
 
 def cpu_threads(requested: int = 0) -> int:
-    """Torch CPU threads: ``requested``, or (0) the cores left idle by the 1-minute load average, at least 1.
+    """Torch CPU threads: ``requested`` (> 0), else torch's own default (one per core).
 
-    On a shared machine, more compute threads than free cores makes torch several times slower (measured:
-    a ResNet-8 step 4x slower with 2 threads than with 1 when both cores were busy), so auto picks the free ones.
+    The count is fixed by the config, not by the machine's momentary load, so that the same preset gives the
+    same numbers run after run (reductions split over another number of threads round differently). On a
+    machine busy with other work, ``--set experiment.threads=1`` can be several times faster.
     """
-    import os
-
-    cores = os.cpu_count() or 1
-    if requested > 0:
-        return requested
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - platforms without a load average
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    return requested if requested > 0 else torch.get_num_threads()
 
 
 def _say(line: str) -> None:
