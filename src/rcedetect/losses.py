@@ -27,12 +27,14 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """L_RCE(x, y) = -R_yᵀ log softmax(Z) (paper eq. 4), averaged over the batch.
 
-    Computed with ``log_softmax`` so it is finite for any finite logits (the original took
-    ``log(softmax)``, which underflows to -inf). Its gradient w.r.t. Z is softmax(Z) - R_y.
+    With R_y = (1 - 1_y)/(L-1) this is logsumexp(Z) - (Σ_i Z_i - Z_y)/(L-1): no one-hot tensor, and finite for
+    any finite logits (the original took ``log(softmax)``, which underflows to -inf). Its gradient w.r.t. Z is
+    softmax(Z) - R_y.
     """
-    log_p = F.log_softmax(logits.float(), dim=1)
-    r = reverse_label_vector(y, logits.shape[1]).to(log_p.device)
-    return -(r * log_p).sum(dim=1).mean()
+    z = logits.float()
+    num_classes = z.shape[1]
+    others = (z.sum(dim=1) - z.gather(1, y[:, None]).squeeze(1)) / (num_classes - 1)
+    return (torch.logsumexp(z, dim=1) - others).mean()
 
 
 def objective_loss(objective: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
