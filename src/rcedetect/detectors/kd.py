@@ -314,12 +314,18 @@ def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
     warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)
 
 
+#: Terms more than this far below a row's largest exponent are clamped to it before exp: each then adds at most
+#: e^-80 ≈ 1.8e-35 of the largest term (invisible in float32 and float64 sums of any realistic size), and exp
+#: never produces subnormal numbers, which are ~10x slower on x86 CPUs.
+_EXP_FLOOR = -80.0
+
+
 def _lse_rows(m: torch.Tensor) -> torch.Tensor:
     """Row-wise log-sum-exp; in place (no extra N×K buffers) when no gradient is needed."""
     if m.requires_grad:
         return torch.logsumexp(m, dim=1)
     top = m.amax(dim=1, keepdim=True)
-    return m.sub_(top).exp_().sum(dim=1).log_() + top.squeeze(1)
+    return m.sub_(top).clamp_min_(_EXP_FLOOR).exp_().sum(dim=1).log_() + top.squeeze(1)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
