@@ -140,3 +140,16 @@ def test_eps_zero_and_errors(ce_classifier, test_batch):
     clf = grouped_linear().train()
     with pytest.raises(InputError):
         JSMA(0.1)(clf, images(1))
+
+
+def test_exact_sum_gradient_matches_the_autograd_map(ce_classifier, test_batch):
+    """∇ₓΣF = 0 for a softmax: the one-backward variant picks the same features as the original's two passes
+    (up to rare ties decided by rounding noise)."""
+    x, y = test_batch
+    a = JSMA(eps=0.3, max_steps=20)(ce_classifier, x[:16], y[:16])
+    b = JSMA(eps=0.3, max_steps=20, sum_gradient="exact")(ce_classifier, x[:16], y[:16])
+    same = (a.x_adv == b.x_adv).flatten(1).all(1)
+    assert same.float().mean() >= 0.9
+    assert torch.equal(a.success[same], b.success[same])
+    with pytest.raises(ConfigError):
+        JSMA(eps=0.1, sum_gradient="zero")

@@ -11,7 +11,8 @@ F = softmax(effective logits)):
   score = dt_dx · |do_dx| over eligible features with dt_dx ≥ 0 and do_dx ≤ 0;
   if no feature qualifies: score = dt_dx − do_dx over all eligible features (the original's fallback).
 Because Σ_k F_k = 1, ∇ₓ Σ_k F_k ≈ 0 and the map degenerates to the largest ∂F_t/∂x_i — which is what produced
-the paper's numbers; it is kept for faithfulness. Two backward passes per step (∇F_t and ∇ΣF).
+the paper's numbers; it is kept for faithfulness. Two backward passes per step (∇F_t and ∇ΣF), or one with
+``sum_gradient="exact"``, which uses the exact ∇ΣF = 0.
 
 Saliency ``"pairwise"`` (option): Papernot's pair map on the *logits*. With α = ∇ₓ Z_t and β = ∇ₓ Σ_{j≠t} Z_j,
 a pair (p, q) scores (α_p + α_q)·|β_p + β_q| where α_p + α_q > 0 and β_p + β_q < 0 (fallback: the largest
@@ -37,17 +38,21 @@ from .gradient import check_steps, finish
 SALIENCY = ("original", "pairwise")
 
 
-def _grads(classifier, x: torch.Tensor, target: torch.Tensor,
-           on_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _grads(classifier, x: torch.Tensor, target: torch.Tensor, on_logits: bool,
+           sum_by_autograd: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∇ₓ out_t, ∇ₓ Σ_k out_k) per example, flattened, with out = logits or softmax probabilities,
-    and the current prediction (from the same forward pass)."""
+    and the current prediction (from the same forward pass).
+
+    For probabilities Σ_k F_k ≡ 1, so ∇ₓ Σ_k F_k is exactly 0; ``sum_by_autograd=False`` uses that and saves
+    the second backward pass (the original computed it, getting rounding noise around 0)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = classifier.logits(x)
         if not on_logits:
             out = torch.softmax(out, dim=1)
-        (dt,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x, retain_graph=True)
-        (ds,) = torch.autograd.grad(out.sum(), x)
+        need_sum = on_logits or sum_by_autograd
+        (dt,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x, retain_graph=need_sum)
+        ds = torch.autograd.grad(out.sum(), x)[0] if need_sum else torch.zeros_like(dt)
     return dt.flatten(1), ds.flatten(1), out.detach().argmax(1)
 
 
@@ -90,11 +95,16 @@ class JSMA:
     max_steps: int = 100
     saliency: str = "original"
     top_k: int = 32
+    #: "autograd" computes ∇ₓΣF as the original did (rounding noise around 0, a second backward pass);
+    #: "exact" uses ∇ₓΣF = 0 (softmax sums to 1) and takes one backward pass per step.
+    sum_gradient: str = "autograd"
 
     def __post_init__(self):
         check_eps(self.eps)
         check_steps(self.max_steps, "max_steps")
         check_steps(self.top_k, "top_k")
+        if self.sum_gradient not in ("autograd", "exact"):
+            raise ConfigError(f"sum_gradient must be 'autograd' or 'exact', got {self.sum_gradient!r}")
         if self.saliency not in SALIENCY:
             raise ConfigError(f"saliency must be one of {', '.join(SALIENCY)}, got {self.saliency!r}")
         if self.saliency == "pairwise" and (self.max_steps < 2 or self.top_k < 2):
@@ -121,7 +131,8 @@ class JSMA:
                 break
             xa = x_adv[idx]
             eligible = xa < 1.0
-            dt, ds, now = _grads(classifier, xa.view(-1, *x.shape[1:]), target[idx], on_logits=pairwise)
+            dt, ds, now = _grads(classifier, xa.view(-1, *x.shape[1:]), target[idx], on_logits=pairwise,
+                                 sum_by_autograd=self.sum_gradient == "autograd")
             # reached the target or nothing left to raise: this example is finished and stays as it is
             go = (now != target[idx]) & (eligible.sum(1) >= (2 if pairwise else 1))
             active[idx[~go]] = False
