@@ -10,7 +10,6 @@ the same model shape and batch, so drifts in machine load hit both equally; we p
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -42,7 +43,7 @@ def linear_classifier(objective="ce", classes=3, d=16, scale=1.0, seed=0):
 
 def images(n, seed=1, lo=0.3, hi=0.7, d=16):
     g = torch.Generator().manual_seed(seed)
-    side = int(math.isqrt(d))
+    side = math.isqrt(d)
     return lo + (hi - lo) * torch.rand(n, 1, side, side, generator=g)
 
 
@@ -315,5 +316,5 @@ def test_call_errors(ce_classifier, test_batch):
 
 def test_dataclass_is_frozen():
     attack = CarliniWagnerL2()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         attack.kappa = 1.0  # type: ignore[misc]

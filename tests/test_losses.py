@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from rcedetect.losses import cross_entropy, reverse_cross_entropy, reverse_label_vector
 
 
-
 def test_rce_equals_cross_entropy_against_reverse_labels():
     torch.manual_seed(0)
     z = torch.randn(16, 10) * 5

@@ -6,8 +6,8 @@ confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family.
 
 __version__ = "0.1.0"
 
-from .classifier import Classifier  # noqa: E402
-from .errors import (  # noqa: E402
+from .classifier import Classifier
+from .errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -17,8 +17,8 @@ from .errors import (  # noqa: E402
 )
 
 __all__ = [
-    "Classifier",
     "CheckpointError",
+    "Classifier",
     "ConfigError",
     "DataError",
     "InputError",

@@ -8,8 +8,9 @@ the input tensor is never mutated; the classifier must be in eval mode. Attacks 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

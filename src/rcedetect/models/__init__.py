@@ -20,4 +20,4 @@ def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["PRESETS", "PreActResNet", "create", "count_trainable"]
+__all__ = ["PRESETS", "PreActResNet", "count_trainable", "create"]
