@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from tiny_nets import LinearNet
 
 from rcedetect import Classifier, ConfigError, InputError, attacks
 from rcedetect.attacks.gradient import BIM, FGSM, ILCM
-
-
-class Linear(nn.Module):
-    """A Classifier-compatible net: features(x) = flatten(x), head(z) = W z + b."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, shape=(1, 4, 4)):
-        super().__init__()
-        self.in_channels, self.num_classes = shape[0], weight.shape[0]
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.fc.weight.copy_(weight)
-            self.fc.bias.copy_(bias if bias is not None else torch.zeros(weight.shape[0]))
-
-    def features(self, x):
-        return x.flatten(1)
-
-    def head(self, z):
-        return self.fc(z)
 
 
 def binary_linear(objective="ce"):
     """Logits [0, w·x − 1]: the CE gradient is a scalar times w, so FGSM moves every pixel by ±ε along sign(w)."""
     w = torch.linspace(-1.0, 1.0, 17)
     w = w[w != 0][:16]
-    return Classifier(Linear(torch.stack([torch.zeros(16), w]), torch.tensor([0.0, -1.0])), objective).eval(), w
+    return Classifier(LinearNet(torch.stack([torch.zeros(16), w]), torch.tensor([0.0, -1.0])), objective).eval(), w
 
 
 def grouped_linear(objective="ce"):
@@ -40,7 +22,7 @@ def grouped_linear(objective="ce"):
     weight = torch.zeros(3, 16)
     for k in range(3):
         weight[k, 5 * k : 5 * k + 5] = 1.0
-    return Classifier(Linear(weight), objective).eval()
+    return Classifier(LinearNet(weight), objective).eval()
 
 
 def images(n=8, seed=0, shape=(1, 4, 4)):

@@ -7,31 +7,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from tiny_nets import LinearNet
 
 from rcedetect import Classifier
 from rcedetect.attacks import REGISTRY, create
 from rcedetect.attacks.carlini_wagner import CarliniWagnerL2, random_targets, table3_stats
 from rcedetect.detectors.kd import KernelDensity, default_sigma2
 from rcedetect.errors import ConfigError, InputError
-
-
-class LinearNet(nn.Module):
-    """features(x) = flatten(x), head(z) = W z + b: the decision boundaries are known hyperplanes."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, in_channels: int = 1):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, weight.shape[0]
-        self.lin = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.lin.weight.copy_(weight)
-            self.lin.bias.copy_(bias)
-
-    def features(self, x):
-        return x.flatten(1)
-
-    def head(self, z):
-        return self.lin(z)
 
 
 def linear_classifier(objective="ce", classes=3, d=16, scale=1.0, seed=0):
@@ -58,7 +40,7 @@ def margins(classifier, x_adv, label):
 
 def boundary_distance(classifier, x):
     """Analytic minimal L2 (on the [0, 255]/√d scale) to leave the predicted class of a linear model."""
-    w, b = classifier.net.lin.weight.detach(), classifier.net.lin.bias.detach()
+    w, b = classifier.net.fc.weight.detach(), classifier.net.fc.bias.detach()
     z = x.flatten(1) @ w.T + b
     y = z.argmax(1)
     dist = torch.full((len(x),), math.inf)
@@ -176,7 +158,7 @@ def test_seeded_and_batched_equals_one_by_one(ce_classifier, test_batch):
 def test_rce_is_attacked_through_reversed_logits():
     """An RCE model with weights W behaves exactly like a CE model with weights −W (effective logits −Z)."""
     ce = linear_classifier("ce", scale=2.0)
-    w, b = ce.net.lin.weight.detach(), ce.net.lin.bias.detach()
+    w, b = ce.net.fc.weight.detach(), ce.net.fc.bias.detach()
     rce = Classifier(LinearNet(-w, -b), "rce").eval()
     x = images(6, seed=4)
     attack = create("cw", binary_search_steps=3, max_iterations=100)

@@ -4,27 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from tiny_nets import LinearNet
 
 from rcedetect import Classifier, ConfigError, InputError, attacks
 from rcedetect.attacks.jsma import JSMA, _original_choice
-
-
-class Linear(nn.Module):
-    """A Classifier-compatible net: features(x) = flatten(x), head(z) = W z."""
-
-    def __init__(self, weight: torch.Tensor, shape=(1, 4, 4)):
-        super().__init__()
-        self.in_channels, self.num_classes = shape[0], weight.shape[0]
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        with torch.no_grad():
-            self.fc.weight.copy_(weight)
-
-    def features(self, x):
-        return x.flatten(1)
-
-    def head(self, z):
-        return self.fc(z)
 
 
 def grouped_linear(objective="ce", scale=1.0):
@@ -32,7 +15,7 @@ def grouped_linear(objective="ce", scale=1.0):
     weight = torch.zeros(3, 16)
     for k in range(3):
         weight[k, 5 * k : 5 * k + 5] = scale * torch.tensor([1.0, 1.1, 1.2, 1.3, 1.4])
-    return Classifier(Linear(weight), objective).eval()
+    return Classifier(LinearNet(weight, use_bias=False), objective).eval()
 
 
 def images(n=8, seed=0):

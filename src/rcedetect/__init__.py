@@ -4,8 +4,6 @@ Train with reverse cross-entropy, predict with the reversed logits, detect with 
 confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family.
 """
 
-__version__ = "0.1.0"
-
 from .classifier import Classifier
 from .errors import (
     CheckpointError,
@@ -15,6 +13,9 @@ from .errors import (
     NotFittedError,
     RceError,
 )
+from .io import package_version
+
+__version__ = package_version()
 
 __all__ = [
     "CheckpointError",

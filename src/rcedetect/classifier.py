@@ -2,10 +2,17 @@
 
 Paper §3.1: an RCE-trained network outputs a "reverse" softmax; at inference it predicts with the reversed
 logits, F_R(x) = softmax(-Z(x)). Attacks, detectors and metrics all see ``Classifier.logits`` (the
-*effective* logits: Z for CE, -Z for RCE), so none of them needs to know how the model was trained.
+*effective* logits: Z for CE, -Z for RCE), so none of them needs to know how the model was trained; code
+that holds raw network outputs Z (training) converts them with :meth:`Classifier.effective_logits`.
+
+Paper §3.2: the K-density detector uses the final hidden vector z (:meth:`Classifier.features`); other
+detectors such as LID (Ma et al. 2018) and Mahalanobis (Lee et al. 2018) use intermediate activations, which
+``features(x, layers=[...])`` captures with forward hooks on the network's named submodules.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -13,6 +20,11 @@ from torch import nn
 from .errors import ConfigError
 from .losses import OBJECTIVES
 from .validation import check_images
+
+#: the name of the final hidden vector z in ``features(x, layers=...)``
+FINAL = "final"
+#: submodules that are not part of ``net.features`` (the head's linear layer), so never hookable
+HEAD_MODULES = ("fc",)
 
 
 class Classifier(nn.Module):
@@ -42,14 +54,52 @@ class Classifier(nn.Module):
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final hidden vector z (64-d for the paper's ResNets) used by K-density and t-SNE."""
-        return self.net.features(x)
+    def layer_names(self) -> list[str]:
+        """Names accepted by ``features(x, layers=...)``: the net's submodules (not the head), "final"."""
+        names = [n for n, _ in self.net.named_modules() if n and n.split(".")[0] not in HEAD_MODULES]
+        return [*names, FINAL]
+
+    def features(self, x: torch.Tensor, layers: Sequence[str] | None = None):
+        """The final hidden vector z (64-d for the paper's ResNets), used by K-density and t-SNE (paper §3.2).
+
+        With ``layers`` (a list of names from :meth:`layer_names`), return instead a dict name -> activation,
+        the output of each named submodule of ``net`` during ONE forward pass of ``net.features(x)`` ("final"
+        is z itself). Activations keep their graph, so scores built on them are differentiable in ``x``.
+        """
+        if layers is None:
+            return self.net.features(x)
+        if isinstance(layers, str):
+            layers = [layers]
+        modules = dict(self.net.named_modules())
+        valid = self.layer_names()
+        unknown = [n for n in layers if n not in valid]
+        if unknown:
+            bad = ", ".join(map(repr, unknown))
+            raise ConfigError(f"unknown layer(s) {bad}; choose from {', '.join(valid)}")
+        captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers if n != FINAL}
+
+        def hook_for(name: str):
+            return lambda module, inputs, output: captured[name].append(output)
+
+        handles = [modules[n].register_forward_hook(hook_for(n)) for n in captured]
+        try:
+            z = self.net.features(x)
+        finally:
+            for h in handles:
+                h.remove()
+        for name, outs in captured.items():
+            if len(outs) != 1:
+                raise ConfigError(f"layer {name!r} ran {len(outs)} times in one forward pass, not once; "
+                                  "its activation is not well defined")
+        return {n: z if n == FINAL else captured[n][0] for n in layers}
+
+    def effective_logits(self, raw: torch.Tensor) -> torch.Tensor:
+        """Effective logits from RAW network logits Z (e.g. ``net(x)``): Z for CE, -Z for RCE (paper §3.1)."""
+        return -raw if self.sign < 0 else raw
 
     def logits_from_features(self, z: torch.Tensor) -> torch.Tensor:
         """Effective logits from final hidden features: Z for CE, -Z for RCE."""
-        out = self.net.head(z)
-        return -out if self.objective == "rce" else out
+        return self.effective_logits(self.net.head(z))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Effective logits of images ``x`` in [0, 1]: Z for CE, -Z for RCE."""

@@ -12,8 +12,9 @@ import importlib
 import pkgutil
 import sys
 
-from . import __version__, commands
+from . import commands
 from .errors import RceError
+from .io import package_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rce", description="Robust detection of adversarial examples (Pang et al. 2018).")
-    parser.add_argument("--version", action="version", version=f"rcedetect {__version__}")
+    parser.add_argument("--version", action="version", version=f"rcedetect {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")

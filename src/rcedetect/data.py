@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, InputError
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "npz", "synthetic")
 MNIST5K_SPLIT_SEED = 20180101
@@ -213,3 +213,62 @@ def augment(x: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = 
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
         x = torch.where(mask, x.flip(3), x)
     return x
+
+
+# -- image files ----------------------------------------------------------------------------------------
+#: file types :func:`read_images` decodes as one image each
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def images_from_array(a: np.ndarray, channels: int, where: str = "images") -> torch.Tensor:
+    """uint8 NHW / NHWC (or NCHW), or float NCHW in [0, 1] -> float32 NCHW tensor in [0, 1]."""
+    from .validation import check_images
+
+    if a.dtype == np.uint8:
+        if a.ndim == 3 and channels == 1:
+            a = a[:, None]
+        elif a.ndim == 4 and a.shape[-1] == channels:
+            a = a.transpose(0, 3, 1, 2)
+        elif not (a.ndim == 4 and a.shape[1] == channels):
+            raise InputError(f"{where}: uint8 images must be NHW (1 channel) or NHWC with {channels} channel(s), "
+                             f"got shape {a.shape}")
+        return to_float(torch.from_numpy(np.array(a, dtype=np.uint8)))  # a copy: npz arrays are read-only
+    if np.issubdtype(a.dtype, np.floating):
+        return check_images(torch.from_numpy(np.array(a, dtype=np.float32)), channels=channels,
+                            name=where)
+    raise InputError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
+
+
+def read_images(path: str | Path, channels: int) -> torch.Tensor:
+    """The images in one file (an image file, ``.npz`` with an array ``x``, or ``.safetensors`` with a tensor
+    ``x``) as a float NCHW tensor in [0, 1]; :class:`InputError` names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"input {path} is not a readable image: {e}") from e
+        return images_from_array(a[None], channels, str(path))
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f:
+                    raise InputError(f"input {path} has no array 'x' (it has {', '.join(f.files) or 'none'})")
+                a = f["x"]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"input {path} is not a readable .npz file of arrays: {e}") from e
+        return images_from_array(a, channels, str(path))
+    if suffix == ".safetensors":
+        from .io import load_tensors
+
+        tensors = load_tensors(path, "input")
+        if "x" not in tensors:
+            raise InputError(f"input {path} has no tensor 'x' (it has {', '.join(tensors) or 'none'})")
+        return images_from_array(tensors["x"].numpy(), channels, str(path))
+    raise InputError(f"input {path}: unsupported file type {suffix!r}; give an image file, .npz or .safetensors")

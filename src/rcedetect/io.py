@@ -95,12 +95,31 @@ def config_hash(obj: Any, length: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata in a safetensors file's header (the one reader of it in the package)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a valid safetensors file: {e}") from e
+
+
+def package_version() -> str:
+    """rcedetect's installed version, from the package metadata (pyproject.toml is the one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rcedetect")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+        return "0+unknown"
+
+
 def versions() -> dict[str, str]:
     import platform
 
     import numpy
 
-    from . import __version__
-
-    return {"rcedetect": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    return {"rcedetect": package_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}

@@ -15,6 +15,18 @@ from typing import Any
 #: our attack names -> the paper's labels
 ATTACK_LABELS = {"fgsm": "FGSM", "bim": "BIM", "ilcm": "ILCM", "jsma": "JSMA", "cw": "C&W", "cw_hc": "C&W-hc",
                  "cw_wb": "C&W-wb", "noise": "RAND"}
+#: attacks of Table 2 (detection AUC), in the paper's row order; a gradient attack's row is its run at table2_eps
+TABLE2_ATTACKS = ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc")
+#: attacks of Figure 2a (accuracy over the ε grid) and of the AUC-vs-ε figure
+EPS_FIGURE_ATTACKS = ("fgsm", "bim", "ilcm", "jsma")
+#: attacks of Table 5 (seconds per example)
+TABLE5_ATTACKS = ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc", "cw_wb")
+#: attacks whose minimal distortion Figure 2b plots
+MIN_DISTORTION_ATTACKS = ("cw", "cw_hc")
+#: the white-box attack of Table 3 and Figure 3, whose images Table 4 transfers
+WHITEBOX_ATTACK = "cw_wb"
+#: the random-noise baseline of Appendix B.3 (Figures 4-6)
+NOISE_ATTACK = "noise"
 #: our detector names -> the paper's metric keys
 METRIC_KEYS = {"confidence": "confidence", "non_me": "non_me", "kd": "kernel_density"}
 

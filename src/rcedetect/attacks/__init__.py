@@ -6,10 +6,10 @@ Every module of this package registers its attacks with :func:`register` on impo
 import importlib
 import pkgutil
 
-from .base import REGISTRY, AttackResult, create, l2_distortion, register
+from .base import REGISTRY, AttackResult, AttackSpec, create, l2_distortion, register, spec
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["REGISTRY", "AttackResult", "create", "l2_distortion", "register"]
+__all__ = ["REGISTRY", "AttackResult", "AttackSpec", "create", "l2_distortion", "register", "spec"]

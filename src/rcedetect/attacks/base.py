@@ -2,13 +2,15 @@
 
 ``attack(classifier, x, y) -> AttackResult``. Inputs are images in [0, 1]; outputs always stay in [0, 1];
 the input tensor is never mutated; the classifier must be in eval mode. Attacks only see
-``classifier.logits`` (the effective logits: -Z for RCE) and, for C&W-wb, a K-density detector.
+``classifier.logits`` (the effective logits: -Z for RCE) and, when they have a ``detector`` field, a detector
+term. Each attack also estimates its own cost, ``passes_per_image()`` (forward + backward passes of the model,
+3 units each), which experiment runners use for time-left estimates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,25 +80,84 @@ def check_eps(eps: float, name: str = "eps") -> float:
     return float(eps)
 
 
-#: name -> factory(**settings) -> attack object
-REGISTRY: dict[str, Callable[..., Any]] = {}
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack: its dataclass, preset values, and the traits read off the dataclass's fields.
+
+    An attack declares what it takes by its fields: ``eps`` (an L∞ budget, run over an ε grid), ``seed`` (its
+    randomness; experiment runners give each batch its own seed), ``detector`` (a detector term with
+    ``margin(z, logits, classes)``, see :mod:`rcedetect.detectors.base`). ``requires`` names fields that the preset
+    makes mandatory although the class gives them a default (C&W-wb needs the ``detector`` that C&W-L2 may omit).
+    """
+
+    name: str
+    cls: type
+    defaults: tuple[tuple[str, Any], ...] = ()
+    requires: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.cls)}
+
+    @property
+    def takes_eps(self) -> bool:
+        return "eps" in self.fields
+
+    @property
+    def seeded(self) -> bool:
+        return "seed" in self.fields
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Settings without which the attack cannot be built."""
+        preset = dict(self.defaults)
+        bare = tuple(n for n, f in self.fields.items() if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING and n not in preset)
+        return bare + tuple(r for r in self.requires if r not in bare)
+
+    @property
+    def needs_detector(self) -> bool:
+        """True when the attack optimises against a detector term (white-box against the detector)."""
+        return "detector" in self.required
+
+    def create(self, **settings: Any):
+        unknown = sorted(set(settings) - set(self.fields))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown} for attack {self.name!r}; "
+                              f"known: {', '.join(sorted(self.fields))}")
+        missing = [r for r in self.required if settings.get(r, dict(self.defaults).get(r)) is None]
+        if missing:
+            raise ConfigError(f"attack {self.name!r} needs {', '.join(missing)}"
+                              + (" (a detector term, e.g. Detector.attack_term())" if "detector" in missing else ""))
+        try:
+            return self.cls(**{**dict(self.defaults), **settings})
+        except TypeError as e:
+            raise ConfigError(f"bad settings for attack {self.name!r}: {e}") from e
 
 
-def register(name: str):
-    """Class/function decorator: make an attack (or preset) constructible by name."""
+#: name -> AttackSpec
+REGISTRY: dict[str, AttackSpec] = {}
 
-    def wrap(factory):
-        REGISTRY[name] = factory
-        return factory
+
+def register(name: str, *, requires: tuple[str, ...] = (), **defaults: Any):
+    """Class decorator: make an attack dataclass constructible by ``name``, with preset ``defaults``."""
+
+    def wrap(cls):
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"attack {name!r} must be a dataclass")
+        REGISTRY[name] = AttackSpec(name, cls, tuple(defaults.items()), tuple(requires))
+        return cls
 
     return wrap
 
 
-def create(name: str, **settings: Any):
-    """Build the attack registered as ``name`` with ``settings`` (unknown names and settings raise ConfigError)."""
+def spec(name: str) -> AttackSpec:
+    """The registered attack ``name`` (unknown names raise ConfigError)."""
     if name not in REGISTRY:
         raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
-    try:
-        return REGISTRY[name](**settings)
-    except TypeError as e:
-        raise ConfigError(f"bad settings for attack {name!r}: {e}") from e
+    return REGISTRY[name]
+
+
+def create(name: str, **settings: Any):
+    """Build the attack registered as ``name`` with ``settings`` (unknown names and settings raise ConfigError)."""
+    return spec(name).create(**settings)

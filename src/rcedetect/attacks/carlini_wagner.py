@@ -5,7 +5,8 @@ attack; paper §2.3 and B.3-B.4), three registered presets:
 
 - ``cw``    — targeted at a random wrong label, κ = 0 (SPEC §6.1 and "Decisions").
 - ``cw_hc`` — the same with κ = 10 on the logits (SPEC §6.2).
-- ``cw_wb`` — the same with the white-box K-density term of paper eq. (6) / SPEC §6.3.
+- ``cw_wb`` — the same with the white-box detector term of paper eq. (6) / SPEC §6.3 (any object with a
+  differentiable ``margin(z, logits, classes)``; the K-density one is −log KD_t(z) − η_t).
 
 Per example (everything batched; the binary-search state is a tensor per example)::
 
@@ -82,13 +83,13 @@ def _margin_reached(logits: torch.Tensor, label: torch.Tensor, kappa: float, tar
 
 @dataclass(frozen=True)
 class CarliniWagnerL2:
-    """C&W-L2 with per-example binary search on c; ``density`` + ``eta`` turn it into C&W-wb (module docstring).
+    """C&W-L2 with per-example binary search on c; a ``detector`` term turns it into C&W-wb (module docstring).
 
     Settings: ``kappa`` (margin κ on the effective logits), ``binary_search_steps``, ``max_iterations``
     (per round), ``learning_rate`` (Adam), ``initial_const`` (c₀), ``abort_early``, ``mode``
-    ("targeted" at a seeded random wrong label, or "untargeted"), ``seed``; for C&W-wb ``density`` (a
-    :class:`rcedetect.detectors.kd.KernelDensity`-like object with a differentiable
-    ``log_kd(z[N, D], classes[N]) -> [N]``), ``eta`` (Tensor[C], η per class), ``warm_start`` and
+    ("targeted" at a seeded random wrong label, or "untargeted"), ``seed``; for C&W-wb ``detector`` (a detector
+    term: ``margin(z, logits, classes)`` differentiable in z, ≤ 0 where the detector accepts the input, e.g.
+    ``Detector(classifier, "kd").fit(...).attack_term()`` = −log KD_t(z) − η_t), ``warm_start`` and
     ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector).
     """
 
@@ -100,8 +101,7 @@ class CarliniWagnerL2:
     abort_early: bool = True
     mode: str = "targeted"
     seed: int = 0
-    density: Any = field(default=None, repr=False, compare=False)
-    eta: Any = field(default=None, repr=False, compare=False)
+    detector: Any = field(default=None, repr=False, compare=False)
     warm_start: bool = False
     fallback: bool = True
 
@@ -121,22 +121,21 @@ class CarliniWagnerL2:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if (self.density is None) != (self.eta is None):
-            raise ConfigError("C&W-wb needs both density (a KernelDensity) and eta (Tensor[C] of per-class "
-                              "thresholds, KernelDensity.eta(features, labels)); give both or neither")
-        if self.density is not None:
-            if not callable(getattr(self.density, "log_kd", None)):
-                raise ConfigError("density must provide log_kd(z, classes) (rcedetect.detectors.kd.KernelDensity)")
-            if not isinstance(self.eta, torch.Tensor) or self.eta.dim() != 1:
-                raise ConfigError("eta must be a 1-D tensor with one threshold per class")
+        if self.detector is not None:
+            if not callable(getattr(self.detector, "margin", None)):
+                raise ConfigError("detector must be a detector term with margin(z, logits, classes) "
+                                  "(e.g. rcedetect.detectors.Detector(...).attack_term())")
             if self.mode != "targeted":
-                raise ConfigError("C&W-wb is targeted (its density term uses the target class); use mode='targeted'")
-        if self.warm_start and self.density is None:
-            raise ConfigError("warm_start only applies to C&W-wb (density and eta set)")
+                raise ConfigError("C&W-wb is targeted (its detector term uses the target class); use mode='targeted'")
+        if self.warm_start and self.detector is None:
+            raise ConfigError("warm_start only applies to C&W-wb (a detector term set)")
 
     @property
     def whitebox(self) -> bool:
-        return self.density is not None
+        return self.detector is not None
+
+    def passes_per_image(self) -> float:
+        return 3.0 * self.binary_search_steps * self.max_iterations * 0.6  # abort-early stops most rounds sooner
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None, *,
                  target: torch.Tensor | None = None, init: torch.Tensor | None = None) -> AttackResult:
@@ -158,18 +157,19 @@ class CarliniWagnerL2:
             raise InputError("target is only used in targeted mode; drop it or set mode='targeted'")
         label = target if targeted else y
         spent = torch.zeros(n, dtype=torch.long, device=device)
-        eta = None
+        term = None
         if self.whitebox:
-            if self.eta.shape[0] != num_classes:
-                raise ConfigError(f"eta has {self.eta.shape[0]} entries but the classifier has {num_classes} classes")
-            eta = self.eta.to(device, torch.float32)
+            term_classes = getattr(self.detector, "num_classes", num_classes)
+            if term_classes != num_classes:
+                raise ConfigError(f"the detector term is for {term_classes} classes but the classifier has {num_classes}")
+            term = self.detector.to(device) if callable(getattr(self.detector, "to", None)) else self.detector
         if init is not None:
             check_images(init, channels=x.shape[1], name="init")
             if init.shape != x.shape:
                 raise InputError(f"init must have the shape of x {tuple(x.shape)}, got {tuple(init.shape)}")
             start = init.detach().to(device, torch.float32)
         elif self.warm_start:
-            stage1 = replace(self, density=None, eta=None, warm_start=False,
+            stage1 = replace(self, detector=None, warm_start=False,
                              binary_search_steps=min(3, self.binary_search_steps),
                              max_iterations=max(1, self.max_iterations // 2))
             first = stage1(classifier, x, y, target=label)
@@ -180,21 +180,25 @@ class CarliniWagnerL2:
             return AttackResult(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool, device=device),
                                 target=label if targeted else None,
                                 iterations=torch.zeros(0, dtype=torch.long, device=device), x=x)
-        return self._run(classifier, x, label, start, eta, targeted, spent)
+        return self._run(classifier, x, label, start, term, targeted, spent)
 
     # ------------------------------------------------------------------------------------------------------
-    def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, eta: torch.Tensor | None, targeted: bool):
-        """(f1, f2 value before the hinge or None, logit-criterion success) at images ``xa``."""
-        if self.whitebox:
+    def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, term, targeted: bool):
+        """(f1, f2 value before the hinge or None, logit-criterion success) at images ``xa``.
+
+        f2 is the detector term's margin at the target class (paper eq. 6: −log KD_t(z) − η_t for K-density);
+        f2 ≤ 0 means the detector accepts x*.
+        """
+        if term is not None:
             z = classifier.features(xa)
             logits = classifier.logits_from_features(z)
-            f2 = -self.density.log_kd(z, label) - eta[label]
+            f2 = term.margin(z, logits, label)
         else:
             logits, f2 = classifier.logits(xa), None
         f1, reached = _margin_reached(logits, label, self.kappa, targeted)
         return f1, f2, reached
 
-    def _run(self, classifier, x, label, start, eta, targeted, spent) -> AttackResult:
+    def _run(self, classifier, x, label, start, term, targeted, spent) -> AttackResult:
         n, device = len(x), x.device
         flat_d = x[0].numel()
         w0 = torch.atanh((2 * start - 1) * 0.999999)
@@ -225,7 +229,7 @@ class CarliniWagnerL2:
                 with torch.enable_grad():
                     xa = (torch.tanh(wi) + 1) / 2
                     l2sq = (xa - x[idx]).flatten(1).pow(2).sum(1)
-                    f1, f2, reached = self._terms(classifier, xa, label[idx], eta, targeted)
+                    f1, f2, reached = self._terms(classifier, xa, label[idx], term, targeted)
                     hinge = f1 if f2 is None else f1 + f2.clamp_min(0)
                     loss = l2sq + c[idx] * hinge
                     (grad,) = torch.autograd.grad(loss.sum(), wi)
@@ -272,7 +276,7 @@ class CarliniWagnerL2:
             x_adv = torch.where(use_fb[:, None, None, None], fb_x, x_adv)
         x_adv = x_adv.clamp(0.0, 1.0)
         with torch.no_grad():
-            _, f2, reached = self._terms(classifier, x_adv, label, eta, targeted)
+            _, f2, reached = self._terms(classifier, x_adv, label, term, targeted)
         extra = {"const": torch.where(found, best_const, const).float(), "l2_per_step": per_step}
         if targeted:
             extra["target_reached"] = reached
@@ -282,26 +286,9 @@ class CarliniWagnerL2:
                             iterations=iterations, extra=extra, x=x)
 
 
-@register("cw")
-def cw(**settings) -> CarliniWagnerL2:
-    """C&W-L2, targeted at a random wrong label, κ = 0 (SPEC "Decisions")."""
-    return CarliniWagnerL2(**settings)
-
-
-@register("cw_hc")
-def cw_hc(**settings) -> CarliniWagnerL2:
-    """C&W-hc: C&W-L2 with κ = 10 on the logits (SPEC §6.2)."""
-    settings.setdefault("kappa", 10.0)
-    return CarliniWagnerL2(**settings)
-
-
-@register("cw_wb")
-def cw_wb(**settings) -> CarliniWagnerL2:
-    """C&W-wb: C&W-L2 plus c·max(−log KD_t(x*) − η_t, 0) against K-density (paper eq. 6, SPEC §6.3)."""
-    if settings.get("density") is None or settings.get("eta") is None:
-        raise ConfigError("cw_wb needs density=KernelDensity(...) (e.g. the detector's 100-per-class attack "
-                          "kernel, .subset(100, seed)) and eta=density.eta(train_features, train_labels)")
-    return CarliniWagnerL2(**settings)
+register("cw")(CarliniWagnerL2)  # targeted at a random wrong label, κ = 0 (protocol "Decisions")
+register("cw_hc", kappa=10.0)(CarliniWagnerL2)  # κ = 10 on the logits (protocol §6.2)
+register("cw_wb", requires=("detector",))(CarliniWagnerL2)  # + the detector term of paper eq. (6) (protocol §6.3)
 
 
 def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.Tensor) -> dict[str, float]:

@@ -101,6 +101,9 @@ class BIM:
         check_steps(self.steps)
         check_label(self.label)
 
+    def passes_per_image(self) -> float:
+        return 3.0 * self.steps
+
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, label = _labels(classifier, x, y, self.label)
@@ -133,6 +136,9 @@ class ILCM:
     def __post_init__(self):
         check_eps(self.eps)
         check_steps(self.steps)
+
+    def passes_per_image(self) -> float:
+        return 3.0 * self.steps
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x

@@ -110,6 +110,9 @@ class JSMA:
         if self.saliency == "pairwise" and (self.max_steps < 2 or self.top_k < 2):
             raise ConfigError("pairwise saliency changes two features per step: max_steps and top_k must be >= 2")
 
+    def passes_per_image(self) -> float:
+        return 3.0 * self.max_steps * 0.6  # most examples stop before the budget
+
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, _ = prepare(classifier, x, y)

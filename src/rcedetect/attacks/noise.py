@@ -26,6 +26,9 @@ class Noise:
     def __post_init__(self):
         check_eps(self.eps)
 
+    def passes_per_image(self) -> float:
+        return 3.0
+
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, _ = prepare(classifier, x, y)

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..pipeline import reproduce
+    from ..reproduce import reproduce
     from ..report import render, summary
 
     out = Path(args.out or f"runs/{Path(args.preset).stem}")

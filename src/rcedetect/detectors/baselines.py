@@ -2,8 +2,8 @@
 
 Both work on p = softmax(effective logits), i.e. softmax(−Z) for an RCE model, so they take
 ``classifier.logits(x)`` (never raw Z). These functions return the quantities themselves ("higher = more
-normal" for both); the detector scores ("higher = more likely adversarial") are their negatives and are
-defined in one place, :func:`rcedetect.detectors.scores_from_logits`.
+normal" for both); the detector scores ("higher = more likely adversarial") are their negatives, the registered metrics
+:class:`Confidence` and :class:`NonME` below.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from .base import Metric, register
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -43,3 +44,25 @@ def non_me(logits: torch.Tensor) -> torch.Tensor:
     log_q = log_q.masked_fill(top, 0.0)  # q = 0 there; a finite log keeps q·log q and its gradient at 0
     q = log_q.exp().masked_fill(top, 0.0)
     return -(q * log_q).sum(dim=1)
+
+
+@register
+class Confidence(Metric):
+    """Score −max softmax probability of the effective logits (protocol §4.7)."""
+
+    name = "confidence"
+    label = "confidence"
+
+    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return -confidence(logits)
+
+
+@register
+class NonME(Metric):
+    """Score −non-maximal entropy of the effective logits (paper eq. 1, protocol §4.7)."""
+
+    name = "non_me"
+    label = "non-ME"
+
+    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return -non_me(logits)

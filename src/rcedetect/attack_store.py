@@ -1,0 +1,152 @@
+"""Attack runs on disk, shared by ``rce attack`` and ``rce reproduce``: which images, which seeds, which files.
+
+- Images: the first ``n`` of a seeded random permutation of the test set (:func:`choose_images`; the original
+  attacks a shuffled subset, protocol §5.1; with one seed every attack and every ε sees the *same* images, which
+  removes the original's per-ε resampling, protocol §11.7).
+- Seeds: a seeded attack gets ``seed · 1000 + b`` for batch ``b`` (:func:`batch_seed`), so each batch is
+  reproducible on its own and a resumed batch is the same batch.
+- Files: one safetensors *part* per batch (:func:`run_parts`), written atomically and skipped when present, so a
+  killed run resumes at the first missing batch; :func:`load_parts` reads them back as one
+  :class:`~rcedetect.attacks.AttackResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import attacks
+from .attacks.base import AttackResult
+from .errors import CheckpointError
+from .io import load_tensors, read_metadata, save_tensors
+
+PART_FORMAT = "rcedetect-attack-part"
+
+
+def choose_images(n_test: int, n: int, seed: int, first: bool = False) -> torch.Tensor:
+    """Indices of the attacked test images: the first ``n`` of a seeded permutation (or of file order)."""
+    if first:
+        return torch.arange(min(n, n_test))
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(int(seed)))[:n]
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of batch ``batch`` of a seeded attack run with ``seed``."""
+    return int(seed) * 1000 + int(batch)
+
+
+def attack_factory(name: str, settings: dict[str, Any], eps: float | None, seed: int, detector=None
+                   ) -> Callable[[int], Any]:
+    """``factory(batch_index) -> attack``; bad settings fail here, before any work.
+
+    ``eps`` is given to attacks that take one; seeded attacks get :func:`batch_seed` (from ``settings['seed']``
+    if given, else ``seed``); ``detector`` (a detector term) goes to attacks with a ``detector`` field.
+    """
+    spec = attacks.spec(name)
+    kw = dict(settings)
+    if eps is not None:
+        kw["eps"] = eps
+    if detector is not None:
+        kw["detector"] = detector
+    seed0 = int(kw.pop("seed", seed)) if spec.seeded else None
+
+    def factory(b: int):
+        return spec.create(**kw, **({"seed": batch_seed(seed0, b)} if spec.seeded else {}))
+
+    factory(0)
+    return factory
+
+
+class _PlaceholderTerm:
+    """Stands in for a detector term when an attack is built only to check its settings or estimate its cost."""
+
+    def margin(self, z, logits, classes):  # pragma: no cover - never called
+        raise NotImplementedError("a placeholder detector term cannot score")
+
+
+def probe(name: str, settings: dict[str, Any], eps: float | None = None, seed: int = 0):
+    """The attack ``name`` built once (with a placeholder detector term where it needs one): bad settings raise
+    ConfigError here, and the object answers ``passes_per_image()``."""
+    spec = attacks.spec(name)
+    return attack_factory(name, settings, eps, seed, detector=_PlaceholderTerm() if spec.needs_detector else None)(0)
+
+
+def part_path(folder: Path, b: int) -> Path:
+    return Path(folder) / f"part-{b:04d}.safetensors"
+
+
+def run_parts(folder: Path, factory: Callable[[int], Any], classifier, x: torch.Tensor, y: torch.Tensor, batch: int,
+              *, indices: torch.Tensor | None = None, on_part: Callable[[int], None] | None = None, bar=None) -> None:
+    """Attack ``x`` in batches of ``batch``; each batch is one part file, skipped when it exists.
+
+    A part holds x_adv, success, iterations, target (when the attack has one), the attack's per-example extras
+    (``extra.<name>``), the labels ``y`` and, when given, the test-set ``indices`` of the images.
+    """
+    device = classifier.device
+    for b, start in enumerate(range(0, len(x), batch)):
+        path = part_path(folder, b)
+        stop = min(start + batch, len(x))
+        if path.is_file():
+            if bar is not None:
+                bar.update(stop - start)
+            continue
+        xb, yb = x[start:stop], y[start:stop]
+        t0 = time.perf_counter()
+        res = factory(b)(classifier, xb.to(device), yb.to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        tensors = {"x_adv": res.x_adv, "success": res.success.to(torch.uint8), "y": yb.cpu().long(),
+                   "iterations": res.iterations if res.iterations is not None else torch.zeros(len(xb))}
+        if indices is not None:
+            tensors["indices"] = indices[start:stop].cpu().long()
+        if res.target is not None:
+            tensors["target"] = res.target
+        for k, v in res.extra.items():
+            if isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == len(xb):
+                tensors[f"extra.{k}"] = v.to(torch.uint8) if v.dtype == torch.bool else v
+        save_tensors(path, tensors, metadata={"format": PART_FORMAT, "seconds": repr(seconds), "n": str(len(xb))})
+        if bar is not None:
+            bar.update(len(xb))
+        if on_part is not None:
+            on_part(b)
+
+
+def parts_done(folder: Path, n: int, batch: int) -> bool:
+    return all(part_path(folder, b).is_file() for b in range(math.ceil(n / batch)))
+
+
+def load_parts(folder: Path, n: int, batch: int, x: torch.Tensor | None = None
+               ) -> tuple[AttackResult, float, dict[str, torch.Tensor]]:
+    """(the concatenated result of the ``n`` images' parts, the total attack seconds, the stored ``y``/``indices``).
+
+    ``x`` are the clean images the run attacked (the result's ``x``, for distortions; set it later if the caller
+    must first read the stored indices). Raises CheckpointError when a part is missing, foreign, or does not fit.
+    """
+    parts, secs = [], 0.0
+    for b in range(math.ceil(n / batch)):
+        path = part_path(folder, b)
+        t = load_tensors(path, "attack part")
+        meta = read_metadata(path)
+        if meta.get("format") != PART_FORMAT or "x_adv" not in t or "success" not in t:
+            raise CheckpointError(f"{path} is not an rcedetect attack part; delete the folder to recompute it")
+        parts.append(t)
+        secs += float(meta.get("seconds", "nan"))
+    if not parts:
+        raise CheckpointError(f"{folder} holds no attack parts")
+    try:
+        cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"the attack parts in {folder} do not fit together: {e}") from e
+    if len(cat["x_adv"]) != n or (x is not None and cat["x_adv"].shape != x.shape):
+        raise CheckpointError(f"the attack parts in {folder} hold {len(cat['x_adv'])} images of shape "
+                              f"{tuple(cat['x_adv'].shape[1:])}, not the {n} expected; delete the folder to recompute")
+    extra = {k[6:]: (v.bool() if k[6:] in ("target_reached",) else v) for k, v in cat.items() if k.startswith("extra.")}
+    res = AttackResult(x_adv=cat["x_adv"], success=cat["success"].bool(), target=cat.get("target"),
+                       iterations=cat["iterations"], extra=extra, x=x)
+    return res, secs, {k: cat[k] for k in ("y", "indices") if k in cat}

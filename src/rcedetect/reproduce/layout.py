@@ -1,0 +1,103 @@
+"""Where every artifact of a reproduce run lives, and the short config hash that names it.
+
+Each stage's artifact is named by a hash of everything that determines it (:func:`rcedetect.io.config_hash`), so
+changing a setting makes a new artifact beside the old one and a finished artifact is never recomputed:
+
+- ``models/<name>-<hash>/``                        a training run (checkpoints; resumable mid-training)
+- ``features/<name>-<kind>-<hash>.safetensors``    final hidden features of training / attacked / t-SNE images
+- ``detectors/<name>-<hash>/<metric>/``            each fitted detector (detector.json + tensors)
+- ``attacks/<name>/<attack>[-e<eps>]-<hash>/part-NNNN.safetensors``  adversarial images, one file per batch
+- ``records/<name>-<attack>[-e<eps>]-<hash>.json`` the scored record of one attack run (Tables 2-5 inputs)
+- ``records/transfer-<sub>-<target>-<hash>.json``  a black-box transfer record (Table 4)
+- ``tsne/<name>-<hash>.json``                      the 2-D t-SNE embedding (Fig. 1b/c)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io import config_hash
+from .config import Plan
+
+FEATURE_KINDS = ("train", "pool", "tsne")
+
+
+def train_dict_for_hash(train: dict) -> dict:
+    """The training config without device and data folder (where it runs and reads does not change the result)."""
+    return {k: v for k, v in train.items() if k not in ("device", "data_dir")}
+
+
+def attack_key(model_hash: str, name: str, settings: dict, eps: float | None, n: int, batch: int, seed: int,
+               detector_hash: str | None) -> str:
+    return config_hash({"model": model_hash, "attack": name, "settings": settings, "eps": eps, "n": n,
+                        "batch": batch, "seed": seed, "detector": detector_hash})
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    """One attack at one ε on one model: its part files and its scored record."""
+
+    eps: float | None
+    dir: Path
+    hash: str
+    record: Path
+
+
+class Layout:
+    """Paths and hashes of the run in ``out``; ``n_test()`` gives the test-set size (read lazily)."""
+
+    def __init__(self, plan: Plan, out: str | Path, n_test: Callable[[], int]):
+        self.plan, self.out, self.n_test = plan, Path(out), n_test
+
+    def model_hash(self, name: str) -> str:
+        return config_hash(train_dict_for_hash(self.plan.raw["models"][name]["train"]))
+
+    def model_dir(self, name: str) -> Path:
+        return self.out / "models" / f"{name}-{self.model_hash(name)}"
+
+    def pool_size(self) -> int:
+        """How many test images the attacks draw from (the largest attack, or Figure 3's count)."""
+        sizes = [a.images for a in self.plan.attacks.values()] + [self.plan.experiment.figure3_images]
+        return min(max(sizes), self.n_test())
+
+    def feature_count(self, kind: str) -> int:
+        e = self.plan.experiment
+        return {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images}[kind]
+
+    def feature_path(self, name: str, kind: str) -> Path:
+        key = config_hash([self.model_hash(name), kind, self.feature_count(kind), self.plan.experiment.seed])
+        return self.out / "features" / f"{name}-{kind}-{key}.safetensors"
+
+    def detector_settings(self, name: str) -> dict:
+        return self.plan.detector.kd_settings(self.plan.models[name].train.objective)
+
+    def detector_hash(self, name: str) -> str:
+        return config_hash([self.model_hash(name), self.plan.experiment.train_feature_images,
+                            self.detector_settings(name)])
+
+    def detector_dir(self, name: str, metric: str | None = None) -> Path:
+        folder = self.out / "detectors" / f"{name}-{self.detector_hash(name)}"
+        return folder if metric is None else folder / metric
+
+    def attack_runs(self, model: str, attack: str) -> list[AttackRun]:
+        a = self.plan.attacks[attack]
+        det = self.detector_hash(model) if a.spec.needs_detector else None
+        runs = []
+        for eps in a.eps or (None,):
+            key = attack_key(self.model_hash(model), attack, a.settings, eps, a.images, a.batch,
+                             self.plan.experiment.seed, det)
+            tag = f"{attack}-e{eps:g}" if eps is not None else attack
+            rec_key = config_hash([key, self.detector_hash(model)])
+            runs.append(AttackRun(eps, self.out / "attacks" / model / f"{tag}-{key}", key,
+                                  self.out / "records" / f"{model}-{tag}-{rec_key}.json"))
+        return runs
+
+    def tsne_path(self, name: str) -> Path:
+        key = config_hash([self.model_hash(name), self.plan.experiment.tsne_images, self.plan.experiment.seed])
+        return self.out / "tsne" / f"{name}-{key}.json"
+
+    def transfer_path(self, attack: str, sub: str, tgt: str) -> Path:
+        key = config_hash([self.attack_runs(sub, attack)[0].hash, self.model_hash(tgt), self.detector_hash(tgt)])
+        return self.out / "records" / f"transfer-{sub}-{tgt}-{key}.json"

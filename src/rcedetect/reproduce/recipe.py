@@ -1,0 +1,112 @@
+"""The paper end to end, as a list of stages read top to bottom (paper §4; the tables and figures they feed):
+
+1. train every model (Table 1)
+2. features of the training set, the attacked pool and the t-SNE images of each model
+3. fit the detectors of each model on its training features (protocol §4.2-4.4)
+4. every attack over its ε grid on each main model, scored by every detector (Tables 2, 3, 5; Figures 2-6)
+5. t-SNE of each main model's features (Figure 1b/c)
+6. black-box transfer of the white-box attack from each main model to each target model (Table 4)
+
+then ``results.json`` (:mod:`.results`). Every stage is cached (:mod:`.layout` names its artifact), so a killed
+run resumes where it stopped and a finished run only re-renders the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .. import attack_store, paper_ref
+from ..io import write_json
+from . import steps
+from .config import Plan, plan
+from .inputs import Inputs
+from .layout import Layout
+from .results import assemble
+from .runner import Stage, cpu_threads, run_stages
+
+
+def _size(tc) -> float:
+    """Relative cost of one image pass: depth × pixels (a ResNet-8 on 28×28 = 1)."""
+    depth = int("".join(c for c in tc.arch if c.isdigit()) or 8)
+    pixels = {"cifar10": 1024.0, "synthetic": 144.0}.get(tc.dataset, 784.0)
+    return depth / 8 * pixels / 784
+
+
+def _eps_text(eps) -> str:
+    return f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}…{eps[-1]:g} ({len(eps)} values)"
+
+
+def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
+    p, lay = inp.plan, inp.layout
+    exp, out = p.experiment, []
+    for name, m in p.models.items():  # 1. training
+        tc = m.train
+        out.append(Stage(f"train {name} ({tc.arch} {tc.objective}, {tc.steps} steps)",
+                         tc.steps * tc.batch_size * 3 * _size(tc),
+                         lambda n=name, tc=tc: steps.model_done(lay.model_dir(n), tc),
+                         lambda n=name, tc=tc: steps.train_model(tc, lay.model_dir(n), inp.dataset(), progress,
+                                                                 lambda step, n=n: hook(f"step:{n}:{step}")),
+                         lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True)))
+    for name, m in p.models.items():  # 2. features, 3. detectors
+        kinds = ["train", "pool"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
+        out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train) / 2,
+                         lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
+                         lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
+                         lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k]))
+        out.append(Stage(f"detector {name}", 1.0, lambda n=name: inp.detectors_done(n),
+                         lambda n=name: inp.fit_detectors(n),
+                         lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True)))
+    for name in p.mains:  # 4. attacks, 5. t-SNE
+        size = _size(p.models[name].train)
+        for attack, a in p.attacks.items():
+            runs = lay.attack_runs(name, attack)
+            passes = attack_store.probe(attack, a.settings, a.eps[0] if a.eps else None).passes_per_image()
+            out.append(Stage(f"attack {attack} on {name} ({a.images} images"
+                             + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
+                             len(runs) * a.images * passes * size,
+                             lambda runs=runs: all(r.record.is_file() for r in runs),
+                             lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
+                             lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
+                                                 r.record.unlink(missing_ok=True)) for r in runs]))
+        if exp.tsne_images > 0:
+            out.append(Stage(f"t-SNE {name}", exp.tsne_images * 20.0, lambda n=name: lay.tsne_path(n).is_file(),
+                             lambda n=name: steps.write_record(lay.tsne_path(n),
+                                                               steps.tsne_embedding(inp.bank(n, "tsne"), exp.seed)),
+                             lambda n=name: lay.tsne_path(n).unlink(missing_ok=True)))
+    wb = paper_ref.WHITEBOX_ATTACK  # 6. transfer
+    if wb in p.attacks:
+        for sub in p.mains:
+            for tgt in p.targets:
+                out.append(Stage(f"transfer {paper_ref.ATTACK_LABELS[wb]} {sub} → {tgt}", 10.0,
+                                 lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).is_file(),
+                                 lambda s=sub, t=tgt: steps.run_transfer(inp, wb, s, t),
+                                 lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True)))
+    return out
+
+
+def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = True,
+        hook: Callable[[str], None] | None = None, echo: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the whole recipe of a resolved config in ``out``; returns the results dict.
+
+    ``hook(event)`` is called after every stage, attack part and training step (tests raise from it to simulate
+    a kill); ``echo`` prints the stage lines.
+    """
+    t_start = time.perf_counter()
+    p: Plan = plan(cfg)
+    inp = Inputs(Layout(p, out, lambda: len(inp.dataset().x_test)))
+    threads = cpu_threads(p.experiment.threads) if inp.device.type == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
+    hook = hook or (lambda event: None)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / "config.json", cfg)
+    seconds = run_stages(stage_list(inp, progress, hook), force=force, hook=hook,
+                         echo=echo or (lambda line: print(line, flush=True)))
+    results = assemble(inp, time.perf_counter() - t_start, seconds, threads)
+    write_json(Path(out) / "results.json", results)
+    return results

@@ -1,0 +1,98 @@
+"""Collect the artifacts of a finished reproduce run into ``results.json`` (the schema :mod:`rcedetect.report` reads).
+
+Top-level keys: ``format``, ``format_version``, ``preset``, ``dataset``, ``seed``, ``config_hash``, ``config``,
+``device``, ``versions``, ``table2_eps``, ``cuts``, ``timings``, ``models`` (name → role, arch, objective,
+steps, n_test, test_accuracy, test_error_percent, train_seconds, config_hash), ``detectors`` (name → σ²,
+kernel sizes, η), ``attacks`` (one record per model × attack × ε: n_images, n_pairs, accuracy, success_rate,
+mean_l2, detection.<metric>.{auc_strict,auc_half,tpr_at_5fpr,n_pairs}, seconds_per_example,
+and ``cw`` / ``wb`` / ``log_kd_adv`` where they apply), ``transfer``, ``tsne``, ``figure3``, ``noise`` and
+``log_kd_normal``. Nothing here loads a model except to read the clean K-density of the attacked images.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .. import checkpoint, paper_ref
+from ..detectors import score_features
+from ..io import config_hash, read_json, versions
+from .inputs import Inputs
+
+
+def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
+    models, dets = {}, {}
+    for name, m in inp.plan.models.items():
+        met = checkpoint.read_meta(inp.layout.model_dir(name)).get("metrics", {})
+        tc = m.train
+        acc = met.get("test_accuracy")
+        models[name] = {"role": m.role, "arch": tc.arch, "objective": tc.objective, "steps": tc.steps,
+                        "dataset": tc.dataset, "n_test": len(inp.dataset().x_test), "test_accuracy": acc,
+                        "test_error_percent": None if acc is None else round(100 * (1 - acc), 4),
+                        "train_seconds": met.get("train_seconds"), "config_hash": inp.layout.model_hash(name)}
+        info = read_json(inp.layout.detector_dir(name, "kd") / "detector.json", "detector record")
+        s, state = info["settings"], info["state"]
+        dets[name] = {"sigma2": state["sigma2"], "per_class": s["per_class"], "attack_per_class": s["attack_per_class"],
+                      "eta": state["eta"], "seed": s["seed"]}
+    return models, dets
+
+
+def _attack_records(inp: Inputs) -> tuple[list, dict, dict]:
+    records, figure3, noise = [], {}, {}
+    for name in inp.plan.mains:
+        for attack in inp.plan.attacks:
+            for r in inp.layout.attack_runs(name, attack):
+                rec = read_json(r.record, "attack record")
+                if "figure3" in rec:
+                    figure3[name] = rec.pop("figure3")
+                if attack == paper_ref.NOISE_ATTACK:
+                    noise[name] = {"eps": rec["eps"], "n": rec["n_images"],
+                                   "clean_error_percent": round(100 * (1 - rec["clean_accuracy"]), 4),
+                                   "noisy_error_percent": round(100 * (1 - rec["accuracy"]), 4),
+                                   "log_kd_noisy": rec.pop("log_kd_adv", [])}
+                records.append(rec)
+    return records, figure3, noise
+
+
+def _log_kd_normal(inp: Inputs) -> dict:
+    """log K-density of the clean attacked images the classifier gets right (Figures 5/6)."""
+    out = {}
+    for name in inp.plan.mains:
+        if inp.layout.feature_path(name, "pool").is_file():
+            bank = inp.bank(name, "pool")
+            s = -score_features(inp.detectors(name)["kd"], inp.classifier(name), bank.features)
+            ok = bank.predictions == bank.labels
+            out[name] = [round(float(v), 4) for v in s[ok]]
+    return out
+
+
+def _without_device(cfg: dict) -> dict:
+    c = copy.deepcopy(cfg)
+    c["experiment"].pop("device", None)
+    for m in c["models"].values():
+        m["train"].pop("device", None)
+    return c
+
+
+def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float], threads: int | None
+             ) -> dict[str, Any]:
+    plan, layout = inp.plan, inp.layout
+    cfg, exp = plan.raw, plan.experiment
+    models, dets = _models_and_detectors(inp)
+    records, figure3, noise = _attack_records(inp)
+    wb = paper_ref.WHITEBOX_ATTACK
+    transfer = [read_json(layout.transfer_path(wb, sub, tgt), "transfer record")
+                for sub in plan.mains for tgt in plan.targets] if wb in plan.attacks else []
+    tsne = {n: read_json(layout.tsne_path(n), "t-SNE") for n in plan.mains if exp.tsne_images > 0}
+    first = next(iter(cfg["models"].values()))["train"]
+    return {
+        "format": "rcedetect-results", "format_version": 1,
+        "preset": cfg["experiment"]["name"], "dataset": first["dataset"], "seed": exp.seed,
+        "config_hash": config_hash(_without_device(cfg)), "config": cfg, "device": str(inp.device),
+        "cpu_threads": threads, "versions": versions(), "table2_eps": cfg["experiment"]["table2_eps"],
+        "cuts": list(cfg.get("cuts", {}).get("notes", [])),
+        "timings": {"total_seconds": round(total_seconds, 2), "stage_seconds": dict(stage_seconds)},
+        "models": models, "detectors": dets, "attacks": records, "transfer": transfer, "tsne": tsne,
+        "figure3": figure3, "noise": noise, "log_kd_normal": _log_kd_normal(inp),
+    }
+

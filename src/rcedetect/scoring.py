@@ -1,0 +1,85 @@
+"""Scoring an attack run: the record behind paper Table 2 (and Table 4 for transferred images).
+
+One function for every caller (``rce attack``, ``rce reproduce``, the black-box transfer of :mod:`.transfer`):
+the features of the adversarial images, the pair mask of :func:`rcedetect.metrics.pair_mask` (clean correct AND
+adversarial misclassified, protocol §4.6), each detector's AUCs and TPR over those pairs, accuracy and distortion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import features, metrics
+from .attacks.base import AttackResult, l2_distortion
+from .detectors.base import Metric, score_features
+
+
+def rounded(v: float | None, digits: int = 6) -> float | None:
+    """A number as results files store it: rounded, NaN as None."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
+
+
+def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank, mask,
+              detectors: dict[str, Metric]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """({metric: {auc_strict, auc_half, tpr_at_5fpr, n_pairs}}, {metric: adversarial scores}) over ``mask``."""
+    out, adv_scores = {}, {}
+    for name, metric in detectors.items():
+        s_clean = score_features(metric, classifier, clean.features)
+        s_adv = score_features(metric, classifier, adv.features)
+        rec = metrics.detection_record(s_clean, s_adv, mask)
+        out[name] = {k: (rounded(v) if k != "n_pairs" else v) for k, v in rec.items()}
+        adv_scores[name] = s_adv
+    return out, adv_scores
+
+
+def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features.FeatureBank,
+                 detectors: dict[str, Metric], *, keep_kd_values: bool = False, all_kd_values: bool = False) -> dict:
+    """The Table-2 record of one attack run on ``classifier`` (``clean`` = the bank of the attacked clean images).
+
+    ``keep_kd_values`` adds ``log_kd_adv`` (log K-density of the adversarial images of the pairs, or of all images
+    with ``all_kd_values``) for the K-density histograms of Appendix B.3; ``_efficient_l2`` = (mean L2 over the
+    images that succeeded and were correct when clean, their count) feeds Figure 2b.
+    """
+    adv = features.extract(classifier, res.x_adv)
+    y = y.cpu()
+    pred_clean, pred_adv = clean.predictions.cpu(), adv.predictions.cpu()
+    mask = metrics.pair_mask(y, pred_clean, pred_adv)
+    det, adv_scores = detection(classifier, clean, adv, mask, detectors)
+    l2 = l2_distortion(res.x.cpu(), res.x_adv.cpu())
+    correct = pred_clean == y
+    efficient = res.success.cpu() & correct
+    record = {
+        "n_images": len(y), "n_pairs": int(mask.sum()),
+        "accuracy": rounded(float((pred_adv == y).float().mean())),
+        "clean_accuracy": rounded(float(correct.float().mean())),
+        "success_rate": rounded(float(res.success.float().mean())),
+        "mean_l2": rounded(float(l2[torch.from_numpy(mask)].mean())) if mask.any() else None,
+        "detection": det,
+    }
+    if res.target is not None and "target_reached" in res.extra:
+        record["target_rate"] = rounded(float(res.extra["target_reached"].float().mean()))
+    if keep_kd_values and "kd" in adv_scores:
+        sel = torch.ones(len(y), dtype=torch.bool) if all_kd_values else torch.from_numpy(mask)
+        record["log_kd_adv"] = [round(float(v), 4) for v in -adv_scores["kd"][sel]]
+    record["_efficient_l2"] = (rounded(float(l2[efficient].mean())) if efficient.any() else None,
+                               int(efficient.sum()))
+    return record
+
+
+def transfer_record(target, res: AttackResult, y: torch.Tensor, clean_target: features.FeatureBank,
+                    detectors: dict[str, Metric]) -> dict:
+    """Black-box transfer (paper §4.5, protocol §8): images crafted on a substitute, scored on ``target``.
+
+    Pairs are formed with the *target*'s predictions; ``transfer_rate`` = among images the substitute fooled and
+    the target classifies correctly when clean, the share the target misclassifies (None when there are none).
+    """
+    adv = features.extract(target, res.x_adv)
+    y = y.cpu()
+    mask = metrics.pair_mask(y, clean_target.predictions, adv.predictions)
+    det, _ = detection(target, clean_target, adv, mask, detectors)
+    ok = res.success.cpu() & (clean_target.predictions == y)
+    rate = float((adv.predictions[ok] != y[ok]).float().mean()) if ok.any() else None
+    return {"n_images": len(y), "n_pairs": int(mask.sum()), "n_substitute_success": int(ok.sum()),
+            "transfer_rate": rounded(rate), "detection": det}
