@@ -10,15 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rcedetect import detectors
-from rcedetect.detectors import (
-    KernelDensity,
-    confidence,
-    non_me,
-    scores,
-    scores_from_features,
-    scores_from_logits,
-)
-from rcedetect.errors import ConfigError, InputError
+from rcedetect.detectors import Detector, KDensity, KernelDensity, confidence, create, non_me, score_features
+from rcedetect.errors import ConfigError, InputError, NotFittedError
 from rcedetect.features import extract
 
 
@@ -85,11 +78,13 @@ def test_confidence_is_the_max_probability():
 
 def test_the_score_convention_is_higher_means_adversarial():
     logits = torch.tensor([[9.0, 0.0, 0.0], [1.0, 0.9, 0.8]])  # confident vs. unsure
-    assert torch.equal(scores_from_logits("confidence", logits), -confidence(logits))
-    assert torch.equal(scores_from_logits("non_me", logits), -non_me(logits))
-    s = scores_from_logits("confidence", logits)
+    z = torch.zeros(2, 5)  # confidence and non-ME read the logits only
+    assert torch.equal(create("confidence").score(z, logits), -confidence(logits))
+    assert torch.equal(create("non_me").score(z, logits), -non_me(logits))
+    s = create("confidence").score(z, logits)
     assert s[1] > s[0]
-    assert detectors.METRICS == ("confidence", "non_me", "kd")
+    assert detectors.METRICS == ("confidence", "non_me", "kd")  # the registry's order is the tables' order
+    assert [detectors.REGISTRY[m].needs_fit for m in detectors.METRICS] == [False, False, True]
 
 
 def test_scores_of_images_and_features_agree(rce_classifier, test_batch, synthetic):
@@ -97,23 +92,31 @@ def test_scores_of_images_and_features_agree(rce_classifier, test_batch, synthet
     bank = extract(rce_classifier, x)
     with torch.no_grad():
         logits = rce_classifier.logits(x)
-    assert torch.allclose(scores("confidence", rce_classifier, x), -confidence(logits), atol=1e-6)
-    assert torch.allclose(scores("non_me", rce_classifier, bank), -non_me(logits), atol=1e-5)
+    assert torch.allclose(Detector(rce_classifier, "confidence").fit(None).score(x), -confidence(logits), atol=1e-6)
+    assert torch.allclose(score_features(create("non_me"), rce_classifier, bank.features), -non_me(logits),
+                          atol=1e-5)
     train = extract(rce_classifier, synthetic.train_images(), synthetic.y_train)
     kd = KernelDensity.fit(train.features, train.labels, 4, per_class=50, sigma2=0.1 / 0.26)
     want = -kd.log_kd(bank.features, logits.argmax(1))  # kernel of the PREDICTED class (SPEC §4.3)
-    assert torch.allclose(scores("kd", rce_classifier, x, kd=kd), want, atol=1e-4)
-    assert torch.allclose(scores_from_features("kd", rce_classifier, bank.features, kd=kd, batch_size=5), want,
-                          atol=1e-4)
+    metric = KDensity(per_class=50).fit(train, 4, "rce")  # the paper's σ² for RCE, the same seeded kernel
+    assert metric.density.sigma2 == pytest.approx(0.1 / 0.26)
+    assert torch.allclose(Detector(rce_classifier, "kd", per_class=50).fit(train).score(x), want, atol=1e-4)
+    assert torch.allclose(score_features(metric, rce_classifier, bank.features, batch_size=5), want, atol=1e-4)
+    # the scores are differentiable in the features (adaptive attacks back-propagate through them)
+    z = bank.features[:4].clone().requires_grad_(True)
+    metric.score(z, rce_classifier.logits_from_features(z)).sum().backward()
+    assert z.grad is not None and bool(torch.isfinite(z.grad).all()) and float(z.grad.abs().sum()) > 0
 
 
 def test_errors(ce_classifier):
     with pytest.raises(ConfigError):
-        scores_from_logits("entropy", torch.zeros(1, 3))
+        create("entropy")
     with pytest.raises(ConfigError):
-        scores_from_logits("kd", torch.zeros(1, 3))
+        create("confidence", per_class=10)  # a setting the metric does not have
+    with pytest.raises(NotFittedError):
+        score_features(create("kd"), ce_classifier, torch.zeros(2, 64))
     with pytest.raises(ConfigError):
-        scores_from_features("kd", ce_classifier, torch.zeros(2, 64))
+        KDensity(sigma2="wide")
     with pytest.raises(InputError):
         non_me(torch.tensor([[float("nan"), 0.0]]))
     with pytest.raises(InputError):

@@ -12,7 +12,10 @@ from tiny_nets import LinearNet
 from rcedetect import Classifier
 from rcedetect.attacks import REGISTRY, create
 from rcedetect.attacks.carlini_wagner import CarliniWagnerL2, random_targets, table3_stats
-from rcedetect.detectors.kd import KernelDensity, default_sigma2
+from rcedetect.detectors import KDTerm, ScoreTerm
+from rcedetect.detectors import create as create_metric
+from rcedetect.detectors.bandwidth import default_sigma2
+from rcedetect.detectors.density import KernelDensity
 from rcedetect.errors import ConfigError, InputError
 
 
@@ -191,7 +194,7 @@ def test_whitebox_successes_fool_both():
     clf = linear_classifier(scale=6.0)
     kd, eta = linear_density(clf)
     x = images(8, seed=2)
-    r = create("cw_wb", density=kd, eta=eta, binary_search_steps=3, max_iterations=100)(clf, x)
+    r = create("cw_wb", detector=KDTerm(kd, eta), binary_search_steps=3, max_iterations=100)(clf, x)
     s = r.success
     assert s.sum() >= 2
     assert torch.all(r.extra["f2"][s] <= 0)
@@ -202,12 +205,12 @@ def test_whitebox_successes_fool_both():
     # the failures fell back to the target-reaching x* of smallest f2, which the detector still catches
     assert torch.all(r.extra["f2"][~s] > 0) and torch.all(r.extra["target_reached"])
     # a threshold every x* meets (f2 < 0 everywhere) removes the density term: exactly the plain attack
-    lenient = create("cw_wb", density=kd, eta=torch.full((3,), 1e6), binary_search_steps=3, max_iterations=100)
+    lenient = create("cw_wb", detector=KDTerm(kd, torch.full((3,), 1e6)), binary_search_steps=3, max_iterations=100)
     plain = create("cw", binary_search_steps=3, max_iterations=100)(clf, x, target=r.target)
     rl = lenient(clf, x)
     assert torch.equal(rl.x_adv, plain.x_adv) and torch.equal(rl.success, plain.success)
     # warm start from a plain C&W result: still only successes that fool both
-    rw = create("cw_wb", density=kd, eta=eta, binary_search_steps=2, max_iterations=60, warm_start=True)(clf, x)
+    rw = create("cw_wb", detector=KDTerm(kd, eta), binary_search_steps=2, max_iterations=60, warm_start=True)(clf, x)
     assert torch.all(rw.extra["f2"][rw.success] <= 0) and rw.success.any()
     stats = table3_stats(r, clf.predict(x), clf.predict(x))
     assert stats["n"] == 8 and stats["n_target_reached"] == 8 and stats["n_efficient"] == int(s.sum())
@@ -223,7 +226,7 @@ def test_whitebox_on_resnet_features(ce_classifier, synthetic, test_batch):
                            sigma2=default_sigma2("ce"), seed=0)
     eta = kd.eta(feats, synthetic.y_train) + 2.0
     x, y = test_batch[0][:4], test_batch[1][:4]
-    attack = create("cw_wb", density=kd, eta=eta, binary_search_steps=1, max_iterations=100, initial_const=10.0)
+    attack = create("cw_wb", detector=KDTerm(kd, eta), binary_search_steps=1, max_iterations=100, initial_const=10.0)
     r = attack(ce_classifier, x)
     s = r.success
     assert s.sum() >= 2
@@ -241,7 +244,7 @@ def test_whitebox_unreachable_density_falls_back():
     kd, _ = linear_density(clf)
     x = images(6, seed=5)
     eta = torch.full((3,), -1.0)
-    r = create("cw_wb", density=kd, eta=eta, binary_search_steps=2, max_iterations=60)(clf, x)
+    r = create("cw_wb", detector=KDTerm(kd, eta), binary_search_steps=2, max_iterations=60)(clf, x)
     assert not r.success.any()
     reached = r.extra["target_reached"]
     assert reached.sum() >= 4 and torch.all(r.extra["f2"] > 1.0)
@@ -249,7 +252,7 @@ def test_whitebox_unreachable_density_falls_back():
     assert torch.equal(r.x_adv[~reached], x[~reached])
     stats = table3_stats(r, clf.predict(x), clf.predict(x))
     assert stats["ratio_f2_positive"] == 1.0 and math.isnan(stats["mean_distortion"])
-    off = create("cw_wb", density=kd, eta=eta, binary_search_steps=1, max_iterations=30, fallback=False)(clf, x)
+    off = create("cw_wb", detector=KDTerm(kd, eta), binary_search_steps=1, max_iterations=30, fallback=False)(clf, x)
     assert torch.equal(off.x_adv, x) and not off.success.any()
 
 
@@ -265,16 +268,36 @@ def test_bad_settings(settings):
 
 def test_whitebox_errors(ce_classifier, test_batch):
     kd = KernelDensity(torch.rand(4, 5, 64), sigma2=1.0)
-    with pytest.raises(ConfigError, match="density"):
+    with pytest.raises(ConfigError, match="detector"):
         create("cw_wb")
-    with pytest.raises(ConfigError):
-        create("cw_wb", density=kd)
+    with pytest.raises(ConfigError, match="density"):
+        create("cw_wb", density=kd)  # not a setting: the detector comes as one term
+    with pytest.raises(ConfigError, match="margin"):
+        create("cw_wb", detector=kd)  # a density is not a detector term
     with pytest.raises(ConfigError, match="targeted"):
-        create("cw_wb", density=kd, eta=torch.zeros(4), mode="untargeted")
+        create("cw_wb", detector=KDTerm(kd, torch.zeros(4)), mode="untargeted")
+    with pytest.raises(ConfigError, match="η"):
+        KDTerm(kd, torch.zeros(3))
+    five = KernelDensity(torch.rand(5, 5, 64), sigma2=1.0)
     with pytest.raises(ConfigError, match="classes"):
-        create("cw_wb", density=kd, eta=torch.zeros(3), max_iterations=1)(ce_classifier, test_batch[0][:2])
+        create("cw_wb", detector=KDTerm(five, torch.zeros(5)), max_iterations=1)(ce_classifier, test_batch[0][:2])
     with pytest.raises(ConfigError):
         create("cw", unknown_setting=1)
+
+
+def test_whitebox_against_any_detector_term():
+    """The detector term is an interface: a thresholded confidence detector works the same way (margin ≤ 0 at the
+    returned successes), with no K-density involved."""
+    clf = linear_classifier(scale=6.0)
+    x = images(8, seed=2)
+    term = ScoreTerm(create_metric("confidence"), threshold=-0.9)  # accepted iff max softmax ≥ 0.9
+    r = create("cw_wb", detector=term, binary_search_steps=3, max_iterations=100)(clf, x)
+    s = r.success
+    assert s.any()
+    with torch.no_grad():
+        conf = torch.softmax(clf.logits(r.x_adv), 1).amax(1)
+    assert torch.all(conf[s] >= 0.9 - 1e-5) and torch.equal(clf.predict(r.x_adv)[s], r.target[s])
+    assert torch.allclose(r.extra["f2"], -conf + 0.9, atol=1e-5)
 
 
 def test_call_errors(ce_classifier, test_batch):

@@ -1,4 +1,5 @@
-"""``rce attack``: outputs, agreement with the library call, resume after a kill, errors (exit 2)."""
+"""``rce attack``: outputs, agreement with the library call and with the pipeline's scoring, resume after a kill,
+black-box transfer, errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import json
 import pytest
 import torch
 
-from rcedetect import CheckpointError, checkpoint
+from rcedetect import CheckpointError, attack_store, checkpoint, features
 from rcedetect.attacks.gradient import FGSM
 from rcedetect.cli import main
-from rcedetect.commands.attack import select
+from rcedetect.detectors import Detector, create
 from rcedetect.io import load_tensors
+from rcedetect.scoring import score_attack
 
-FIELDS = {"x_adv", "success", "target", "iterations", "indices", "y", "pred_clean", "pred_adv"}
+FIELDS = {"x_adv", "success", "iterations", "indices", "y", "extra.label", "extra.pred_adv"}
 
 
 def only_dir(run_dir, prefix):
@@ -22,51 +24,63 @@ def only_dir(run_dir, prefix):
     return dirs[0]
 
 
+def load(out, n, batch, x=None):
+    return attack_store.load_parts(out, n, batch, x)
+
+
 def test_fgsm_outputs_and_resume(trained_runs, synthetic, capsys):
     run_dir = trained_runs["ce"]
     argv = ["attack", str(run_dir), "--attack", "fgsm", "--eps", "0.1", "--n", "32", "--batch-size", "8",
             "--quiet"]
     assert main(argv) == 0
     out = only_dir(run_dir, "fgsm")
-    adv = load_tensors(out / "adv.safetensors")
-    assert set(adv) == FIELDS
+    parts = sorted(out.glob("part-*.safetensors"))
+    assert len(parts) == 4 and set(load_tensors(parts[0])) == FIELDS
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 32 and summary["settings"] == {"eps": 0.1}
     assert summary["linf_max"] == pytest.approx(0.1, abs=1e-6)
     assert 0.0 <= summary["success_rate"] <= 1.0 and summary["seconds_per_example"] > 0
 
-    # the same as calling the library on the selected images
-    idx = select(len(synthetic.x_test), 32, 0, first=False)
-    assert torch.equal(adv["indices"], idx)
+    # the same as calling the library on the selected images (the pipeline's choice of images)
+    idx = attack_store.choose_images(len(synthetic.x_test), 32, 0)
     x, y = synthetic.test_images()[idx], synthetic.y_test[idx]
-    assert torch.equal(adv["y"], y)
+    res, _, stored = load(out, 32, 8, x)
+    assert torch.equal(stored["indices"], idx) and torch.equal(stored["y"], y)
     clf = checkpoint.load(run_dir).classifier
     ref = FGSM(0.1)(clf, x, y)
-    torch.testing.assert_close(adv["x_adv"], ref.x_adv, atol=1e-6, rtol=0)
-    assert torch.equal(adv["success"], ref.success)
-    assert torch.equal(adv["pred_clean"], clf.predict(x))
-    assert torch.equal(adv["pred_adv"], clf.predict(adv["x_adv"]))
+    torch.testing.assert_close(res.x_adv, ref.x_adv, atol=1e-6, rtol=0)
+    assert torch.equal(res.success, ref.success)
     assert summary["success_rate"] == pytest.approx(float(ref.success.float().mean()))
+    pairs = (clf.predict(x) == y) & (clf.predict(res.x_adv) != y)
+    assert summary["n_pairs"] == int(pairs.sum())
+
+    # the run is scored by the pipeline's own code: the summary's detection numbers are score_attack's, and the
+    # K-density detector the pipeline fits scores it too
+    clean = features.extract(clf, x, y)
+    free = {m: create(m) for m in ("confidence", "non_me")}
+    rec = score_attack(clf, res, y, clean, free)
+    assert rec["detection"] == summary["detection"] and set(summary["detection"]) == {"confidence", "non_me"}
+    kd = Detector(clf, "kd", per_class=50).fit(synthetic.train_images(), synthetic.y_train).scorer
+    full = score_attack(clf, res, y, clean, {**free, "kd": kd}, keep_kd_values=True)
+    assert full["n_pairs"] == summary["n_pairs"] and full["detection"]["kd"]["n_pairs"] == summary["n_pairs"]
+    assert len(full["log_kd_adv"]) == summary["n_pairs"]
 
     # a second run is a no-op
     assert main(argv) == 0
     assert "already" in capsys.readouterr().out
 
-    # kill-and-resume: the merged output and one part are lost; the others are reused untouched
-    parts = sorted((out / "parts").glob("part-*.safetensors"))
-    assert len(parts) == 4
+    # kill-and-resume: the summary and one part are lost; the others are reused untouched
     stamps = {p.name: p.stat().st_mtime_ns for p in parts}
-    (out / "adv.safetensors").unlink()
     (out / "summary.json").unlink()
     parts[2].unlink()
     assert main(argv) == 0
-    again = load_tensors(out / "adv.safetensors")
-    for k in FIELDS:
-        assert torch.equal(again[k], adv[k]), k
+    again, _, _ = load(out, 32, 8, x)
+    assert torch.equal(again.x_adv, res.x_adv) and torch.equal(again.success, res.success)
     for p in parts:
         if p != parts[2]:
             assert p.stat().st_mtime_ns == stamps[p.name], f"{p.name} was recomputed"
     assert parts[2].is_file()
+    assert json.loads((out / "summary.json").read_text())["detection"] == summary["detection"]
 
 
 def test_seeded_attack_resumes_identically(trained_runs):
@@ -75,13 +89,13 @@ def test_seeded_attack_resumes_identically(trained_runs):
             "--seed", "5", "--first", "--quiet"]
     assert main(argv) == 0
     out = only_dir(run_dir, "noise")
-    adv = load_tensors(out / "adv.safetensors")
-    assert torch.equal(adv["indices"], torch.arange(12))
-    assert not torch.equal(adv["x_adv"][:4], adv["x_adv"][4:8])  # batches get different seeds
-    (out / "adv.safetensors").unlink()
-    sorted((out / "parts").glob("part-*"))[1].unlink()
+    res, _, stored = load(out, 12, 4)
+    assert torch.equal(stored["indices"], torch.arange(12))
+    assert not torch.equal(res.x_adv[:4], res.x_adv[4:8])  # batches get different seeds
+    sorted(out.glob("part-*"))[1].unlink()
+    (out / "summary.json").unlink()
     assert main(argv) == 0
-    assert torch.equal(load_tensors(out / "adv.safetensors")["x_adv"], adv["x_adv"])
+    assert torch.equal(load(out, 12, 4)[0].x_adv, res.x_adv)
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -102,7 +116,6 @@ def test_missing_run_exits_2(tmp_path, capsys):
 
 
 def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
-    pytest.importorskip("rcedetect.detectors.kd")
     run_dir = trained_runs["ce"]
     argv = ["attack", str(run_dir), "--attack", "cw_wb", "--n", "4", "--batch-size", "4", "--quiet",
             "--set", "max_iterations=6", "--set", "binary_search_steps=1"]
@@ -110,10 +123,10 @@ def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
         assert main(argv) == 0
     out = only_dir(run_dir, "cw_wb")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["kd"]["attack_per_class"] == 100 and summary["n"] == 4
-    adv = load_tensors(out / "adv.safetensors")
-    assert bool((adv["target"] != adv["y"]).all())  # targeted at a random wrong label
-    assert bool((adv["x_adv"] >= 0).all() and (adv["x_adv"] <= 1).all())
+    assert summary["detector"]["attack_per_class"] == 100 and summary["n"] == 4
+    res, _, stored = load(out, 4, 4)
+    assert bool((res.target != stored["y"]).all())  # targeted at a random wrong label
+    assert "f2" in res.extra and bool((res.x_adv >= 0).all() and (res.x_adv <= 1).all())
 
 
 def test_transfer_to_another_run(trained_runs, synthetic):
@@ -123,19 +136,22 @@ def test_transfer_to_another_run(trained_runs, synthetic):
     assert main(["attack", str(src), "--attack", "bim", "--eps", "0.3", "--n", "24", "--batch-size", "24",
                  "--quiet"]) == 0
     out = only_dir(src, "bim")
-    adv = transfer.load_adversarial(out)
+    adv = transfer.load_adversarial(out, synthetic)
     assert len(adv) == 24 and adv.summary["attack"] == "bim"
-    # on its own model the evaluation reproduces the stored predictions
+    assert torch.equal(adv.result.x, synthetic.test_images()[adv.indices])
+    # on its own model the transfer record is the attack's own pair count
     same = transfer.transfer(out, src)
-    assert torch.equal(same.pred_clean, adv.pred_clean) and torch.equal(same.pred_adv, adv.pred_adv)
-    # on the other model: its own predictions, and the pair mask of the metrics module
-    res = transfer.transfer(out, dst)
+    assert same["n_pairs"] == adv.summary["n_pairs"] and same["detection"] == adv.summary["detection"]
+    # on the other model: its own predictions and the pair mask of the metrics module
+    rec = transfer.transfer(out, dst)
     clf = checkpoint.load(dst).classifier
-    x = adv.clean_images(synthetic)
-    assert torch.equal(res.pred_clean, clf.predict(x)) and torch.equal(res.pred_adv, clf.predict(adv.x_adv))
-    assert torch.equal(res.pair_mask, torch.from_numpy(metrics.pair_mask(res.y, res.pred_clean, res.pred_adv)))
-    rec = res.record()
-    assert rec["n"] == 24 and 0.0 <= rec["transfer_rate"] <= 1.0
-    (out / "adv.safetensors").write_bytes(b"junk")
+    pc, pa = clf.predict(adv.result.x), clf.predict(adv.x_adv)
+    assert rec["n_pairs"] == int(metrics.pair_mask(adv.y, pc, pa).sum()) and rec["n_images"] == 24
+    ok = adv.result.success & (pc == adv.y)
+    assert rec["n_substitute_success"] == int(ok.sum())
+    if ok.any():
+        assert rec["transfer_rate"] == pytest.approx(float((pa[ok] != adv.y[ok]).float().mean()), abs=1e-6)
+    assert set(rec["detection"]) == {"confidence", "non_me"}
+    sorted(out.glob("part-*.safetensors"))[0].write_bytes(b"junk")
     with pytest.raises(CheckpointError):
-        transfer.load_adversarial(out)
+        transfer.load_adversarial(out, synthetic)

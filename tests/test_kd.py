@@ -10,7 +10,8 @@ import pytest
 import torch
 from sklearn.neighbors import KernelDensity as SkKernelDensity
 
-from rcedetect.detectors.kd import KernelDensity, default_sigma2, log_density, select_sigma2
+from rcedetect.detectors.bandwidth import default_sigma2, log_density, select_sigma2
+from rcedetect.detectors.density import KernelDensity
 from rcedetect.errors import CheckpointError, ConfigError, InputError
 
 

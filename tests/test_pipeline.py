@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from rcedetect.pipeline import reproduce, resolve_config
 
 from rcedetect.cli import main
 from rcedetect.errors import ConfigError
 from rcedetect.io import read_json
-from rcedetect.pipeline import reproduce, resolve_config
 
 
 class Killed(Exception):

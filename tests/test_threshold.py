@@ -28,7 +28,8 @@ def test_calibration_rejects_the_requested_share_of_held_out_clean_inputs(ce_cla
                                                                           metric):
     cal = FeatureBank(clean_pool.features[:1000], None, clean_pool.predictions[:1000])
     held = FeatureBank(clean_pool.features[1000:], None, clean_pool.predictions[1000:])
-    det = Detector(ce_classifier, metric, per_class=100).fit(train_bank).calibrate(cal, fpr=0.05)
+    settings = {"per_class": 100} if metric == "kd" else {}  # each metric takes its own settings
+    det = Detector(ce_classifier, metric, **settings).fit(train_bank).calibrate(cal, fpr=0.05)
     assert det.clean_rejection_rate == pytest.approx(0.05, abs=1e-9)  # exact on the calibration set (no ties)
     rate = (det.predict(held) == NOT_SURE).double().mean().item()
     assert abs(rate - 0.05) < 4 * (0.05 * 0.95 / 1000) ** 0.5  # within sampling error (4 SE ≈ 0.028)
@@ -63,7 +64,8 @@ def test_images_and_labels_fit_like_a_bank(rce_classifier, synthetic, test_batch
 @pytest.mark.parametrize("metric", ["kd", "confidence"])
 def test_save_load_round_trip_gives_identical_scores(ce_classifier, train_bank, test_batch, tmp_path, metric):
     x, _ = test_batch
-    det = Detector(ce_classifier, metric, per_class=40, sigma2=2.0).fit(train_bank).calibrate(x, fpr=0.1)
+    settings = {"per_class": 40, "sigma2": 2.0} if metric == "kd" else {}
+    det = Detector(ce_classifier, metric, **settings).fit(train_bank).calibrate(x, fpr=0.1)
     det.save(tmp_path / "det", extra={"note": "hi"})
     back = Detector.load(tmp_path / "det", ce_classifier)
     assert torch.equal(back.score(x), det.score(x))
@@ -79,7 +81,7 @@ def test_automatic_bandwidth(ce_classifier, train_bank, test_batch, tmp_path):
                                                              key=sel.mean_log_likelihood.__getitem__)]
     det.save(tmp_path / "auto")
     back = Detector.load(tmp_path / "auto", ce_classifier)
-    assert back.bandwidth_selection == sel and back.sigma2 == "auto" and back.kd.sigma2 == sel.sigma2
+    assert back.bandwidth_selection == sel and back.scorer.settings()["sigma2"] == "auto" and back.kd.sigma2 == sel.sigma2
 
 
 def test_errors(ce_classifier, rce_classifier, train_bank, test_batch, tmp_path):

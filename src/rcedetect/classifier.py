@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .losses import OBJECTIVES
+from .losses import check_objective
 from .validation import check_images
 
 #: the name of the final hidden vector z in ``features(x, layers=...)``
@@ -32,8 +32,7 @@ class Classifier(nn.Module):
 
     def __init__(self, net: nn.Module, objective: str):
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        check_objective(objective)
         self.net = net
         self.objective = objective
 

@@ -115,11 +115,10 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        from .losses import OBJECTIVES
+        from .losses import check_objective
         from .models import PRESETS
 
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        check_objective(self.objective)
         if self.arch not in PRESETS:
             raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(PRESETS)}")
         if len(self.lr_values) != len(self.lr_boundaries) + 1:

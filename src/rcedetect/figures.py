@@ -7,6 +7,7 @@ images), Fig. 4-6 (Appendix B.3: noise and K-density histograms), and an AUC-vs-
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .paper_ref import ATTACK_LABELS
+from . import paper_ref
+from .io import atomic_write_bytes
+from .paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
 
 FIGDIR = "figures"
 COLORS = {"ce": "tab:blue", "rce": "tab:red"}
@@ -34,15 +37,15 @@ def _grid(results: dict, model: str, attack: str) -> list[dict]:
 
 def _save(fig, out_dir: Path, name: str) -> str:
     (out_dir / FIGDIR).mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / FIGDIR / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=90, bbox_inches="tight", format="png")
     plt.close(fig)
-    tmp.replace(out_dir / FIGDIR / name)
+    atomic_write_bytes(out_dir / FIGDIR / name, buf.getvalue())
     return f"{FIGDIR}/{name}"
 
 
 def _attack_eps_panels(results: dict, out_dir: Path, name: str, value, ylabel: str):
-    attacks = [a for a in ("fgsm", "bim", "ilcm", "jsma") if any(_grid(results, m, a) for m, _ in _models(results))]
+    attacks = [a for a in EPS_FIGURE_ATTACKS if any(_grid(results, m, a) for m, _ in _models(results))]
     if not attacks:
         return None
     fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3), squeeze=False)
@@ -52,7 +55,7 @@ def _attack_eps_panels(results: dict, out_dir: Path, name: str, value, ylabel: s
             if recs:
                 ax.plot([r["eps"] for r in recs], [value(r) for r in recs], "o-", color=COLORS.get(obj),
                         label=f"{obj.upper()}")
-        ax.set_title(ATTACK_LABELS[attack])
+        ax.set_title(paper_ref.label(attack))
         ax.set_xlabel("ε")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
@@ -78,11 +81,11 @@ def fig_2a(results: dict, out_dir: Path):
 
 def fig_2b(results: dict, out_dir: Path):
     bars = []
-    for attack in ("cw", "cw_hc"):
+    for attack in MIN_DISTORTION_ATTACKS:
         for model, obj in _models(results):
             r = next((r for r in results.get("attacks", []) if r["model"] == model and r["attack"] == attack), None)
             if r and r.get("cw", {}).get("mean_min_distortion") is not None:
-                bars.append((f"{ATTACK_LABELS[attack]}\n{obj.upper()}", r["cw"]["mean_min_distortion"], obj))
+                bars.append((f"{paper_ref.label(attack)}\n{obj.upper()}", r["cw"]["mean_min_distortion"], obj))
     if not bars:
         return None
     fig, ax = plt.subplots(figsize=(1.3 * len(bars) + 1.5, 3))
@@ -168,7 +171,7 @@ def fig_kd_hist(results: dict, out_dir: Path):
         t2 = results.get("table2_eps")
         for r in results.get("attacks", []):
             if r["model"] == m and r.get("log_kd_adv") and (r.get("eps") is None or abs(r["eps"] - t2) < 1e-9):
-                series.append((ATTACK_LABELS[r["attack"]], r["log_kd_adv"]))
+                series.append((paper_ref.label(r["attack"]), r["log_kd_adv"]))
         values = np.concatenate([np.asarray(v, dtype=float) for _, v in series])
         values = values[np.isfinite(values)]
         bins = np.linspace(values.min(), values.max(), 30) if len(values) and values.min() < values.max() else 30

@@ -10,7 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 OBJECTIVES = ("ce", "rce")
+
+
+def check_objective(objective: str) -> str:
+    """``objective`` if it is one of :data:`OBJECTIVES`, else ConfigError naming them."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return objective
 
 
 def reverse_label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -39,10 +48,4 @@ def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 def objective_loss(objective: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The training loss of ``objective`` ('ce' or 'rce') on raw logits."""
-    if objective == "ce":
-        return cross_entropy(logits, y)
-    if objective == "rce":
-        return reverse_cross_entropy(logits, y)
-    from .errors import ConfigError
-
-    raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return reverse_cross_entropy(logits, y) if check_objective(objective) == "rce" else cross_entropy(logits, y)

@@ -31,6 +31,11 @@ NOISE_ATTACK = "noise"
 METRIC_KEYS = {"confidence": "confidence", "non_me": "non_me", "kd": "kernel_density"}
 
 
+def label(attack: str) -> str:
+    """The paper's name of an attack (our name where the paper has none)."""
+    return ATTACK_LABELS.get(attack, attack)
+
+
 @lru_cache(maxsize=1)
 def numbers() -> dict[str, Any]:
     return json.loads((Path(__file__).parent / "data" / "paper_numbers.json").read_text())

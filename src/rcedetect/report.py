@@ -14,14 +14,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import paper_ref
+from . import detectors, paper_ref
 from .errors import CheckpointError
 from .io import atomic_write_bytes, read_json
 
 RESULTS = "results.json"
-GRADIENT_ATTACKS = ("fgsm", "bim", "ilcm", "jsma")
-TABLE2_ATTACKS = ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc")
-METRICS = ("confidence", "non_me", "kd")
+TABLE2_ATTACKS = paper_ref.TABLE2_ATTACKS
+#: the detectors of the tables: every registered one, in registration order (rcedetect.detectors)
+METRICS = detectors.names()
+LABELS = tuple(detectors.REGISTRY[m].label for m in METRICS)
 DISAGREE_AUC = 5.0  # AUC points (x100) beyond which a Table 2 cell is listed as a disagreement
 
 
@@ -77,8 +78,9 @@ def _close(a: float | None, b: float | None) -> bool:
 
 
 def table2_record(results: dict, model: str, attack: str) -> dict | None:
-    eps = results.get("table2_eps") if attack in GRADIENT_ATTACKS else None
-    return record(results, model, attack, eps)
+    """The record of ``attack`` on ``model`` behind Table 2: its run at table2_eps when it has an ε grid."""
+    has_grid = any(r["attack"] == attack and r.get("eps") is not None for r in results.get("attacks", []))
+    return record(results, model, attack, results.get("table2_eps") if has_grid else None)
 
 
 def auc_of(rec: dict | None, metric: str, key: str = "auc_strict") -> float | None:
@@ -130,17 +132,17 @@ def _table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
                 continue
             cells = [cell(auc_of(rec, m), paper_ref.auc(attack, obj, m, col)) for m in METRICS]
             tpr = rec.get("detection", {}).get("kd", {}).get("tpr_at_5fpr")
-            rows.append([paper_ref.ATTACK_LABELS[attack], obj.upper(), *cells, num(pct(tpr)), str(rec["n_pairs"])])
-            half_rows.append([paper_ref.ATTACK_LABELS[attack], obj.upper(),
+            rows.append([paper_ref.label(attack), obj.upper(), *cells, num(pct(tpr)), str(rec["n_pairs"])])
+            half_rows.append([paper_ref.label(attack), obj.upper(),
                               *[num(auc_of(rec, m, "auc_half")) for m in METRICS]])
     out = [("h", 2, "Table 2: detection AUC (×10⁻²) on the main models"),
            ("p", (f"FGSM, BIM, ILCM and JSMA at ε = {eps} (the released script's default; the paper does not "
                  "state it). Pairs: clean image correctly classified and its adversarial version misclassified. "
                  "AUC with ties counted as failures (as the original AUC.m); TPR of the K-density detector at "
                  "5 % FPR.")),
-           ("table", ["attack", "objective", "confidence", "non-ME", "K-density", "TPR@5%FPR (KD)", "pairs"], rows),
+           ("table", ["attack", "objective", *LABELS, "TPR@5%FPR (KD)", "pairs"], rows),
            ("p", "The same AUCs with ties counted ½ (sklearn's convention):"),
-           ("table", ["attack", "objective", "confidence", "non-ME", "K-density"], half_rows)]
+           ("table", ["attack", "objective", *LABELS], half_rows)]
     if "auc_vs_eps" in figs:
         out.append(("img", *figs["auc_vs_eps"]))
     return out
@@ -157,7 +159,7 @@ def _figure2(figs: dict) -> list[tuple]:
 def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
     rows = []
     for model in main_models(results):
-        rec = record(results, model, "cw_wb")
+        rec = record(results, model, paper_ref.WHITEBOX_ATTACK)
         if rec is None or "wb" not in rec:
             continue
         obj = results["models"][model]["objective"]
@@ -195,11 +197,11 @@ def _table5(results: dict) -> list[tuple]:
     rows = []
     for model in main_models(results):
         obj = results["models"][model]["objective"]
-        for attack in ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc", "cw_wb"):
+        for attack in paper_ref.TABLE5_ATTACKS:
             rec = table2_record(results, model, attack)
             if rec is None:
                 continue
-            rows.append([paper_ref.ATTACK_LABELS[attack], obj.upper(), seconds(rec.get("seconds_per_example")),
+            rows.append([paper_ref.label(attack), obj.upper(), seconds(rec.get("seconds_per_example")),
                          seconds(paper_ref.seconds_per_example(attack, obj)), str(rec.get("n_images", ""))])
     if not rows:
         return []
@@ -238,7 +240,7 @@ def _disagreements(results: dict, col: str | None) -> list[tuple]:
             for m in METRICS:
                 ours, paper = auc_of(rec, m), paper_ref.auc(attack, obj, m, col)
                 if ours is not None and paper is not None and abs(ours - paper) > DISAGREE_AUC:
-                    items.append(f"Table 2 {paper_ref.ATTACK_LABELS[attack]} {obj.upper()} {m}: ours {ours:.1f}, "
+                    items.append(f"Table 2 {paper_ref.label(attack)} {obj.upper()} {m}: ours {ours:.1f}, "
                                  f"paper {paper:.1f} ({ours - paper:+.1f}; {rec['n_pairs']} pairs).")
     # the paper's central claim: RCE + K-density beats CE + K-density
     objs = {results["models"][m]["objective"]: m for m in main_models(results)}
@@ -246,7 +248,7 @@ def _disagreements(results: dict, col: str | None) -> list[tuple]:
         for attack in TABLE2_ATTACKS:
             ce, rce = (auc_of(table2_record(results, objs[o], attack), "kd") for o in ("ce", "rce"))
             if ce is not None and rce is not None and rce < ce:
-                items.append(f"K-density AUC under {paper_ref.ATTACK_LABELS[attack]} is lower for RCE ({rce:.1f}) "
+                items.append(f"K-density AUC under {paper_ref.label(attack)} is lower for RCE ({rce:.1f}) "
                              f"than for CE ({ce:.1f}); the paper has RCE ≥ CE for every attack.")
     text = (f"Cells more than {DISAGREE_AUC:.0f} AUC points from the paper, and reversals of the paper's claims:"
             if items else "No Table 2 cell is more than 5 AUC points from the paper, and no claim is reversed.")
@@ -329,5 +331,5 @@ def summary(results: dict) -> str:
         if not any(recs):
             continue
         cells = [cell(auc_of(r, "kd"), paper_ref.auc(attack, o, "kd", col)) for r, o in zip(recs, objs)]
-        lines.append(f"{paper_ref.ATTACK_LABELS[attack]:<14}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{paper_ref.label(attack):<14}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         done = step + 1
         if progress and (done % 10 == 0 or done == cfg.steps):
             with torch.no_grad():
-                acc = float(((raw.float() * classifier.sign).argmax(1) == yb).float().mean())
+                acc = float((classifier.effective_logits(raw.float()).argmax(1) == yb).float().mean())
             rate = seen / max(1e-9, time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}", lr=f"{lr:g}", img_s=f"{rate:.0f}")
         bar.update(1)

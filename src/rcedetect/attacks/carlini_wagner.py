@@ -159,8 +159,8 @@ class CarliniWagnerL2:
         spent = torch.zeros(n, dtype=torch.long, device=device)
         term = None
         if self.whitebox:
-            term_classes = getattr(self.detector, "num_classes", num_classes)
-            if term_classes != num_classes:
+            term_classes = getattr(self.detector, "num_classes", None)
+            if term_classes is not None and term_classes != num_classes:
                 raise ConfigError(f"the detector term is for {term_classes} classes but the classifier has {num_classes}")
             term = self.detector.to(device) if callable(getattr(self.detector, "to", None)) else self.detector
         if init is not None:

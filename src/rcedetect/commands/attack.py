@@ -1,37 +1,31 @@
-"""``rce attack RUN_DIR --attack NAME [--eps E] [--n N] ...``: attack a trained run's test images (SPEC §5, §6).
+"""``rce attack RUN_DIR --attack NAME [--eps E] [--n N] ...``: attack a trained run's test images (protocol §5, §6).
 
-Images: ``N`` test images chosen by a seeded random permutation of the test set (``--seed``; the original
-attacks a randomly shuffled subset, SPEC §5.1, and with a fixed seed every attack and every ε sees the *same*
-subset, which removes the original's per-ε resampling, SPEC §11.7); ``--first`` takes the first N in file
-order instead. They are attacked in batches of ``--batch-size`` with a progress bar.
+The same attack run as ``rce reproduce`` (:mod:`rcedetect.attack_store`): ``N`` test images chosen by a seeded
+random permutation of the test set (``--seed``; ``--first`` takes the first N in file order instead), attacked in
+batches of ``--batch-size``, one part file per batch, seeded attacks seeded ``seed · 1000 + batch``.
 
 Output, in ``RUN_DIR/attacks/<name>-<hash of the settings>/``:
-- ``adv.safetensors``: x_adv, success, target (−1 for untargeted attacks), iterations (−1 if not reported),
-  indices (into the test set), y, pred_clean, pred_adv;
-- ``summary.json``: success rate, target-reached rate, clean/adversarial accuracy, the number of pairs of the
-  paper's AUC mask (clean correct and adversarial misclassified, SPEC §4.6), mean L2 (‖x − x*‖₂/√d on the
-  [0, 255] scale, SPEC §7) over all images and over the pairs, mean and max L∞, seconds per example, the
-  settings and versions.
+- ``part-NNNN.safetensors``: x_adv, success, iterations, target (targeted attacks), the attack's extras, the
+  labels y and the test-set indices of the batch's images (read them back with
+  :func:`rcedetect.attack_store.load_parts` or :func:`rcedetect.transfer.load_adversarial`);
+- ``summary.json``: the scored record of :func:`rcedetect.scoring.score_attack` (success rate, clean and
+  adversarial accuracy, the pairs of the paper's AUC mask, mean L2 over the pairs, the AUCs of the detectors that
+  need no fitting), mean and max L∞, seconds per example, the settings and versions.
 
-Resumable: every finished batch is written atomically as ``parts/part-<start>-<end>.safetensors``; a rerun of
-the same command skips the parts that exist and merges them at the end. Seeded attacks (noise, C&W) get the
-seed ``seed·1000 + batch index`` for each batch, so a resumed batch is the same batch.
+Resumable: a rerun of the same command skips the parts that exist.
 
-``cw_wb`` (C&W against K-density, SPEC §6.3) needs the run's detector: the training features (first 50,000
-training images, SPEC §4.1), a 1000-per-class kernel with the paper's σ² for the run's objective, its seeded
-100-per-class subset, and η per class from that subset (SPEC §4.2-4.4); the command builds them.
+Attacks that optimise against a detector (``cw_wb``, protocol §6.3) get the run's K-density detector term: the
+paper's kernel (1000 per class of the first 50,000 training images, σ² of the run's objective), its seeded
+100-per-class subset and η per class (protocol §4.2-4.4), built by :class:`rcedetect.detectors.Detector`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
+import shutil
 from pathlib import Path
 
-#: first training images used for K-density features (SPEC §4.1: the original's 500 batches of 100)
+#: first training images used for the K-density detector (protocol §4.1: the original's 500 batches of 100)
 KD_TRAIN_IMAGES = 50_000
-KD_PER_CLASS = 1000
-KD_ATTACK_PER_CLASS = 100
 
 
 def add_parser(sub) -> None:
@@ -64,111 +58,36 @@ def parse_settings(items: list[str]) -> dict:
     return out
 
 
-def select(n_test: int, n: int, seed: int, first: bool):
-    """Indices of the attacked test images (see the module docstring)."""
-    import torch
-
-    if first:
-        return torch.arange(min(n, n_test))
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(int(seed)))[:n]
-
-
-def kd_attack_settings(classifier, ds, objective: str, seed: int, progress: bool) -> dict:
-    """density (100-per-class K-density) and eta (Tensor[C]) for C&W-wb, from the run's training features."""
+def detector_term(classifier, ds, seed: int, progress: bool):
+    """The run's K-density detector term with the paper's settings (protocol §4.2-4.4)."""
     from .. import features
-    from ..detectors.kd import KernelDensity, default_sigma2
+    from ..detectors import Detector
 
     m = min(KD_TRAIN_IMAGES, len(ds.x_train))
     bank = features.extract(classifier, ds.train_images()[:m], ds.y_train[:m], progress=progress)
-    kd = KernelDensity.fit(bank.features, bank.labels, classifier.num_classes, per_class=KD_PER_CLASS,
-                           sigma2=default_sigma2(objective), seed=seed)
-    density = kd.subset(KD_ATTACK_PER_CLASS, seed)
-    eta = density.eta(bank.features, bank.labels)
-    return {"density": density.to(classifier.device), "eta": eta.to(classifier.device)}
-
-
-def part_name(start: int, end: int) -> str:
-    return f"part-{start:07d}-{end:07d}.safetensors"
-
-
-def attack_batch(attack, classifier, x, y, indices) -> tuple[dict, float]:
-    """Run ``attack`` on one batch; the tensors of its part file and the seconds it took."""
-    import torch
-
-    device = classifier.device
-    xb, yb = x.to(device), y.to(device)
-    t0 = time.perf_counter()
-    res = attack(classifier, xb, yb)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        pred_clean, pred_adv = classifier.predict(xb), classifier.predict(res.x_adv.to(device))
-    n = len(xb)
-
-    def full(v):  # -1 where the attack reports no target / iteration count
-        return torch.full((n,), -1, dtype=torch.long) if v is None else v.detach().cpu().long()
-
-    return {
-        "x_adv": res.x_adv.detach().cpu().float(),
-        "success": res.success.detach().cpu().bool(),
-        "target": full(res.target),
-        "iterations": full(res.iterations),
-        "indices": indices.cpu().long(),
-        "y": y.cpu().long(),
-        "pred_clean": pred_clean.cpu().long(),
-        "pred_adv": pred_adv.cpu().long(),
-    }, seconds
-
-
-def summarize(t: dict, x_clean, seconds: float) -> dict:
-    from ..attacks.base import l2_distortion
-
-    n = len(t["y"])
-    if n == 0:
-        return {"n": 0}
-    l2 = l2_distortion(x_clean, t["x_adv"])
-    linf = (t["x_adv"] - x_clean).flatten(1).abs().amax(1)
-    pairs = (t["pred_clean"] == t["y"]) & (t["pred_adv"] != t["y"])
-    out = {
-        "n": n,
-        "success_rate": float(t["success"].float().mean()),
-        "clean_accuracy": float((t["pred_clean"] == t["y"]).float().mean()),
-        "adversarial_accuracy": float((t["pred_adv"] == t["y"]).float().mean()),
-        "n_pairs": int(pairs.sum()),
-        "l2_mean": float(l2.mean()),
-        "l2_mean_pairs": float(l2[pairs].mean()) if bool(pairs.any()) else None,
-        "linf_mean": float(linf.mean()),
-        "linf_max": float(linf.max()),
-        "seconds": seconds,
-        "seconds_per_example": seconds / n,
-    }
-    if bool((t["target"] >= 0).all()):
-        out["target_reached_rate"] = float((t["pred_adv"] == t["target"]).float().mean())
-    return out
+    return Detector(classifier, "kd", seed=seed).fit(bank).attack_term()
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
-    from .. import attacks, checkpoint, data
+    from .. import attack_store, attacks, checkpoint, data, features
+    from ..detectors import REGISTRY, create
     from ..device import resolve
     from ..errors import ConfigError, InputError
-    from ..io import config_hash, load_tensors, save_tensors, versions, write_json
+    from ..io import config_hash, versions, write_json
+    from ..scoring import score_attack
 
     name = args.attack
-    if name not in attacks.REGISTRY:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(sorted(attacks.REGISTRY))}")
+    spec = attacks.spec(name)
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be >= 1, got {args.n} and {args.batch_size}")
     settings = parse_settings(args.settings)
     if args.eps is not None:
         settings["eps"] = args.eps
-    if name != "cw_wb":
-        attacks.create(name, **settings)  # fail early on bad settings, before loading anything
-    elif {"density", "eta"} & set(settings):
-        raise ConfigError("cw_wb builds density and eta from the run itself; do not pass them with --set")
+    if "detector" in settings:
+        raise ConfigError(f"{name} builds its detector term from the run itself; do not pass detector with --set")
+    attack_store.probe(name, settings, seed=args.seed)  # fail early on bad settings, before loading anything
 
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
@@ -177,60 +96,39 @@ def run(args) -> int:
                    data_file=cfg.get("data_file") or None)
     if ds.channels != clf.in_channels:
         raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
-    indices = select(len(ds.x_test), args.n, args.seed, args.first)
+    indices = attack_store.choose_images(len(ds.x_test), args.n, args.seed, args.first)
     n = len(indices)
     record = {"attack": name, "settings": settings, "n": n, "seed": args.seed,
               "order": "first" if args.first else "seeded-random", "batch_size": args.batch_size,
               "weights_sha256": ckpt.meta["weights_sha256"], "dataset": ds.name}
-    if name == "cw_wb":
-        record["kd"] = {"train_images": KD_TRAIN_IMAGES, "per_class": KD_PER_CLASS,
-                        "attack_per_class": KD_ATTACK_PER_CLASS, "objective": clf.objective}
+    if spec.needs_detector:
+        record["detector"] = {"metric": "kd", "train_images": KD_TRAIN_IMAGES, "per_class": 1000,
+                              "attack_per_class": 100, "objective": clf.objective}
     out = run_dir / "attacks" / f"{name}-{config_hash(record)}"
-    parts_dir = out / "parts"
-    if (out / "summary.json").is_file() and (out / "adv.safetensors").is_file() and not args.force:
+    if (out / "summary.json").is_file() and not args.force:
         print(f"{out} already holds this attack (use --force to recompute)")
         return 0
-    if args.force and parts_dir.is_dir():
-        for p in parts_dir.glob("part-*.safetensors"):
-            p.unlink()
+    if args.force:
+        shutil.rmtree(out, ignore_errors=True)
 
-    x_all, y_all = ds.test_images()[indices], ds.y_test[indices]
-    spans = [(s, min(s + args.batch_size, n)) for s in range(0, n, args.batch_size)]
-    todo = [b for b, (s, e) in enumerate(spans) if not (parts_dir / part_name(s, e)).is_file()]
-    base = attacks.create(name, **settings) if name != "cw_wb" or not todo else None
-    if name == "cw_wb" and todo:
-        base = attacks.create(name, **settings, **kd_attack_settings(clf, ds, clf.objective, args.seed,
-                                                                      progress=not args.quiet))
-    seeded = base is not None and dataclasses.is_dataclass(base) and "seed" in {f.name for f in
-                                                                                dataclasses.fields(base)}
-    seed0 = int(settings.get("seed", args.seed))
-    bar = tqdm(total=n, initial=n - sum(spans[b][1] - spans[b][0] for b in todo), unit="img",
-               desc=f"{name} on {run_dir.name}", disable=args.quiet)
-    for b in todo:
-        s, e = spans[b]
-        attack = dataclasses.replace(base, seed=seed0 * 1000 + b) if seeded else base
-        tensors, seconds = attack_batch(attack, clf, x_all[s:e], y_all[s:e], indices[s:e])
-        save_tensors(parts_dir / part_name(s, e), tensors, metadata={"seconds": repr(seconds)})
-        bar.update(e - s)
-    bar.close()
-
-    from safetensors import safe_open
-
-    parts, seconds = [], 0.0
-    for s, e in spans:
-        path = parts_dir / part_name(s, e)
-        parts.append(load_tensors(path, "attack part"))
-        with safe_open(str(path), "pt") as f:
-            seconds += float((f.metadata() or {}).get("seconds", "nan"))
-    merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    if not torch.equal(merged["indices"], indices):
-        raise ConfigError(f"the part files in {parts_dir} do not belong to this image selection; use --force")
-    save_tensors(out / "adv.safetensors", merged)
-    summary = {"attack": name, "hash": out.name.rsplit("-", 1)[1], **{k: v for k, v in record.items() if k != "attack"},
-               "arch": ckpt.meta["arch"], "objective": clf.objective, "device": str(clf.device),
-               **summarize(merged, x_all, seconds), "versions": versions()}
+    x, y = ds.test_images()[indices], ds.y_test[indices]
+    if not attack_store.parts_done(out, n, args.batch_size):
+        term = detector_term(clf, ds, args.seed, not args.quiet) if spec.needs_detector else None
+        factory = attack_store.attack_factory(name, settings, None, args.seed, detector=term)
+        with tqdm(total=n, unit="img", desc=f"{name} on {run_dir.name}", disable=args.quiet) as bar:
+            attack_store.run_parts(out, factory, clf, x, y, args.batch_size, indices=indices, bar=bar)
+    res, seconds, stored = attack_store.load_parts(out, n, args.batch_size, x)
+    if "indices" not in stored or not stored["indices"].equal(indices):
+        raise ConfigError(f"the part files in {out} do not belong to this image selection; use --force")
+    free = {m: create(m) for m, cls in REGISTRY.items() if not cls.needs_fit}
+    scored = score_attack(clf, res, y, features.extract(clf, x, y), free)
+    scored.pop("_efficient_l2")
+    summary = {"hash": out.name.rsplit("-", 1)[1], **record, "arch": ckpt.meta["arch"], "objective": clf.objective,
+               "device": str(clf.device), **scored, "linf_mean": float(res.linf.mean()),
+               "linf_max": float(res.linf.max()), "seconds": seconds, "seconds_per_example": seconds / n,
+               "versions": versions()}
     write_json(out / "summary.json", summary)
-    rate = summary.get("success_rate", float("nan"))
-    print(f"{name} on {run_dir.name}: success {rate:.3f}, mean L2 {summary.get('l2_mean', float('nan')):.2f}, "
-          f"n={n}, {summary.get('seconds_per_example', float('nan')):.3g} s/example -> {out}")
+    print(f"{name} on {run_dir.name}: success {summary['success_rate']:.3f}, "
+          f"mean L2 over {summary['n_pairs']} pairs {summary['mean_l2'] or float('nan'):.2f}, n={n}, "
+          f"{summary['seconds_per_example']:.3g} s/example -> {out}")
     return 0

@@ -20,19 +20,17 @@ an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 DEFAULT_CALIBRATION = 1000
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.2)")
     p.add_argument("run_dir")
-    p.add_argument("--metric", required=True, choices=("kd", "confidence", "non_me"))
+    from ..detectors import names
+
+    p.add_argument("--metric", required=True, choices=names(), help="a registered detector (rcedetect.detectors)")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="image files, .npz (array x) or .safetensors (tensor x) batches")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
@@ -74,8 +72,8 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     if ds.channels != clf.in_channels:
         raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
     n_cal = _calibration_slice(len(ds.x_test), args.calibration_size)
-    det = Detector(clf, args.metric, per_class=key["per_class"], sigma2=key["sigma2"], seed=args.seed,
-                   progress=not args.quiet)
+    kd_settings = {"per_class": key["per_class"], "sigma2": key["sigma2"], "seed": args.seed}
+    det = Detector(clf, args.metric, progress=not args.quiet, **(kd_settings if args.metric == "kd" else {}))
     extra = {}
     if args.metric == "kd":
         bank = features.cached(clf, ds.train_images(), ds.y_train,
@@ -96,7 +94,7 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
 
 
 def run(args) -> int:
-    from .. import checkpoint
+    from .. import checkpoint, data
     from ..detectors import Detector
     from ..device import resolve
     from ..errors import ConfigError, InputError, RceError
@@ -118,7 +116,7 @@ def run(args) -> int:
             raise ConfigError(f"--sigma2 must be a number or 'auto', got {args.sigma2!r}") from None
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     clf = ckpt.classifier
-    inputs = [(p, read_input(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
 
     key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
            "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": sigma2,
@@ -142,7 +140,7 @@ def run(args) -> int:
             raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
                              f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
         labels, scores = det.decide(x)
-        single = Path(path).suffix.lower() in IMAGE_SUFFIXES
+        single = Path(path).suffix.lower() in data.IMAGE_SUFFIXES
         for i, (lab, s) in enumerate(zip(labels.tolist(), scores.tolist())):
             results.append({"input": str(path), "index": None if single else i,
                             "label": None if lab < 0 else lab, "not_sure": lab < 0, "score": s})

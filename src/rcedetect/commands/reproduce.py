@@ -24,8 +24,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..reproduce import reproduce
     from ..report import render, summary
+    from ..reproduce import reproduce
 
     out = Path(args.out or f"runs/{Path(args.preset).stem}")
     results = reproduce(args.preset, out, args.overrides, device=args.device, data_dir=args.data_dir, force=args.force,

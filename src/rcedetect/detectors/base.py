@@ -120,10 +120,9 @@ class ScoreTerm:
 
     metric: Metric
     threshold: float
-    num_classes: int | None = None
 
     def to(self, device) -> ScoreTerm:
-        return ScoreTerm(self.metric.to(device), self.threshold, self.num_classes)
+        return ScoreTerm(self.metric.to(device), self.threshold)
 
     def margin(self, z: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return self.metric.score(z, logits) - self.threshold

@@ -20,6 +20,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import load_tensors, read_metadata, save_tensors
 from ..validation import check_labels
+
 FORMAT = "rcedetect-kd"
 FORMAT_VERSION = 1
 

@@ -32,6 +32,11 @@ class KDTerm:
     density: KernelDensity
     eta: torch.Tensor  # (C,) one threshold per class
 
+    def __post_init__(self):
+        if not isinstance(self.eta, torch.Tensor) or self.eta.shape != (self.density.num_classes,):
+            raise ConfigError(f"η must be a tensor of one threshold per class ({self.density.num_classes}), got "
+                              f"{getattr(self.eta, 'shape', type(self.eta).__name__)}")
+
     @property
     def num_classes(self) -> int:
         return self.density.num_classes
