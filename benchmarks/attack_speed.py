@@ -59,16 +59,11 @@ def summary(name: str, impl: str, x, x_adv, success, seconds: float, **more) -> 
 
 
 def kd_settings(classifier, ds, seed: int) -> dict:
-    """C&W-wb's density: the 100-per-class attack kernel and per-class η (SPEC §4.2, §4.4)."""
-    from rcedetect.detectors.kd import KernelDensity, default_sigma2
+    """C&W-wb's detector term: the run's K-density detector with the paper's kernel sizes (protocol §4.2, §4.4)."""
+    from rcedetect.detectors import Detector
 
-    with torch.no_grad():
-        xs = ds.train_images()
-        feats = torch.cat([classifier.features(xs[i : i + 500]) for i in range(0, len(xs), 500)])
-    labels = ds.y_train
-    kd = KernelDensity.fit(feats, labels, classifier.num_classes, per_class=1000,
-                           sigma2=default_sigma2(classifier.objective), seed=seed).subset(100, seed)
-    return {"density": kd, "eta": kd.eta(feats, labels)}
+    term = Detector(classifier, "kd", seed=seed).fit(ds.train_images(), ds.y_train).attack_term()
+    return {"detector": term}
 
 
 def our_settings(name: str, args, wb: dict) -> dict:
@@ -136,7 +131,7 @@ def main(argv=None) -> dict:
     p.add_argument("--run-dir", default="runs/bench-model", help="cache folder of the trained model")
     p.add_argument("--preset", default="cpu-mnist5k-ce")
     p.add_argument("--n-images", type=int, default=100)
-    p.add_argument("--eps", type=float, default=0.16, help="ε of FGSM/BIM/ILCM/JSMA/noise (SPEC 'Decisions')")
+    p.add_argument("--eps", type=float, default=0.16, help="ε of FGSM/BIM/ILCM/JSMA/noise (protocol 'Decisions')")
     p.add_argument("--cw-steps", type=int, default=5, help="C&W binary-search steps (paper: 9)")
     p.add_argument("--cw-iterations", type=int, default=100, help="C&W iterations per step (paper: 10,000)")
     p.add_argument("--jsma-features", type=int, default=100, help="at most this many features changed")

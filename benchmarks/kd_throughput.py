@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.neighbors import KernelDensity as SkKernelDensity
 
-from rcedetect.detectors.kd import KernelDensity, default_sigma2
+from rcedetect.detectors import KernelDensity, default_sigma2
 
 
 def clustered(n: int, dim: int, classes: int, g: torch.Generator, centers: torch.Tensor):

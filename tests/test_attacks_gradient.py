@@ -1,4 +1,4 @@
-"""FGSM / BIM / ILCM (SPEC §5.3-5.5) on hand-weighted linear models with known answers and on tiny ResNets."""
+"""FGSM / BIM / ILCM (protocol §5.3-5.5) on hand-weighted linear models with known answers and on tiny ResNets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Confidence and non-ME (paper eq. 1, Lemma 1; SPEC §4.7) and the one score convention of rcedetect.detectors."""
+"""Confidence and non-ME (paper eq. 1, Lemma 1; protocol §4.7) and the one score convention of rcedetect.detectors."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rcedetect.features import extract
 
 
 def spec_non_me(logits: torch.Tensor) -> torch.Tensor:
-    """SPEC §4.7 formula on probabilities: Σ_{i≠ŷ}(−p_i log p_i)/S + log S."""
+    """protocol §4.7 formula on probabilities: Σ_{i≠ŷ}(−p_i log p_i)/S + log S."""
     p = torch.softmax(logits, 1)
     top = p.argmax(1, keepdim=True)
     rest = p.scatter(1, top, 0.0)
@@ -97,7 +97,7 @@ def test_scores_of_images_and_features_agree(rce_classifier, test_batch, synthet
                           atol=1e-5)
     train = extract(rce_classifier, synthetic.train_images(), synthetic.y_train)
     kd = KernelDensity.fit(train.features, train.labels, 4, per_class=50, sigma2=0.1 / 0.26)
-    want = -kd.log_kd(bank.features, logits.argmax(1))  # kernel of the PREDICTED class (SPEC §4.3)
+    want = -kd.log_kd(bank.features, logits.argmax(1))  # kernel of the PREDICTED class (protocol §4.3)
     metric = KDensity(per_class=50).fit(train, 4, "rce")  # the paper's σ² for RCE, the same seeded kernel
     assert metric.density.sigma2 == pytest.approx(0.1 / 0.26)
     assert torch.allclose(Detector(rce_classifier, "kd", per_class=50).fit(train).score(x), want, atol=1e-4)

@@ -1,4 +1,4 @@
-"""C&W-L2 / C&W-hc / C&W-wb (SPEC §6, §7): known answers on hand-weighted linear models, invariants, errors."""
+"""C&W-L2 / C&W-hc / C&W-wb (protocol §6, §7): known answers on hand-weighted linear models, invariants, errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""JSMA (SPEC §5.6): the original probability saliency and the pairwise logit option, batched."""
+"""JSMA (protocol §5.6): the original probability saliency and the pairwise logit option, batched."""
 
 from __future__ import annotations
 

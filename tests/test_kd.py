@@ -1,4 +1,4 @@
-"""K-density (SPEC §4.2-4.4): agreement with scikit-learn, log-domain stability, gradients, fitting, files."""
+"""K-density (protocol §4.2-4.4): agreement with scikit-learn, log-domain stability, gradients, fitting, files."""
 
 from __future__ import annotations
 

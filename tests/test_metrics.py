@@ -1,4 +1,4 @@
-"""Table-2 metrics (SPEC §4.6): pair mask, strict and ½ AUC, TPR at FPR, ROC curve, records."""
+"""Table-2 metrics (protocol §4.6): pair mask, strict and ½ AUC, TPR at FPR, ROC curve, records."""
 
 from __future__ import annotations
 

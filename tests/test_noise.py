@@ -1,4 +1,4 @@
-"""Random uniform noise (SPEC §5.7): x* = clip(x + U(−ε, ε), 0, 1), seeded."""
+"""Random uniform noise (protocol §5.7): x* = clip(x + U(−ε, ε), 0, 1), seeded."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ what differs (read from foolbox 3.3's source):
   box, w₀ = atanh((2x − 1)·0.999999), and both re-create Adam from w₀ at every search step; foolbox measures
   the L2 term from tanh(w₀) (x after the tanh round trip, ≈1e-6 away), we from x;
 - the search on c: foolbox sets upper = c on success and lower = c on failure, then multiplies c by 10 while
-  upper is still infinite, else bisects: the same sequence of constants as SPEC 6.1's rule (c ≥ lower and
+  upper is still infinite, else bisects: the same sequence of constants as protocol 6.1's rule (c ≥ lower and
   c ≤ upper always hold, so its "= c" equals our min/max, and "upper is infinite" equals our "upper ≥ 1e9");
   foolbox also repeats the last step at the upper bound when binary_search_steps ≥ 10 (not used here);
 - abort-early: foolbox checks the loss summed over the whole batch (one slow example keeps all going), we

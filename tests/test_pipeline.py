@@ -1,12 +1,15 @@
-"""`rce reproduce` on the tiny preset: a killed run resumes to the same results.json as an uninterrupted one,
-a finished run is all cached, a deleted artifact is recomputed alone, and the report's figures are valid PNGs."""
+"""`rce reproduce` on the tiny preset: the same results.json as the pipeline that came before the reproduce/
+package, a killed run resumes to the same results as an uninterrupted one, a finished run is all cached, a deleted
+artifact is recomputed alone, and the report's figures are valid PNGs."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
-from rcedetect.pipeline import reproduce, resolve_config
+from rcedetect.reproduce import reproduce, resolve_config
 
 from rcedetect.cli import main
 from rcedetect.errors import ConfigError
@@ -17,10 +20,14 @@ class Killed(Exception):
     """Raised from a stage hook to simulate the process dying at that point."""
 
 
+EXPECTED = Path(__file__).parent / "data" / "tiny-results-expected.json"
+
+
 def strip_timings(obj):
-    """results.json without wall-clock fields (they are the only ones allowed to differ between runs)."""
+    """results.json without wall-clock and version fields (the only ones allowed to differ between runs)."""
     if isinstance(obj, dict):
-        return {k: strip_timings(v) for k, v in obj.items() if "seconds" not in k and k != "timings"}
+        return {k: strip_timings(v) for k, v in obj.items()
+                if "seconds" not in k and k not in ("timings", "versions")}
     if isinstance(obj, list):
         return [strip_timings(v) for v in obj]
     if isinstance(obj, float) and math.isnan(obj):
@@ -56,6 +63,34 @@ def test_uninterrupted_run_fills_every_table(finished):
     assert set(results["tsne"]) == {"ce", "rce"} and len(results["tsne"]["ce"]["xy"]) == 60
     assert set(results["figure3"]) == {"ce", "rce"} and set(results["noise"]) == {"ce", "rce"}
     assert all(0 <= r["wb"]["n_efficient"] <= r["n_images"] for r in results["attacks"] if r["attack"] == "cw_wb")
+
+
+def first_difference(a, b, path="results"):
+    """The path of the first value where ``a`` and ``b`` differ, or None."""
+    if type(a) is not type(b):
+        return f"{path}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}.{k}: only in {'the new' if k in a else 'the expected'} results"
+            d = first_difference(a[k], b[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} entries"
+        return next((d for i, (u, v) in enumerate(zip(a, b)) if (d := first_difference(u, v, f"{path}[{i}]"))), None)
+    return None if a == b else f"{path}: {a!r} vs {b!r}"
+
+
+def test_same_numbers_as_the_stored_results_of_the_earlier_pipeline(finished):
+    """tests/data/tiny-results-expected.json was written by the single-module pipeline that the reproduce/ package
+    replaced (same preset, same seed, 2 CPU threads): every number, count, hash and record must be identical."""
+    _, results, _ = finished
+    expected = json.loads(EXPECTED.read_text())
+    new = strip_timings(json.loads(json.dumps(results)))
+    assert first_difference(new, strip_timings(expected)) is None
 
 
 def test_killed_run_resumes_to_the_same_results(finished, tmp_path):

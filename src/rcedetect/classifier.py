@@ -1,6 +1,6 @@
 """The Classifier: a trained network plus its objective, and the ONLY place that knows the RCE logit sign.
 
-Paper §3.1: an RCE-trained network outputs a "reverse" softmax; at inference it predicts with the reversed
+Paper §3.2: an RCE-trained network outputs a "reverse" softmax; at inference it predicts with the reversed
 logits, F_R(x) = softmax(-Z(x)). Attacks, detectors and metrics all see ``Classifier.logits`` (the
 *effective* logits: Z for CE, -Z for RCE), so none of them needs to know how the model was trained; code
 that holds raw network outputs Z (training) converts them with :meth:`Classifier.effective_logits`.
@@ -38,7 +38,7 @@ class Classifier(nn.Module):
 
     @property
     def sign(self) -> float:
-        """+1 for CE, -1 for RCE: the reversed logits of paper §3.1."""
+        """+1 for CE, -1 for RCE: the reversed logits of paper §3.2."""
         return -1.0 if self.objective == "rce" else 1.0
 
     @property
@@ -59,7 +59,7 @@ class Classifier(nn.Module):
         return [*names, FINAL]
 
     def features(self, x: torch.Tensor, layers: Sequence[str] | None = None):
-        """The final hidden vector z (64-d for the paper's ResNets), used by K-density and t-SNE (paper §3.2).
+        """The final hidden vector z (64-d for the paper's ResNets), used by K-density and t-SNE (paper §3.3).
 
         With ``layers`` (a list of names from :meth:`layer_names`), return instead a dict name -> activation,
         the output of each named submodule of ``net`` during ONE forward pass of ``net.features(x)`` ("final"
@@ -93,7 +93,7 @@ class Classifier(nn.Module):
         return {n: z if n == FINAL else captured[n][0] for n in layers}
 
     def effective_logits(self, raw: torch.Tensor) -> torch.Tensor:
-        """Effective logits from RAW network logits Z (e.g. ``net(x)``): Z for CE, -Z for RCE (paper §3.1)."""
+        """Effective logits from RAW network logits Z (e.g. ``net(x)``): Z for CE, -Z for RCE (paper §3.2)."""
         return -raw if self.sign < 0 else raw
 
     def logits_from_features(self, z: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,7 @@ def build(cls, values: dict[str, Any], where: str):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run (SPEC §3). Defaults are the paper's MNIST ResNet-32."""
+    """Everything that determines a training run (protocol §3). Defaults are the paper's MNIST ResNet-32."""
 
     dataset: str = "mnist"
     data_dir: str = ""
@@ -132,7 +132,7 @@ class TrainConfig:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
 
     def learning_rate(self, step: int) -> float:
-        """The piecewise-constant schedule of SPEC §3.1, indexed by the global step before the update."""
+        """The piecewise-constant schedule of protocol §3.1, indexed by the global step before the update."""
         for boundary, lr in zip(self.lr_boundaries, self.lr_values):
             if step < boundary:
                 return float(lr)

@@ -8,7 +8,7 @@
 - ``synthetic``: a tiny, learnable, seeded set (class prototypes plus noise) for tests.
 
 Training batches are built on the training device; the CIFAR augmentation (pad + random crop + horizontal
-flip, SPEC §3.2) runs batch-wise there (:func:`augment`), with no per-sample Python transforms.
+flip, protocol §3.2) runs batch-wise there (:func:`augment`), with no per-sample Python transforms.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def load_torchvision(name: str, data_dir: str | Path | None, download: bool = Tr
 
 
 def augment(x: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
-    """Batch-wise zero-pad by ``pad`` + random crop back to size + random horizontal flip (SPEC §3.2).
+    """Batch-wise zero-pad by ``pad`` + random crop back to size + random horizontal flip (protocol §3.2).
 
     ``x`` is a float batch in [0, 1] on any device; padding is with 0 (black), as the original pads the
     0..255 image with zeros. Random numbers come from ``generator`` (a CPU generator, for determinism).

@@ -1,4 +1,4 @@
-"""Final-hidden-layer features of a classifier: the input of the K-density detector (paper §3.2).
+"""Final-hidden-layer features of a classifier: the input of the K-density detector (paper §3.3).
 
 :func:`extract` runs images through ``classifier.features`` in eval mode (moving BN statistics, as the
 original's ``kernel_para`` mode), batched on the classifier's device, and returns a :class:`FeatureBank` on

@@ -23,7 +23,7 @@ def check_objective(objective: str) -> str:
 
 
 def reverse_label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """R_y of paper §3.1: 0 at the true class and 1/(L-1) at every other class."""
+    """R_y of paper §3.2: 0 at the true class and 1/(L-1) at every other class."""
     one_hot = F.one_hot(y, num_classes).to(torch.float32)
     return (1.0 - one_hot) / (num_classes - 1)
 

@@ -1,4 +1,4 @@
-"""Detection metrics of paper Table 2 (SPEC §4.6): pair mask, ROC-AUC (strict and ½ tie rules), TPR at FPR.
+"""Detection metrics of paper Table 2 (protocol §4.6): pair mask, ROC-AUC (strict and ½ tie rules), TPR at FPR.
 
 Plain numpy code on score arrays (torch tensors are accepted and moved to the CPU). Scores follow the
 package convention, higher = more likely adversarial. The AUC takes clean inputs as positives, as the
@@ -35,7 +35,7 @@ def _scores(a, name: str) -> np.ndarray:
 
 def pair_mask(y_true, pred_clean, pred_adv) -> np.ndarray:
     """Pairs kept for detection metrics: the clean input is classified correctly AND its adversarial
-    counterpart is misclassified (``auc_of_roc_RCE.m`` line 48, SPEC §4.6). Not "target reached"."""
+    counterpart is misclassified (``auc_of_roc_RCE.m`` line 48, protocol §4.6). Not "target reached"."""
     y, pc, pa = _np(y_true, "y_true"), _np(pred_clean, "pred_clean"), _np(pred_adv, "pred_adv")
     if not (len(y) == len(pc) == len(pa)):
         raise InputError(f"y_true, pred_clean and pred_adv must have one entry per pair, got lengths "

@@ -1,4 +1,4 @@
-"""Training with the paper's recipe (SPEC §3): SGD momentum 0.9, batch 128, weight decay 2e-4 on conv and
+"""Training with the paper's recipe (protocol §3): SGD momentum 0.9, batch 128, weight decay 2e-4 on conv and
 linear weights only, piecewise learning rate, the same settings for CE and RCE.
 
 The data stays on the training device as uint8; each step gathers its batch there and, for CIFAR, augments

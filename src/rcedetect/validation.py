@@ -1,4 +1,4 @@
-"""One place for the input convention: images are float NCHW tensors in [0, 1] (SPEC "Decisions")."""
+"""One place for the input convention: images are float NCHW tensors in [0, 1] (protocol "Decisions")."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ class AttackResult:
 
     @property
     def l2(self) -> torch.Tensor:
-        """‖x − x*‖₂/√d on the paper's [0, 255] scale (SPEC §7)."""
+        """‖x − x*‖₂/√d on the paper's [0, 255] scale (protocol §7)."""
         return l2_distortion(self.x, self.x_adv)
 
     @property

@@ -1,11 +1,11 @@
-"""The C&W family: C&W-L2 with binary search, C&W-hc (κ = 10) and C&W-wb (against K-density), SPEC §6, §7.
+"""The C&W family: C&W-L2 with binary search, C&W-hc (κ = 10) and C&W-wb (against K-density), protocol §6, §7.
 
 One implementation (Carlini & Wagner 2017, "Towards evaluating the robustness of neural networks", the L2
 attack; paper §2.3 and B.3-B.4), three registered presets:
 
-- ``cw``    — targeted at a random wrong label, κ = 0 (SPEC §6.1 and "Decisions").
-- ``cw_hc`` — the same with κ = 10 on the logits (SPEC §6.2).
-- ``cw_wb`` — the same with the white-box detector term of paper eq. (6) / SPEC §6.3 (any object with a
+- ``cw``    — targeted at a random wrong label, κ = 0 (protocol §6.1 and "Decisions").
+- ``cw_hc`` — the same with κ = 10 on the logits (protocol §6.2).
+- ``cw_wb`` — the same with the white-box detector term of paper §4.4 / protocol §6.3 (any object with a
   differentiable ``margin(z, logits, classes)``; the K-density one is −log KD_t(z) − η_t).
 
 Per example (everything batched; the binary-search state is a tensor per example)::
@@ -17,11 +17,11 @@ Z are the *effective* logits (``classifier.logits``: −Z for RCE). Untargeted m
 max(Z_y − max_{j≠y} Z_j + κ, 0) instead. Adam (lr 0.01) restarts from w₀ with fresh state at each of the
 ``binary_search_steps`` rounds; after a round an example that succeeded sets ``upper = min(upper, c)``,
 one that failed sets ``lower = max(lower, c)``, and then ``c = (lower + upper)/2``, except after a failure
-with no success yet (``upper ≥ 1e9``) where ``c ×= 10`` (SPEC §6.1). The returned image is the
+with no success yet (``upper ≥ 1e9``) where ``c ×= 10`` (protocol §6.1). The returned image is the
 smallest-L2 success over every iteration of every round; an example never successful gets its clean
 input back with ``success = False``.
 
-Success (SPEC §6.1 ``compare``): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
+Success (protocol §6.1 ``compare``): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
 ``argmax(Z + κ·onehot(y)) != y`` (untargeted). For C&W-wb additionally f2 = −log KD_t(x*) − η_t ≤ 0; the
 binary search uses the same criterion.
 
@@ -31,7 +31,7 @@ round. The original checks the *sum* over its batch of 10, so one slow example k
 first check compares against +inf, not the original's 1e6 (which stopped any example whose first loss was
 above 1e6, e.g. after the ×10 search had pushed c to 1e6).
 
-Decisions for C&W-wb (SPEC "Decisions", §6.3): one optimisation, not the original's two stages; the L2 term
+Decisions for C&W-wb (protocol "Decisions", §6.3): one optimisation, not the original's two stages; the L2 term
 is anchored at the *clean* x (the original anchors at its stage-1 image, a bug); κ is compared on logits
 (the original compares it with softmax probabilities, which breaks κ > 0). ``warm_start=True`` starts every
 round from a plain C&W result (3 rounds, max_iterations // 2 iterations, as the original's stage 1) instead
@@ -54,21 +54,21 @@ from ..validation import check_images, check_labels
 from .base import AttackResult, l2_distortion, prepare, register, seeded_generator
 
 MODES = ("targeted", "untargeted")
-#: the upper bound on c before any success; "no success yet" is ``upper >= 1e9`` (SPEC §6.1)
+#: the upper bound on c before any success; "no success yet" is ``upper >= 1e9`` (protocol §6.1)
 UPPER_START = 1e10
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
 def random_targets(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """A seeded target per example, uniform over the ``num_classes − 1`` labels ≠ y (SPEC §6.1)."""
+    """A seeded target per example, uniform over the ``num_classes − 1`` labels ≠ y (protocol §6.1)."""
     g = seeded_generator(seed)
     offset = torch.randint(1, num_classes, (len(y),), generator=g)
     return ((y.cpu() + offset) % num_classes).to(y.device)
 
 
 def _margin_reached(logits: torch.Tensor, label: torch.Tensor, kappa: float, targeted: bool):
-    """(hinge f1 ≥ 0, success of the logit criterion) for each example (SPEC §6.1)."""
+    """(hinge f1 ≥ 0, success of the logit criterion) for each example (protocol §6.1)."""
     onehot = torch.nn.functional.one_hot(label, logits.shape[1]).bool()
     own = logits.gather(1, label[:, None]).squeeze(1)
     best_other = logits.masked_fill(onehot, -math.inf).amax(1)
@@ -186,7 +186,7 @@ class CarliniWagnerL2:
     def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, term, targeted: bool):
         """(f1, f2 value before the hinge or None, logit-criterion success) at images ``xa``.
 
-        f2 is the detector term's margin at the target class (paper eq. 6: −log KD_t(z) − η_t for K-density);
+        f2 is the detector term's margin at the target class (paper §4.4: −log KD_t(z) − η_t for K-density);
         f2 ≤ 0 means the detector accepts x*.
         """
         if term is not None:
@@ -264,7 +264,7 @@ class CarliniWagnerL2:
                         idx = idx[keep]
                         if idx.numel() == 0:
                             break
-            # per-example binary search on c (SPEC §6.1)
+            # per-example binary search on c (protocol §6.1)
             upper = torch.where(succeeded, torch.minimum(upper, const), upper)
             lower = torch.where(succeeded, lower, torch.maximum(lower, const))
             const = torch.where(succeeded | (upper < 1e9), (lower + upper) / 2, const * 10)
@@ -288,11 +288,11 @@ class CarliniWagnerL2:
 
 register("cw")(CarliniWagnerL2)  # targeted at a random wrong label, κ = 0 (protocol "Decisions")
 register("cw_hc", kappa=10.0)(CarliniWagnerL2)  # κ = 10 on the logits (protocol §6.2)
-register("cw_wb", requires=("detector",))(CarliniWagnerL2)  # + the detector term of paper eq. (6) (protocol §6.3)
+register("cw_wb", requires=("detector",))(CarliniWagnerL2)  # + the detector term of paper §4.4 (protocol §6.3)
 
 
 def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.Tensor) -> dict[str, float]:
-    """Paper Table 3 from a C&W-wb result (SPEC §7), with the definitions stated explicitly:
+    """Paper Table 3 from a C&W-wb result (protocol §7), with the definitions stated explicitly:
 
     - ``ratio_f2_positive``: among examples whose clean image is correctly classified AND whose returned x*
       reaches the target, the fraction with f2 = −log KD_t(x*) − η_t > 0 (the detector was not fooled);

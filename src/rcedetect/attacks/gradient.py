@@ -1,18 +1,18 @@
-"""FGSM, BIM and ILCM: the L∞ sign-gradient attacks of paper §2.3 / B.2, as run by the original (SPEC §5.3-5.5).
+"""FGSM, BIM and ILCM: the L∞ sign-gradient attacks of paper §2.3 / B.2, as run by the original (protocol §5.3-5.5).
 
 All three take steps of ``alpha · sign(∇ₓ CE(logits(x*), label))`` on the *effective* logits (``classifier.logits``:
 Z for CE, −Z for RCE, so an RCE model is attacked through F_R = softmax(−Z) exactly as in the original):
 
-- FGSM (SPEC §5.3): one step of ε, ascending the CE of the label.
-- BIM (SPEC §5.4): ``steps`` steps of ε/steps, ascending, the label fixed for all steps.
-- ILCM (SPEC §5.5): ``steps`` steps of ε/steps, *descending* the CE of the least-likely class
+- FGSM (protocol §5.3): one step of ε, ascending the CE of the label.
+- BIM (protocol §5.4): ``steps`` steps of ε/steps, ascending, the label fixed for all steps.
+- ILCM (protocol §5.5): ``steps`` steps of ε/steps, *descending* the CE of the least-likely class
   y_ll = argmin of the clean logits, with a correct one-hot target (the original's ±0.5 label is a bug,
   not reproduced).
 
 After each step the image is projected onto the ε-ball around x (a no-op for the paper's ε/steps schedule,
 kept for safety) and clipped to [0, 1] — the same order as foolbox's ``LinfBaseGradientDescent``.
 
-Label (SPEC "Decisions"): by default the label is the model's *prediction* on the clean input (the
+Label (protocol "Decisions"): by default the label is the model's *prediction* on the clean input (the
 original's "label leaking" fix); ``label="true"`` uses the given ``y``. ``success`` is always "misclassified":
 the prediction on x* differs from that label (for ILCM: from the clean prediction). Targeted attacks put
 their target in ``AttackResult.target`` and ``extra["target_reached"]`` says whether it was reached.
@@ -90,7 +90,7 @@ def finish(x_in: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success: to
 
 @dataclass(frozen=True)
 class BIM:
-    """Basic iterative method (Kurakin et al.; SPEC §5.4): ``steps`` steps of ε/steps along sign ∇ₓ CE."""
+    """Basic iterative method (Kurakin et al.; protocol §5.4): ``steps`` steps of ε/steps along sign ∇ₓ CE."""
 
     eps: float
     steps: int = 10
@@ -116,7 +116,7 @@ class BIM:
 
 @dataclass(frozen=True)
 class FGSM(BIM):
-    """Fast gradient sign method (Goodfellow et al.; SPEC §5.3): x* = clip(x + ε·sign ∇ₓ CE(x, label))."""
+    """Fast gradient sign method (Goodfellow et al.; protocol §5.3): x* = clip(x + ε·sign ∇ₓ CE(x, label))."""
 
     steps: int = 1
 
@@ -128,7 +128,7 @@ class FGSM(BIM):
 
 @dataclass(frozen=True)
 class ILCM:
-    """Iterative least-likely class method (SPEC §5.5): BIM descending CE(x*, y_ll), y_ll = argmin clean logits."""
+    """Iterative least-likely class method (protocol §5.5): BIM descending CE(x*, y_ll), y_ll = argmin clean logits."""
 
     eps: float
     steps: int = 10

@@ -1,11 +1,11 @@
-"""JSMA, the Jacobian-based saliency map attack (Papernot et al. 2016) as run by the original (SPEC §5.6).
+"""JSMA, the Jacobian-based saliency map attack (Papernot et al. 2016) as run by the original (protocol §5.6).
 
 Target: the least-likely class t = argmin of the clean effective logits. Each step increases input *features*
 (single channel values) by +ε and clips to [0, 1]; a feature stays eligible while it is below 1.0, so it can
 be chosen again. An example stops when argmax = t, after its budget of steps, or when no feature is eligible;
 finished examples no longer change. At most ``max_steps`` features are increased per example (paper B.2).
 
-Saliency ``"original"`` (the default, SPEC §5.6: Gong's single-feature map on the *probabilities*
+Saliency ``"original"`` (the default, protocol §5.6: Gong's single-feature map on the *probabilities*
 F = softmax(effective logits)):
   dt_dx = ∇ₓ F_t,  do_dx = ∇ₓ Σ_k F_k − dt_dx,
   score = dt_dx · |do_dx| over eligible features with dt_dx ≥ 0 and do_dx ≤ 0;
@@ -57,7 +57,7 @@ def _grads(classifier, x: torch.Tensor, target: torch.Tensor, on_logits: bool,
 
 
 def _original_choice(dt: torch.Tensor, do: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
-    """One feature index per row: SPEC §5.6's map, with its fallback where no feature qualifies."""
+    """One feature index per row: protocol §5.6's map, with its fallback where no feature qualifies."""
     neg_inf = torch.tensor(float("-inf"), device=dt.device, dtype=dt.dtype)
     qualifies = eligible & (dt >= 0) & (do <= 0)
     score = torch.where(qualifies, dt * do.abs(), neg_inf)

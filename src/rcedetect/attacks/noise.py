@@ -1,4 +1,4 @@
-"""Random uniform noise, the baseline "attack" of paper B.3 / Fig. 4 (SPEC §5.7): x* = clip(x + U(−ε, ε), 0, 1).
+"""Random uniform noise, the baseline "attack" of paper B.3 / Fig. 4 (protocol §5.7): x* = clip(x + U(−ε, ε), 0, 1).
 
 The noise is drawn element-wise on the CPU from a ``torch.Generator`` seeded with ``seed`` and then moved to
 the model's device, so the same seed gives the same images on any device. ``success`` = the prediction on x*

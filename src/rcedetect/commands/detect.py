@@ -5,7 +5,7 @@ Prints, per input image, the predicted label or NOT SURE (score above the thresh
 in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the detector settings change.
 
 - K-density kernel: ``--per-class`` (default 1000) random training features per class, by true label
-  (SPEC §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given (a number, or
+  (protocol §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given (a number, or
   ``auto`` for the maximum held-out likelihood choice). The automatic choice is always computed and reported
   beside the one used.
 - Threshold T: from clean held-out data only, the LAST ``--calibration-size`` images of the test split
@@ -26,7 +26,7 @@ DEFAULT_CALIBRATION = 1000
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.2)")
+    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
     p.add_argument("run_dir")
     from ..detectors import names
 

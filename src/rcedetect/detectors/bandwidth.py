@@ -17,12 +17,12 @@ from ..errors import ConfigError, InputError
 from ..validation import check_labels
 from .density import KernelDensity, _check_features, _check_sigma2
 
-#: σ² of the original code and the paper's Table 2 caption (SPEC §4.3).
+#: σ² of the original code and the paper's Table 2 caption (protocol §4.3).
 SIGMA2 = {"ce": 1.0 / 0.26, "rce": 0.1 / 0.26}
 
 
 def default_sigma2(objective: str) -> float:
-    """The paper's bandwidth: 1/0.26 for a CE model, 0.1/0.26 for an RCE model (SPEC §4.3)."""
+    """The paper's bandwidth: 1/0.26 for a CE model, 0.1/0.26 for an RCE model (protocol §4.3)."""
     try:
         return SIGMA2[objective]
     except KeyError:
@@ -56,7 +56,7 @@ def log_density(kd: KernelDensity, z: torch.Tensor, classes: torch.Tensor) -> to
 
     The kernel exp(−d²/σ²) is a Gaussian of variance σ²/2 per dimension, whose normalising constant is
     (π σ²)^(D/2); this equals scikit-learn's ``KernelDensity(bandwidth=sqrt(σ²/2)).score_samples``.
-    The detector itself uses the unnormalised KD, as the original (SPEC §4.3); only likelihood-based
+    The detector itself uses the unnormalised KD, as the original (protocol §4.3); only likelihood-based
     bandwidth selection needs the constant.
     """
     return kd.log_kd(z, classes) - 0.5 * kd.dim * math.log(math.pi * kd.sigma2)
@@ -77,7 +77,7 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
                   candidates=None, holdout: float = 0.2, per_class: int | str = 1000,
                   seed: int = 0) -> BandwidthSelection:
     """Choose σ² by maximum held-out log-likelihood of the class-conditional densities (an option beside
-    the paper's fixed σ², SPEC "Decisions").
+    the paper's fixed σ², protocol "Decisions").
 
     Each class's features are split (seeded) into kernel points (at most ``per_class``) and a held-out
     share ``holdout``; for each candidate, the held-out points are scored against their own class's kernel

@@ -1,6 +1,6 @@
 """The detector interface, its registry, and THE score convention: every score is "higher = more likely adversarial".
 
-A detection metric (paper §3.2) is an object with
+A detection metric (paper §3.3) is an object with
 
 - ``fit(bank, num_classes, objective)``: learn what it needs from the features of clean training images (a
   :class:`~rcedetect.features.FeatureBank`); metrics that need nothing (confidence, non-ME) return at once;
@@ -12,7 +12,7 @@ A detection metric (paper §3.2) is an object with
 Metrics register by name with :func:`register`; :func:`names` lists them in registration order, which is the order
 of every table (the report and the CLI read it from here). Adding a detector is one file in this package.
 
-A **detector term** is what a white-box attack optimises against (paper eq. 6): ``margin(z, logits, classes)``,
+A **detector term** is what a white-box attack optimises against (paper §4.4): ``margin(z, logits, classes)``,
 differentiable, > 0 where the detector flags the input and ≤ 0 where it accepts it; ``classes`` is the class the
 attacker wants (the target). :class:`ScoreTerm` is the generic one, score − threshold.
 """

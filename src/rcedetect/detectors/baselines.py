@@ -1,4 +1,4 @@
-"""Confidence and non-maximal entropy (non-ME) of the effective logits (paper §3.2 eq. 1, SPEC §4.7).
+"""Confidence and non-maximal entropy (non-ME) of the effective logits (paper §3.1 eq. 1, protocol §4.7).
 
 Both work on p = softmax(effective logits), i.e. softmax(−Z) for an RCE model, so they take
 ``classifier.logits(x)`` (never raw Z). These functions return the quantities themselves ("higher = more
@@ -27,7 +27,7 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:
-    """max_i softmax(logits)_i per row (SPEC §4.7)."""
+    """max_i softmax(logits)_i per row (protocol §4.7)."""
     return torch.softmax(_check_logits(logits), dim=1).amax(dim=1)
 
 

@@ -1,8 +1,8 @@
-"""K-density on the final hidden layer (Feinman et al. 2017; paper §3.2, SPEC §4.2-4.4).
+"""K-density on the final hidden layer (Feinman et al. 2017; paper §3.3, protocol §4.2-4.4).
 
 KD(z) = (1/K_c) Σ_{i<K_c} exp(-‖z - z_i‖² / σ²) over the kernel points z_i of class c, where c is the predicted
 class of the input being scored: no factor 2 and no normalising constant, exactly as the original code
-(SPEC §4.3). Everything is computed in the log domain with log-sum-exp, so log KD is finite for any finite z
+(protocol §4.3). Everything is computed in the log domain with log-sum-exp, so log KD is finite for any finite z
 even where KD itself underflows (the original added 1e-30); it is batched over queries and kernel points,
 chunked to bound memory, differentiable with respect to z (C&W-wb back-propagates through it) and runs on any
 device.
@@ -110,7 +110,7 @@ class KernelDensity:
     @classmethod
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int | str = 1000,
             sigma2: float | None = None, seed: int = 0) -> KernelDensity:
-        """Kernel points = a seeded random ``per_class`` of the training features of each TRUE class (SPEC §4.2).
+        """Kernel points = a seeded random ``per_class`` of the training features of each TRUE class (protocol §4.2).
 
         ``per_class="all"`` keeps every feature. A class with fewer features than asked uses all of them (with
         a warning); a class with none is an error. ``sigma2`` is required: use :func:`default_sigma2`.
@@ -151,7 +151,7 @@ class KernelDensity:
         return cls(kernels, sigma2, counts, chunk_elements)
 
     def subset(self, per_class: int, seed: int) -> KernelDensity:
-        """A seeded random ``per_class`` of each class's kernel points: the 100-of-1000 attack kernel (SPEC §4.2)."""
+        """A seeded random ``per_class`` of each class's kernel points: the 100-of-1000 attack kernel (protocol §4.2)."""
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
         g = torch.Generator().manual_seed(int(seed))
@@ -207,7 +207,7 @@ class KernelDensity:
         return torch.cat(out)
 
     def log_kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """log KD of each feature vector z[n] against the kernel points of class ``classes[n]`` (SPEC §4.3).
+        """log KD of each feature vector z[n] against the kernel points of class ``classes[n]`` (protocol §4.3).
 
         Differentiable with respect to ``z``; computed in z's dtype on z's device. Small batches (an attack's)
         gather each query's kernel and use one batched product; large ones are grouped by class and use one
@@ -250,7 +250,7 @@ class KernelDensity:
         return self.log_kd(z, classes).exp()
 
     def eta(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """η_c = −log median KD_c over the training features of TRUE class c, against this kernel (SPEC §4.4).
+        """η_c = −log median KD_c over the training features of TRUE class c, against this kernel (protocol §4.4).
 
         Call it on the 100-point attack subset. The median of an even count averages the two middle KD values
         (as Matlab's median does), computed in the log domain.

@@ -1,8 +1,8 @@
-"""The K-density detector on the final hidden layer (Feinman et al. 2017; paper §3.2, protocol §4.2-4.4).
+"""The K-density detector on the final hidden layer (Feinman et al. 2017; paper §3.3, protocol §4.2-4.4).
 
 Score: −log KD(z) against the kernel of the class the classifier predicts (:mod:`.density` holds the kernel
 math, :mod:`.bandwidth` the choice of σ²). Fitting also prepares the paper's white-box *attack term*
-(protocol §4.2, §4.4, paper eq. 6): a seeded ``attack_per_class`` subset of the kernel points (100 in the paper)
+(protocol §4.2, §4.4, paper §4.4): a seeded ``attack_per_class`` subset of the kernel points (100 in the paper)
 and η_c = −log median KD_c of the training features of class c against it; C&W-wb and any adaptive attack
 optimise ``margin = −log KD_t(z) − η_t`` through :class:`KDTerm`.
 """
@@ -27,7 +27,7 @@ ATTACK_PER_CLASS = 100
 
 @dataclass(frozen=True)
 class KDTerm:
-    """The K-density detector term of paper eq. (6): margin = −log KD_t(z) − η_t (≤ 0: the detector accepts)."""
+    """The K-density detector term of paper §4.4: margin = −log KD_t(z) − η_t (≤ 0: the detector accepts)."""
 
     density: KernelDensity
     eta: torch.Tensor  # (C,) one threshold per class

@@ -1,4 +1,4 @@
-"""A thresholding detector: predict the label, or "NOT SURE" (-1) when the score exceeds T (paper §3.2).
+"""A thresholding detector: predict the label, or "NOT SURE" (-1) when the score exceeds T (paper §3.3).
 
 The original code evaluates detectors by ROC-AUC only and fixes no threshold (protocol §4.5); here T is chosen
 from clean held-out data alone, so that a chosen share ``fpr`` of clean inputs is rejected

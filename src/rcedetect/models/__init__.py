@@ -10,7 +10,7 @@ PRESETS = {"resnet8": 1, "resnet14": 2, "resnet20": 3, "resnet32": 5, "resnet56"
 
 
 def create(name: str, in_channels: int = 1, num_classes: int = 10) -> PreActResNet:
-    """Build the pre-activation ResNet preset ``name`` (SPEC §2)."""
+    """Build the pre-activation ResNet preset ``name`` (protocol §2)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
     return PreActResNet(PRESETS[name], in_channels=in_channels, num_classes=num_classes)

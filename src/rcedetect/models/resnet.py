@@ -1,9 +1,9 @@
-"""The pre-activation ResNet-(6n+2) of Pang et al. 2018 (SPEC §2), after TF's research/resnet.
+"""The pre-activation ResNet-(6n+2) of Pang et al. 2018 (protocol §2), after TF's research/resnet.
 
 Three stages of n units with 16/32/64 filters, strides 1/2/2; leaky ReLU 0.1 everywhere; BatchNorm eps 1e-3;
 shortcuts that change width are average-pool(2) + zero channel padding (no projection convs); the head is
 BN -> leaky ReLU -> global average pool, giving the 64-d final hidden vector z that K-density uses, then a
-linear layer to the logits Z. The network takes images in [0, 1] and subtracts 0.5 itself (SPEC "Decisions").
+linear layer to the logits Z. The network takes images in [0, 1] and subtracts 0.5 itself (protocol "Decisions").
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class PreActResNet(nn.Module):
         return 6 * self.n + 2
 
     def reset_parameters(self) -> None:
-        """SPEC §2: conv N(0, sqrt(2 / (k·k·out))), FC U(±sqrt(3/fan_in)), biases 0, BN γ=1 β=0."""
+        """protocol §2: conv N(0, sqrt(2 / (k·k·out))), FC U(±sqrt(3/fan_in)), biases 0, BN γ=1 β=0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size[0] * m.kernel_size[1]
@@ -104,7 +104,7 @@ class PreActResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final hidden vector z: BN -> LReLU(0.1) -> global average pool (SPEC §2 'unit_last')."""
+        """The final hidden vector z: BN -> LReLU(0.1) -> global average pool (protocol §2 'unit_last')."""
         out = self.units(self.stem(x - 0.5))
         out = F.leaky_relu(self.bn_final(out), LEAKINESS)
         return out.mean(dim=(2, 3))
