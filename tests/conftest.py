@@ -55,3 +55,14 @@ def rce_classifier(trained_runs):
 def test_batch(synthetic):
     """64 clean synthetic test images in [0, 1] and their labels."""
     return synthetic.test_images()[:64], synthetic.y_test[:64]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(out folder, results, stage lines) of one uninterrupted ``rce reproduce --preset tiny`` run."""
+    from rcedetect.reproduce import reproduce
+
+    out = tmp_path_factory.mktemp("tiny-uninterrupted")
+    lines: list[str] = []
+    results = reproduce("tiny", out, progress=False, echo=lines.append)
+    return out, results, lines

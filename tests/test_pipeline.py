@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 
 import pytest
-from rcedetect.reproduce import reproduce, resolve_config
 
 from rcedetect.cli import main
 from rcedetect.errors import ConfigError
 from rcedetect.io import read_json
+from rcedetect.reproduce import reproduce, resolve_config
 
 
 class Killed(Exception):
@@ -35,12 +35,9 @@ def strip_timings(obj):
     return obj
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-uninterrupted")
-    lines: list[str] = []
-    results = reproduce("tiny", out, progress=False, echo=lines.append)
-    return out, results, lines
+@pytest.fixture
+def finished(tiny_run):
+    return tiny_run
 
 
 def test_uninterrupted_run_fills_every_table(finished):

@@ -14,6 +14,7 @@ import torch
 from . import features, metrics
 from .attacks.base import AttackResult, l2_distortion
 from .detectors.base import Metric, score_features
+from .detectors.kd import KDensity
 
 
 def rounded(v: float | None, digits: int = 6) -> float | None:
@@ -62,7 +63,7 @@ def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features
         record["target_rate"] = rounded(float(res.extra["target_reached"].float().mean()))
     if keep_kd_values and "kd" in adv_scores:
         sel = torch.ones(len(y), dtype=torch.bool) if all_kd_values else torch.from_numpy(mask)
-        record["log_kd_adv"] = [round(float(v), 4) for v in -adv_scores["kd"][sel]]
+        record["log_kd_adv"] = [round(float(v), 4) for v in KDensity.log_kd(adv_scores["kd"][sel])]
     record["_efficient_l2"] = (rounded(float(l2[efficient].mean())) if efficient.any() else None,
                                int(efficient.sum()))
     return record

@@ -12,13 +12,18 @@ calibrated on clean data and the NOT SURE answer.
 
 from __future__ import annotations
 
-from . import baselines, kd  # noqa: F401  (register the metrics, in table order)
+import importlib
+import pkgutil
+
 from .bandwidth import BandwidthSelection, default_sigma2, resolve_sigma2, select_sigma2
 from .base import REGISTRY, Metric, ScoreTerm, check_metric, create, names, register, score_features
 from .baselines import confidence, non_me
 from .density import KernelDensity
 from .kd import KDensity, KDTerm
 from .threshold import NOT_SURE, Detector
+
+for _m in pkgutil.iter_modules(__path__):  # every module registers its metrics on import (file-name order)
+    importlib.import_module(f"{__name__}.{_m.name}")
 
 #: the registered metrics, in the order of every table
 METRICS = names()

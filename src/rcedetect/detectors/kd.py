@@ -118,6 +118,11 @@ class KDensity(Metric):
         """−log KD(z) against the kernel of the predicted class (protocol §4.3)."""
         return -self._need_fit().log_kd(z, logits.argmax(1))
 
+    @staticmethod
+    def log_kd(scores: torch.Tensor) -> torch.Tensor:
+        """log KD back from this detector's scores (the histograms of paper Appendix B.3 plot log KD)."""
+        return -scores
+
     def term(self, threshold: float | None = None) -> KDTerm:
         """The paper's attack term (subset kernel and η per class); a ``threshold`` is not used (η is per class)."""
         self._need_fit()

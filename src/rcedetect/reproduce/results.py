@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from .. import checkpoint, paper_ref
-from ..detectors import score_features
+from ..detectors import KDensity, score_features
 from ..io import config_hash, read_json, versions
 from .inputs import Inputs
 
@@ -60,7 +60,7 @@ def _log_kd_normal(inp: Inputs) -> dict:
     for name in inp.plan.mains:
         if inp.layout.feature_path(name, "pool").is_file():
             bank = inp.bank(name, "pool")
-            s = -score_features(inp.detectors(name)["kd"], inp.classifier(name), bank.features)
+            s = KDensity.log_kd(score_features(inp.detectors(name)["kd"], inp.classifier(name), bank.features))
             ok = bank.predictions == bank.labels
             out[name] = [round(float(v), 4) for v in s[ok]]
     return out
