@@ -162,7 +162,7 @@ def main(argv=None) -> dict:
         res, s = timed(lambda: attack(classifier, x))
         more = {}
         if name == "cw_wb":
-            from rcedetect.attacks.carlini_wagner import table3_stats
+            from rcedetect.scoring import table3_stats
 
             st = table3_stats(res, ds.y_test[: len(x)], pred)
             more = {"ratio_f2_positive": st["ratio_f2_positive"]}

@@ -11,7 +11,8 @@ from tiny_nets import LinearNet
 
 from rcedetect import Classifier
 from rcedetect.attacks import REGISTRY, create
-from rcedetect.attacks.carlini_wagner import CarliniWagnerL2, random_targets, table3_stats
+from rcedetect.attacks.carlini_wagner import CarliniWagnerL2, random_targets
+from rcedetect.scoring import table3_stats
 from rcedetect.detectors import KDTerm, ScoreTerm
 from rcedetect.detectors import create as create_metric
 from rcedetect.detectors.bandwidth import default_sigma2

@@ -1,4 +1,4 @@
-"""Scoring an attack run: the record behind paper Table 2 (and Table 4 for transferred images).
+"""Scoring an attack run: the record behind paper Table 2 (Table 3 for C&W-wb, Table 4 for transferred images).
 
 One function for every caller (``rce attack``, ``rce reproduce``, the black-box transfer of :mod:`.transfer`):
 the features of the adversarial images, the pair mask of :func:`rcedetect.metrics.pair_mask` (clean correct AND
@@ -15,6 +15,7 @@ from . import features, metrics
 from .attacks.base import AttackResult, l2_distortion
 from .detectors.base import Metric, score_features
 from .detectors.kd import KDensity
+from .errors import InputError
 
 
 def rounded(v: float | None, digits: int = 6) -> float | None:
@@ -84,3 +85,33 @@ def transfer_record(target, res: AttackResult, y: torch.Tensor, clean_target: fe
     rate = float((adv.predictions[ok] != y[ok]).float().mean()) if ok.any() else None
     return {"n_images": len(y), "n_pairs": int(mask.sum()), "n_substitute_success": int(ok.sum()),
             "transfer_rate": rounded(rate), "detection": det}
+
+
+def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.Tensor) -> dict[str, float]:
+    """Paper Table 3 from a C&W-wb result (protocol §7), with the definitions stated explicitly:
+
+    - ``ratio_f2_positive``: among examples whose clean image is correctly classified AND whose returned x*
+      reaches the target, the fraction with f2 = −log KD_t(x*) − η_t > 0 (the detector was not fooled);
+    - ``mean_distortion``: ‖x − x*‖₂/√d on [0, 255], averaged over "efficient" examples (success, i.e.
+      target reached and f2 ≤ 0, AND clean image correct), as ``test_adv.py`` prints it.
+    """
+    if "f2" not in result.extra or "target_reached" not in result.extra:
+        raise InputError("table3_stats needs a C&W-wb result (extra['f2'] and extra['target_reached'])")
+    dev = result.success.device
+    y_true, pred_clean = y_true.to(dev), pred_clean.to(dev)
+    correct = pred_clean == y_true
+    reached = result.extra["target_reached"] & correct
+    efficient = result.success & correct
+    f2_pos = (result.extra["f2"] > 0) & reached
+    l2 = l2_distortion(result.x, result.x_adv)
+    n_reached = int(reached.sum())
+    n_eff = int(efficient.sum())
+    return {
+        "n": len(result),
+        "n_correct": int(correct.sum()),
+        "n_target_reached": n_reached,
+        "ratio_f2_positive": float(f2_pos.sum()) / n_reached if n_reached else math.nan,
+        "n_efficient": n_eff,
+        "success_rate": float(efficient.sum()) / max(1, int(correct.sum())),
+        "mean_distortion": float(l2[efficient].mean()) if n_eff else math.nan,
+    }

@@ -1,4 +1,5 @@
-"""One place for the input convention: images are float NCHW tensors in [0, 1] (protocol "Decisions")."""
+"""One place for the input conventions: images are float NCHW tensors in [0, 1] (protocol "Decisions"), labels
+are integers in [0, L), features are finite (N, D) float vectors."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def check_labels(y: torch.Tensor, n: int, num_classes: int, *, name: str = "y") 
     if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise InputError(f"{name} must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
     return y
+
+
+def check_features(z: torch.Tensor, dim: int | None = None, name: str = "features") -> torch.Tensor:
+    """Check that ``z`` is an (N, D) float tensor of finite feature vectors (of width ``dim`` when given)."""
+    if not isinstance(z, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of feature vectors, got {type(z).__name__}")
+    if z.dim() != 2:
+        raise InputError(f"{name} must be an (N, D) batch of feature vectors, got shape {tuple(z.shape)}")
+    if not z.is_floating_point():
+        raise InputError(f"{name} must be floating point, got dtype {z.dtype}")
+    if dim is not None and z.shape[1] != dim:
+        raise InputError(f"{name} has {z.shape[1]}-d feature vectors but {dim}-d ones are expected "
+                         "(features of another model or layer?)")
+    if z.numel() and not bool(torch.isfinite(z).all()):
+        raise InputError(f"{name} contains NaN or infinite values")
+    return z

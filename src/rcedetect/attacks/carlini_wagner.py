@@ -38,7 +38,7 @@ round from a plain C&W result (3 rounds, max_iterations // 2 iterations, as the 
 of from x; ``__call__(..., init=x0)`` starts from any given image. When no round succeeds, the returned image
 is — as in the original's ``o_bestextraattack`` — the target-reaching x* with the smallest f2
 (``success = False``), or the clean x if the target was never reached (the original returns a zero image).
-That keeps Table 3's "ratio of f2 > 0" computable: see :func:`table3_stats`.
+That keeps Table 3's "ratio of f2 > 0" computable: see :func:`rcedetect.scoring.table3_stats`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..validation import check_images, check_labels
-from .base import AttackResult, l2_distortion, prepare, register, seeded_generator
+from .base import AttackResult, prepare, register, seeded_generator
 
 MODES = ("targeted", "untargeted")
 #: the upper bound on c before any success; "no success yet" is ``upper >= 1e9`` (protocol §6.1)
@@ -289,33 +289,3 @@ class CarliniWagnerL2:
 register("cw")(CarliniWagnerL2)  # targeted at a random wrong label, κ = 0 (protocol "Decisions")
 register("cw_hc", kappa=10.0)(CarliniWagnerL2)  # κ = 10 on the logits (protocol §6.2)
 register("cw_wb", requires=("detector",))(CarliniWagnerL2)  # + the detector term of paper §4.4 (protocol §6.3)
-
-
-def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.Tensor) -> dict[str, float]:
-    """Paper Table 3 from a C&W-wb result (protocol §7), with the definitions stated explicitly:
-
-    - ``ratio_f2_positive``: among examples whose clean image is correctly classified AND whose returned x*
-      reaches the target, the fraction with f2 = −log KD_t(x*) − η_t > 0 (the detector was not fooled);
-    - ``mean_distortion``: ‖x − x*‖₂/√d on [0, 255], averaged over "efficient" examples (success, i.e.
-      target reached and f2 ≤ 0, AND clean image correct), as ``test_adv.py`` prints it.
-    """
-    if "f2" not in result.extra or "target_reached" not in result.extra:
-        raise InputError("table3_stats needs a C&W-wb result (extra['f2'] and extra['target_reached'])")
-    dev = result.success.device
-    y_true, pred_clean = y_true.to(dev), pred_clean.to(dev)
-    correct = pred_clean == y_true
-    reached = result.extra["target_reached"] & correct
-    efficient = result.success & correct
-    f2_pos = (result.extra["f2"] > 0) & reached
-    l2 = l2_distortion(result.x, result.x_adv)
-    n_reached = int(reached.sum())
-    n_eff = int(efficient.sum())
-    return {
-        "n": len(result),
-        "n_correct": int(correct.sum()),
-        "n_target_reached": n_reached,
-        "ratio_f2_positive": float(f2_pos.sum()) / n_reached if n_reached else math.nan,
-        "n_efficient": n_eff,
-        "success_rate": float(efficient.sum()) / max(1, int(correct.sum())),
-        "mean_distortion": float(l2[efficient].mean()) if n_eff else math.nan,
-    }

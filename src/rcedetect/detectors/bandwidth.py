@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, InputError
-from ..validation import check_labels
-from .density import KernelDensity, _check_features, _check_sigma2
+from ..validation import check_features, check_labels
+from .density import KernelDensity, _check_sigma2
 
 #: σ² of the original code and the paper's Table 2 caption (protocol §4.3).
 SIGMA2 = {"ce": 1.0 / 0.26, "rce": 0.1 / 0.26}
@@ -84,7 +84,7 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
     with the Gaussian normalising constant (:func:`log_density`), and the candidate with the largest mean
     log-likelihood over all held-out points wins. Default candidates: 26 values from 1e-3 to 1e2.
     """
-    features = _check_features(features, None, "features")
+    features = check_features(features, None, "features")
     check_labels(labels, len(features), num_classes, name="labels")
     if not 0.0 < holdout < 1.0:
         raise ConfigError(f"holdout must be in (0, 1), got {holdout}")

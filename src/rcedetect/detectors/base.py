@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
+from ..validation import check_features
 
 #: name -> metric class, in registration order
 REGISTRY: dict[str, type[Metric]] = {}
@@ -102,8 +103,7 @@ def create(metric: str, **settings: Any) -> Metric:
 def score_features(metric: Metric, classifier, z: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Scores of final hidden features ``z`` (N, D), batched on the classifier's device, without gradients;
     returned on the CPU."""
-    if not isinstance(z, torch.Tensor) or z.dim() != 2:
-        raise InputError(f"features must be an (N, D) tensor, got {getattr(z, 'shape', type(z).__name__)}")
+    check_features(z)
     device = classifier.device
     metric = metric.to(device)
     out = []

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import load_tensors, read_metadata, save_tensors
-from ..validation import check_labels
+from ..validation import check_features, check_labels
 
 FORMAT = "rcedetect-kd"
 FORMAT_VERSION = 1
@@ -34,20 +34,6 @@ def _check_sigma2(sigma2) -> float:
         raise ConfigError(f"the K-density bandwidth sigma2 must be finite and > 0, got {sigma2!r}")
     return s
 
-
-def _check_features(z: torch.Tensor, dim: int | None, name: str) -> torch.Tensor:
-    if not isinstance(z, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor of feature vectors, got {type(z).__name__}")
-    if z.dim() != 2:
-        raise InputError(f"{name} must be an (N, D) batch of feature vectors, got shape {tuple(z.shape)}")
-    if not z.is_floating_point():
-        raise InputError(f"{name} must be floating point, got dtype {z.dtype}")
-    if dim is not None and z.shape[1] != dim:
-        raise InputError(f"{name} has {z.shape[1]}-d feature vectors but the kernel points are {dim}-d "
-                         "(features of another model or layer?)")
-    if z.numel() and not bool(torch.isfinite(z).all()):
-        raise InputError(f"{name} contains NaN or infinite values")
-    return z
 
 class KernelDensity:
     """Per-class Gaussian K-density with kernel points ``kernels`` (C, K, D) and bandwidth ``sigma2``.
@@ -118,7 +104,7 @@ class KernelDensity:
         if sigma2 is None:
             raise ConfigError("KernelDensity.fit needs sigma2; the paper's is default_sigma2('ce' or 'rce')")
         sigma2 = _check_sigma2(sigma2)
-        features = _check_features(features, None, "features")
+        features = check_features(features, None, "features")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
         check_labels(labels, len(features), num_classes, name="labels")
@@ -170,7 +156,7 @@ class KernelDensity:
 
     # -- scoring ----------------------------------------------------------------------------------------
     def _check_queries(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        _check_features(z, self.dim, "z")
+        check_features(z, self.dim, "z")
         if not isinstance(classes, torch.Tensor):
             raise InputError(f"classes must be a torch.Tensor of class indices, got {type(classes).__name__}")
         check_labels(classes, len(z), self.num_classes, name="classes")
@@ -255,7 +241,7 @@ class KernelDensity:
         Call it on the 100-point attack subset. The median of an even count averages the two middle KD values
         (as Matlab's median does), computed in the log domain.
         """
-        _check_features(features, self.dim, "features")
+        check_features(features, self.dim, "features")
         check_labels(labels, len(features), self.num_classes, name="labels")
         with torch.no_grad():
             lk = self.log_kd(features, labels).double()

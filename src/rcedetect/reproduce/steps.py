@@ -15,10 +15,9 @@ from typing import Any
 import torch
 
 from .. import attack_store, checkpoint, data, features, paper_ref
-from ..attacks.carlini_wagner import table3_stats
 from ..config import TrainConfig
 from ..io import read_json, write_json
-from ..scoring import rounded, score_attack, transfer_record
+from ..scoring import rounded, score_attack, table3_stats, transfer_record
 from .inputs import Inputs
 
 
