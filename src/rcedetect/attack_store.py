@@ -133,7 +133,7 @@ def load_parts(folder: Path, n: int, batch: int, x: torch.Tensor | None = None
         path = part_path(folder, b)
         t = load_tensors(path, "attack part")
         meta = read_metadata(path)
-        if meta.get("format") != PART_FORMAT or "x_adv" not in t or "success" not in t:
+        if meta.get("format", PART_FORMAT) != PART_FORMAT or "x_adv" not in t or "success" not in t:
             raise CheckpointError(f"{path} is not an rcedetect attack part; delete the folder to recompute it")
         parts.append(t)
         secs += float(meta.get("seconds", "nan"))

@@ -73,6 +73,7 @@ def run(args) -> int:
 
     from .. import attack_store, attacks, checkpoint, data, features
     from ..detectors import REGISTRY, create
+    from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
     from ..device import resolve
     from ..errors import ConfigError, InputError
     from ..io import config_hash, versions, write_json
@@ -102,8 +103,8 @@ def run(args) -> int:
               "order": "first" if args.first else "seeded-random", "batch_size": args.batch_size,
               "weights_sha256": ckpt.meta["weights_sha256"], "dataset": ds.name}
     if spec.needs_detector:
-        record["detector"] = {"metric": "kd", "train_images": KD_TRAIN_IMAGES, "per_class": 1000,
-                              "attack_per_class": 100, "objective": clf.objective}
+        record["detector"] = {"metric": "kd", "train_images": KD_TRAIN_IMAGES, "per_class": PER_CLASS,
+                              "attack_per_class": ATTACK_PER_CLASS, "objective": clf.objective}
     out = run_dir / "attacks" / f"{name}-{config_hash(record)}"
     if (out / "summary.json").is_file() and not args.force:
         print(f"{out} already holds this attack (use --force to recompute)")
