@@ -16,6 +16,7 @@ from .attacks.base import AttackResult, l2_distortion
 from .detectors.base import Metric, score_features
 from .detectors.kd import KDensity
 from .errors import InputError
+from .operating_point import operating_points
 
 
 def rounded(v: float | None, digits: int = 6) -> float | None:
@@ -23,32 +24,42 @@ def rounded(v: float | None, digits: int = 6) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
 
 
-def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank, mask,
-              detectors: dict[str, Metric]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """({metric: {auc_strict, auc_half, tpr_at_5fpr, n_pairs}}, {metric: adversarial scores}) over ``mask``."""
+def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank, y: torch.Tensor,
+              detectors: dict[str, Metric], heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000,
+              seed: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
+    """({metric: record}, {metric: adversarial scores}): per detector the Table-2 numbers over the pairs (AUC
+    strict and ½, TPR at 5 % FPR of the pairs' own clean scores, n_pairs) and, given the scores of clean held-out
+    images (``heldout``), its operating points at 5 % and 1 % FPR with bootstrap intervals
+    (:func:`rcedetect.operating_point.operating_points`: thresholds from the held-out images alone)."""
+    mask = metrics.pair_mask(y, clean.predictions, adv.predictions)
     out, adv_scores = {}, {}
     for name, metric in detectors.items():
         s_clean = score_features(metric, classifier, clean.features)
         s_adv = score_features(metric, classifier, adv.features)
         rec = metrics.detection_record(s_clean, s_adv, mask)
         out[name] = {k: (rounded(v) if k != "n_pairs" else v) for k, v in rec.items()}
+        if heldout is not None:
+            out[name]["operating_points"] = operating_points(heldout[name], s_clean, s_adv, y, clean.predictions,
+                                                             adv.predictions, n_boot=n_boot, seed=seed)
         adv_scores[name] = s_adv
     return out, adv_scores
 
 
 def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features.FeatureBank,
-                 detectors: dict[str, Metric], *, keep_kd_values: bool = False, all_kd_values: bool = False) -> dict:
+                 detectors: dict[str, Metric], *, keep_kd_values: bool = False, all_kd_values: bool = False,
+                 heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000) -> dict:
     """The Table-2 record of one attack run on ``classifier`` (``clean`` = the bank of the attacked clean images).
 
     ``keep_kd_values`` adds ``log_kd_adv`` (log K-density of the adversarial images of the pairs, or of all images
     with ``all_kd_values``) for the K-density histograms of Appendix B.3; ``_efficient_l2`` = (mean L2 over the
-    images that succeeded and were correct when clean, their count) feeds Figure 2b.
+    images that succeeded and were correct when clean, their count) feeds Figure 2b. ``heldout`` adds each
+    detector's operating points (:func:`detection`).
     """
     adv = features.extract(classifier, res.x_adv)
     y = y.cpu()
     pred_clean, pred_adv = clean.predictions.cpu(), adv.predictions.cpu()
     mask = metrics.pair_mask(y, pred_clean, pred_adv)
-    det, adv_scores = detection(classifier, clean, adv, mask, detectors)
+    det, adv_scores = detection(classifier, clean, adv, y, detectors, heldout, n_boot)
     l2 = l2_distortion(res.x.cpu(), res.x_adv.cpu())
     correct = pred_clean == y
     efficient = res.success.cpu() & correct
@@ -71,7 +82,8 @@ def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features
 
 
 def transfer_record(target, res: AttackResult, y: torch.Tensor, clean_target: features.FeatureBank,
-                    detectors: dict[str, Metric]) -> dict:
+                    detectors: dict[str, Metric], heldout: dict[str, torch.Tensor] | None = None,
+                    n_boot: int = 1000) -> dict:
     """Black-box transfer (paper §4.5, protocol §8): images crafted on a substitute, scored on ``target``.
 
     Pairs are formed with the *target*'s predictions; ``transfer_rate`` = among images the substitute fooled and
@@ -80,7 +92,7 @@ def transfer_record(target, res: AttackResult, y: torch.Tensor, clean_target: fe
     adv = features.extract(target, res.x_adv)
     y = y.cpu()
     mask = metrics.pair_mask(y, clean_target.predictions, adv.predictions)
-    det, _ = detection(target, clean_target, adv, mask, detectors)
+    det, _ = detection(target, clean_target, adv, y, detectors, heldout, n_boot)
     ok = res.success.cpu() & (clean_target.predictions == y)
     rate = float((adv.predictions[ok] != y[ok]).float().mean()) if ok.any() else None
     return {"n_images": len(y), "n_pairs": int(mask.sum()), "n_substitute_success": int(ok.sum()),

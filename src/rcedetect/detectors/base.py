@@ -124,5 +124,10 @@ class ScoreTerm:
     def to(self, device) -> ScoreTerm:
         return ScoreTerm(self.metric.to(device), self.threshold)
 
+    @property
+    def density(self):
+        """The metric's K-density kernel, where it has one (feature-space attacks pull z toward its points)."""
+        return getattr(self.metric, "density", None)
+
     def margin(self, z: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return self.metric.score(z, logits) - self.threshold

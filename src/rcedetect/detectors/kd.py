@@ -123,9 +123,12 @@ class KDensity(Metric):
         """log KD back from this detector's scores (the histograms of paper Appendix B.3 plot log KD)."""
         return -scores
 
-    def term(self, threshold: float | None = None) -> KDTerm:
-        """The paper's attack term (subset kernel and η per class); a ``threshold`` is not used (η is per class)."""
+    def term(self, threshold: float | None = None):
+        """The paper's attack term (subset kernel and η per class, protocol §4.4) when ``threshold`` is None; with a
+        calibrated threshold T, the generic term score − T (the detector as deployed)."""
         self._need_fit()
+        if threshold is not None:
+            return super().term(threshold)
         if self.attack_density is None or self.eta is None:
             raise NotFittedError("this K-density detector has no attack term (loaded from an older file?); refit it")
         return KDTerm(self.attack_density, self.eta)

@@ -25,9 +25,13 @@ from ..config import TrainConfig, apply_overrides, load_preset
 from ..errors import ConfigError
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
-                       "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0}
+                       "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
+                       "calibration_images": 1000}
 DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0}
 ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
+#: the adaptive evaluation (``[adaptive]``): attacks that know the detector, against each metric's threshold
+ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
+                     "bootstrap": 1000, "sanity": True, "attacks": {}}
 ROLES = ("main", "target")
 
 
@@ -53,6 +57,10 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
         m.setdefault("role", "main")
     for name, a in cfg.get("attacks", {}).items():
         cfg["attacks"][name] = {**copy.deepcopy(ATTACK_DEFAULTS), **a}
+    if "adaptive" in cfg:
+        ad = cfg["adaptive"] = {**copy.deepcopy(ADAPTIVE_DEFAULTS), **cfg["adaptive"]}
+        for name, a in ad["attacks"].items():
+            ad["attacks"][name] = {"images": ad["images"], "batch": ad["batch"], "settings": {}, **a}
     cfg = apply_overrides(cfg, overrides)
     if device:
         cfg["experiment"]["device"] = device
@@ -76,6 +84,7 @@ class Experiment:
     table2_eps: float
     batch_size: int
     threads: int
+    calibration_images: int  # clean test images outside the attack pool, for the detectors' thresholds
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,23 @@ class AttackPlan:
     batch: int
     eps: tuple[float, ...] | None
     settings: dict[str, Any]
+    metrics: tuple[str, ...] | None = None  # adaptive attacks: the detectors it is run against (default: all)
 
     @property
     def spec(self) -> attacks.AttackSpec:
         return attacks.spec(self.name)
+
+
+@dataclass(frozen=True)
+class AdaptivePlan:
+    """The adaptive evaluation: every attack against each metric's detector, thresholded at ``fpr`` on clean
+    held-out images; ``bootstrap`` resamples for the intervals; ``sanity`` runs the checks of :mod:`.sanity`."""
+
+    metrics: tuple[str, ...]
+    fpr: float
+    bootstrap: int
+    sanity: bool
+    attacks: dict[str, AttackPlan]
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,7 @@ class Plan:
     detector: DetectorSettings
     models: dict[str, ModelPlan]
     attacks: dict[str, AttackPlan]
+    adaptive: AdaptivePlan | None = None
 
     @property
     def mains(self) -> list[str]:
@@ -163,7 +186,8 @@ def plan(cfg: dict) -> Plan:
     experiment = Experiment(e["name"], _int(e, "seed", "experiment"), e["device"],
                             _int(e, "train_feature_images", "experiment", 1), _int(e, "tsne_images", "experiment"),
                             _int(e, "figure3_images", "experiment"), _number(e["table2_eps"], "experiment.table2_eps"),
-                            _int(e, "batch_size", "experiment", 1), _int(e, "threads", "experiment"))
+                            _int(e, "batch_size", "experiment", 1), _int(e, "threads", "experiment"),
+                            _int(e, "calibration_images", "experiment", 1))
     d = cfg["detector"]
     per_class = d.get("per_class")
     if per_class != "all":
@@ -182,23 +206,52 @@ def plan(cfg: dict) -> Plan:
         raise ConfigError("a reproduce preset needs at least one model with role = \"main\"")
     if len(datasets) != 1:
         raise ConfigError(f"every model of a reproduce preset must use the same dataset, got {sorted(datasets)}")
+    plans = {name: _attack_plan(name, a, f"attacks.{name}", experiment.seed)
+             for name, a in cfg.get("attacks", {}).items()}
+    return Plan(cfg, experiment, detector, models, plans, _adaptive_plan(cfg.get("adaptive"), experiment.seed))
+
+
+def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
+    spec = attacks.spec(name)
+    if spec.takes_eps != ("eps" in a):
+        raise ConfigError(f"{where}: {'give' if spec.takes_eps else 'drop'} an eps list")
+    eps = None
+    if "eps" in a:
+        if not isinstance(a["eps"], list) or not a["eps"]:
+            raise ConfigError(f"{where}.eps must be a non-empty list of numbers, got {a['eps']!r}")
+        eps = tuple(a["eps"])  # as written: cache keys hash the values
+        for v in eps:
+            if _number(v, f"{where}.eps") < 0:
+                raise ConfigError(f"{where}.eps values must be >= 0, got {v!r}")
+    if not isinstance(a["settings"], dict):
+        raise ConfigError(f"{where}.settings must be a table of attack settings")
+    plan = AttackPlan(name, _int(a, "images", where, 1), _int(a, "batch", where, 1), eps, a["settings"])
+    for v in eps or (None,):  # build each attack once: bad settings fail now, not after training
+        attack_store.probe(name, a["settings"], v, seed)
+    return plan
+
+
+def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
+    if ad is None:
+        return None
+    from ..detectors import check_metric
+
+    metrics = ad["metrics"]
+    if not isinstance(metrics, list) or not metrics:
+        raise ConfigError(f"adaptive.metrics must be a non-empty list of detector names, got {metrics!r}")
+    for m in metrics:
+        check_metric(m)
+    fpr = _number(ad["fpr"], "adaptive.fpr")
+    if not 0 < fpr < 1:
+        raise ConfigError(f"adaptive.fpr must be in (0, 1), got {fpr!r}")
+    if not isinstance(ad["sanity"], bool) or not isinstance(ad["attacks"], dict):
+        raise ConfigError("adaptive.sanity must be true or false and adaptive.attacks a table of attacks")
     plans = {}
-    for name, a in cfg.get("attacks", {}).items():
-        spec = attacks.spec(name)
-        where = f"attacks.{name}"
-        if spec.takes_eps != ("eps" in a):
-            raise ConfigError(f"{where}: {'give' if spec.takes_eps else 'drop'} an eps list")
-        eps = None
-        if "eps" in a:
-            if not isinstance(a["eps"], list) or not a["eps"]:
-                raise ConfigError(f"{where}.eps must be a non-empty list of numbers, got {a['eps']!r}")
-            eps = tuple(a["eps"])  # as written: cache keys hash the values
-            for v in eps:
-                if _number(v, f"{where}.eps") < 0:
-                    raise ConfigError(f"{where}.eps values must be >= 0, got {v!r}")
-        if not isinstance(a["settings"], dict):
-            raise ConfigError(f"{where}.settings must be a table of attack settings")
-        plans[name] = AttackPlan(name, _int(a, "images", where, 1), _int(a, "batch", where, 1), eps, a["settings"])
-        for v in eps or (None,):  # build each attack once: bad settings fail now, not after training
-            attack_store.probe(name, a["settings"], v, experiment.seed)
-    return Plan(cfg, experiment, detector, models, plans)
+    for name, a in ad["attacks"].items():
+        only = a.get("metrics")
+        if only is not None and (not isinstance(only, list) or not set(only) <= set(metrics)):
+            raise ConfigError(f"adaptive.attacks.{name}.metrics must be a list among adaptive.metrics {metrics}")
+        plan = _attack_plan(name, {k: v for k, v in a.items() if k != "metrics"}, f"adaptive.attacks.{name}", seed)
+        plans[name] = AttackPlan(plan.name, plan.images, plan.batch, plan.eps, plan.settings,
+                                 tuple(only) if only is not None else None)
+    return AdaptivePlan(tuple(metrics), fpr, _int(ad, "bootstrap", "adaptive"), ad["sanity"], plans)

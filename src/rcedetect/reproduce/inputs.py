@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from .. import attack_store, checkpoint, data, features
-from ..detectors import REGISTRY, Detector, Metric, create
+from ..detectors import REGISTRY, Detector, Metric, create, score_features
 from ..device import resolve
+from ..errors import ConfigError
 from .layout import Layout
 
 
@@ -20,6 +21,7 @@ class Inputs:
         self._dataset: data.Dataset | None = None
         self._classifiers: dict[str, Any] = {}
         self._detectors: dict[str, dict[str, Metric]] = {}
+        self._heldout: dict[str, dict[str, torch.Tensor]] = {}
 
     def dataset(self) -> data.Dataset:
         if self._dataset is None:
@@ -38,8 +40,28 @@ class Inputs:
         idx = attack_store.choose_images(len(ds.x_test), self.layout.pool_size(), self.plan.experiment.seed)
         return data.to_float(ds.x_test[idx]), ds.y_test[idx], idx
 
+    def calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of the clean held-out set: the test images right after the pool in the same seeded
+        permutation, never attacked; detector thresholds are chosen on them alone (protocol §4.5)."""
+        ds, k = self.dataset(), self.layout.calibration_size()
+        if k < 1:
+            raise ConfigError(f"the attack pool takes {self.layout.pool_size()} of the {len(ds.x_test)} test images, "
+                              "leaving none to calibrate the detectors' thresholds; lower attacks.*.images")
+        perm = attack_store.choose_images(len(ds.x_test), len(ds.x_test), self.plan.experiment.seed)
+        idx = perm[self.layout.pool_size():][:k]
+        return data.to_float(ds.x_test[idx]), ds.y_test[idx]
+
+    def heldout_scores(self, name: str) -> dict[str, torch.Tensor]:
+        """{metric: scores of the clean held-out images} of model ``name``: what every threshold is chosen on."""
+        if name not in self._heldout:
+            bank = self.bank(name, "calibration")
+            self._heldout[name] = {m: score_features(d, self.classifier(name), bank.features)
+                                   for m, d in self.detectors(name).items()}
+        return self._heldout[name]
+
     def bank(self, name: str, kind: str) -> features.FeatureBank:
-        """The cached features of the training images, the attack pool or the t-SNE images of model ``name``."""
+        """The cached features of the training images, the attack pool, the t-SNE images or the clean held-out
+        images of model ``name``."""
         ds = self.dataset()
         if kind == "train":
             n = min(self.plan.experiment.train_feature_images, len(ds.x_train))
@@ -47,6 +69,8 @@ class Inputs:
         elif kind == "tsne":
             n = min(self.plan.experiment.tsne_images, len(ds.x_test))
             x, y = data.to_float(ds.x_test[:n]), ds.y_test[:n]
+        elif kind == "calibration":
+            x, y = self.calibration()
         else:
             x, y, _ = self.pool()
         return features.cached(self.classifier(name), x, y, self.layout.feature_path(name, kind),

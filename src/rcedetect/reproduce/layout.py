@@ -4,12 +4,15 @@ Each stage's artifact is named by a hash of everything that determines it (:func
 changing a setting makes a new artifact beside the old one and a finished artifact is never recomputed:
 
 - ``models/<name>-<hash>/``                        a training run (checkpoints; resumable mid-training)
-- ``features/<name>-<kind>-<hash>.safetensors``    final hidden features of training / attacked / t-SNE images
+- ``features/<name>-<kind>-<hash>.safetensors``    final hidden features of training / attacked / t-SNE / held-out
+                                                   clean (calibration) images
 - ``detectors/<name>-<hash>/<metric>/``            each fitted detector (detector.json + tensors)
 - ``attacks/<name>/<attack>[-e<eps>]-<hash>/part-NNNN.safetensors``  adversarial images, one file per batch
 - ``records/<name>-<attack>[-e<eps>]-<hash>.json`` the scored record of one attack run (Tables 2-5 inputs)
 - ``records/transfer-<sub>-<target>-<hash>.json``  a black-box transfer record (Table 4)
 - ``tsne/<name>-<hash>.json``                      the 2-D t-SNE embedding (Fig. 1b/c)
+- ``adaptive/<name>/<metric>-<attack>[-e<eps>]-<hash>/``  adaptive attacks against one detector's threshold
+- ``records/adaptive-…json``, ``records/sanity-<name>-<hash>.json``  their records and the sanity checks
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from ..io import config_hash
 from .config import Plan
 
-FEATURE_KINDS = ("train", "pool", "tsne")
+FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 
 
 def train_dict_for_hash(train: dict) -> dict:
@@ -60,11 +63,18 @@ class Layout:
     def pool_size(self) -> int:
         """How many test images the attacks draw from (the largest attack, or Figure 3's count)."""
         sizes = [a.images for a in self.plan.attacks.values()] + [self.plan.experiment.figure3_images]
+        if self.plan.adaptive:
+            sizes += [a.images for a in self.plan.adaptive.attacks.values()]
         return min(max(sizes), self.n_test())
+
+    def calibration_size(self) -> int:
+        """How many clean test images outside the pool calibrate the detectors' thresholds."""
+        return min(self.plan.experiment.calibration_images, self.n_test() - self.pool_size())
 
     def feature_count(self, kind: str) -> int:
         e = self.plan.experiment
-        return {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images}[kind]
+        return {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images,
+                "calibration": self.calibration_size()}[kind]
 
     def feature_path(self, name: str, kind: str) -> Path:
         key = config_hash([self.model_hash(name), kind, self.feature_count(kind), self.plan.experiment.seed])
@@ -93,6 +103,27 @@ class Layout:
             runs.append(AttackRun(eps, self.out / "attacks" / model / f"{tag}-{key}", key,
                                   self.out / "records" / f"{model}-{tag}-{rec_key}.json"))
         return runs
+
+    def adaptive_runs(self, model: str, metric: str, attack: str) -> list[AttackRun]:
+        """The runs of an adaptive attack against ``metric``'s detector of ``model``, one per ε."""
+        ad = self.plan.adaptive
+        a = ad.attacks[attack]
+        det = [self.detector_hash(model), metric, ad.fpr, self.calibration_size()]
+        runs = []
+        for eps in a.eps or (None,):
+            key = config_hash({"model": self.model_hash(model), "attack": attack, "settings": a.settings, "eps": eps,
+                               "n": a.images, "batch": a.batch, "seed": self.plan.experiment.seed, "detector": det})
+            tag = f"{metric}-{attack}-e{eps:g}" if eps is not None else f"{metric}-{attack}"
+            runs.append(AttackRun(eps, self.out / "adaptive" / model / f"{tag}-{key}",
+                                  key, self.out / "records" / f"adaptive-{model}-{tag}-{key}.json"))
+        return runs
+
+    def sanity_path(self, model: str) -> Path:
+        ad = self.plan.adaptive
+        key = config_hash([self.model_hash(model), self.detector_hash(model), ad.fpr, self.calibration_size(),
+                           {n: [a.eps, a.settings, a.images] for n, a in ad.attacks.items()}, ad.metrics,
+                           self.plan.experiment.seed])
+        return self.out / "records" / f"sanity-{model}-{key}.json"
 
     def tsne_path(self, name: str) -> Path:
         key = config_hash([self.model_hash(name), self.plan.experiment.tsne_images, self.plan.experiment.seed])

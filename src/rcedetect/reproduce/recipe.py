@@ -5,7 +5,8 @@
 3. fit the detectors of each model on its training features (protocol §4.2-4.4)
 4. every attack over its ε grid on each main model, scored by every detector (Tables 2, 3, 5; Figures 2-6)
 5. t-SNE of each main model's features (Figure 1b/c)
-6. black-box transfer of the white-box attack from each main model to each target model (Table 4)
+6. the adaptive evaluation: attacks that know each detector's calibrated threshold, and their sanity checks
+7. black-box transfer of the white-box attack from each main model to each target model (Table 4)
 
 then ``results.json`` (:mod:`.results`). Every stage is cached (:mod:`.layout` names its artifact), so a killed
 run resumes where it stopped and a finished run only re-renders the report.
@@ -22,7 +23,7 @@ import torch
 
 from .. import attack_store, paper_ref
 from ..io import write_json
-from . import steps
+from . import adaptive, sanity, steps
 from .config import Plan, plan
 from .inputs import Inputs
 from .layout import Layout
@@ -53,7 +54,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
                          lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True)))
     for name, m in p.models.items():  # 2. features, 3. detectors
-        kinds = ["train", "pool"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
+        kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
         out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train) / 2,
                          lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
                          lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
@@ -78,7 +79,9 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                              lambda n=name: steps.write_record(lay.tsne_path(n),
                                                                steps.tsne_embedding(inp.bank(n, "tsne"), exp.seed)),
                              lambda n=name: lay.tsne_path(n).unlink(missing_ok=True)))
-    wb = paper_ref.WHITEBOX_ATTACK  # 6. transfer
+    if p.adaptive:  # 6. the adaptive evaluation and its sanity checks
+        out += adaptive_stages(inp, progress, hook)
+    wb = paper_ref.WHITEBOX_ATTACK  # 7. transfer
     if wb in p.attacks:
         for sub in p.mains:
             for tgt in p.targets:
@@ -86,6 +89,28 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                  lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).is_file(),
                                  lambda s=sub, t=tgt: steps.run_transfer(inp, wb, s, t),
                                  lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True)))
+    return out
+
+
+def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
+    p, lay, out = inp.plan, inp.layout, []
+    for name in p.mains:
+        size = _size(p.models[name].train)
+        for attack, a in p.adaptive.attacks.items():
+            passes = attack_store.probe(attack, a.settings, a.eps[0] if a.eps else None).passes_per_image()
+            for metric in adaptive.metrics_of(inp, attack):
+                runs = lay.adaptive_runs(name, metric, attack)
+                out.append(Stage(f"adaptive {attack} vs {metric} on {name} ({a.images} images"
+                                 + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
+                                 len(runs) * a.images * passes * size,
+                                 lambda runs=runs: all(r.record.is_file() for r in runs),
+                                 lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at, progress, hook),
+                                 lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
+                                                     r.record.unlink(missing_ok=True)) for r in runs]))
+        if p.adaptive.sanity:
+            out.append(Stage(f"sanity checks on {name}", 32 * 3000 * size, lambda n=name: lay.sanity_path(n).is_file(),
+                             lambda n=name: sanity.run_checks(inp, n),
+                             lambda n=name: lay.sanity_path(n).unlink(missing_ok=True)))
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from .. import checkpoint, paper_ref
 from ..detectors import KDensity, score_features
 from ..io import config_hash, read_json, versions
+from . import adaptive
 from .inputs import Inputs
 
 
@@ -93,6 +94,19 @@ def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float],
         "cuts": list(cfg.get("cuts", {}).get("notes", [])),
         "timings": {"total_seconds": round(total_seconds, 2), "stage_seconds": dict(stage_seconds)},
         "models": models, "detectors": dets, "attacks": records, "transfer": transfer, "tsne": tsne,
-        "figure3": figure3, "noise": noise, "log_kd_normal": _log_kd_normal(inp),
+        "figure3": figure3, "noise": noise, "log_kd_normal": _log_kd_normal(inp), **_adaptive(inp),
     }
+
+
+def _adaptive(inp: Inputs) -> dict:
+    """``adaptive``: fpr, metrics, one record per model × metric × attack × ε, the worst case over attacks per
+    image, and the sanity checks per model (absent when the preset has no [adaptive] section)."""
+    ad = inp.plan.adaptive
+    if ad is None:
+        return {}
+    recs = adaptive.records(inp)
+    sanity = {m: read_json(inp.layout.sanity_path(m), "sanity checks")["checks"] for m in inp.plan.mains
+              if ad.sanity}
+    return {"adaptive": {"fpr": ad.fpr, "metrics": list(ad.metrics), "records": recs,
+                         "worst_case": adaptive.worst_case(recs), "sanity": sanity}}
 

@@ -93,7 +93,8 @@ def run_attack(inp: Inputs, model: str, attack: str, progress: bool, hook: Calla
         res, secs, _ = attack_store.load_parts(r.dir, n, a.batch, x)
         t2_run = r.eps is None or abs(r.eps - exp.table2_eps) < 1e-9
         noise = attack == paper_ref.NOISE_ATTACK
-        rec = score_attack(clf, res, y, clean, dets, keep_kd_values=t2_run or noise, all_kd_values=noise)
+        rec = score_attack(clf, res, y, clean, dets, keep_kd_values=t2_run or noise, all_kd_values=noise,
+                           heldout=inp.heldout_scores(model))
         paper_extras(attack, rec, res, x, y, clean, exp.figure3_images)
         rec.update(model=model, objective=plan.models[model].train.objective, attack=attack, eps=r.eps,
                    settings=a.settings, config_hash=r.hash, attack_seconds=round(secs, 3),
@@ -109,7 +110,8 @@ def run_transfer(inp: Inputs, attack: str, sub: str, tgt: str) -> None:
     x_pool, y_pool, _ = inp.pool()
     n = min(a.images, len(x_pool))
     res, _, _ = attack_store.load_parts(inp.layout.attack_runs(sub, attack)[0].dir, n, a.batch, x_pool[:n])
-    rec = transfer_record(inp.classifier(tgt), res, y_pool[:n], inp.pool_bank(tgt, n), inp.detectors(tgt))
+    rec = transfer_record(inp.classifier(tgt), res, y_pool[:n], inp.pool_bank(tgt, n), inp.detectors(tgt),
+                          heldout=inp.heldout_scores(tgt))
     for role, m in (("substitute", sub), ("target", tgt)):
         tc = inp.plan.models[m].train
         rec.update({role: m, f"{role}_arch": tc.arch, f"{role}_objective": tc.objective})

@@ -1,0 +1,206 @@
+"""PGD against the classifier AND the detector: the adaptive attack on a combined loss (Carlini & Wagner 2017,
+"Adversarial examples are not easily detected: bypassing ten detection methods"; PGD of Madry et al. 2018).
+
+Per example, with y the clean prediction, Z the effective logits and z the final hidden vector::
+
+    loss = (Z_y − max_{j≠y} Z_j) + λ · max(0, margin_det(z, Z, argmax Z))
+
+descended with the PGD steps of :mod:`.pgd` (L∞ or L2, projection then clipping). ``margin_det`` is the detector
+term's ``margin`` (> 0 where the deployed detector rejects x*, ≤ 0 where it accepts it) at the class the
+classifier currently predicts — the class the deployed detector checks. λ is searched per example over the
+schedule ``lambdas`` (each λ × ``restarts`` runs from the same seeded starts); per image the returned x* is,
+among the final iterates of all runs, a misclassified AND accepted one with the smallest distortion (in the
+attack's norm), else the one closest to that, i.e. with the smallest max(0, class margin) + max(0, margin_det).
+
+λ = 0 leaves the detector out of the loss: the run is then exactly ``pgd(loss="margin")`` (the same step code).
+The helpers here (:func:`check_term`, :func:`place_term`, :class:`Status`, :class:`Best`) serve the other
+adaptive attacks of this package.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .base import AttackResult, check_eps, prepare, register
+from .gradient import check_steps, finish, predict
+from .pgd import (
+    check_norm,
+    check_step_size,
+    class_margin,
+    distortion,
+    margin_loss,
+    per_example,
+    resolve_step_size,
+    run_pgd,
+    starts,
+)
+
+
+def check_term(detector) -> None:
+    """A detector term is any object with ``margin(z, logits, classes)``."""
+    if detector is None or not callable(getattr(detector, "margin", None)):
+        raise ConfigError("detector must be a detector term with margin(z, logits, classes) "
+                          "(e.g. rcedetect.detectors.Detector(...).attack_term())")
+
+
+def place_term(detector, classifier):
+    """The term on the classifier's device, after checking that it is for the classifier's classes."""
+    term_classes = getattr(detector, "num_classes", None)
+    if term_classes is not None and term_classes != classifier.num_classes:
+        raise ConfigError(f"the detector term is for {term_classes} classes but the classifier has "
+                          f"{classifier.num_classes}")
+    return detector.to(classifier.device) if callable(getattr(detector, "to", None)) else detector
+
+
+def check_lambda(value, name: str = "lambda") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def detector_margin(term, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The term's margin at the currently predicted class (the class the deployed detector checks)."""
+    return term.margin(z, logits, logits.argmax(1).detach())
+
+
+def combined_loss(classifier, term, label: torch.Tensor, lam: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-example class margin + λ · max(0, margin_det); for λ = 0 exactly :func:`.pgd.margin_loss`."""
+    if lam == 0:
+        return margin_loss(classifier, label)
+
+    def loss(xa: torch.Tensor) -> torch.Tensor:
+        z = classifier.features(xa)
+        logits = classifier.logits_from_features(z)
+        return class_margin(logits, label) + lam * detector_margin(term, z, logits).clamp_min(0)
+
+    return loss
+
+
+@dataclass
+class Status:
+    """Where images stand (per example, detached): the class margin, the detector margin, the distortion."""
+
+    class_margin: torch.Tensor
+    det_margin: torch.Tensor
+    misclassified: torch.Tensor
+    dist: torch.Tensor
+
+    @property
+    def accepted(self) -> torch.Tensor:
+        return self.det_margin <= 0
+
+    @property
+    def ok(self) -> torch.Tensor:
+        return self.misclassified & self.accepted
+
+    @property
+    def gap(self) -> torch.Tensor:
+        """max(0, class margin) + max(0, detector margin): 0 once both goals are met."""
+        return self.class_margin.clamp_min(0) + self.det_margin.clamp_min(0)
+
+
+def status_of(logits, det, label, x, x_adv, norm: str) -> Status:
+    logits, det = logits.detach(), det.detach()
+    return Status(class_margin(logits, label), det, logits.argmax(1) != label, distortion(x, x_adv.detach(), norm))
+
+
+@torch.no_grad()
+def evaluate(classifier, term, x: torch.Tensor, x_adv: torch.Tensor, label: torch.Tensor, norm: str) -> Status:
+    z = classifier.features(x_adv)
+    logits = classifier.logits_from_features(z)
+    return status_of(logits, detector_margin(term, z, logits), label, x, x_adv, norm)
+
+
+class Best:
+    """Per image, the best x* offered so far: misclassified AND accepted with the smallest distortion, else the
+    smallest gap (:attr:`Status.gap`); ties keep the earlier one. ``tags`` travel with the chosen image."""
+
+    def __init__(self, x: torch.Tensor):
+        n = len(x)
+        self.x = x.clone()
+        self.ok = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.dist = torch.full((n,), math.inf, device=x.device)
+        self.gap = torch.full((n,), math.inf, device=x.device)
+        self.tags: dict[str, torch.Tensor] = {}
+
+    def update(self, x_adv: torch.Tensor, st: Status, **tags: torch.Tensor | float) -> torch.Tensor:
+        ok, gap = st.ok, st.gap
+        take = (ok & (~self.ok | (st.dist < self.dist))) | (~ok & ~self.ok & (gap < self.gap))
+        self.x = torch.where(per_example(take, self.x), x_adv.detach(), self.x)
+        self.dist = torch.where(take, st.dist, self.dist)
+        self.gap = torch.where(take, gap, self.gap)
+        self.ok = self.ok | (take & ok)
+        for k, v in tags.items():
+            v = torch.as_tensor(v, dtype=torch.float32 if isinstance(v, float) else None, device=take.device)
+            old = self.tags.get(k, torch.full(take.shape, math.nan, device=take.device, dtype=v.dtype))
+            self.tags[k] = torch.where(take, v, old)
+        return take
+
+
+def finish_adaptive(classifier, term, x_in, x, x_adv, label, norm: str, iterations: int,
+                    **extra: torch.Tensor) -> AttackResult:
+    """The result at the chosen images: success = misclassified AND accepted, with the common extras."""
+    st = evaluate(classifier, term, x, x_adv, label, norm)
+    its = torch.full((len(x),), iterations, dtype=torch.long, device=x.device)
+    return finish(x_in, x, x_adv, st.ok, its, accepted=st.accepted, misclassified=st.misclassified,
+                  detector_margin=st.det_margin, **extra)
+
+
+@register("pgd_detector")
+@dataclass(frozen=True)
+class PGDDetector:
+    """PGD on class margin + λ · max(0, detector margin), λ searched over ``lambdas`` (module docstring).
+
+    Fields: ``eps``, ``detector`` (a detector term), ``norm`` ("linf" or "l2"), ``steps``, ``step_size``
+    (None = 2.5·eps/steps), ``lambdas`` (λ ≥ 0, at least one), ``restarts``, ``random_start``, ``seed``.
+    Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``lambda`` (the λ that produced x*).
+    """
+
+    eps: float
+    detector: Any = field(repr=False, compare=False)
+    norm: str = "linf"
+    steps: int = 100
+    step_size: float | None = None
+    lambdas: tuple[float, ...] = (0.0, 1.0, 10.0, 100.0)
+    restarts: int = 1
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        check_eps(self.eps)
+        check_term(self.detector)
+        check_norm(self.norm)
+        check_steps(self.steps)
+        check_steps(self.restarts, "restarts")
+        check_step_size(self.step_size)
+        if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
+            raise ConfigError(f"lambdas must be a sequence of numbers >= 0, got {self.lambdas!r}")
+        lambdas = tuple(check_lambda(v, "each lambda") for v in self.lambdas)
+        if not lambdas:
+            raise ConfigError("lambdas must hold at least one λ (e.g. (0, 1, 10, 100))")
+        object.__setattr__(self, "lambdas", lambdas)
+
+    def passes_per_image(self) -> float:
+        return 3.0 * self.steps * self.restarts * len(self.lambdas)
+
+    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
+        x_in = x
+        x, _ = prepare(classifier, x, y)
+        label = predict(classifier, x)
+        term = place_term(self.detector, classifier)
+        alpha = resolve_step_size(self.step_size, self.eps, self.steps)
+        best = Best(x)
+        for lam in self.lambdas:
+            loss_fn = combined_loss(classifier, term, label, lam)
+            for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
+                x_adv = run_pgd(x, start, loss_fn, eps=self.eps, norm=self.norm, steps=self.steps,
+                                step_size=alpha, direction=-1.0)
+                best.update(x_adv, evaluate(classifier, term, x, x_adv, label, self.norm), **{"lambda": lam})
+        its = self.steps * self.restarts * len(self.lambdas)
+        return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
