@@ -133,3 +133,28 @@ def test_foreign_results_file_is_refused(tmp_path, bad):
     write_json(tmp_path / "results.json", bad)
     with pytest.raises(CheckpointError):
         report.load(tmp_path)
+
+
+def test_cells_with_too_few_pairs_are_shown_but_never_compared():
+    """A 4-pair cell far from the paper is marked "too few pairs (4)" and is neither a disagreement nor a
+    reversal of the paper's claims; the same cell with 40 pairs is both."""
+    from rcedetect.report import _disagreements, _table2
+
+    results = fake_results()
+    rce_jsma = next(r for r in results["attacks"] if r["model"] == "rce" and r["attack"] == "jsma"
+                    and r["eps"] == results["table2_eps"])
+    ce_jsma = next(r for r in results["attacks"] if r["model"] == "ce" and r["attack"] == "jsma"
+                   and r["eps"] == results["table2_eps"])
+    for m in ("confidence", "non_me", "kd"):
+        rce_jsma["detection"][m]["auc_strict"] = 0.30  # far below the paper and below CE's 0.7
+    col = paper_ref.column(results["dataset"])
+    listed = " ".join(_disagreements(results, col)[-1][1])
+    assert "JSMA RCE kd" in listed and "under JSMA is lower for RCE" in listed
+    rce_jsma["n_pairs"] = 4
+    table = next(b for b in _table2(results, col, {}) if b[0] == "table")
+    row = next(r for r in table[2] if r[0] == "JSMA" and r[1] == "RCE")
+    assert row[2].startswith("too few pairs (4): 30.0")
+    blocks = _disagreements(results, col)
+    text = " ".join(b[1] if isinstance(b[1], str) else " ".join(b[1]) for b in blocks[1:])
+    assert "JSMA RCE" not in text and "under JSMA" not in text
+    assert ce_jsma["n_pairs"] == 40

@@ -189,5 +189,7 @@ FIGURES = (fig_auc_vs_eps, fig_2a, fig_2b, fig_3, fig_tsne, fig_noise, fig_kd_hi
 
 
 def make_all(results: dict, out_dir: str | Path) -> list[tuple[str, str, str]]:
+    from .figures_detection import fig_adaptive, fig_roc
+
     out_dir = Path(out_dir)
-    return [f for f in (fn(results, out_dir) for fn in FIGURES) if f]
+    return [f for f in (fn(results, out_dir) for fn in (*FIGURES, fig_roc, fig_adaptive)) if f]

@@ -9,14 +9,28 @@ The ``results.json`` schema is written by :mod:`rcedetect.pipeline` and document
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from . import detectors, paper_ref
 from .errors import CheckpointError
 from .io import atomic_write_bytes, read_json
-from .report_format import to_html, to_markdown
+from .operating_point import MIN_PAIRS
+from .report_adaptive import adaptive_blocks, operating_blocks
+from .report_format import (
+    auc_cell,
+    auc_of,
+    cell,
+    enough_pairs,
+    main_models,
+    num,
+    pct,
+    record,
+    seconds,
+    table2_record,
+    to_html,
+    to_markdown,
+)
 
 RESULTS = "results.json"
 TABLE2_ATTACKS = paper_ref.TABLE2_ATTACKS
@@ -31,63 +45,6 @@ def load(out_dir: str | Path) -> dict[str, Any]:
     if not isinstance(results, dict) or results.get("format") != "rcedetect-results":
         raise CheckpointError(f"{Path(out_dir) / RESULTS} is not an rcedetect results file")
     return results
-
-
-# ----------------------------------------------------------------------------------------------- formatting
-def num(v: float | None, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.{digits}f}"
-
-
-def cell(ours: float | None, paper: float | None, digits: int = 1) -> str:
-    """``ours (paper, Δ)``; just ``ours`` where the paper has no value."""
-    if paper is None:
-        return num(ours, digits)
-    if ours is None or (isinstance(ours, float) and math.isnan(ours)):
-        return f"– ({num(paper, digits)})"
-    return f"{num(ours, digits)} ({num(paper, digits)}, {ours - paper:+.{digits}f})"
-
-
-def seconds(v: float | None) -> str:
-    if v is None:
-        return "–"
-    if v >= 10:
-        return f"{v:.0f}"
-    return f"{v:.2g}" if v >= 0.01 else f"{v:.1e}"
-
-
-def pct(v: float | None) -> float | None:
-    return None if v is None else 100.0 * v
-
-
-# ----------------------------------------------------------------------------------------------- lookups
-def main_models(results: dict) -> list[str]:
-    return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
-
-
-def record(results: dict, model: str, attack: str, eps: float | None = None) -> dict | None:
-    for r in results.get("attacks", []):
-        if r["model"] == model and r["attack"] == attack and (eps is None or _close(r.get("eps"), eps)):
-            return r
-    return None
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and abs(a - b) < 1e-9
-
-
-def table2_record(results: dict, model: str, attack: str) -> dict | None:
-    """The record of ``attack`` on ``model`` behind Table 2: its run at table2_eps when it has an ε grid."""
-    has_grid = any(r["attack"] == attack and r.get("eps") is not None for r in results.get("attacks", []))
-    return record(results, model, attack, results.get("table2_eps") if has_grid else None)
-
-
-def auc_of(rec: dict | None, metric: str, key: str = "auc_strict") -> float | None:
-    if not rec:
-        return None
-    v = rec.get("detection", {}).get(metric, {}).get(key)
-    return pct(v)
 
 
 # ----------------------------------------------------------------------------------------------- blocks
@@ -105,9 +62,9 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
                    f"{col or 'none (no paper value for this dataset)'}.")))
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
-    b += _table1(results, col) + _table2(results, col, figs) + _figure2(figs) + _table3(results, col, figs)
-    b += _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += _disagreements(results, col)
+    b += _table1(results, col) + _table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
+    b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
+    b += adaptive_blocks(results, figs) + _disagreements(results, col)
     return b
 
 
@@ -130,7 +87,7 @@ def _table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
             rec = table2_record(results, model, attack)
             if rec is None:
                 continue
-            cells = [cell(auc_of(rec, m), paper_ref.auc(attack, obj, m, col)) for m in METRICS]
+            cells = [auc_cell(rec, m, paper_ref.auc(attack, obj, m, col)) for m in METRICS]
             tpr = rec.get("detection", {}).get("kd", {}).get("tpr_at_5fpr")
             rows.append([paper_ref.label(attack), obj.upper(), *cells, num(pct(tpr)), str(rec["n_pairs"])])
             half_rows.append([paper_ref.label(attack), obj.upper(),
@@ -237,6 +194,8 @@ def _disagreements(results: dict, col: str | None) -> list[tuple]:
         for model in main_models(results):
             obj = results["models"][model]["objective"]
             rec = table2_record(results, model, attack)
+            if not enough_pairs(rec):
+                continue  # too few pairs to disagree with anything
             for m in METRICS:
                 ours, paper = auc_of(rec, m), paper_ref.auc(attack, obj, m, col)
                 if ours is not None and paper is not None and abs(ours - paper) > DISAGREE_AUC:
@@ -246,12 +205,17 @@ def _disagreements(results: dict, col: str | None) -> list[tuple]:
     objs = {results["models"][m]["objective"]: m for m in main_models(results)}
     if {"ce", "rce"} <= set(objs):
         for attack in TABLE2_ATTACKS:
-            ce, rce = (auc_of(table2_record(results, objs[o], attack), "kd") for o in ("ce", "rce"))
+            recs = [table2_record(results, objs[o], attack) for o in ("ce", "rce")]
+            if not all(enough_pairs(r) for r in recs):
+                continue
+            ce, rce = (auc_of(r, "kd") for r in recs)
             if ce is not None and rce is not None and rce < ce:
                 items.append(f"K-density AUC under {paper_ref.label(attack)} is lower for RCE ({rce:.1f}) "
                              f"than for CE ({ce:.1f}); the paper has RCE ≥ CE for every attack.")
-    text = (f"Cells more than {DISAGREE_AUC:.0f} AUC points from the paper, and reversals of the paper's claims:"
-            if items else "No Table 2 cell is more than 5 AUC points from the paper, and no claim is reversed.")
+    text = (f"Cells more than {DISAGREE_AUC:.0f} AUC points from the paper, and reversals of the paper's claims "
+            f"(cells with fewer than {MIN_PAIRS} pairs are never counted):"
+            if items else f"No Table 2 cell with at least {MIN_PAIRS} pairs is more than {DISAGREE_AUC:.0f} AUC points "
+            "from the paper, and no claim is reversed.")
     if col is None:
         return []
     return [("h", 2, "Where ours disagrees with the paper"), ("p", text)] + ([("ul", items)] if items else [])

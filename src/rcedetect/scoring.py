@@ -24,13 +24,26 @@ def rounded(v: float | None, digits: int = 6) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
 
 
+def roc_points(s_clean, s_adv, mask, most: int = 60) -> dict | None:
+    """The ROC curve over the pairs (:func:`rcedetect.metrics.roc_curve`), thinned to at most ``most`` points."""
+    import numpy as np
+
+    m = torch.as_tensor(mask, dtype=torch.bool)
+    if not m.any():
+        return None
+    fpr, tpr, _ = metrics.roc_curve(s_clean[m], s_adv[m])
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(most, len(fpr))).round().astype(int))
+    return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
+
+
 def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank, y: torch.Tensor,
               detectors: dict[str, Metric], heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000,
-              seed: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
+              seed: int = 0, roc: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
     """({metric: record}, {metric: adversarial scores}): per detector the Table-2 numbers over the pairs (AUC
     strict and ½, TPR at 5 % FPR of the pairs' own clean scores, n_pairs) and, given the scores of clean held-out
     images (``heldout``), its operating points at 5 % and 1 % FPR with bootstrap intervals
-    (:func:`rcedetect.operating_point.operating_points`: thresholds from the held-out images alone)."""
+    (:func:`rcedetect.operating_point.operating_points`: thresholds from the held-out images alone); ``roc`` adds
+    the ROC curve over the pairs."""
     mask = metrics.pair_mask(y, clean.predictions, adv.predictions)
     out, adv_scores = {}, {}
     for name, metric in detectors.items():
@@ -41,13 +54,15 @@ def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank
         if heldout is not None:
             out[name]["operating_points"] = operating_points(heldout[name], s_clean, s_adv, y, clean.predictions,
                                                              adv.predictions, n_boot=n_boot, seed=seed)
+        if roc:
+            out[name]["roc"] = roc_points(s_clean, s_adv, mask)
         adv_scores[name] = s_adv
     return out, adv_scores
 
 
 def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features.FeatureBank,
                  detectors: dict[str, Metric], *, keep_kd_values: bool = False, all_kd_values: bool = False,
-                 heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000) -> dict:
+                 heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000, roc: bool = False) -> dict:
     """The Table-2 record of one attack run on ``classifier`` (``clean`` = the bank of the attacked clean images).
 
     ``keep_kd_values`` adds ``log_kd_adv`` (log K-density of the adversarial images of the pairs, or of all images
@@ -59,7 +74,7 @@ def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features
     y = y.cpu()
     pred_clean, pred_adv = clean.predictions.cpu(), adv.predictions.cpu()
     mask = metrics.pair_mask(y, pred_clean, pred_adv)
-    det, adv_scores = detection(classifier, clean, adv, y, detectors, heldout, n_boot)
+    det, adv_scores = detection(classifier, clean, adv, y, detectors, heldout, n_boot, roc=roc)
     l2 = l2_distortion(res.x.cpu(), res.x_adv.cpu())
     correct = pred_clean == y
     efficient = res.success.cpu() & correct

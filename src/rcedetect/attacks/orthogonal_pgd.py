@@ -50,6 +50,9 @@ def orthogonal_component(g: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 
 def _grad(out: torch.Tensor, xa: torch.Tensor, retain: bool) -> torch.Tensor:
+    """∇ₓ Σ out; zeros where ``out`` does not depend on x (a constant term, an empty batch)."""
+    if not out.requires_grad:
+        return torch.zeros_like(xa)
     (grad,) = torch.autograd.grad(out.sum(), xa, retain_graph=retain, allow_unused=True)
     return torch.zeros_like(xa) if grad is None else grad
 

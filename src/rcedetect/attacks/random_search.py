@@ -77,7 +77,7 @@ class RandomSearchDetector:
         x, _ = prepare(classifier, x, y)
         label = predict(classifier, x)
         term = place_term(self.detector, classifier)
-        n, d = len(x), x[0].numel()
+        n, d = x.flatten(1).shape
         count = max(1, round(self.p * d))
         g = seeded_generator(self.seed)
         signs = (2 * torch.randint(0, 2, (n, d), generator=g) - 1).to(x.device, x.dtype)

@@ -94,7 +94,7 @@ def run_attack(inp: Inputs, model: str, attack: str, progress: bool, hook: Calla
         t2_run = r.eps is None or abs(r.eps - exp.table2_eps) < 1e-9
         noise = attack == paper_ref.NOISE_ATTACK
         rec = score_attack(clf, res, y, clean, dets, keep_kd_values=t2_run or noise, all_kd_values=noise,
-                           heldout=inp.heldout_scores(model))
+                           heldout=inp.heldout_scores(model), roc=t2_run)
         paper_extras(attack, rec, res, x, y, clean, exp.figure3_images)
         rec.update(model=model, objective=plan.models[model].train.objective, attack=attack, eps=r.eps,
                    settings=a.settings, config_hash=r.hash, attack_seconds=round(secs, 3),

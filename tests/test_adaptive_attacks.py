@@ -1,0 +1,339 @@
+"""Adaptive attacks (PGD, PGD against a detector term, selective / orthogonal PGD, the K-density feature attack and
+the gradient-free random search): known answers on hand-weighted linear models, invariants on the tiny ResNets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tiny_nets import LinearNet
+
+from rcedetect import Classifier, attacks
+from rcedetect.attacks.feature_attack import feature_distance
+from rcedetect.attacks.gradient import BIM
+from rcedetect.attacks.orthogonal_pgd import OrthogonalPGD, orthogonal_component
+from rcedetect.attacks.pgd import class_margin, random_start
+from rcedetect.attacks.pgd_detector import PGDDetector
+from rcedetect.attacks.random_search import objective
+from rcedetect.detectors import KDTerm, KernelDensity, ScoreTerm
+from rcedetect.detectors import create as create_metric
+from rcedetect.errors import ConfigError
+
+ADAPTIVE = ("pgd_detector", "selective_pgd", "orthogonal_pgd", "feature_pgd", "random_search_detector")
+NAMES = ("pgd", *ADAPTIVE)
+#: small settings per attack, to keep the file fast
+FAST = {"pgd": {"steps": 10}, "pgd_detector": {"steps": 10, "lambdas": (0.0, 10.0)}, "selective_pgd": {"steps": 10},
+        "orthogonal_pgd": {"steps": 10}, "feature_pgd": {"steps": 10}, "random_search_detector": {"iterations": 30}}
+
+
+class AcceptAll:
+    """A detector term that rejects nothing: margin −1 everywhere, still a function of z for autograd."""
+
+    def margin(self, z, logits, classes):
+        return -1.0 + 0.0 * z.sum(1)
+
+
+def linear_classifier(classes=3, d=16, scale=3.0, seed=0, objective="ce"):
+    w = torch.randn(classes, d, generator=torch.Generator().manual_seed(seed)) * scale
+    return Classifier(LinearNet(w), objective).eval()
+
+
+def images(n=8, seed=1, lo=0.3, hi=0.7, side=4):
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(n, 1, side, side, generator=g)
+
+
+def box_images(n=8, seed=1):
+    """Images with pixels at 0 and at 1, so clipping to [0, 1] matters."""
+    x = images(n, seed, 0.0, 1.0)
+    x[:, :, 0, :2] = 0.0
+    x[:, :, 1, :2] = 1.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def linear_kd():
+    """(classifier, KDTerm) for a 3-class linear model whose features are the 16 pixels."""
+    clf = linear_classifier()
+    train = images(300, seed=7, lo=0.0, hi=1.0)
+    feats = train.flatten(1)
+    labels = clf.predict(train)
+    kd = KernelDensity.fit(feats, labels, 3, per_class=12, sigma2=0.5, seed=0)
+    sub = kd.subset(8, seed=1)
+    return clf, KDTerm(sub, sub.eta(feats, labels))
+
+
+@pytest.fixture(scope="module")
+def resnet_kd(rce_classifier, synthetic):
+    """A K-density term on the tiny RCE ResNet's final hidden features of the synthetic training set."""
+    train = synthetic.train_images()
+    with torch.no_grad():
+        feats = rce_classifier.features(train)
+    labels = synthetic.y_train
+    kd = KernelDensity.fit(feats, labels, 4, per_class=50, sigma2=20.0, seed=0)
+    sub = kd.subset(20, seed=1)
+    return KDTerm(sub, sub.eta(feats, labels))
+
+
+def build(name, eps, term, **kw):
+    settings = {"eps": eps, **FAST[name], **kw}
+    if name != "pgd":
+        settings["detector"] = term
+    return attacks.create(name, **settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_registry_traits():
+    for name in NAMES:
+        spec = attacks.spec(name)
+        assert spec.takes_eps and spec.seeded, name
+        assert spec.needs_detector == (name != "pgd"), name
+    assert attacks.create("selective_pgd", eps=0.1, detector=AcceptAll()).mode == "selective"
+    assert attacks.create("orthogonal_pgd", eps=0.1, detector=AcceptAll()).mode == "orthogonal"
+    pgd = attacks.create("pgd", eps=0.1)
+    assert (pgd.norm, pgd.steps, pgd.step_size, pgd.random_start, pgd.restarts, pgd.loss) == (
+        "linf", 100, None, True, 1, "ce")
+    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll()).lambdas == (0.0, 1.0, 10.0, 100.0)
+    assert attacks.create("pgd", eps=0.1, steps=7, restarts=2).passes_per_image() == 42.0
+    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5).passes_per_image() == 60.0
+
+
+@pytest.mark.parametrize("bad", [
+    ("pgd_detector", {"lambdas": (1.0, -1.0)}), ("pgd_detector", {"lambdas": ()}), ("pgd", {"norm": "l1"}),
+    ("pgd_detector", {"norm": "l1"}), ("orthogonal_pgd", {"norm": "linf2"}), ("feature_pgd", {"norm": "l0"}),
+    ("pgd", {"loss": "hinge"}), ("pgd", {"steps": 0}), ("pgd", {"restarts": 0}), ("pgd", {"eps": -0.1}),
+    ("pgd", {"step_size": -1.0}), ("random_search_detector", {"lam": -1.0}), ("random_search_detector", {"p": 0.0}),
+    ("random_search_detector", {"p": 1.5}), ("feature_pgd", {"k": 0}), ("orthogonal_pgd", {"mode": "parallel"}),
+])
+def test_bad_settings_raise_config_error(bad):
+    name, settings = bad
+    kw = {"eps": 0.1, **({} if name == "pgd" else {"detector": AcceptAll()}), **settings}
+    with pytest.raises(ConfigError):
+        attacks.create(name, **kw)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_missing_detector_raises_config_error(name):
+    with pytest.raises(ConfigError, match="detector"):
+        attacks.create(name, eps=0.1)
+    with pytest.raises(ConfigError, match="detector"):
+        attacks.spec(name).cls(eps=0.1, detector=None)
+    with pytest.raises(ConfigError, match="detector"):
+        attacks.create(name, eps=0.1, detector=object())
+
+
+def test_feature_pgd_needs_a_kdensity_term():
+    clf = linear_classifier()
+    term = ScoreTerm(create_metric("confidence"), -0.5)
+    with pytest.raises(ConfigError, match="needs a K-density detector term"):
+        attacks.create("feature_pgd", eps=0.1, detector=term, steps=2)(clf, images(2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eps_zero_returns_the_input(name, linear_kd):
+    clf, term = linear_kd
+    x = box_images()
+    res = build(name, 0.0, term)(clf, x)
+    assert torch.equal(res.x_adv, x)
+    assert not res.success.any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch(name, linear_kd):
+    clf, term = linear_kd
+    res = build(name, 0.1, term)(clf, images(2)[:0])
+    assert res.x_adv.shape == (0, 1, 4, 4) and res.success.shape == (0,)
+    assert all(v.shape == (0,) for v in res.extra.values())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+@pytest.mark.parametrize("name", NAMES)
+def test_budget_box_and_input_untouched(name, norm, eps, linear_kd):
+    if name == "random_search_detector" and norm == "l2":
+        pytest.skip("the random search is L∞ only")
+    clf, term = linear_kd
+    x = box_images()
+    before = x.clone()
+    kw = {} if name == "random_search_detector" else {"norm": norm}
+    res = build(name, eps, term, **kw)(clf, x)
+    assert torch.equal(x, before)
+    assert res.x_adv.shape == x.shape and float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    delta = (res.x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert bool((size <= eps * (1 + 1e-5)).all()), size
+    assert res.success.dtype == torch.bool and len(res.success) == len(x)
+
+
+def test_random_start_is_inside_the_ball():
+    x = images(16, lo=0.0, hi=1.0)
+    g = torch.Generator().manual_seed(0)
+    linf = random_start(x, 0.1, "linf", g) - x
+    l2 = random_start(x, 0.5, "l2", g) - x
+    assert float(linf.abs().max()) <= 0.1 + 1e-7 and float(linf.abs().max()) > 0.05
+    assert bool((l2.flatten(1).norm(dim=1) <= 0.5 + 1e-6).all())
+
+
+def test_pgd_ce_without_random_start_is_bim():
+    """Same steps (ε/steps, sign of the CE gradient), projection and clipping as BIM: the same images."""
+    clf = linear_classifier()
+    x = box_images()
+    pgd = attacks.create("pgd", eps=0.1, steps=10, step_size=0.01, random_start=False)(clf, x)
+    assert torch.equal(pgd.x_adv, BIM(0.1, steps=10)(clf, x).x_adv)
+
+
+def test_pgd_restarts_only_add_successes(rce_classifier, test_batch):
+    x = test_batch[0][:16]
+    one = attacks.create("pgd", eps=0.15, steps=10, restarts=1, seed=3)(rce_classifier, x)
+    three = attacks.create("pgd", eps=0.15, steps=10, restarts=3, seed=3)(rce_classifier, x)
+    assert bool((three.success >= one.success).all()) and int(three.success.sum()) > int(one.success.sum())
+    same = one.success  # the first restart starts at the same point, so its successes are kept as they are
+    assert torch.equal(three.x_adv[same], one.x_adv[same])
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 1.0)])
+def test_pgd_detector_lambda0_is_pgd_margin(norm, eps, rce_classifier, test_batch, resnet_kd):
+    x = test_batch[0][:16]
+    pgd = attacks.create("pgd", eps=eps, norm=norm, steps=8, loss="margin", random_start=False)(rce_classifier, x)
+    det = PGDDetector(eps=eps, detector=resnet_kd, norm=norm, steps=8, lambdas=(0,), restarts=1,
+                      random_start=False)(rce_classifier, x)
+    assert torch.equal(det.x_adv, pgd.x_adv)
+    assert torch.equal(det.extra["misclassified"], pgd.success)
+    assert det.extra["lambda"].tolist() == [0.0] * 16
+
+
+def test_pgd_detector_against_a_permissive_term_is_pgd(rce_classifier, test_batch):
+    x = test_batch[0][:24]
+    pgd = attacks.create("pgd", eps=0.18, steps=10, loss="margin", restarts=2, seed=5)(rce_classifier, x)
+    det = attacks.create("pgd_detector", eps=0.18, detector=AcceptAll(), steps=10, restarts=2, seed=5)(
+        rce_classifier, x)
+    assert 0 < int(pgd.success.sum()) < len(x)  # a case with both outcomes
+    assert torch.equal(det.success, pgd.success)
+    assert bool(det.extra["accepted"].all()) and torch.equal(det.extra["misclassified"], det.success)
+
+
+def test_pgd_detector_extras_describe_the_returned_image(linear_kd):
+    clf, term = linear_kd
+    x = images(12)
+    lambdas = (0.0, 1.0, 10.0)
+    res = attacks.create("pgd_detector", eps=0.15, detector=term, steps=20, lambdas=lambdas)(clf, x)
+    with torch.no_grad():
+        z = clf.features(res.x_adv)
+        logits = clf.logits_from_features(z)
+        margin = term.margin(z, logits, logits.argmax(1))
+    torch.testing.assert_close(res.extra["detector_margin"], margin)
+    assert torch.equal(res.extra["accepted"], margin <= 0)
+    assert torch.equal(res.extra["misclassified"], logits.argmax(1) != clf.predict(x))
+    assert torch.equal(res.success, res.extra["accepted"] & res.extra["misclassified"])
+    assert set(res.extra["lambda"].tolist()) <= set(lambdas)
+
+
+def test_orthogonal_component():
+    g = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    h = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    p = orthogonal_component(g, h)
+    dots = (p.flatten(1) * h.flatten(1)).sum(1)
+    assert bool((dots.abs() <= 1e-5 * g.flatten(1).norm(dim=1) * h.flatten(1).norm(dim=1)).all())
+    torch.testing.assert_close(orthogonal_component(p, h), p, atol=1e-6, rtol=0)  # p ⟂ h stays as it is
+    h[2] = 0.0  # a zero gradient removes nothing
+    assert torch.equal(orthogonal_component(g, h)[2], g[2])
+    torch.testing.assert_close(orthogonal_component(h[:1] * 3.0, h[:1]), torch.zeros_like(h[:1]), atol=1e-6, rtol=0)
+
+
+def low_confidence_case():
+    """Logits 10·(x₀, x₁, x₂) of 4-pixel images; x₁, x₂ a little below x₀, so class 0 wins with confidence < 0.5.
+
+    Accepting confidence ≥ 0.45 is satisfiable in the L2 ball of radius 0.3: the witness δ = (−0.1, +0.1, −0.1, 0)
+    (‖δ‖ = 0.17) gives logits (5, 6.3..6.8, 4.3..4.8), class 1 with confidence > 0.6. Below confidence 0.5 a path
+    of constant confidence reaches the class boundary, so even the orthogonal steps (which keep the detector score
+    constant to first order while misclassifying) get there.
+    """
+    clf = Classifier(LinearNet(10.0 * torch.eye(3, 4)), "ce").eval()
+    u = 0.02 + 0.05 * torch.rand(8, 2, generator=torch.Generator().manual_seed(0))
+    x = torch.stack([torch.full((8,), 0.6), 0.6 - u[:, 0], 0.6 - u[:, 1], torch.full((8,), 0.5)], 1)
+    term = ScoreTerm(create_metric("confidence"), threshold=-0.45)
+    witness = x + torch.tensor([-0.1, 0.1, -0.1, 0.0])
+    return clf, x.view(-1, 1, 2, 2), term, witness.view(-1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("mode,norm", [("selective", "linf"), ("selective", "l2"), ("orthogonal", "l2")])
+def test_selective_and_orthogonal_succeed_when_satisfiable(mode, norm):
+    clf, x, term, witness = low_confidence_case()
+    with torch.no_grad():
+        logits = clf.logits(witness)
+        assert bool((logits.argmax(1) != 0).all()) and bool((term.margin(None, logits, None) <= 0).all())
+        assert bool((torch.softmax(clf.logits(x), 1).amax(1) < 0.5).all())
+    eps = 0.2 if norm == "linf" else 0.3
+    res = OrthogonalPGD(eps=eps, detector=term, mode=mode, norm=norm, steps=50, random_start=False)(clf, x)
+    assert bool(res.success.all()), res.extra["detector_margin"]
+    assert bool((res.extra["detector_margin"] <= 0).all()) and bool(res.extra["misclassified"].all())
+    assert bool((res.extra["step"] >= 1).all())  # found along the way, not the start
+
+
+def test_gradient_free_search_does_not_beat_the_gradient_attack():
+    clf = linear_classifier()
+    x = images(8)
+    term = ScoreTerm(create_metric("confidence"), threshold=-0.95)
+    grad = attacks.create("pgd_detector", eps=0.2, detector=term, steps=50)(clf, x)
+    free = attacks.create("random_search_detector", eps=0.2, detector=term, iterations=200)(clf, x)
+    assert bool(grad.success.all())
+    assert int(free.success.sum()) <= int(grad.success.sum())
+
+
+def test_random_search_never_ends_above_its_start(linear_kd):
+    clf, term = linear_kd
+    x = images(16)
+    res = attacks.create("random_search_detector", eps=0.1, detector=term, iterations=60, lam=2.0, seed=4)(clf, x)
+    assert bool((res.extra["objective"] <= res.extra["start_objective"]).all())
+    assert bool((res.extra["objective"] < res.extra["start_objective"]).any())  # it does search
+    torch.testing.assert_close(res.extra["objective"], objective(clf, term, res.x_adv, clf.predict(x), 2.0))
+    assert bool(((res.x_adv - x).abs().amax((1, 2, 3)) > 0).all())
+
+
+def test_feature_pgd_pulls_z_toward_the_target_kernel(rce_classifier, test_batch, resnet_kd):
+    x = test_batch[0][:16]
+    res = attacks.create("feature_pgd", eps=0.1, detector=resnet_kd, steps=15, seed=2)(rce_classifier, x)
+    pred = rce_classifier.predict(x)
+    assert res.target is not None and bool((res.target != pred).all())
+    with torch.no_grad():
+        clean = feature_distance(rce_classifier.features(x), resnet_kd.density, res.target, 10)
+        z = rce_classifier.features(res.x_adv)
+        logits = rce_classifier.logits_from_features(z)
+    assert bool((res.extra["feature_distance"] < clean).all())
+    torch.testing.assert_close(res.extra["feature_distance"], feature_distance(z, resnet_kd.density, res.target, 10))
+    assert torch.equal(res.extra["target_reached"], logits.argmax(1) == res.target)
+    accepted = resnet_kd.margin(z, logits, logits.argmax(1)) <= 0
+    assert torch.equal(res.extra["accepted"], accepted)
+    assert torch.equal(res.success, accepted & res.extra["target_reached"])
+
+
+def test_feature_distance_uses_the_k_nearest_valid_points():
+    kernels = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [100.0, 0.0]]])
+    density = KernelDensity(kernels, 1.0, counts=torch.tensor([3]))  # the 4th point is padding
+    z = torch.zeros(1, 2)
+    target = torch.zeros(1, dtype=torch.long)
+    assert feature_distance(z, density, target, 2).item() == pytest.approx(0.5)
+    assert feature_distance(z, density, target, 10).item() == pytest.approx(10.0 / 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_results_are_reproducible(name, linear_kd):
+    clf, term = linear_kd
+    x = images(6)
+    kw = {} if name == "random_search_detector" else {"step_size": 0.005}  # small steps: the start still shows
+    a = build(name, 0.1, term, seed=11, **kw)(clf, x)
+    b = build(name, 0.1, term, seed=11, **kw)(clf, x)
+    c = build(name, 0.1, term, seed=12, **kw)(clf, x)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+    assert not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_rce_margin_uses_effective_logits():
+    """On an RCE model the attacks see −Z: PGD lowers the margin of the effective logits, not of the raw ones."""
+    clf = linear_classifier(objective="rce")
+    x = images(8)
+    res = attacks.create("pgd", eps=0.1, steps=20, loss="margin", random_start=False)(clf, x)
+    label = clf.predict(x)
+    with torch.no_grad():
+        before, after = class_margin(clf.logits(x), label), class_margin(clf.logits(res.x_adv), label)
+    assert bool((after < before).all()) and math.isfinite(float(after.sum()))
