@@ -12,8 +12,14 @@ the detector rejects x*). Instead of one weighted sum (:mod:`.pgd_detector`) eac
 
 Steps, projection and clipping are those of :mod:`.pgd` (L∞ sign steps or L2 normalised steps, α = 2.5·ε/steps
 by default). Per image the best iterate over all steps of all restarts is returned: misclassified AND accepted
-with the smallest distortion, else the one with the smallest max(0, f) + max(0, g) (as the original keeps the
-best successful iterate). Two presets of one class: ``selective_pgd`` and ``orthogonal_pgd``.
+with the smallest distortion, else the one with the smallest max(0, f) + max(0, g) (the rule of
+:mod:`.pgd_detector`; the original code keeps the misclassified iterate with the lowest detector score). Two presets
+of one class: ``selective_pgd`` and ``orthogonal_pgd``.
+
+Limits: with L∞ the sign of the projected gradient is no longer orthogonal (small components become full
+steps); and against a score tied to the classification itself (confidence, non-ME) a path of constant score to
+the class boundary may not exist (the confidence there is ≤ 1/2), so ``orthogonal`` can stall where
+``selective`` or :mod:`.pgd_detector` succeed.
 """
 
 from __future__ import annotations
