@@ -96,7 +96,9 @@ def test_registry_traits():
         "linf", 100, None, True, 1, "ce")
     assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll()).lambdas == (0.0, 1.0, 10.0, 100.0)
     assert attacks.create("pgd", eps=0.1, steps=7, restarts=2).passes_per_image() == 42.0
-    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5).passes_per_image() == 60.0
+    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5).passes_per_image() == 80.0
+    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5,
+                          keep_best=False).passes_per_image() == 60.0
 
 
 @pytest.mark.parametrize("bad", [
@@ -196,7 +198,7 @@ def test_pgd_detector_lambda0_is_pgd_margin(norm, eps, rce_classifier, test_batc
     x = test_batch[0][:16]
     pgd = attacks.create("pgd", eps=eps, norm=norm, steps=8, loss="margin", random_start=False)(rce_classifier, x)
     det = PGDDetector(eps=eps, detector=resnet_kd, norm=norm, steps=8, lambdas=(0,), restarts=1,
-                      random_start=False)(rce_classifier, x)
+                      random_start=False, keep_best=False)(rce_classifier, x)
     assert torch.equal(det.x_adv, pgd.x_adv)
     assert torch.equal(det.extra["misclassified"], pgd.success)
     assert det.extra["lambda"].tolist() == [0.0] * 16
@@ -205,11 +207,24 @@ def test_pgd_detector_lambda0_is_pgd_margin(norm, eps, rce_classifier, test_batc
 def test_pgd_detector_against_a_permissive_term_is_pgd(rce_classifier, test_batch):
     x = test_batch[0][:24]
     pgd = attacks.create("pgd", eps=0.18, steps=10, loss="margin", restarts=2, seed=5)(rce_classifier, x)
-    det = attacks.create("pgd_detector", eps=0.18, detector=AcceptAll(), steps=10, restarts=2, seed=5)(
-        rce_classifier, x)
+    det = attacks.create("pgd_detector", eps=0.18, detector=AcceptAll(), steps=10, restarts=2, seed=5,
+                         keep_best=False)(rce_classifier, x)
     assert 0 < int(pgd.success.sum()) < len(x)  # a case with both outcomes
     assert torch.equal(det.success, pgd.success)
     assert bool(det.extra["accepted"].all()) and torch.equal(det.extra["misclassified"], det.success)
+    # keeping the best iterate of every step (the default) can only add successes
+    best = attacks.create("pgd_detector", eps=0.18, detector=AcceptAll(), steps=10, restarts=2, seed=5)(
+        rce_classifier, x)
+    assert bool((best.success | ~det.success).all())
+
+
+def test_more_steps_at_the_same_step_size_never_lose_a_success(rce_classifier, test_batch, resnet_kd):
+    """With the best iterate kept, the first 8 steps of a 32-step run are the 8-step run: success can only grow."""
+    x = test_batch[0][:24]
+    kw = {"eps": 0.18, "detector": resnet_kd, "step_size": 0.18 * 2.5 / 8, "lambdas": (0.0, 10.0), "seed": 1}
+    short = attacks.create("pgd_detector", steps=8, **kw)(rce_classifier, x)
+    long = attacks.create("pgd_detector", steps=32, **kw)(rce_classifier, x)
+    assert bool((long.success | ~short.success).all())
 
 
 def test_pgd_detector_extras_describe_the_returned_image(linear_kd):

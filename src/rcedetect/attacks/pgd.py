@@ -128,12 +128,16 @@ def input_gradient(loss_fn: Callable[[torch.Tensor], torch.Tensor], x_adv: torch
 
 
 def run_pgd(x: torch.Tensor, start: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, eps: float,
-            norm: str, steps: int, step_size: float, direction: float) -> torch.Tensor:
-    """``steps`` PGD steps on ``loss_fn`` (per-example losses) from ``start``; the final iterate."""
+            norm: str, steps: int, step_size: float, direction: float,
+            on_iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """``steps`` PGD steps on ``loss_fn`` (per-example losses) from ``start``; the final iterate.
+    ``on_iterate(x_adv)`` sees every iterate after a step (to keep the best one, not just the last)."""
     x_adv = start.detach()
     for _ in range(steps):
         x_adv = pgd_step(x, x_adv, input_gradient(loss_fn, x_adv), eps=eps, norm=norm, step_size=step_size,
                          direction=direction)
+        if on_iterate is not None:
+            on_iterate(x_adv)
     return x_adv
 
 

@@ -9,10 +9,12 @@ descended with the PGD steps of :mod:`.pgd` (L∞ or L2, projection then clippin
 term's ``margin`` (> 0 where the deployed detector rejects x*, ≤ 0 where it accepts it) at the class the
 classifier currently predicts — the class the deployed detector checks. λ is searched per example over the
 schedule ``lambdas`` (each λ × ``restarts`` runs from the same seeded starts); per image the returned x* is,
-among the final iterates of all runs, a misclassified AND accepted one with the smallest distortion (in the
-attack's norm), else the one closest to that, i.e. with the smallest max(0, class margin) + max(0, margin_det).
+among every iterate of all runs (``keep_best``; else only the final iterates), a misclassified AND accepted one
+with the smallest distortion (in the attack's norm), else the one closest to that, i.e. with the smallest
+max(0, class margin) + max(0, margin_det).
 
-λ = 0 leaves the detector out of the loss: the run is then exactly ``pgd(loss="margin")`` (the same step code).
+λ = 0 leaves the detector out of the loss: with ``keep_best=False`` the run is then exactly ``pgd(loss="margin")``
+(the same step code).
 The helpers here (:func:`check_term`, :func:`place_term`, :class:`Status`, :class:`Best`) serve the other
 adaptive attacks of this package.
 """
@@ -171,6 +173,7 @@ class PGDDetector:
     restarts: int = 1
     random_start: bool = True
     seed: int = 0
+    keep_best: bool = True
 
     def __post_init__(self):
         check_eps(self.eps)
@@ -187,7 +190,7 @@ class PGDDetector:
         object.__setattr__(self, "lambdas", lambdas)
 
     def passes_per_image(self) -> float:
-        return 3.0 * self.steps * self.restarts * len(self.lambdas)
+        return (3.0 + self.keep_best) * self.steps * self.restarts * len(self.lambdas)
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
@@ -198,9 +201,13 @@ class PGDDetector:
         best = Best(x)
         for lam in self.lambdas:
             loss_fn = combined_loss(classifier, term, label, lam)
+            def offer(xa: torch.Tensor, lam: float = lam) -> None:
+                best.update(xa, evaluate(classifier, term, x, xa, label, self.norm), **{"lambda": lam})
+
             for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
                 x_adv = run_pgd(x, start, loss_fn, eps=self.eps, norm=self.norm, steps=self.steps,
-                                step_size=alpha, direction=-1.0)
-                best.update(x_adv, evaluate(classifier, term, x, x_adv, label, self.norm), **{"lambda": lam})
+                                step_size=alpha, direction=-1.0, on_iterate=offer if self.keep_best else None)
+                if not self.keep_best:
+                    offer(x_adv)
         its = self.steps * self.restarts * len(self.lambdas)
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)

@@ -25,16 +25,13 @@ from pathlib import Path
 DEFAULT_CALIBRATION = 1000
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
-    p.add_argument("run_dir")
+def add_detector_options(p) -> None:
+    """The options that fit and calibrate a run's detector (shared by ``rce detect`` and ``rce calibrate``)."""
     from ..detectors import names
 
+    p.add_argument("run_dir")
     p.add_argument("--metric", required=True, choices=names(), help="a registered detector (rcedetect.detectors)")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="image files, .npz (array x) or .safetensors (tensor x) batches")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--calibration-size", type=int, default=None,
                    help=f"clean images from the end of the test split used for T (default {DEFAULT_CALIBRATION}, "
                         "at most half of the split)")
@@ -47,6 +44,14 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--data-file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
+    add_detector_options(p)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="image files, .npz (array x) or .safetensors (tensor x) batches")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
 
 
@@ -93,13 +98,10 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     return det
 
 
-def run(args) -> int:
-    from .. import checkpoint, data
-    from ..detectors import Detector
-    from ..device import resolve
-    from ..errors import ConfigError, InputError, RceError
+def checked_settings(args) -> tuple:
+    """(per_class, sigma2) from the options, checked before anything is loaded."""
+    from ..errors import ConfigError
 
-    run_dir = Path(args.run_dir)
     if not 0.0 <= args.fpr < 1.0:
         raise ConfigError(f"--fpr must be in [0, 1), got {args.fpr}")
     per_class = args.per_class if args.per_class == "all" else None
@@ -114,25 +116,53 @@ def run(args) -> int:
             sigma2 = float(sigma2)
         except ValueError:
             raise ConfigError(f"--sigma2 must be a number or 'auto', got {args.sigma2!r}") from None
-    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
-    clf = ckpt.classifier
-    inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    return per_class, sigma2
 
+
+def calibrated_detector(args, ckpt):
+    """The run's detector for ``args.metric``, fitted and calibrated at ``args.fpr`` on clean held-out test
+    images, loaded from ``RUN/detector-<metric>/`` when its settings and the weights match, else (re)built."""
+    from ..detectors import Detector
+    from ..errors import RceError
+
+    per_class, sigma2 = checked_settings(args)
+    run_dir = Path(args.run_dir)
     key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
            "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": sigma2,
            "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
     folder = run_dir / f"detector-{args.metric}"
-    det = None
     if not args.refit and (folder / "detector.json").is_file():
         try:
-            det = Detector.load(folder, clf)
-            if det.extra.get("key") != key or not det.calibrated:
-                det = None
+            det = Detector.load(folder, ckpt.classifier)
+            if det.extra.get("key") == key and det.calibrated:
+                return det
         except RceError:
-            det = None  # a stale or broken cache is rebuilt
-    if det is None:
-        det = _fit(args, ckpt, run_dir, key, folder)
+            pass  # a stale or broken cache is rebuilt
+    return _fit(args, ckpt, run_dir, key, folder)
 
+
+def describe(det, folder: Path, sigma2_setting) -> str:
+    """One line: the detector, its bandwidth, its threshold and where it is cached."""
+    bw = ""
+    if det.kd:
+        which = {None: "the paper's", "auto": "automatic"}.get(sigma2_setting, "given")
+        bw = (f", sigma2={det.kd.sigma2:.4g} ({which}; maximum held-out likelihood: "
+              f"{det.extra.get('sigma2_auto', float('nan')):.4g})")
+    return (f"{det.metric} detector{bw}: threshold {det.threshold:.6g} rejects {100 * det.fpr:g}% of clean inputs "
+            f"({det.extra.get('calibration')}); cached in {folder}")
+
+
+def run(args) -> int:
+    from .. import checkpoint, data
+    from ..device import resolve
+    from ..errors import InputError
+
+    checked_settings(args)
+    run_dir = Path(args.run_dir)
+    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    clf = ckpt.classifier
+    inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    det = calibrated_detector(args, ckpt)
     shape = tuple(det.extra["image_shape"])
     results = []
     for path, x in inputs:
@@ -150,13 +180,7 @@ def run(args) -> int:
                           "sigma2_auto": det.extra.get("sigma2_auto"),
                           "results": results}, indent=1))
         return 0
-    bw = ""
-    if det.kd:
-        which = {None: "the paper's", "auto": "automatic"}.get(sigma2, "given")
-        bw = (f", sigma2={det.kd.sigma2:.4g} ({which}; maximum held-out likelihood: "
-              f"{det.extra.get('sigma2_auto', float('nan')):.4g})")
-    print(f"{det.metric} detector{bw}: threshold {det.threshold:.6g} rejects {100 * det.fpr:g}% of clean inputs "
-          f"({det.extra.get('calibration')}); cached in {folder}")
+    print(describe(det, run_dir / f"detector-{args.metric}", args.sigma2))
     for r in results:
         name = r["input"] if r["index"] is None else f"{r['input']}[{r['index']}]"
         print(f"{name}: {'NOT SURE' if r['not_sure'] else r['label']} (score {r['score']:.6g})")

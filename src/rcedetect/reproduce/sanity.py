@@ -4,7 +4,8 @@ AutoAttack's flags, Croce & Hein 2020): each is run and reported; a failed one i
 On ``m`` (≤ 32) pool images, for the K-density detector (else the first metric) and ``pgd_detector``:
 
 1. ``large_eps``: at ε = 1 (L∞; any image is reachable) the attack succeeds on ≥ 90 % of the images;
-2. ``more_iterations``: 4× the steps does not lower the success rate (beyond one image of sampling noise);
+2. ``more_iterations``: 4× the steps at the same step size does not lower the success rate (the first steps are the
+   shorter run's and the best iterate is kept, so it cannot, unless the attack is broken);
 3. ``lambda_zero``: λ = 0 gives exactly plain PGD on the classification margin (the same images, bit for bit);
 4. ``gradient``: the detector term's gradient with respect to the input is finite and non-zero on every image;
 5. ``gradient_free``: a random search on the same objective does not beat the gradient attacks at the same ε;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import attack_store, attacks, paper_ref
+from .. import attack_store, attacks
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record
@@ -30,6 +31,57 @@ def _check(name: str, passed: bool, detail: str, **values) -> dict:
     return {"check": name, "passed": bool(passed), "detail": detail, **values}
 
 
+# -- the verdicts: pure functions of what was measured (tests drive each one to fail) ---------------------------
+def large_eps(sr: float, m: int) -> dict:
+    return _check("large_eps", sr >= 0.9, f"at ε = 1 the attack fools classifier and detector on {100 * sr:.0f} % "
+                  f"of {m} images (expected ≥ 90 %)", sr=sr)
+
+
+def more_iterations(sr: float, sr_more: float, steps: int, eps: float) -> dict:
+    return _check("more_iterations", sr_more >= sr - 1e-9, f"ε {eps:g}: {steps} steps fool {100 * sr:.0f} %, "
+                  f"{4 * steps} steps {100 * sr_more:.0f} %", sr=sr, sr_more=sr_more)
+
+
+def lambda_zero(x_zero: torch.Tensor, x_pgd: torch.Tensor) -> dict:
+    same = torch.equal(x_zero, x_pgd)
+    return _check("lambda_zero", same, "λ = 0 gives exactly plain PGD on the margin" if same
+                  else "λ = 0 does NOT reproduce plain PGD: the combined loss is mis-wired")
+
+
+def gradient(grads: torch.Tensor, metric: str) -> dict:
+    norms = grads.flatten(1).norm(dim=1)
+    ok = torch.isfinite(norms) & (norms > 0)
+    return _check("gradient", bool(ok.all()), f"the {metric} detector term's input gradient is finite and non-zero "
+                  f"on {int(ok.sum())} of {len(ok)} images", share=float(ok.float().mean()))
+
+
+def gradient_free(sr_search: float, sr_gradient: float, m: int, eps: float) -> dict:
+    return _check("gradient_free", sr_search <= sr_gradient + 1 / m + 1e-9,
+                  f"ε {eps:g}: random search fools {100 * sr_search:.0f} %, the best gradient attack "
+                  f"{100 * sr_gradient:.0f} %", sr=sr_search, sr_gradient=sr_gradient)
+
+
+def transfer(sr_transfer: float, sr_whitebox: float, m: int, eps: float, source: str) -> dict:
+    return _check("transfer", sr_transfer <= sr_whitebox + 1 / m + 1e-9,
+                  f"ε {eps:g}: {GRADIENT_ATTACK} images made on {source} fool this model and its detector on "
+                  f"{100 * sr_transfer:.0f} %, white-box on it {100 * sr_whitebox:.0f} %",
+                  sr=sr_transfer, sr_whitebox=sr_whitebox)
+
+
+def term_gradients(classifier, term, x: torch.Tensor) -> torch.Tensor:
+    """∂ margin / ∂x of a detector term at images ``x`` (the class checked is the predicted one)."""
+    x = x.to(classifier.device).detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = classifier.features(x)
+        logits = classifier.logits_from_features(z)
+        margin = term.margin(z, logits, logits.argmax(1))
+        if not margin.requires_grad:
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(margin.sum(), x)
+    return g
+
+
+# -- running them ----------------------------------------------------------------------------------------------
 def _run(inp: Inputs, model: str, metric: str, name: str, settings: dict, eps: float, m: int):
     """One attack on the first ``m`` pool images against ``metric``'s calibrated threshold (not cached)."""
     x, y, _ = inp.pool()
@@ -48,55 +100,33 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     ad = inp.plan.adaptive
     if GRADIENT_ATTACK not in ad.attacks:
         return [_check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
+    from ..io import read_json
+
     metric = "kd" if "kd" in ad.metrics else ad.metrics[0]
     a = ad.attacks[GRADIENT_ATTACK]
     m = min(SAMPLE, a.images, len(inp.pool()[0]))
-    eps_grid = sorted(a.eps)
-    mid = eps_grid[len(eps_grid) // 2]
-    runs = {r.eps: r for r in inp.layout.adaptive_runs(model, metric, GRADIENT_ATTACK)}
-    from ..io import read_json
+    mid = sorted(a.eps)[len(a.eps) // 2]
 
-    base = read_json(runs[mid].record, "adaptive record")
-    out = []
-    big = adaptive.evaluate(inp, model, metric, _run(inp, model, metric, GRADIENT_ATTACK, a.settings, 1.0, m).x_adv, m)
-    sr_big = _sr(big, m)
-    out.append(_check("large_eps", sr_big >= 0.9, f"at ε = 1 the attack fools classifier and detector on "
-                      f"{100 * sr_big:.0f} % of {m} images (expected ≥ 90 %)", sr=sr_big))
+    def sr(name: str, settings: dict, eps: float) -> float:
+        return _sr(adaptive.evaluate(inp, model, metric, _run(inp, model, metric, name, settings, eps, m).x_adv, m), m)
+
     steps = int(a.settings.get("steps", attacks.spec(GRADIENT_ATTACK).fields["steps"].default))
-    more = adaptive.evaluate(inp, model, metric, _run(inp, model, metric, GRADIENT_ATTACK,
-                                                      {**a.settings, "steps": 4 * steps}, mid, m).x_adv, m)
-    sr_base, sr_more = _sr(base, m), _sr(more, m)
-    out.append(_check("more_iterations", sr_more >= sr_base - 1 / m - 1e-9,
-                      f"ε {mid:g}: {steps} steps fool {100 * sr_base:.0f} %, {4 * steps} steps {100 * sr_more:.0f} %",
-                      sr=sr_base, sr_more=sr_more))
+    same_step = {**a.settings, "step_size": a.settings.get("step_size") or 2.5 * mid / steps}
     plain = {"random_start": False, "restarts": 1, "steps": steps, "norm": a.settings.get("norm", "linf")}
-    zero = _run(inp, model, metric, GRADIENT_ATTACK, {**plain, "lambdas": [0.0]}, mid, m).x_adv
-    pgd = _run(inp, model, metric, "pgd", {**plain, "loss": "margin"}, mid, m).x_adv
-    out.append(_check("lambda_zero", torch.equal(zero, pgd), "λ = 0 gives exactly plain PGD on the margin"
-                      if torch.equal(zero, pgd) else "λ = 0 does NOT reproduce plain PGD: the loss is mis-wired"))
-    out.append(_gradient_check(inp, model, metric, m))
-    rs = adaptive.evaluate(inp, model, metric, _run(inp, model, metric, GRADIENT_FREE, {}, mid, m).x_adv, m)
     best = max(_sr(read_json(r.record, "adaptive record"), m) for name in ad.attacks
                if metric in adaptive.metrics_of(inp, name)
                for r in inp.layout.adaptive_runs(model, metric, name) if r.eps == mid)
-    out.append(_check("gradient_free", _sr(rs, m) <= best + 1 / m + 1e-9,
-                      f"ε {mid:g}: random search fools {100 * _sr(rs, m):.0f} %, the best gradient attack "
-                      f"{100 * best:.0f} %", sr=_sr(rs, m), sr_gradient=best))
-    out += _transfer_check(inp, model, metric, runs[mid], m)
-    return out
-
-
-def _gradient_check(inp: Inputs, model: str, metric: str, m: int) -> dict:
-    clf, term = inp.classifier(model), adaptive.term(inp, model, metric)
-    x = inp.pool()[0][:m].to(clf.device).requires_grad_(True)
-    with torch.enable_grad():
-        z = clf.features(x)
-        logits = clf.logits_from_features(z)
-        (g,) = torch.autograd.grad(term.margin(z, logits, logits.argmax(1)).sum(), x)
-    norms = g.flatten(1).norm(dim=1)
-    ok = torch.isfinite(norms) & (norms > 0)
-    return _check("gradient", bool(ok.all()), f"the {metric} detector term's input gradient is finite and non-zero "
-                  f"on {int(ok.sum())} of {m} images", share=float(ok.float().mean()))
+    out = [large_eps(sr(GRADIENT_ATTACK, a.settings, 1.0), m),
+           more_iterations(sr(GRADIENT_ATTACK, {**same_step, "steps": steps}, mid),
+                           sr(GRADIENT_ATTACK, {**same_step, "steps": 4 * steps}, mid), steps, mid),
+           lambda_zero(_run(inp, model, metric, GRADIENT_ATTACK, {**plain, "lambdas": [0.0], "keep_best": False},
+                            mid, m).x_adv,
+                       _run(inp, model, metric, "pgd", {**plain, "loss": "margin"}, mid, m).x_adv),
+           gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric), inp.pool()[0][:m]),
+                    metric),
+           gradient_free(sr(GRADIENT_FREE, {}, mid), best, m, mid)]
+    run = next(r for r in inp.layout.adaptive_runs(model, metric, GRADIENT_ATTACK) if r.eps == mid)
+    return out + _transfer_check(inp, model, metric, run, m)
 
 
 def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[dict]:
@@ -113,11 +143,7 @@ def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[d
     n = min(a.images, len(inp.pool()[0]))
     res, _, _ = attack_store.load_parts(src.dir, n, a.batch)
     moved = adaptive.evaluate(inp, model, metric, res.x_adv[:m], m)
-    sr_wb = _sr(read_json(run.record, "adaptive record"), m)
-    return [_check("transfer", _sr(moved, m) <= sr_wb + 1 / m + 1e-9,
-                   f"ε {run.eps:g}: {paper_ref.label(GRADIENT_ATTACK)} images made on {sources[0]} fool this model "
-                   f"and its detector on {100 * _sr(moved, m):.0f} %, white-box on it {100 * sr_wb:.0f} %",
-                   sr=_sr(moved, m), sr_whitebox=sr_wb)]
+    return [transfer(_sr(moved, m), _sr(read_json(run.record, "adaptive record"), m), m, run.eps, sources[0])]
 
 
 def run_checks(inp: Inputs, model: str) -> None:

@@ -1,0 +1,137 @@
+"""``rce adaptive RUN_DIR --attack orthogonal_pgd --metric kd --eps 0.1 [--n N] ...``: an attack that knows the
+detector, on a user's own trained run.
+
+The run's detector must be calibrated first (``rce calibrate RUN_DIR --metric kd``): its threshold T rejects a
+chosen share of clean held-out images (the end of the test split). The attack gets the detector term score − T
+(the detector as deployed) and attacks ``N`` test images drawn by a seeded permutation of the images *before*
+the calibration ones; the output is the same part files as ``rce attack`` plus ``summary.json`` with the operating
+point: SR@N (attacked, clean-correct images that end misclassified AND accepted), TPR, robust accuracy with
+rejection and bootstrap intervals (:mod:`rcedetect.operating_point`).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)")
+    p.add_argument("run_dir")
+    p.add_argument("--attack", required=True,
+                   help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector")
+    p.add_argument("--metric", required=True, help="the calibrated detector to attack (see rce calibrate)")
+    p.add_argument("--eps", type=float, help="L∞ budget on the [0, 1] scale (an L2 radius with --set norm=\"l2\")")
+    p.add_argument("--n", type=int, default=500, help="number of test images (default 500)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="an attack setting, e.g. --set steps=200 --set lambdas=[0,10,100]")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute even if the result exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _check_eps(eps: float | None, norm: str) -> None:
+    from ..errors import ConfigError
+
+    if eps is None:
+        return
+    if not math.isfinite(eps) or eps <= 0 or (norm == "linf" and eps > 1):
+        raise ConfigError(f"--eps must be in (0, 1] for an L∞ attack (images are in [0, 1]) or > 0 for L2, "
+                          f"got {eps}")
+
+
+def _check_gradient(classifier, term, x) -> None:
+    """Refuse a detector whose score gives no usable gradient: the attack would be blind to it."""
+    import torch
+
+    from ..errors import ConfigError
+
+    x = x.to(classifier.device).requires_grad_(True)
+    with torch.enable_grad():
+        z = classifier.features(x)
+        logits = classifier.logits_from_features(z)
+        margin = term.margin(z, logits, logits.argmax(1))
+        if not margin.requires_grad:
+            raise ConfigError("this detector's score is not differentiable; a gradient attack cannot target it")
+        (g,) = torch.autograd.grad(margin.sum(), x)
+    if not bool(torch.isfinite(g).all()) or float(g.abs().sum()) == 0:
+        raise ConfigError("this detector's score has no finite, non-zero input gradient; a gradient attack is blind")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from .. import attack_store, attacks, checkpoint, data, features
+    from ..detectors import Detector, ScoreTerm, score_features
+    from ..device import resolve
+    from ..errors import ConfigError
+    from ..io import config_hash, versions, write_json
+    from ..operating_point import fpr_key, operating_points
+    from .attack import parse_settings
+
+    spec = attacks.spec(args.attack)
+    settings = parse_settings(args.settings)
+    if args.n < 1 or args.batch_size < 1 or args.bootstrap < 0:
+        raise ConfigError(f"--n and --batch-size must be >= 1 and --bootstrap >= 0, got {args.n}, {args.batch_size}, "
+                          f"{args.bootstrap}")
+    if "detector" in settings or "detector" not in spec.fields:
+        raise ConfigError(f"{args.attack} is not an attack on a detector"
+                          if "detector" not in spec.fields else "the detector comes from the run; drop --set detector")
+    _check_eps(args.eps, settings.get("norm", "linf"))
+    if spec.takes_eps and args.eps is None:
+        raise ConfigError(f"{args.attack} needs --eps")
+    attack_store.probe(args.attack, settings, args.eps, args.seed)  # bad settings (λ < 0, ...) fail here
+
+    run_dir = Path(args.run_dir)
+    folder = run_dir / f"detector-{args.metric}"
+    if not (folder / "detector.json").is_file():
+        raise ConfigError(f"{run_dir} has no calibrated {args.metric} detector; run "
+                          f"`rce calibrate {run_dir} --metric {args.metric}` first")
+    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    clf = ckpt.classifier
+    det = Detector.load(folder, clf)
+    if not det.calibrated or not det.n_calibration:
+        raise ConfigError(f"the {args.metric} detector in {folder} has no threshold; run rce calibrate first")
+    cfg = ckpt.config
+    ds = data.load(cfg.get("dataset", ckpt.meta["dataset"]), data_dir=cfg.get("data_dir") or None,
+                   data_file=cfg.get("data_file") or None)
+    n_free = len(ds.x_test) - det.n_calibration  # the calibration images sit at the end of the test split
+    indices = attack_store.choose_images(n_free, args.n, args.seed)
+    x, y = ds.test_images()[indices], ds.y_test[indices]
+    term = ScoreTerm(det.scorer, det.threshold)
+    _check_gradient(clf, term, x[: min(8, len(x))])
+
+    record = {"attack": args.attack, "metric": args.metric, "eps": args.eps, "settings": settings, "n": len(indices),
+              "seed": args.seed, "batch_size": args.batch_size, "weights_sha256": ckpt.meta["weights_sha256"],
+              "threshold": det.threshold, "fpr": det.fpr, "n_calibration": det.n_calibration, "dataset": ds.name}
+    out = run_dir / "adaptive" / f"{args.metric}-{args.attack}-{config_hash(record)}"
+    if (out / "summary.json").is_file() and not args.force:
+        print(f"{out} already holds this attack (use --force to recompute)")
+        return 0
+    if args.force:
+        shutil.rmtree(out, ignore_errors=True)
+    n = len(indices)
+    if not attack_store.parts_done(out, n, args.batch_size):
+        factory = attack_store.attack_factory(args.attack, settings, args.eps, args.seed, detector=term)
+        with tqdm(total=n, unit="img", desc=f"{args.attack} vs {args.metric}", disable=args.quiet) as bar:
+            attack_store.run_parts(out, factory, clf, x, y, args.batch_size, indices=indices, bar=bar)
+    res, seconds, _ = attack_store.load_parts(out, n, args.batch_size, x)
+    clean, adv = features.extract(clf, x, y), features.extract(clf, res.x_adv)
+    heldout = score_features(det.scorer, clf, features.extract(clf, ds.test_images()[n_free:]).features)
+    op = operating_points(heldout, score_features(det.scorer, clf, clean.features),
+                          score_features(det.scorer, clf, adv.features), y, clean.predictions, adv.predictions,
+                          fprs=(det.fpr,), n_boot=args.bootstrap, seed=args.seed)[fpr_key(det.fpr)]
+    summary = {**record, "operating_point": op, "seconds": seconds, "seconds_per_example": seconds / n,
+               "versions": versions()}
+    write_json(out / "summary.json", summary)
+    ci = (op.get("bootstrap") or {}).get("attack_success_rate") or [None, None]
+    band = f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci[0] is not None else ""
+    print(f"{args.attack} vs {args.metric} at ε {args.eps}: SR@{100 * det.fpr:g} = "
+          f"{100 * op['attack_success_rate']:.1f}%{band} of {op['n_clean_correct']} clean-correct images; robust "
+          f"accuracy with rejection {100 * op['robust_accuracy_with_rejection']:.1f}% -> {out}")
+    return 0

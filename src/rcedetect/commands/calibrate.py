@@ -1,0 +1,30 @@
+"""``rce calibrate RUN_DIR --metric kd [--fpr 0.05]``: fit a run's detector and choose its threshold.
+
+The threshold T rejects the share ``--fpr`` of clean held-out images (the last ``--calibration-size`` of the test
+split, protocol §4.5); the detector is cached in ``RUN_DIR/detector-<metric>/``, where ``rce detect`` and
+``rce adaptive`` find it.
+"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    from .detect import add_detector_options
+
+    p = sub.add_parser("calibrate", help="fit a run's detector and choose its threshold on clean held-out data")
+    add_detector_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from .. import checkpoint
+    from ..device import resolve
+    from .detect import calibrated_detector, checked_settings, describe
+
+    checked_settings(args)
+    ckpt = checkpoint.load(Path(args.run_dir), device=resolve(args.device))
+    det = calibrated_detector(args, ckpt)
+    print(describe(det, Path(args.run_dir) / f"detector-{args.metric}", args.sigma2))
+    return 0

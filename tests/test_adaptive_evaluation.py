@@ -1,0 +1,88 @@
+"""The adaptive evaluation's bookkeeping: every sanity check fires on a case built to fail it, the worst case over
+attacks is the per-image union, ε-at-level reads the curve, and the tiny run reports all of it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rcedetect.detectors import ScoreTerm, create
+from rcedetect.report_adaptive import eps_reaching
+from rcedetect.reproduce import sanity
+from rcedetect.reproduce.adaptive import worst_case
+
+
+def test_each_sanity_check_fires_on_a_case_built_to_fail_it():
+    assert sanity.large_eps(1.0, 32)["passed"] and not sanity.large_eps(0.5, 32)["passed"]
+    assert sanity.more_iterations(0.5, 0.5, 10, 0.1)["passed"]
+    assert not sanity.more_iterations(0.5, 0.45, 10, 0.1)["passed"]  # more steps lost a success: broken
+    x = torch.rand(2, 1, 4, 4)
+    assert sanity.lambda_zero(x, x.clone())["passed"] and not sanity.lambda_zero(x, x + 1e-7)["passed"]
+    g = torch.ones(3, 1, 4, 4)
+    assert sanity.gradient(g, "kd")["passed"]
+    assert not sanity.gradient(torch.cat([g[:2], torch.zeros(1, 1, 4, 4)]), "kd")["passed"]  # a zero gradient
+    assert not sanity.gradient(torch.cat([g[:2], torch.full((1, 1, 4, 4), math.nan)]), "kd")["passed"]
+    assert sanity.gradient_free(0.5, 0.5, 10, 0.1)["passed"]
+    assert not sanity.gradient_free(0.8, 0.5, 10, 0.1)["passed"]  # random search beats the gradient attacks
+    assert sanity.transfer(0.2, 0.5, 10, 0.1, "ce")["passed"] and not sanity.transfer(0.9, 0.5, 10, 0.1, "ce")["passed"]
+
+
+class ConstantScore:
+    """A metric whose score ignores its input: no gradient reaches the image."""
+
+    def score(self, z, logits):
+        return torch.zeros(len(z))
+
+    def to(self, device):
+        return self
+
+
+def test_the_gradient_check_measures_a_real_term(ce_classifier, test_batch):
+    x = test_batch[0][:6]
+    live = sanity.term_gradients(ce_classifier, ScoreTerm(create("confidence"), -0.5), x)
+    assert sanity.gradient(live, "confidence")["passed"]
+    dead = sanity.term_gradients(ce_classifier, ScoreTerm(ConstantScore(), 0.0), x)
+    assert not sanity.gradient(dead, "constant")["passed"]
+
+
+def test_worst_case_is_the_union_over_attacks_at_each_eps():
+    def rec(attack, eps, fooled):
+        return {"model": "rce", "objective": "rce", "metric": "kd", "attack": attack, "eps": eps, "fooled": fooled,
+                "operating_point": {"n_clean_correct": 4}}
+
+    recs = [rec("a", 0.1, [True, False, False, False]), rec("b", 0.1, [False, True, False, False]),
+            rec("a", 0.3, [True, True, True, False]), rec("c", None, [True, True, True, True])]
+    out = worst_case(recs)
+    assert [(w["eps"], w["n_fooled"], w["attack_success_rate"]) for w in out] == [(0.1, 2, 0.5), (0.3, 3, 0.75)]
+    assert out[0]["attacks"] == ["a", "b"]  # an attack without an ε (C&W-wb) is not on the ε axis
+
+
+def test_eps_reaching_reads_the_curve():
+    pts = [(0.1, 0.2), (0.2, 0.6), (0.3, 0.95)]
+    assert eps_reaching(pts, 0.5) == "0.175"  # linear between 0.1 (20 %) and 0.2 (60 %)
+    assert eps_reaching(pts, 0.9) == "0.286"
+    assert eps_reaching(pts, 0.1) == "≤ 0.1" and eps_reaching([(0.1, 0.2), (0.3, 0.4)], 0.5) == "> 0.3"
+
+
+def test_the_tiny_run_reports_the_adaptive_evaluation(tiny_run):
+    _, results, _ = tiny_run
+    ad = results["adaptive"]
+    assert ad["fpr"] == 0.05 and ad["metrics"] == ["kd", "non_me", "confidence"]
+    combos = {(r["model"], r["metric"], r["attack"]) for r in ad["records"]}
+    assert ("rce", "kd", "feature_pgd") in combos and ("rce", "non_me", "feature_pgd") not in combos
+    for r in ad["records"]:
+        op = r["operating_point"]
+        assert r["threshold"] == op["threshold"] and 0 <= op["attack_success_rate"] <= 1
+        assert len(r["fooled"]) == r["n_images"] and sum(r["fooled"]) <= op["n_clean_correct"]
+        lo, hi = op["bootstrap"]["attack_success_rate"]
+        assert lo is None or lo <= op["attack_success_rate"] + 1e-9 <= hi + 2e-9
+    names = {c["check"] for cs in ad["sanity"].values() for c in cs}
+    assert names == {"large_eps", "more_iterations", "lambda_zero", "gradient", "gradient_free", "transfer"}
+    assert all(c["passed"] for cs in ad["sanity"].values() for c in cs if c["check"] == "lambda_zero")
+    # every Table-2 record carries the operating points of every detector, thresholds from held-out images only
+    for r in results["attacks"]:
+        ops = {m: d["operating_points"]["fpr_5"]["threshold"] for m, d in r["detection"].items()}
+        assert set(ops) == {"confidence", "non_me", "kd"}
+    same_model = [r for r in results["attacks"] if r["model"] == "rce"]
+    assert len({r["detection"]["kd"]["operating_points"]["fpr_5"]["threshold"] for r in same_model}) == 1
