@@ -56,6 +56,17 @@ def test_worst_case_is_the_union_over_attacks_at_each_eps():
     out = worst_case(recs)
     assert [(w["eps"], w["n_fooled"], w["attack_success_rate"]) for w in out] == [(0.1, 2, 0.5), (0.3, 3, 0.75)]
     assert out[0]["attacks"] == ["a", "b"]  # an attack without an ε (C&W-wb) is not on the ε axis
+    lo, hi = out[0]["interval"]
+    assert lo < 0.5 < hi
+
+
+def test_wilson_interval_known_values():
+    from rcedetect.operating_point import wilson_interval
+
+    lo, hi = wilson_interval(5, 10)  # the classic 95 % Wilson interval of 5/10: 0.2366 .. 0.7634
+    assert abs(lo - 0.2366) < 1e-4 and abs(hi - 0.7634) < 1e-4
+    assert abs(wilson_interval(0, 20)[0]) < 1e-12 and abs(wilson_interval(20, 20)[1] - 1.0) < 1e-12
+    assert wilson_interval(0, 0) == (None, None)
 
 
 def test_eps_reaching_reads_the_curve():

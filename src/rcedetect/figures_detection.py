@@ -47,7 +47,7 @@ def fig_roc(results: dict, out_dir: Path):
 def fig_adaptive(results: dict, out_dir: Path):
     """SR@N against ε: one panel per model × detector, a line per adaptive attack and the worst case over them."""
     ad = results.get("adaptive") or {}
-    recs = [r for r in ad.get("records", []) if r.get("eps") is not None]
+    recs = [r for r in ad.get("records", []) if r.get("eps") is not None and r.get("norm", "linf") == "linf"]
     panels = sorted({(r["model"], r["objective"], r["metric"]) for r in recs},
                     key=lambda p: (p[1] != "ce", p[0], p[2] != "kd", p[2]))
     if not panels:
@@ -61,7 +61,8 @@ def fig_adaptive(results: dict, out_dir: Path):
                          if r["attack"] == attack and r["operating_point"]["attack_success_rate"] is not None)
             ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "o-", ms=3, lw=1, label=paper_ref.label(attack))
         worst = sorted((w["eps"], w["attack_success_rate"]) for w in ad.get("worst_case", [])
-                       if w["model"] == model and w["metric"] == metric and w["attack_success_rate"] is not None)
+                       if w["model"] == model and w["metric"] == metric and w.get("norm", "linf") == "linf"
+                       and w["attack_success_rate"] is not None)
         ax.plot([e for e, _ in worst], [100 * s for _, s in worst], "k-", lw=2.2, label="worst case")
         ax.set_title(f"{obj.upper()} + {metric}", fontsize=9)
         ax.set_xlabel("ε (L∞)")

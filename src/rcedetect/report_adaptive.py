@@ -86,19 +86,24 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         out.append(("img", *figs["adaptive"]))
     rows, verdicts = [], []
     for w in ad.get("worst_case", []):
+        norm = w.get("norm", "linf")
         recs = [r for r in ad["records"] if r["model"] == w["model"] and r["metric"] == w["metric"]
-                and r.get("eps") == w["eps"]]
+                and r.get("eps") == w["eps"] and (r.get("norm") or "linf") == norm]
         robust = min((r["operating_point"].get("robust_accuracy_with_rejection") for r in recs), default=None,
                      key=lambda v: 2.0 if v is None else v)
         per = ", ".join(f"{label(r['attack'])} {num(pct(r['operating_point'].get('attack_success_rate')), 0)}"
                         for r in recs)
-        rows.append([w["objective"].upper(), w["metric"], f"{w['eps']:g}", num(pct(w["attack_success_rate"])),
+        ci = w.get("interval") or [None, None]
+        rows.append([w["objective"].upper(), w["metric"], f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""),
+                     num(pct(w["attack_success_rate"])) + (_ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else ""),
                      per, num(pct(robust)), f"{w['n_fooled']} / {w['n_clean_correct']}"])
+    out.append(("p", f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with "
+                     "bootstrap intervals are in results.json (adaptive.records[*].operating_point)."))
     out.append(("table", ["objective", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
                           "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
     curves: dict[tuple, list] = {}
     for w in ad.get("worst_case", []):
-        if w["attack_success_rate"] is not None:
+        if w["attack_success_rate"] is not None and w.get("norm", "linf") == "linf":
             curves.setdefault((w["model"], w["objective"], w["metric"]), []).append((w["eps"], w["attack_success_rate"]))
     failed = {m for m, cs in (ad.get("sanity") or {}).items() if any(not c["passed"] for c in cs)}
     for (model, obj, metric), pts in sorted(curves.items(), key=lambda kv: (kv[0][1] != "ce", kv[0][2] != "kd")):

@@ -20,7 +20,7 @@ import torch
 from .. import attack_store, features, metrics
 from ..attacks.base import l2_distortion
 from ..detectors import ScoreTerm, score_features
-from ..operating_point import fpr_key, operating_points
+from ..operating_point import fpr_key, operating_points, wilson_interval
 from ..scoring import rounded
 from .inputs import Inputs
 from .steps import write_record
@@ -68,7 +68,7 @@ def run_attack(inp: Inputs, model: str, metric: str, attack: str, progress: bool
     bar = tqdm(total=n * len(runs), desc=f"{attack} vs {metric} on {model}", disable=not progress, leave=False,
                dynamic_ncols=True)
     for r in runs:
-        factory = attack_store.attack_factory(attack, a.settings, r.eps, plan.experiment.seed, detector=detector)
+        factory = attack_store.attack_factory(a.registered, a.settings, r.eps, plan.experiment.seed, detector=detector)
         attack_store.run_parts(r.dir, factory, clf, x, y, a.batch, indices=indices, bar=bar,
                                on_part=lambda b, r=r: hook(f"adaptive:{model}:{metric}:{attack}:{r.eps}:{b}"))
         res, secs, _ = attack_store.load_parts(r.dir, n, a.batch, x)
@@ -76,7 +76,7 @@ def run_attack(inp: Inputs, model: str, metric: str, attack: str, progress: bool
         fooled = torch.tensor(rec["fooled"], dtype=torch.bool)
         l2 = l2_distortion(x, res.x_adv)
         rec.update(model=model, objective=plan.models[model].train.objective, metric=metric, attack=attack,
-                   eps=r.eps, settings=a.settings, config_hash=r.hash, n_images=n,
+                   eps=r.eps, norm=a.settings.get("norm", "linf") if a.eps else None, settings=a.settings, config_hash=r.hash, n_images=n,
                    attack_success_rate_own=rounded(float(res.success.float().mean())),
                    mean_l2_fooled=rounded(float(l2[fooled].mean())) if fooled.any() else None,
                    attack_seconds=round(secs, 3), seconds_per_example=secs / n)
@@ -99,19 +99,21 @@ def records(inp: Inputs) -> list[dict]:
 
 
 def worst_case(recs: list[dict]) -> list[dict]:
-    """Per (model, metric, ε): an image counts as fooled if ANY attack at that ε fooled both classifier and
+    """Per (model, metric, norm, ε): an image counts as fooled if ANY attack at that ε fooled both classifier and
     detector; SR@N of that union (the attacker who tries everything)."""
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
         if r.get("eps") is not None:
-            groups.setdefault((r["model"], r["metric"], r["eps"]), []).append(r)
+            groups.setdefault((r["model"], r["metric"], r.get("norm") or "linf", r["eps"]), []).append(r)
     out = []
-    for (model, metric, eps), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    for (model, metric, norm, eps), rs in sorted(groups.items(), key=lambda kv: kv[0]):
         union = torch.zeros(len(rs[0]["fooled"]), dtype=torch.bool)
         for r in rs:
             union |= torch.tensor(r["fooled"], dtype=torch.bool)
-        n_correct = rs[0]["operating_point"]["n_clean_correct"]
-        out.append({"model": model, "objective": rs[0]["objective"], "metric": metric, "eps": eps,
-                    "attacks": [r["attack"] for r in rs], "n_fooled": int(union.sum()), "n_clean_correct": n_correct,
-                    "attack_success_rate": rounded(int(union.sum()) / n_correct) if n_correct else None})
+        n_correct, k = rs[0]["operating_point"]["n_clean_correct"], int(union.sum())
+        lo, hi = wilson_interval(k, n_correct)
+        out.append({"model": model, "objective": rs[0]["objective"], "metric": metric, "norm": norm, "eps": eps,
+                    "attacks": [r["attack"] for r in rs], "n_fooled": k, "n_clean_correct": n_correct,
+                    "attack_success_rate": rounded(k / n_correct) if n_correct else None,
+                    "interval": [rounded(lo), rounded(hi)]})
     return out

@@ -121,10 +121,15 @@ class AttackPlan:
     eps: tuple[float, ...] | None
     settings: dict[str, Any]
     metrics: tuple[str, ...] | None = None  # adaptive attacks: the detectors it is run against (default: all)
+    attack: str = ""  # the registered attack, when the table's name is another (e.g. pgd_detector_l2)
+
+    @property
+    def registered(self) -> str:
+        return self.attack or self.name
 
     @property
     def spec(self) -> attacks.AttackSpec:
-        return attacks.spec(self.name)
+        return attacks.spec(self.registered)
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,10 @@ def plan(cfg: dict) -> Plan:
 
 
 def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
-    spec = attacks.spec(name)
+    registered = a.get("attack", name)
+    if not isinstance(registered, str):
+        raise ConfigError(f"{where}.attack must name a registered attack, got {registered!r}")
+    spec = attacks.spec(registered)
     if spec.takes_eps != ("eps" in a):
         raise ConfigError(f"{where}: {'give' if spec.takes_eps else 'drop'} an eps list")
     eps = None
@@ -225,9 +233,10 @@ def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
                 raise ConfigError(f"{where}.eps values must be >= 0, got {v!r}")
     if not isinstance(a["settings"], dict):
         raise ConfigError(f"{where}.settings must be a table of attack settings")
-    plan = AttackPlan(name, _int(a, "images", where, 1), _int(a, "batch", where, 1), eps, a["settings"])
+    plan = AttackPlan(name, _int(a, "images", where, 1), _int(a, "batch", where, 1), eps, a["settings"],
+                      attack=registered if registered != name else "")
     for v in eps or (None,):  # build each attack once: bad settings fail now, not after training
-        attack_store.probe(name, a["settings"], v, seed)
+        attack_store.probe(registered, a["settings"], v, seed)
     return plan
 
 
@@ -253,5 +262,5 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
             raise ConfigError(f"adaptive.attacks.{name}.metrics must be a list among adaptive.metrics {metrics}")
         plan = _attack_plan(name, {k: v for k, v in a.items() if k != "metrics"}, f"adaptive.attacks.{name}", seed)
         plans[name] = AttackPlan(plan.name, plan.images, plan.batch, plan.eps, plan.settings,
-                                 tuple(only) if only is not None else None)
+                                 tuple(only) if only is not None else None, plan.attack)
     return AdaptivePlan(tuple(metrics), fpr, _int(ad, "bootstrap", "adaptive"), ad["sanity"], plans)

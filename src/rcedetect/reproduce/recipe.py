@@ -66,7 +66,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
         size = _size(p.models[name].train)
         for attack, a in p.attacks.items():
             runs = lay.attack_runs(name, attack)
-            passes = attack_store.probe(attack, a.settings, a.eps[0] if a.eps else None).passes_per_image()
+            passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
             out.append(Stage(f"attack {attack} on {name} ({a.images} images"
                              + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
                              len(runs) * a.images * passes * size,
@@ -97,7 +97,7 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
     for name in p.mains:
         size = _size(p.models[name].train)
         for attack, a in p.adaptive.attacks.items():
-            passes = attack_store.probe(attack, a.settings, a.eps[0] if a.eps else None).passes_per_image()
+            passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
             for metric in adaptive.metrics_of(inp, attack):
                 runs = lay.adaptive_runs(name, metric, attack)
                 out.append(Stage(f"adaptive {attack} vs {metric} on {name} ({a.images} images"

@@ -87,7 +87,7 @@ def run_attack(inp: Inputs, model: str, attack: str, progress: bool, hook: Calla
     bar = tqdm(total=n * len(runs), desc=f"{attack} on {model}", disable=not progress, leave=False,
                dynamic_ncols=True)
     for r in runs:
-        factory = attack_store.attack_factory(attack, a.settings, r.eps, exp.seed, detector=term)
+        factory = attack_store.attack_factory(a.registered, a.settings, r.eps, exp.seed, detector=term)
         attack_store.run_parts(r.dir, factory, clf, x, y, a.batch, indices=indices, bar=bar,
                                on_part=lambda b, r=r: hook(f"part:{model}:{attack}:{r.eps}:{b}"))
         res, secs, _ = attack_store.load_parts(r.dir, n, a.batch, x)
