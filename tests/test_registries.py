@@ -122,6 +122,14 @@ def test_bad_settings_are_refused_before_any_stage(override, match):
         resolve_config("tiny", [override])
 
 
+def test_an_attack_pool_without_held_out_images_is_refused_before_training(tmp_path):
+    from rcedetect.reproduce import reproduce
+
+    with pytest.raises(ConfigError, match="calibrate"):  # 200 synthetic test images, all in the attack pool
+        reproduce("tiny", tmp_path / "run", ["attacks.noise.images=200"], progress=False, echo=lambda s: None)
+    assert not (tmp_path / "run" / "models").exists()
+
+
 @dataclass(frozen=True)
 class Shift:
     """A toy attack: x + ε·(a seeded random sign), clipped; registered the way docs/design.md says."""

@@ -128,6 +128,7 @@ def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = Tru
     if threads:
         torch.set_num_threads(threads)
     hook = hook or (lambda event: None)
+    inp.calibration()  # the held-out clean images must exist before anything is trained
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / "config.json", cfg)
     seconds = run_stages(stage_list(inp, progress, hook), force=force, hook=hook,
