@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import TINY_OVERRIDES
 
 from rcedetect.cli import main
 from rcedetect.errors import ConfigError
@@ -94,6 +95,8 @@ def test_same_numbers_as_the_stored_results_of_the_earlier_pipeline(finished):
     expected = strip_timings(json.loads(EXPECTED.read_text()))
     new = strip_timings(json.loads(json.dumps(results)))
     expected.pop("config_hash")
+    assert expected["cpu_threads"] == 2  # the stored run used torch's 2 threads; the test pins them in the config
+    expected["config"]["experiment"]["threads"] = 2
     assert first_difference(new, expected, allow_new_keys=True) is None
     assert first_difference({"a": 1, "b": {"c": 2}}, {"a": 1}, allow_new_keys=True) is None
     assert first_difference({"a": 1}, {"a": 1, "b": 2}, allow_new_keys=True) == "results.b: only in the expected results"
@@ -113,16 +116,16 @@ def test_killed_run_resumes_to_the_same_results(finished, tmp_path):
                 raise Killed(e)
 
         with pytest.raises(Killed):
-            reproduce("tiny", out, progress=False, hook=hook, echo=lambda s: None)
+            reproduce("tiny", out, TINY_OVERRIDES, progress=False, hook=hook, echo=lambda s: None)
         assert seen[-1] == event
-    resumed = reproduce("tiny", out, progress=False, echo=lambda s: None)
+    resumed = reproduce("tiny", out, TINY_OVERRIDES, progress=False, echo=lambda s: None)
     assert strip_timings(resumed) == strip_timings(reference)
 
 
 def test_finished_run_is_all_cached_and_a_deleted_artifact_is_recomputed_alone(finished):
     out, reference, _ = finished
     lines: list[str] = []
-    again = reproduce("tiny", out, progress=False, echo=lines.append)
+    again = reproduce("tiny", out, TINY_OVERRIDES, progress=False, echo=lines.append)
     assert lines and all(line.endswith("cached") for line in lines)
     assert strip_timings(again) == strip_timings(reference)
 
@@ -131,7 +134,7 @@ def test_finished_run_is_all_cached_and_a_deleted_artifact_is_recomputed_alone(f
     for rec in (out / "records").glob("rce-cw_hc-*.json"):
         rec.unlink()
     lines.clear()
-    redone = reproduce("tiny", out, progress=False, echo=lines.append)
+    redone = reproduce("tiny", out, TINY_OVERRIDES, progress=False, echo=lines.append)
     recomputed = [line for line in lines if not line.endswith("cached")]
     assert len(recomputed) == 1 and "cw_hc on rce" in recomputed[0]
     assert part.is_file()

@@ -94,11 +94,12 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         per = ", ".join(f"{label(r['attack'])} {num(pct(r['operating_point'].get('attack_success_rate')), 0)}"
                         for r in recs)
         ci = w.get("interval") or [None, None]
-        rows.append([w["objective"].upper(), w["metric"], f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""),
-                     num(pct(w["attack_success_rate"])) + (_ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else ""),
+        worst = num(pct(w["attack_success_rate"])) + (_ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
+        rows.append([w["objective"].upper(), w["metric"], f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst,
                      per, num(pct(robust)), f"{w['n_fooled']} / {w['n_clean_correct']}"])
-    out.append(("p", f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with "
-                     "bootstrap intervals are in results.json (adaptive.records[*].operating_point)."))
+    note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
+            "intervals are in results.json (adaptive.records[*].operating_point).")
+    out.append(("p", note))
     out.append(("table", ["objective", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
                           "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
     curves: dict[tuple, list] = {}

@@ -107,10 +107,10 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
                                  lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at, progress, hook),
                                  lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
                                                      r.record.unlink(missing_ok=True)) for r in runs]))
-        if p.adaptive.sanity:
-            out.append(Stage(f"sanity checks on {name}", 32 * 3000 * size, lambda n=name: lay.sanity_path(n).is_file(),
-                             lambda n=name: sanity.run_checks(inp, n),
-                             lambda n=name: lay.sanity_path(n).unlink(missing_ok=True)))
+    for name in p.mains if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
+        out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train),
+                         lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
+                         lambda n=name: lay.sanity_path(n).unlink(missing_ok=True)))
     return out
 
 
