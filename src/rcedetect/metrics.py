@@ -114,3 +114,17 @@ def detection_record(scores_clean, scores_adv, mask=None, fpr: float = 0.05) -> 
     key = "tpr_at_5fpr" if fpr == 0.05 else f"tpr_at_{fpr:g}fpr"
     return {"auc_strict": auc(c, a, "strict"), "auc_half": auc(c, a, "half"), key: tpr_at_fpr(c, a, fpr),
             "n_pairs": len(c)}
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+    """Wilson score interval of a share k/n (Wilson 1927): for counts whose resampling is not meaningful to
+    redo (the worst case over attacks, given the threshold). (None, None) for n = 0."""
+    from statistics import NormalDist
+
+    if n <= 0:
+        return None, None
+    zq = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + zq * zq / (2 * n)) / (1 + zq * zq / n)
+    half = zq * math.sqrt(p * (1 - p) / n + zq * zq / (4 * n * n)) / (1 + zq * zq / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

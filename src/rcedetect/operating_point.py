@@ -44,20 +44,6 @@ share of the resamples; below it, the percentiles are taken over the resamples w
 _CHUNK_ELEMENTS = 1 << 21  # resampled entries held at once by the vectorised bootstrap (bounds memory)
 
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
-    """Wilson score interval of a share k/n (Wilson 1927): for counts whose resampling is not meaningful to
-    redo (the worst case over attacks, given the threshold). (None, None) for n = 0."""
-    from statistics import NormalDist
-
-    if n <= 0:
-        return None, None
-    zq = NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    centre = (p + zq * zq / (2 * n)) / (1 + zq * zq / n)
-    half = zq * math.sqrt(p * (1 - p) / n + zq * zq / (4 * n * n)) / (1 + zq * zq / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def too_few_pairs(n_pairs: int) -> bool:
     """True when a cell has fewer than :data:`MIN_PAIRS` pairs: the report then shows "too few pairs (n)"
     instead of the rates and never counts the cell as a disagreement with Pang et al. (NeurIPS 2018)."""

@@ -20,7 +20,8 @@ import torch
 from .. import attack_store, features, metrics
 from ..attacks.base import l2_distortion
 from ..detectors import ScoreTerm, score_features
-from ..operating_point import fpr_key, operating_points, wilson_interval
+from ..metrics import wilson_interval
+from ..operating_point import fpr_key, operating_points
 from ..scoring import rounded
 from .inputs import Inputs
 from .steps import write_record
