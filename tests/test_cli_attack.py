@@ -152,6 +152,6 @@ def test_transfer_to_another_run(trained_runs, synthetic):
     if ok.any():
         assert rec["transfer_rate"] == pytest.approx(float((pa[ok] != adv.y[ok]).float().mean()), abs=1e-6)
     assert set(rec["detection"]) == {"confidence", "non_me"}
-    sorted(out.glob("part-*.safetensors"))[0].write_bytes(b"junk")
+    min(out.glob("part-*.safetensors")).write_bytes(b"junk")
     with pytest.raises(CheckpointError):
         transfer.load_adversarial(out, synthetic)

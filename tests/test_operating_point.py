@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -217,13 +216,6 @@ def test_bootstrap_is_nan_when_too_many_resamples_have_no_pair():
     b = bootstrap_intervals(**case, fpr=0.05, n_boot=200, seed=0)
     assert all(math.isnan(x) for x in b["auc"] + b["tpr_success"])
     assert not any(math.isnan(x) for x in b["attack_success_rate"])
-
-
-def test_bootstrap_is_fast():
-    case = random_case(1000, 1000, seed=11)
-    start = time.perf_counter()
-    bootstrap_intervals(**case, fpr=0.05, n_boot=1000, seed=0)
-    assert time.perf_counter() - start < 2.0
 
 
 def test_operating_points_for_results_json():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,15 @@ def probe(name: str, settings: dict[str, Any], eps: float | None = None, seed: i
     ConfigError here, and the object answers ``passes_per_image()``."""
     spec = attacks.spec(name)
     return attack_factory(name, settings, eps, seed, detector=_PlaceholderTerm() if spec.needs_detector else None)(0)
+
+
+def finished_output(folder: Path, force: bool) -> bool:
+    """True when ``folder`` already holds a finished run (its ``summary.json``) and ``force`` is off; with
+    ``force`` the folder is deleted so that the run starts over."""
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+    return (Path(folder) / "summary.json").is_file()
 
 
 def part_path(folder: Path, b: int) -> Path:

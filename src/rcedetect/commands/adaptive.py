@@ -12,7 +12,6 @@ rejection and bootstrap intervals (:mod:`rcedetect.operating_point`).
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 
@@ -110,11 +109,9 @@ def run(args) -> int:
               "seed": args.seed, "batch_size": args.batch_size, "weights_sha256": ckpt.meta["weights_sha256"],
               "threshold": det.threshold, "fpr": det.fpr, "n_calibration": det.n_calibration, "dataset": ds.name}
     out = run_dir / "adaptive" / f"{args.metric}-{args.attack}-{config_hash(record)}"
-    if (out / "summary.json").is_file() and not args.force:
+    if attack_store.finished_output(out, args.force):
         print(f"{out} already holds this attack (use --force to recompute)")
         return 0
-    if args.force:
-        shutil.rmtree(out, ignore_errors=True)
     n = len(indices)
     if not attack_store.parts_done(out, n, args.batch_size):
         factory = attack_store.attack_factory(args.attack, settings, args.eps, args.seed, detector=term)

@@ -21,7 +21,6 @@ paper's kernel (1000 per class of the first 50,000 training images, σ² of the 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 #: first training images used for the K-density detector (protocol §4.1: the original's 500 batches of 100)
@@ -106,11 +105,9 @@ def run(args) -> int:
         record["detector"] = {"metric": "kd", "train_images": KD_TRAIN_IMAGES, "per_class": PER_CLASS,
                               "attack_per_class": ATTACK_PER_CLASS, "objective": clf.objective}
     out = run_dir / "attacks" / f"{name}-{config_hash(record)}"
-    if (out / "summary.json").is_file() and not args.force:
+    if attack_store.finished_output(out, args.force):
         print(f"{out} already holds this attack (use --force to recompute)")
         return 0
-    if args.force:
-        shutil.rmtree(out, ignore_errors=True)
 
     x, y = ds.test_images()[indices], ds.y_test[indices]
     if not attack_store.parts_done(out, n, args.batch_size):
