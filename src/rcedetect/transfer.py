@@ -64,7 +64,7 @@ def transfer(attack_dir: str | Path, target_run: str | Path, device: str = "cpu"
     (confidence, non-ME). Fit a K-density detector on the target's training features to add ``kd``.
     """
     from . import checkpoint, data, features
-    from .detectors import REGISTRY, create
+    from .detectors import ready_made
 
     ckpt = checkpoint.load(target_run, device=device)
     cfg = ckpt.config
@@ -72,7 +72,7 @@ def transfer(attack_dir: str | Path, target_run: str | Path, device: str = "cpu"
                    data_file=cfg.get("data_file") or None)
     adv = load_adversarial(attack_dir, ds)
     if detectors is None:
-        detectors = {n: create(n) for n, cls in REGISTRY.items() if not cls.needs_fit}
+        detectors = ready_made()
     from .scoring import transfer_record
 
     clean = features.extract(ckpt.classifier, adv.result.x, adv.y)

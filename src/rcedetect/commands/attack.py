@@ -71,7 +71,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .. import attack_store, attacks, checkpoint, data, features
-    from ..detectors import REGISTRY, create
+    from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
     from ..device import resolve
     from ..errors import ConfigError, InputError
@@ -118,8 +118,7 @@ def run(args) -> int:
     res, seconds, stored = attack_store.load_parts(out, n, args.batch_size, x)
     if "indices" not in stored or not stored["indices"].equal(indices):
         raise ConfigError(f"the part files in {out} do not belong to this image selection; use --force")
-    free = {m: create(m) for m, cls in REGISTRY.items() if not cls.needs_fit}
-    scored = score_attack(clf, res, y, features.extract(clf, x, y), free)
+    scored = score_attack(clf, res, y, features.extract(clf, x, y), ready_made())
     scored.pop("_efficient_l2")
     summary = {"hash": out.name.rsplit("-", 1)[1], **record, "arch": ckpt.meta["arch"], "objective": clf.objective,
                "device": str(clf.device), **scored, "linf_mean": float(res.linf.mean()),

@@ -16,7 +16,17 @@ import importlib
 import pkgutil
 
 from .bandwidth import BandwidthSelection, default_sigma2, resolve_sigma2, select_sigma2
-from .base import REGISTRY, Metric, ScoreTerm, check_metric, create, names, register, score_features
+from .base import (
+    REGISTRY,
+    Metric,
+    ScoreTerm,
+    check_metric,
+    create,
+    names,
+    ready_made,
+    register,
+    score_features,
+)
 from .baselines import confidence, non_me
 from .density import KernelDensity
 from .kd import KDensity, KDTerm
@@ -30,4 +40,4 @@ METRICS = names()
 
 __all__ = ["METRICS", "NOT_SURE", "REGISTRY", "BandwidthSelection", "Detector", "KDTerm", "KDensity",
            "KernelDensity", "Metric", "ScoreTerm", "check_metric", "confidence", "create", "default_sigma2",
-           "names", "non_me", "register", "resolve_sigma2", "score_features", "select_sigma2"]
+           "names", "non_me", "ready_made", "register", "resolve_sigma2", "score_features", "select_sigma2"]

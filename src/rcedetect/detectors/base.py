@@ -100,6 +100,11 @@ def create(metric: str, **settings: Any) -> Metric:
         raise ConfigError(f"bad settings for detector {metric!r}: {e}") from e
 
 
+def ready_made() -> dict[str, Metric]:
+    """{name: metric} of every registered metric that needs no fitting (confidence, non-ME, ...)."""
+    return {name: cls() for name, cls in REGISTRY.items() if not cls.needs_fit}
+
+
 def score_features(metric: Metric, classifier, z: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Scores of final hidden features ``z`` (N, D), batched on the classifier's device, without gradients;
     returned on the CPU."""
