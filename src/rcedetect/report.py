@@ -4,7 +4,7 @@ Every table cell shows our value beside the paper's and the difference, ``ours (
 has a value (``paper_numbers.json``). One list of blocks (headings, paragraphs, tables, images) is rendered
 twice: ``report.md`` and a self-contained ``report.html`` whose figures are PNG files in ``figures/``.
 
-The ``results.json`` schema is written by :mod:`rcedetect.pipeline` and documented in REPRODUCE.md.
+The ``results.json`` schema is written by :mod:`rcedetect.reproduce.results` and documented in REPRODUCE.md.
 """
 
 from __future__ import annotations
