@@ -35,10 +35,11 @@ def fig_roc(results: dict, out_dir: Path):
                     ax.plot(d["roc"]["fpr"], d["roc"]["tpr"], METRIC_STYLES.get(metric, "-."),
                             color=COLORS.get(r["objective"]), lw=1.2, label=f"{r['objective'].upper()} {metric}")
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
-        ax.set_title(f"{paper_ref.label(attack)} ({recs[0]['n_pairs']} pairs)", fontsize=9)
-        ax.set_xlabel("false positive rate (clean rejected)")
+        pairs = " / ".join(f"{r['objective'].upper()} {r['n_pairs']}" for r in recs)
+        ax.set_title(f"{paper_ref.label(attack)} (pairs {pairs})", fontsize=8)
+        ax.set_xlabel("FPR (clean rejected)", fontsize=8)
         ax.set_aspect("equal")
-    axes[0][0].set_ylabel("true positive rate (adversarial detected)")
+    axes[0][0].set_ylabel("TPR (adversarial detected)", fontsize=8)
     axes[0][0].legend(fontsize=6)
     return "roc", _save(fig, out_dir, "roc.png"), \
         "ROC curves over the pairs at the Table-2 ε: CE (blue) and RCE (red), one line style per detector."
