@@ -282,3 +282,18 @@ def test_bad_bootstrap_settings_raise():
         operating_points(**hand_case(), n_boot=-1)
     with pytest.raises(InputError, match="duplicate"):
         operating_points(**hand_case(), fprs=(0.05, 0.05))
+
+
+def test_a_fixed_threshold_interval_for_adaptive_attacks():
+    """Adversarial scores sitting exactly at T (where an adaptive attack puts them): re-choosing T on resampled
+    held-out scores rejects them in many resamples, so only the fixed-T interval reflects the attack's success."""
+    rng = np.random.default_rng(3)
+    heldout = rng.normal(size=400)
+    t = threshold_for_fpr(heldout, 0.05)
+    n = 200
+    case = {"heldout_clean": heldout, "clean": rng.normal(size=n) - 2, "adv": np.full(n, t),
+            "y": np.zeros(n, int), "pred_clean": np.zeros(n, int), "pred_adv": np.ones(n, int)}
+    moving = bootstrap_intervals(**case, n_boot=300, seed=0)["attack_success_rate"]
+    fixed = bootstrap_intervals(**case, n_boot=300, seed=0, resample_heldout=False)["attack_success_rate"]
+    assert fixed == (1.0, 1.0)  # every image is misclassified and accepted at the deployed T
+    assert moving[0] < 0.5  # a lower resampled T rejects them all in a good share of the resamples

@@ -202,7 +202,8 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 
 
 def bootstrap_intervals(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=None, fpr: float = 0.05,
-                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                        resample_heldout: bool = True) -> dict:
     """Percentile-bootstrap intervals (Efron and Tibshirani, "An Introduction to the Bootstrap", 1993,
     ch. 13) for three statistics of :func:`operating_point`: the strict ``auc`` over the pairs
     (:func:`rcedetect.metrics.auc`), ``tpr_success`` (TPR over the pairs at the held-out threshold) and
@@ -213,6 +214,8 @@ def bootstrap_intervals(heldout_clean, clean, adv, y, pred_clean, pred_adv, succ
     independently, the held-out clean set, on which the threshold is re-chosen
     (:func:`rcedetect.metrics.threshold_for_fpr`): the intervals cover the uncertainty of T as well.
     The resamples are vectorised (n_boot = 1000 on 1,000 images takes a fraction of a second).
+    ``resample_heldout=False`` keeps T fixed: the right interval for an ADAPTIVE attack, which optimised its images
+    to sit just below that very T (a re-chosen T would reject them, but the attacker would have aimed at it).
 
     Returns ``{"auc": (lo, hi), "tpr_success": (lo, hi), "attack_success_rate": (lo, hi), "n_boot": n_boot,
     "level": level}``, the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of each statistic. A
@@ -239,7 +242,8 @@ def bootstrap_intervals(heldout_clean, clean, adv, y, pred_clean, pred_adv, succ
         for start in range(0, int(n_boot), chunk):
             b = min(chunk, int(n_boot) - start)
             image_idx = rng.integers(0, n, size=(b, n))
-            heldout_idx = rng.integers(0, m, size=(b, m))
+            heldout_idx = (rng.integers(0, m, size=(b, m)) if resample_heldout
+                           else np.broadcast_to(np.arange(m), (b, m)))
             for k, v in _resample_statistics(d, fpr, heldout_idx, image_idx).items():
                 parts[k].append(v)
         out = {k: _percentile_interval(np.concatenate(parts[k]), float(level)) for k in keys}
@@ -269,7 +273,7 @@ def fpr_key(fpr: float) -> str:
 
 def operating_points(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=None,
                      fprs: Sequence[float] = (0.05, 0.01), n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+                     level: float = 0.95, resample_heldout: bool = True) -> dict:
     """:func:`operating_point` at each of ``fprs``, keyed by :func:`fpr_key` (``"fpr_5"``, ``"fpr_1"``), ready
     for ``results.json``: floats rounded to 6 digits, NaN → None, intervals as ``[lo, hi]`` lists.
 
@@ -289,6 +293,7 @@ def operating_points(heldout_clean, clean, adv, y, pred_clean, pred_adv, success
         entry["too_few_pairs"] = too_few_pairs(entry["n_pairs"])
         if n_boot > 0:
             entry["bootstrap"] = bootstrap_intervals(heldout_clean, clean, adv, y, pred_clean, pred_adv,
-                                                     success, fpr, n_boot=n_boot, seed=seed, level=level)
+                                                     success, fpr, n_boot=n_boot, seed=seed, level=level,
+                                                     resample_heldout=resample_heldout)
         out[key] = _rounded(entry)
     return out
