@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, prepare, register
+from .base import AttackResult, check_eps, register
 from .carlini_wagner import random_targets
-from .gradient import check_steps, finish, predict
+from .gradient import check_steps, finish
 from .pgd import check_norm, check_step_size, per_example, pgd_step, resolve_step_size, starts
-from .pgd_detector import check_term, detector_margin, place_term
+from .pgd_detector import begin, check_term, detector_margin
 
 
 def kernel_of(term):
@@ -96,9 +96,7 @@ class FeaturePGD:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
-        pred = predict(classifier, x)
-        term = place_term(self.detector, classifier)
+        x, pred, term = begin(self, classifier, x, y)
         density = kernel_of(term)
         target = random_targets(pred, classifier.num_classes, self.seed)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, prepare, register
-from .gradient import check_steps, predict
+from .base import AttackResult, check_eps, register
+from .gradient import check_steps
 from .pgd import (
     TINY,
     check_norm,
@@ -42,7 +42,7 @@ from .pgd import (
     resolve_step_size,
     starts,
 )
-from .pgd_detector import Best, check_term, detector_margin, evaluate, finish_adaptive, place_term, status_of
+from .pgd_detector import Best, begin, check_term, detector_margin, evaluate, finish_adaptive, status_of
 
 MODES = ("selective", "orthogonal")
 
@@ -121,9 +121,7 @@ class OrthogonalPGD:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
-        label = predict(classifier, x)
-        term = place_term(self.detector, classifier)
+        x, label, term = begin(self, classifier, x, y)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         best = Best(x)
         for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):

@@ -112,6 +112,13 @@ def status_of(logits, det, label, x, x_adv, norm: str) -> Status:
     return Status(class_margin(logits, label), det, logits.argmax(1) != label, distortion(x, x_adv.detach(), norm))
 
 
+def begin(attack, classifier, x: torch.Tensor, y: torch.Tensor | None):
+    """(prepared x, its clean prediction, the detector term on the classifier's device): how every attack on a
+    detector starts."""
+    x, _ = prepare(classifier, x, y)
+    return x, predict(classifier, x), place_term(attack.detector, classifier)
+
+
 @torch.no_grad()
 def evaluate(classifier, term, x: torch.Tensor, x_adv: torch.Tensor, label: torch.Tensor, norm: str) -> Status:
     z = classifier.features(x_adv)
@@ -194,9 +201,7 @@ class PGDDetector:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
-        label = predict(classifier, x)
-        term = place_term(self.detector, classifier)
+        x, label, term = begin(self, classifier, x, y)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         best = Best(x)
         for lam in self.lambdas:

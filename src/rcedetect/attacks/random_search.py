@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, prepare, register, seeded_generator
-from .gradient import check_steps, predict
+from .base import AttackResult, check_eps, register, seeded_generator
+from .gradient import check_steps
 from .pgd import class_margin
-from .pgd_detector import check_lambda, check_term, detector_margin, finish_adaptive, place_term
+from .pgd_detector import begin, check_lambda, check_term, detector_margin, finish_adaptive
 
 
 @torch.no_grad()
@@ -74,9 +74,7 @@ class RandomSearchDetector:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
-        label = predict(classifier, x)
-        term = place_term(self.detector, classifier)
+        x, label, term = begin(self, classifier, x, y)
         n, d = x.flatten(1).shape
         count = max(1, round(self.p * d))
         g = seeded_generator(self.seed)

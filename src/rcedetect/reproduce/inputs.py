@@ -22,6 +22,7 @@ class Inputs:
         self._classifiers: dict[str, Any] = {}
         self._detectors: dict[str, dict[str, Metric]] = {}
         self._heldout: dict[str, dict[str, torch.Tensor]] = {}
+        self._pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def dataset(self) -> data.Dataset:
         if self._dataset is None:
@@ -35,10 +36,13 @@ class Inputs:
         return self._classifiers[name]
 
     def pool(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(images, labels, test-set indices) of the attacked pool: a seeded random subset (protocol §5.1)."""
-        ds = self.dataset()
-        idx = attack_store.choose_images(len(ds.x_test), self.layout.pool_size(), self.plan.experiment.seed)
-        return data.to_float(ds.x_test[idx]), ds.y_test[idx], idx
+        """(images, labels, test-set indices) of the attacked pool: a seeded random subset (protocol §5.1).
+        Built once: every attack, record and sanity check reads it."""
+        if self._pool is None:
+            ds = self.dataset()
+            idx = attack_store.choose_images(len(ds.x_test), self.layout.pool_size(), self.plan.experiment.seed)
+            self._pool = (data.to_float(ds.x_test[idx]), ds.y_test[idx], idx)
+        return self._pool
 
     def calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of the clean held-out set: the test images right after the pool in the same seeded
