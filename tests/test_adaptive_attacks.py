@@ -17,6 +17,7 @@ from rcedetect.attacks.pgd import class_margin, random_start
 from rcedetect.attacks.pgd_detector import PGDDetector
 from rcedetect.attacks.random_search import objective
 from rcedetect.detectors import KDTerm, KernelDensity, ScoreTerm
+from rcedetect.detectors.base import View, observe
 from rcedetect.detectors import create as create_metric
 from rcedetect.errors import ConfigError
 
@@ -30,8 +31,10 @@ FAST = {"pgd": {"steps": 10}, "pgd_detector": {"steps": 10, "lambdas": (0.0, 10.
 class AcceptAll:
     """A detector term that rejects nothing: margin −1 everywhere, still a function of z for autograd."""
 
-    def margin(self, z, logits, classes):
-        return -1.0 + 0.0 * z.sum(1)
+    layers = ()
+
+    def margin(self, view, classes):
+        return -1.0 + 0.0 * view.z.sum(1)
 
 
 def linear_classifier(classes=3, d=16, scale=3.0, seed=0, objective="ce"):
@@ -233,9 +236,9 @@ def test_pgd_detector_extras_describe_the_returned_image(linear_kd):
     lambdas = (0.0, 1.0, 10.0)
     res = attacks.create("pgd_detector", eps=0.15, detector=term, steps=20, lambdas=lambdas)(clf, x)
     with torch.no_grad():
-        z = clf.features(res.x_adv)
-        logits = clf.logits_from_features(z)
-        margin = term.margin(z, logits, logits.argmax(1))
+        view = observe(clf, res.x_adv, term)
+        logits = view.logits
+        margin = term.margin(view, logits.argmax(1))
     torch.testing.assert_close(res.extra["detector_margin"], margin)
     assert torch.equal(res.extra["accepted"], margin <= 0)
     assert torch.equal(res.extra["misclassified"], logits.argmax(1) != clf.predict(x))
@@ -276,7 +279,7 @@ def test_selective_and_orthogonal_succeed_when_satisfiable(mode, norm):
     clf, x, term, witness = low_confidence_case()
     with torch.no_grad():
         logits = clf.logits(witness)
-        assert bool((logits.argmax(1) != 0).all()) and bool((term.margin(None, logits, None) <= 0).all())
+        assert bool((logits.argmax(1) != 0).all()) and bool((term.margin(View(None, logits), None) <= 0).all())
         assert bool((torch.softmax(clf.logits(x), 1).amax(1) < 0.5).all())
     eps = 0.2 if norm == "linf" else 0.3
     res = OrthogonalPGD(eps=eps, detector=term, mode=mode, norm=norm, steps=50, random_start=False)(clf, x)
@@ -317,7 +320,7 @@ def test_feature_pgd_pulls_z_toward_the_target_kernel(rce_classifier, test_batch
     assert bool((res.extra["feature_distance"] < clean).all())
     torch.testing.assert_close(res.extra["feature_distance"], feature_distance(z, resnet_kd.density, res.target, 10))
     assert torch.equal(res.extra["target_reached"], logits.argmax(1) == res.target)
-    accepted = resnet_kd.margin(z, logits, logits.argmax(1)) <= 0
+    accepted = resnet_kd.margin(View(z, logits), logits.argmax(1)) <= 0
     assert torch.equal(res.extra["accepted"], accepted)
     assert torch.equal(res.success, accepted & res.extra["target_reached"])
 

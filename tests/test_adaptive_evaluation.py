@@ -31,8 +31,10 @@ def test_each_sanity_check_fires_on_a_case_built_to_fail_it():
 class ConstantScore:
     """A metric whose score ignores its input: no gradient reaches the image."""
 
-    def score(self, z, logits):
-        return torch.zeros(len(z))
+    layers = ()
+
+    def score(self, view):
+        return torch.zeros(len(view.z))
 
     def to(self, device):
         return self
@@ -79,7 +81,7 @@ def test_eps_reaching_reads_the_curve():
 def test_the_tiny_run_reports_the_adaptive_evaluation(tiny_run):
     _, results, _ = tiny_run
     ad = results["adaptive"]
-    assert ad["fpr"] == 0.05 and ad["metrics"] == ["kd", "non_me", "confidence"]
+    assert ad["fpr"] == 0.05 and ad["metrics"] == ["kd", "non_me", "confidence", "kd_bu", "lid", "mahalanobis"]
     combos = {(r["model"], r["metric"], r["attack"]) for r in ad["records"]}
     assert ("rce", "kd", "feature_pgd") in combos and ("rce", "non_me", "feature_pgd") not in combos
     for r in ad["records"]:
@@ -94,6 +96,6 @@ def test_the_tiny_run_reports_the_adaptive_evaluation(tiny_run):
     # every Table-2 record carries the operating points of every detector, thresholds from held-out images only
     for r in results["attacks"]:
         ops = {m: d["operating_points"]["fpr_5"]["threshold"] for m, d in r["detection"].items()}
-        assert set(ops) == {"confidence", "non_me", "kd"}
+        assert set(ops) == {"confidence", "non_me", "kd", "kd_bu", "lid", "mahalanobis"}
     same_model = [r for r in results["attacks"] if r["model"] == "rce"]
     assert len({r["detection"]["kd"]["operating_points"]["fpr_5"]["threshold"] for r in same_model}) == 1

@@ -10,7 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rcedetect import detectors
-from rcedetect.detectors import Detector, KDensity, KernelDensity, confidence, create, non_me, score_features
+from rcedetect.detectors import (
+    Detector,
+    FitData,
+    KDensity,
+    KernelDensity,
+    View,
+    confidence,
+    create,
+    non_me,
+    score_features,
+)
 from rcedetect.errors import ConfigError, InputError, NotFittedError
 from rcedetect.features import extract
 
@@ -79,12 +89,13 @@ def test_confidence_is_the_max_probability():
 def test_the_score_convention_is_higher_means_adversarial():
     logits = torch.tensor([[9.0, 0.0, 0.0], [1.0, 0.9, 0.8]])  # confident vs. unsure
     z = torch.zeros(2, 5)  # confidence and non-ME read the logits only
-    assert torch.equal(create("confidence").score(z, logits), -confidence(logits))
-    assert torch.equal(create("non_me").score(z, logits), -non_me(logits))
-    s = create("confidence").score(z, logits)
+    assert torch.equal(create("confidence").score(View(z, logits)), -confidence(logits))
+    assert torch.equal(create("non_me").score(View(z, logits)), -non_me(logits))
+    s = create("confidence").score(View(z, logits))
     assert s[1] > s[0]
-    assert detectors.METRICS == ("confidence", "non_me", "kd")  # the registry's order is the tables' order
-    assert [detectors.REGISTRY[m].needs_fit for m in detectors.METRICS] == [False, False, True]
+    # the registry's order is the tables' order: the paper's three, then the baselines of other papers
+    assert detectors.METRICS == ("confidence", "non_me", "kd", "kd_bu", "lid", "mahalanobis")
+    assert [detectors.REGISTRY[m].needs_fit for m in detectors.METRICS] == [False, False, True, True, True, True]
 
 
 def test_scores_of_images_and_features_agree(rce_classifier, test_batch, synthetic):
@@ -98,13 +109,13 @@ def test_scores_of_images_and_features_agree(rce_classifier, test_batch, synthet
     train = extract(rce_classifier, synthetic.train_images(), synthetic.y_train)
     kd = KernelDensity.fit(train.features, train.labels, 4, per_class=50, sigma2=0.1 / 0.26)
     want = -kd.log_kd(bank.features, logits.argmax(1))  # kernel of the PREDICTED class (protocol §4.3)
-    metric = KDensity(per_class=50).fit(train, 4, "rce")  # the paper's σ² for RCE, the same seeded kernel
+    metric = KDensity(per_class=50).fit(FitData(train, 4, "rce"))  # the paper's σ² for RCE, the same seeded kernel
     assert metric.density.sigma2 == pytest.approx(0.1 / 0.26)
     assert torch.allclose(Detector(rce_classifier, "kd", per_class=50).fit(train).score(x), want, atol=1e-4)
     assert torch.allclose(score_features(metric, rce_classifier, bank.features, batch_size=5), want, atol=1e-4)
     # the scores are differentiable in the features (adaptive attacks back-propagate through them)
     z = bank.features[:4].clone().requires_grad_(True)
-    metric.score(z, rce_classifier.logits_from_features(z)).sum().backward()
+    metric.score(View(z, rce_classifier.logits_from_features(z))).sum().backward()
     assert z.grad is not None and bool(torch.isfinite(z.grad).all()) and float(z.grad.abs().sum()) > 0
 
 

@@ -22,6 +22,7 @@ from rcedetect.detectors import (
     KDTerm,
     ScoreTerm,
     default_sigma2,
+    observe,
     resolve_sigma2,
     score_features,
 )
@@ -60,7 +61,8 @@ def test_attack_factory_seeds_each_batch_and_checks_settings_first():
 
 
 def test_detector_registry_and_terms(ce_classifier, synthetic, test_batch, tmp_path):
-    assert list(REGISTRY) == ["confidence", "non_me", "kd"]
+    assert list(REGISTRY) == ["confidence", "non_me", "kd", "kd_bu", "lid", "mahalanobis"]
+    assert [m for m, c in REGISTRY.items() if c.in_paper] == ["confidence", "non_me", "kd"]
     x, _ = test_batch
     train = extract(ce_classifier, synthetic.train_images(), synthetic.y_train)
     det = Detector(ce_classifier, "kd", per_class=60, seed=4, attack_per_class=20).fit(train)
@@ -69,10 +71,10 @@ def test_detector_registry_and_terms(ce_classifier, synthetic, test_batch, tmp_p
     assert torch.equal(term.density.kernels, det.kd.subset(20, seed=5).kernels)  # the subset drawn with seed + 1
     assert torch.allclose(term.eta, det.kd.subset(20, seed=5).eta(train.features, train.labels))
     with torch.no_grad():
-        z = ce_classifier.features(x)
-        logits = ce_classifier.logits_from_features(z)
+        view = observe(ce_classifier, x)
+    z, logits = view.z, view.logits
     cls = logits.argmax(1)
-    assert torch.allclose(term.margin(z, logits, cls), -term.density.log_kd(z, cls) - term.eta[cls])
+    assert torch.allclose(term.margin(view, cls), -term.density.log_kd(z, cls) - term.eta[cls])
     # save / load keeps the kernel, the attack subset and η
     det.save(tmp_path / "kd")
     back = Detector.load(tmp_path / "kd", ce_classifier)
@@ -87,8 +89,8 @@ def test_detector_registry_and_terms(ce_classifier, synthetic, test_batch, tmp_p
     gen = conf.attack_term()
     assert isinstance(gen, ScoreTerm)
     want = score_features(conf.scorer, ce_classifier, z) - conf.threshold
-    assert torch.allclose(gen.margin(z, logits, cls), want)
-    assert int((gen.margin(z, logits, cls) > 0).sum()) == int((conf.predict(x) == -1).sum())
+    assert torch.allclose(gen.margin(view, cls), want)
+    assert int((gen.margin(view, cls) > 0).sum()) == int((conf.predict(x) == -1).sum())
 
 
 def test_one_sigma2_resolver(synthetic, ce_classifier):

@@ -87,7 +87,7 @@ def test_automatic_bandwidth(ce_classifier, train_bank, test_batch, tmp_path):
 def test_errors(ce_classifier, rce_classifier, train_bank, test_batch, tmp_path):
     x, _ = test_batch
     with pytest.raises(ConfigError):
-        Detector(ce_classifier, "lid")
+        Detector(ce_classifier, "lda")  # no such detector
     det = Detector(ce_classifier, "kd", per_class=20)
     with pytest.raises(NotFittedError):
         det.score(x)

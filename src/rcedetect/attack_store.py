@@ -66,7 +66,9 @@ def attack_factory(name: str, settings: dict[str, Any], eps: float | None, seed:
 class _PlaceholderTerm:
     """Stands in for a detector term when an attack is built only to check its settings or estimate its cost."""
 
-    def margin(self, z, logits, classes):  # pragma: no cover - never called
+    layers = ()
+
+    def margin(self, view, classes):  # pragma: no cover - never called
         raise NotImplementedError("a placeholder detector term cannot score")
 
 

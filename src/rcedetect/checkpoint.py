@@ -113,7 +113,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", with_optimizer
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     try:
-        net = models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]))
+        net = models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
+                            dropout=float((meta.get("config") or {}).get("dropout", 0.0)))
         classifier = Classifier(net, meta["objective"])
     except Exception as e:
         raise CheckpointError(f"{run_dir / INDEX} describes a model rcedetect cannot build: {e}") from e

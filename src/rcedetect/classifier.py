@@ -58,6 +58,18 @@ class Classifier(nn.Module):
         names = [n for n, _ in self.net.named_modules() if n and n.split(".")[0] not in HEAD_MODULES]
         return [*names, FINAL]
 
+    def stage_names(self) -> list[str]:
+        """The output of each residual stage (the last unit of every stage of the paper's ResNets), the layers
+        that LID and Mahalanobis read by default beside "final"; a net may name its own in
+        ``detector_layers``."""
+        named = getattr(self.net, "detector_layers", None)
+        if named is not None:
+            return list(named)
+        n, units = getattr(self.net, "n", None), getattr(self.net, "units", None)
+        if isinstance(n, int) and units is not None and len(units) % n == 0:
+            return [f"units.{k * n + n - 1}" for k in range(len(units) // n)]
+        return []
+
     def features(self, x: torch.Tensor, layers: Sequence[str] | None = None):
         """The final hidden vector z (64-d for the paper's ResNets), used by K-density and t-SNE (paper §3.3).
 

@@ -112,6 +112,7 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 1000
     amp: bool = False
+    dropout: float = 0.0  # the dropout variant: dropout on z before the final layer (KD+BU, protocol §15); 0 = paper
     device: str = "auto"
 
     def __post_init__(self):
@@ -130,6 +131,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.pad < 0:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     def learning_rate(self, step: int) -> float:
         """The piecewise-constant schedule of protocol §3.1, indexed by the global step before the update."""

@@ -105,12 +105,18 @@ def feature_dim(classifier) -> int:
     raise InputError("cannot tell the classifier's feature width; its net has no feature_dim attribute")
 
 
-def _reduce(name: str, a: torch.Tensor) -> torch.Tensor:
-    """An activation as ``(N, C)`` float32 on the CPU: spatial mean of a 4-D map (Lee et al. 2018)."""
+def pool_activation(name: str, a: torch.Tensor) -> torch.Tensor:
+    """An activation as ``(N, C)``: the spatial mean of a 4-D map (Lee et al. 2018), 2-D ones as they are;
+    differentiable, on the activation's device. The one reduction every multi-layer detector reads."""
     if not isinstance(a, torch.Tensor) or a.dim() not in (2, 4):
         got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
-        raise InputError(f"layer {name!r} gives {got}; only (N, C) or (N, C, H, W) activations can be stored")
-    return (a.mean(dim=(2, 3)) if a.dim() == 4 else a).float().cpu()
+        raise InputError(f"layer {name!r} gives {got}; only (N, C) or (N, C, H, W) activations can be used")
+    return a.mean(dim=(2, 3)) if a.dim() == 4 else a
+
+
+def _reduce(name: str, a: torch.Tensor) -> torch.Tensor:
+    """:func:`pool_activation` as float32 on the CPU (what a bank stores)."""
+    return pool_activation(name, a).float().cpu()
 
 
 def _layer_list(layers: Sequence[str] | None) -> list[str]:

@@ -17,6 +17,7 @@ from .errors import CheckpointError
 from .io import atomic_write_bytes, read_json
 from .operating_point import MIN_PAIRS
 from .report_adaptive import adaptive_blocks, operating_blocks
+from .report_compare import compare_blocks
 from .report_format import (
     auc_cell,
     auc_of,
@@ -35,7 +36,8 @@ from .report_format import (
 RESULTS = "results.json"
 TABLE2_ATTACKS = paper_ref.TABLE2_ATTACKS
 #: the detectors of the tables: every registered one, in registration order (rcedetect.detectors)
-METRICS = detectors.names()
+#: the paper's three detectors (the baselines of other papers have their own table, :mod:`.report_compare`)
+METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
 LABELS = tuple(detectors.REGISTRY[m].label for m in METRICS)
 DISAGREE_AUC = 5.0  # AUC points (x100) beyond which a Table 2 cell is listed as a disagreement
 
@@ -64,7 +66,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += _table1(results, col) + _table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
     b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += adaptive_blocks(results, figs) + _disagreements(results, col)
+    b += adaptive_blocks(results, figs) + compare_blocks(results) + _disagreements(results, col)
     return b
 
 

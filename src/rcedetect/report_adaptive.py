@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 
+from . import detectors
 from .operating_point import MIN_PAIRS
 from .paper_ref import TABLE2_ATTACKS, label
 from .report_format import interval, main_models, num, pct, table2_record
 
 TARGET_LEVELS = (0.5, 0.9)
+PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
 
 
 def _ci(ci) -> str:
@@ -33,6 +35,8 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                 continue
             for metric, d in rec.get("detection", {}).items():
                 op = _op(rec, metric)
+                if metric not in PAPER_METRICS:
+                    continue  # the baselines of other papers: the "Detectors compared" section
                 if not op:
                     continue
                 n = op.get("n_pairs", 0)

@@ -13,7 +13,8 @@ import torch
 
 from . import features, metrics
 from .attacks.base import AttackResult, l2_distortion
-from .detectors.base import Metric, score_features
+from .classifier import FINAL
+from .detectors.base import Metric, score_any
 from .detectors.kd import KDensity
 from .errors import InputError
 from .operating_point import operating_points
@@ -36,19 +37,26 @@ def roc_points(s_clean, s_adv, mask, most: int = 60) -> dict | None:
     return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
 
 
+def layers_of(detectors: dict[str, Metric]) -> list[str]:
+    """The intermediate layers any of ``detectors`` reads (what an adversarial bank must hold)."""
+    return [n for n in dict.fromkeys(n for m in detectors.values() for n in m.layers) if n != FINAL]
+
+
 def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank, y: torch.Tensor,
               detectors: dict[str, Metric], heldout: dict[str, torch.Tensor] | None = None, n_boot: int = 1000,
-              seed: int = 0, roc: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+              seed: int = 0, roc: bool = False, x_clean: torch.Tensor | None = None,
+              x_adv: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """({metric: record}, {metric: adversarial scores}): per detector the Table-2 numbers over the pairs (AUC
     strict and ½, TPR at 5 % FPR of the pairs' own clean scores, n_pairs) and, given the scores of clean held-out
     images (``heldout``), its operating points at 5 % and 1 % FPR with bootstrap intervals
     (:func:`rcedetect.operating_point.operating_points`: thresholds from the held-out images alone); ``roc`` adds
-    the ROC curve over the pairs."""
+    the ROC curve over the pairs. Detectors that must see images (input pre-processing) score ``x_clean`` and
+    ``x_adv``; the others score the banks."""
     mask = metrics.pair_mask(y, clean.predictions, adv.predictions)
     out, adv_scores = {}, {}
     for name, metric in detectors.items():
-        s_clean = score_features(metric, classifier, clean.features)
-        s_adv = score_features(metric, classifier, adv.features)
+        s_clean = score_any(metric, classifier, clean, x_clean)
+        s_adv = score_any(metric, classifier, adv, x_adv)
         rec = metrics.detection_record(s_clean, s_adv, mask)
         out[name] = {k: (rounded(v) if k != "n_pairs" else v) for k, v in rec.items()}
         if heldout is not None:
@@ -70,11 +78,12 @@ def score_attack(classifier, res: AttackResult, y: torch.Tensor, clean: features
     images that succeeded and were correct when clean, their count) feeds Figure 2b. ``heldout`` adds each
     detector's operating points (:func:`detection`).
     """
-    adv = features.extract(classifier, res.x_adv)
+    adv = features.extract(classifier, res.x_adv, layers=layers_of(detectors))
     y = y.cpu()
     pred_clean, pred_adv = clean.predictions.cpu(), adv.predictions.cpu()
     mask = metrics.pair_mask(y, pred_clean, pred_adv)
-    det, adv_scores = detection(classifier, clean, adv, y, detectors, heldout, n_boot, roc=roc)
+    det, adv_scores = detection(classifier, clean, adv, y, detectors, heldout, n_boot, roc=roc, x_clean=res.x,
+                                x_adv=res.x_adv)
     l2 = l2_distortion(res.x.cpu(), res.x_adv.cpu())
     correct = pred_clean == y
     efficient = res.success.cpu() & correct
@@ -104,10 +113,10 @@ def transfer_record(target, res: AttackResult, y: torch.Tensor, clean_target: fe
     Pairs are formed with the *target*'s predictions; ``transfer_rate`` = among images the substitute fooled and
     the target classifies correctly when clean, the share the target misclassifies (None when there are none).
     """
-    adv = features.extract(target, res.x_adv)
+    adv = features.extract(target, res.x_adv, layers=layers_of(detectors))
     y = y.cpu()
     mask = metrics.pair_mask(y, clean_target.predictions, adv.predictions)
-    det, _ = detection(target, clean_target, adv, y, detectors, heldout, n_boot)
+    det, _ = detection(target, clean_target, adv, y, detectors, heldout, n_boot, x_clean=res.x, x_adv=res.x_adv)
     ok = res.success.cpu() & (clean_target.predictions == y)
     rate = float((adv.predictions[ok] != y[ok]).float().mean()) if ok.any() else None
     return {"n_images": len(y), "n_pairs": int(mask.sum()), "n_substitute_success": int(ok.sum()),

@@ -86,7 +86,7 @@ class AttackSpec:
 
     An attack declares what it takes by its fields: ``eps`` (an L∞ budget, run over an ε grid), ``seed`` (its
     randomness; experiment runners give each batch its own seed), ``detector`` (a detector term with
-    ``margin(z, logits, classes)``, see :mod:`rcedetect.detectors.base`). ``requires`` names fields that the preset
+    ``margin(view, classes)``, see :mod:`rcedetect.detectors.base`). ``requires`` names fields that the preset
     makes mandatory although the class gives them a default (C&W-wb needs the ``detector`` that C&W-L2 may omit).
     """
 

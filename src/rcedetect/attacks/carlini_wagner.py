@@ -6,7 +6,7 @@ attack; paper §2.3 and B.3-B.4), three registered presets:
 - ``cw``    — targeted at a random wrong label, κ = 0 (protocol §6.1 and "Decisions").
 - ``cw_hc`` — the same with κ = 10 on the logits (protocol §6.2).
 - ``cw_wb`` — the same with the white-box detector term of paper §4.4 / protocol §6.3 (any object with a
-  differentiable ``margin(z, logits, classes)``; the K-density one is −log KD_t(z) − η_t).
+  differentiable ``margin(view, classes)`` of a :class:`~rcedetect.detectors.View`; the K-density one is −log KD_t(z) − η_t).
 
 Per example (everything batched; the binary-search state is a tensor per example)::
 
@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from ..detectors.base import observe
 from ..errors import ConfigError, InputError
 from ..validation import check_images, check_labels
 from .base import AttackResult, prepare, register, seeded_generator
@@ -88,7 +89,7 @@ class CarliniWagnerL2:
     Settings: ``kappa`` (margin κ on the effective logits), ``binary_search_steps``, ``max_iterations``
     (per round), ``learning_rate`` (Adam), ``initial_const`` (c₀), ``abort_early``, ``mode``
     ("targeted" at a seeded random wrong label, or "untargeted"), ``seed``; for C&W-wb ``detector`` (a detector
-    term: ``margin(z, logits, classes)`` differentiable in z, ≤ 0 where the detector accepts the input, e.g.
+    term: ``margin(view, classes)`` differentiable in the view, ≤ 0 where the detector accepts the input, e.g.
     ``Detector(classifier, "kd").fit(...).attack_term()`` = −log KD_t(z) − η_t), ``warm_start`` and
     ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector).
     """
@@ -123,7 +124,7 @@ class CarliniWagnerL2:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.detector is not None:
             if not callable(getattr(self.detector, "margin", None)):
-                raise ConfigError("detector must be a detector term with margin(z, logits, classes) "
+                raise ConfigError("detector must be a detector term with margin(view, classes) "
                                   "(e.g. rcedetect.detectors.Detector(...).attack_term())")
             if self.mode != "targeted":
                 raise ConfigError("C&W-wb is targeted (its detector term uses the target class); use mode='targeted'")
@@ -190,9 +191,9 @@ class CarliniWagnerL2:
         f2 ≤ 0 means the detector accepts x*.
         """
         if term is not None:
-            z = classifier.features(xa)
-            logits = classifier.logits_from_features(z)
-            f2 = term.margin(z, logits, label)
+            view = observe(classifier, xa, term)
+            logits = view.logits
+            f2 = term.margin(view, label)
         else:
             logits, f2 = classifier.logits(xa), None
         f1, reached = _margin_reached(logits, label, self.kappa, targeted)

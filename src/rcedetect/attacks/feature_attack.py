@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..detectors.base import observe
 from ..errors import ConfigError
 from .base import AttackResult, check_eps, register
 from .carlini_wagner import random_targets
@@ -87,11 +88,10 @@ class FeaturePGD:
 
     def _measure(self, classifier, term, density, xa, target):
         """(feature distance, success) at images ``xa``; the distance keeps its graph when xa has one."""
-        z = classifier.features(xa)
-        logits = classifier.logits_from_features(z)
-        dist = feature_distance(z, density, target, self.k)
+        view = observe(classifier, xa, term)
+        dist = feature_distance(view.z, density, target, self.k)
         with torch.no_grad():
-            ok = (logits.argmax(1) == target) & (detector_margin(term, z.detach(), logits.detach()) <= 0)
+            ok = (view.logits.argmax(1) == target) & (detector_margin(term, view) <= 0)
         return dist, ok
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
@@ -119,9 +119,9 @@ class FeaturePGD:
 
     @torch.no_grad()
     def _result(self, classifier, term, density, x_in, x, x_adv, target) -> AttackResult:
-        z = classifier.features(x_adv)
-        logits = classifier.logits_from_features(z)
-        accepted = detector_margin(term, z, logits) <= 0
+        view = observe(classifier, x_adv, term)
+        z, logits = view.z, view.logits
+        accepted = detector_margin(term, view) <= 0
         reached = logits.argmax(1) == target
         its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
         return finish(x_in, x, x_adv, reached & accepted, its, target=target, accepted=accepted,

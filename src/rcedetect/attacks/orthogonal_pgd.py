@@ -2,7 +2,7 @@
 example detection defenses with orthogonal projected gradient descent").
 
 Two losses per example, both descended: the classification margin f = Z_y − max_{j≠y} Z_j (y = the clean
-prediction, Z the effective logits) and the detector margin g = ``detector.margin(z, Z, argmax Z)`` (> 0 where
+prediction, Z the effective logits) and the detector margin g = ``detector.margin(view, argmax Z)`` (> 0 where
 the detector rejects x*). Instead of one weighted sum (:mod:`.pgd_detector`) each step follows one of them:
 
 - ``selective``: ∇f while x* is still classified as y, else ∇g;
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..detectors.base import observe
 from ..errors import ConfigError
 from .base import AttackResult, check_eps, register
 from .gradient import check_steps
@@ -108,10 +109,10 @@ class OrthogonalPGD:
         for step in range(self.steps):
             xa = x_adv.requires_grad_(True)
             with torch.enable_grad():
-                z = classifier.features(xa)
-                logits = classifier.logits_from_features(z)
+                view = observe(classifier, xa, term)
+                logits = view.logits
                 f = class_margin(logits, label)
-                g = detector_margin(term, z, logits)
+                g = detector_margin(term, view)
                 g_cls, g_det = _grad(f, xa, retain=True), _grad(g, xa, retain=False)
             st = status_of(logits, g, label, x, xa, self.norm)
             best.update(xa, st, step=float(step))

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..detectors.base import View, observe
 from ..errors import ConfigError
 from .base import AttackResult, check_eps, prepare, register
 from .gradient import check_steps, finish, predict
@@ -45,9 +46,9 @@ from .pgd import (
 
 
 def check_term(detector) -> None:
-    """A detector term is any object with ``margin(z, logits, classes)``."""
+    """A detector term is any object with ``margin(view, classes)`` (and ``layers``, the layers it reads)."""
     if detector is None or not callable(getattr(detector, "margin", None)):
-        raise ConfigError("detector must be a detector term with margin(z, logits, classes) "
+        raise ConfigError("detector must be a detector term with margin(view, classes) "
                           "(e.g. rcedetect.detectors.Detector(...).attack_term())")
 
 
@@ -66,9 +67,9 @@ def check_lambda(value, name: str = "lambda") -> float:
     return float(value)
 
 
-def detector_margin(term, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def detector_margin(term, view: View) -> torch.Tensor:
     """The term's margin at the currently predicted class (the class the deployed detector checks)."""
-    return term.margin(z, logits, logits.argmax(1).detach())
+    return term.margin(view, view.logits.argmax(1).detach())
 
 
 def combined_loss(classifier, term, label: torch.Tensor, lam: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -77,9 +78,8 @@ def combined_loss(classifier, term, label: torch.Tensor, lam: float) -> Callable
         return margin_loss(classifier, label)
 
     def loss(xa: torch.Tensor) -> torch.Tensor:
-        z = classifier.features(xa)
-        logits = classifier.logits_from_features(z)
-        return class_margin(logits, label) + lam * detector_margin(term, z, logits).clamp_min(0)
+        view = observe(classifier, xa, term)
+        return class_margin(view.logits, label) + lam * detector_margin(term, view).clamp_min(0)
 
     return loss
 
@@ -121,9 +121,8 @@ def begin(attack, classifier, x: torch.Tensor, y: torch.Tensor | None):
 
 @torch.no_grad()
 def evaluate(classifier, term, x: torch.Tensor, x_adv: torch.Tensor, label: torch.Tensor, norm: str) -> Status:
-    z = classifier.features(x_adv)
-    logits = classifier.logits_from_features(z)
-    return status_of(logits, detector_margin(term, z, logits), label, x, x_adv, norm)
+    view = observe(classifier, x_adv, term)
+    return status_of(view.logits, detector_margin(term, view), label, x, x_adv, norm)
 
 
 class Best:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..detectors.base import observe
 from ..errors import ConfigError
 from .base import AttackResult, check_eps, register, seeded_generator
 from .gradient import check_steps
@@ -32,9 +33,8 @@ from .pgd_detector import begin, check_lambda, check_term, detector_margin, fini
 @torch.no_grad()
 def objective(classifier, term, x_adv: torch.Tensor, label: torch.Tensor, lam: float) -> torch.Tensor:
     """max(0, class margin) + λ · max(0, detector margin) per example."""
-    z = classifier.features(x_adv)
-    logits = classifier.logits_from_features(z)
-    return class_margin(logits, label).clamp_min(0) + lam * detector_margin(term, z, logits).clamp_min(0)
+    view = observe(classifier, x_adv, term)
+    return class_margin(view.logits, label).clamp_min(0) + lam * detector_margin(term, view).clamp_min(0)
 
 
 def flip(signs: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -48,13 +48,13 @@ def _check_gradient(classifier, term, x) -> None:
     """Refuse a detector whose score gives no usable gradient: the attack would be blind to it."""
     import torch
 
+    from ..detectors import observe
     from ..errors import ConfigError
 
     x = x.to(classifier.device).requires_grad_(True)
     with torch.enable_grad():
-        z = classifier.features(x)
-        logits = classifier.logits_from_features(z)
-        margin = term.margin(z, logits, logits.argmax(1))
+        view = observe(classifier, x, term)
+        margin = term.margin(view, view.logits.argmax(1))
         if not margin.requires_grad:
             raise ConfigError("this detector's score is not differentiable; a gradient attack cannot target it")
         (g,) = torch.autograd.grad(margin.sum(), x)
@@ -66,7 +66,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .. import attack_store, attacks, checkpoint, data, features
-    from ..detectors import Detector, ScoreTerm, score_features
+    from ..classifier import FINAL
+    from ..detectors import Detector, ScoreTerm, score_any
     from ..device import resolve
     from ..errors import ConfigError
     from ..io import config_hash, versions, write_json
@@ -118,10 +119,12 @@ def run(args) -> int:
         with tqdm(total=n, unit="img", desc=f"{args.attack} vs {args.metric}", disable=args.quiet) as bar:
             attack_store.run_parts(out, factory, clf, x, y, args.batch_size, indices=indices, bar=bar)
     res, seconds, _ = attack_store.load_parts(out, n, args.batch_size, x)
-    clean, adv = features.extract(clf, x, y), features.extract(clf, res.x_adv)
-    heldout = score_features(det.scorer, clf, features.extract(clf, ds.test_images()[n_free:]).features)
-    op = operating_points(heldout, score_features(det.scorer, clf, clean.features),
-                          score_features(det.scorer, clf, adv.features), y, clean.predictions, adv.predictions,
+    layers = [n for n in det.scorer.layers if n != FINAL]
+    clean, adv = features.extract(clf, x, y, layers=layers), features.extract(clf, res.x_adv, layers=layers)
+    x_held = ds.test_images()[n_free:]
+    heldout = score_any(det.scorer, clf, features.extract(clf, x_held, layers=layers), x_held)
+    op = operating_points(heldout, score_any(det.scorer, clf, clean, x),
+                          score_any(det.scorer, clf, adv, res.x_adv), y, clean.predictions, adv.predictions,
                           fprs=(det.fpr,), n_boot=args.bootstrap, seed=args.seed,
                           resample_heldout=False)[fpr_key(det.fpr)]  # the attack aimed at this very T
     summary = {**record, "operating_point": op, "seconds": seconds, "seconds_per_example": seconds / n,

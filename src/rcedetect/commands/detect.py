@@ -1,4 +1,4 @@
-"""``rce detect RUN_DIR --metric kd|confidence|non_me --input PATH... [--fpr 0.05] [--json]``.
+"""``rce detect RUN_DIR --metric kd|confidence|non_me|kd_bu|lid|mahalanobis --input PATH... [--fpr 0.05] [--json]``.
 
 Prints, per input image, the predicted label or NOT SURE (score above the threshold T) with its score
 (higher = more likely adversarial). The detector is fitted and calibrated on the run's own dataset and cached
@@ -8,6 +8,8 @@ in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the de
   (protocol §4.2); σ² = the paper's value for the run's objective unless ``--sigma2`` is given (a number, or
   ``auto`` for the maximum held-out likelihood choice). The automatic choice is always computed and reported
   beside the one used.
+- LID, Mahalanobis, KD+BU (protocol §15): statistics from the training split, their logistic regression from
+  ``--fit-on`` (default FGSM) at ``--fit-eps`` on the last ``--fit-images`` training images (never scored).
 - Threshold T: from clean held-out data only, the LAST ``--calibration-size`` images of the test split
   (default 1000, at most half of the split), so that ``--fpr`` of them is rejected. Score the images before
   them if you want calibration and evaluation data kept apart.
@@ -38,6 +40,11 @@ def add_detector_options(p) -> None:
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
     p.add_argument("--sigma2", default=None,
                    help="K-density bandwidth: a number, or 'auto' (max. held-out likelihood); default: the paper's")
+    p.add_argument("--fit-on", default="fgsm",
+                   help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
+    p.add_argument("--fit-eps", type=float, default=0.1, help="ε of --fit-on (default 0.1)")
+    p.add_argument("--fit-images", type=int, default=1000,
+                   help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refit", action="store_true", help="ignore the cached detector")
     p.add_argument("--device", default="auto")
@@ -77,8 +84,7 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     if ds.channels != clf.in_channels:
         raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
     n_cal = _calibration_slice(len(ds.x_test), args.calibration_size)
-    kd_settings = {"per_class": key["per_class"], "sigma2": key["sigma2"], "seed": args.seed}
-    det = Detector(clf, args.metric, progress=not args.quiet, **(kd_settings if args.metric == "kd" else {}))
+    det = Detector(clf, args.metric, progress=not args.quiet, **metric_settings(args, key))
     extra = {}
     if args.metric == "kd":
         bank = features.cached(clf, ds.train_images(), ds.y_train,
@@ -88,6 +94,8 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
         auto = det.bandwidth_selection or select_sigma2(bank.features, bank.labels, clf.num_classes,
                                                          per_class=key["per_class"], seed=args.seed)
         extra["sigma2_auto"] = auto.sigma2
+    elif det.scorer.needs_fit:
+        det.fit(ds.train_images(), ds.y_train)
     else:
         det.fit(None)
     det.calibrate(ds.test_images()[-n_cal:], fpr=args.fpr)
@@ -96,6 +104,19 @@ def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     det.save(folder, extra=extra)
     det.extra = extra
     return det
+
+
+def metric_settings(args, key: dict) -> dict:
+    """The constructor settings of ``args.metric`` from the options."""
+    from ..detectors import REGISTRY
+
+    kd = {"per_class": key["per_class"], "sigma2": key["sigma2"], "seed": args.seed}
+    if args.metric == "kd":
+        return kd
+    if REGISTRY[args.metric].needs_fit_images:
+        fit = {"fit_on": args.fit_on, "fit_eps": args.fit_eps, "fit_images": args.fit_images, "seed": args.seed}
+        return {**fit, **({"per_class": key["per_class"], "sigma2": key["sigma2"]} if args.metric == "kd_bu" else {})}
+    return {}
 
 
 def checked_settings(args) -> tuple:
@@ -122,7 +143,7 @@ def checked_settings(args) -> tuple:
 def calibrated_detector(args, ckpt):
     """The run's detector for ``args.metric``, fitted and calibrated at ``args.fpr`` on clean held-out test
     images, loaded from ``RUN/detector-<metric>/`` when its settings and the weights match, else (re)built."""
-    from ..detectors import Detector
+    from ..detectors import REGISTRY, Detector, create
     from ..errors import RceError
 
     per_class, sigma2 = checked_settings(args)
@@ -130,6 +151,9 @@ def calibrated_detector(args, ckpt):
     key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
            "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": sigma2,
            "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
+    if REGISTRY[args.metric].needs_fit_images:
+        key.update(fit_on=args.fit_on, fit_eps=args.fit_eps, fit_images=args.fit_images)
+    create(args.metric, **metric_settings(args, key))  # bad settings fail here, before any work
     folder = run_dir / f"detector-{args.metric}"
     if not args.refit and (folder / "detector.json").is_file():
         try:

@@ -4,10 +4,17 @@
 - ``non_me``:     −(non-maximal entropy, paper eq. 1)              (protocol §4.7)
 - ``kd``:         −log K-density of z against the predicted class  (protocol §4.3)
 
+and, as baselines from other papers (protocol §15), each a logistic regression fit on a split that is never
+scored (:mod:`.combiner`):
+
+- ``kd_bu``:       K-density + Bayesian uncertainty of MC dropout  (Feinman et al. 2017)
+- ``lid``:         local intrinsic dimensionality per layer        (Ma et al. 2018)
+- ``mahalanobis``: tied-covariance Gaussian confidence per layer   (Lee et al. 2018)
+
 Every score is "higher = more likely adversarial" (:mod:`.base` sets that convention, metrics and thresholds
-never flip it). All three are computed from the final hidden features z (``classifier.logits_from_features(z)``
-gives the effective logits), so one feature pass serves every metric. :class:`Detector` adds a threshold
-calibrated on clean data and the NOT SURE answer.
+never flip it). A metric scores a :class:`View` of a batch (z, effective logits, the layers it reads, the images
+where it needs them), so one forward pass serves every metric. :class:`Detector` adds a threshold calibrated on
+clean data and the NOT SURE answer.
 """
 
 from __future__ import annotations
@@ -18,14 +25,19 @@ import pkgutil
 from .bandwidth import BandwidthSelection, default_sigma2, resolve_sigma2, select_sigma2
 from .base import (
     REGISTRY,
+    FitData,
     Metric,
     ScoreTerm,
+    View,
     check_metric,
     create,
     names,
+    observe,
     ready_made,
     register,
+    score_any,
     score_features,
+    score_images,
 )
 from .baselines import confidence, non_me
 from .density import KernelDensity
@@ -38,6 +50,7 @@ for _m in pkgutil.iter_modules(__path__):  # every module registers its metrics 
 #: the registered metrics, in the order of every table
 METRICS = names()
 
-__all__ = ["METRICS", "NOT_SURE", "REGISTRY", "BandwidthSelection", "Detector", "KDTerm", "KDensity",
-           "KernelDensity", "Metric", "ScoreTerm", "check_metric", "confidence", "create", "default_sigma2",
-           "names", "non_me", "ready_made", "register", "resolve_sigma2", "score_features", "select_sigma2"]
+__all__ = ["METRICS", "NOT_SURE", "REGISTRY", "BandwidthSelection", "Detector", "FitData", "KDTerm", "KDensity",
+           "KernelDensity", "Metric", "ScoreTerm", "View", "check_metric", "confidence", "create", "default_sigma2",
+           "names", "non_me", "observe", "ready_made", "register", "resolve_sigma2", "score_any",
+           "score_features", "score_images", "select_sigma2"]

@@ -2,34 +2,85 @@
 
 A detection metric (paper §3.3) is an object with
 
-- ``fit(bank, num_classes, objective)``: learn what it needs from the features of clean training images (a
-  :class:`~rcedetect.features.FeatureBank`); metrics that need nothing (confidence, non-ME) return at once;
-- ``score(z, logits)``: the score of final hidden features ``z`` (N, D) whose effective logits are ``logits``
-  (``classifier.logits_from_features(z)``), differentiable in both, higher = more likely adversarial;
+- ``fit(data)``: learn what it needs from clean training images (a :class:`FitData`: their
+  :class:`~rcedetect.features.FeatureBank`, and for metrics that fit a logistic regression the images of a
+  separate fitting split); metrics that need nothing (confidence, non-ME) return at once;
+- ``score(view)``: the score of a batch as the detector sees it (a :class:`View`: final hidden features ``z``,
+  effective logits, the activations of the ``layers`` it asked for, the images where it needs them),
+  differentiable in all of them, higher = more likely adversarial;
 - ``save(directory)`` / ``load(directory, info, settings, device)``: its fitted state (safetensors + JSON);
 - ``term(threshold)``: a *detector term* for attacks (below).
+
+``layers`` (a tuple of the classifier's layer names, :meth:`~rcedetect.classifier.Classifier.layer_names`) says
+which intermediate activations a metric reads, each reduced to ``(N, C)`` by its spatial mean
+(:func:`rcedetect.features.pool_activation`); ``needs_images`` says it must see the images themselves (e.g.
+Mahalanobis with input pre-processing), so it cannot score cached features.
 
 Metrics register by name with :func:`register`; :func:`names` lists them in registration order, which is the order
 of every table (the report and the CLI read it from here). Adding a detector is one file in this package.
 
-A **detector term** is what a white-box attack optimises against (paper §4.4): ``margin(z, logits, classes)``,
+A **detector term** is what a white-box attack optimises against (paper §4.4): ``margin(view, classes)``,
 differentiable, > 0 where the detector flags the input and ≤ 0 where it accepts it; ``classes`` is the class the
-attacker wants (the target). :class:`ScoreTerm` is the generic one, score − threshold.
+attacker wants (the target). Its ``layers`` / ``needs_images`` say what :func:`observe` must put in the view.
+:class:`ScoreTerm` is the generic one, score − threshold.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
+from ..classifier import FINAL
+from ..errors import ConfigError, InputError
 from ..validation import check_features
 
 #: name -> metric class, in registration order
 REGISTRY: dict[str, type[Metric]] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """What a detector sees of a batch of N inputs: final hidden features ``z`` (N, D), effective ``logits``
+    (N, L), the ``layers`` it asked for (name -> (N, C)), the images ``x`` (None when scored from cached
+    features) and the ``classifier`` (for metrics that re-run its head, such as MC dropout)."""
+
+    z: torch.Tensor
+    logits: torch.Tensor
+    layers: dict[str, torch.Tensor] = field(default_factory=dict)
+    x: torch.Tensor | None = None
+    classifier: Any = None
+
+    def layer(self, name: str) -> torch.Tensor:
+        """The (N, C) activations of ``name``; "final" is z."""
+        if name == FINAL:
+            return self.z
+        if name not in self.layers:
+            raise InputError(f"the detector needs layer {name!r} but was given only "
+                             f"{', '.join([FINAL, *self.layers])}")
+        return self.layers[name]
+
+    def need_images(self, who: str) -> torch.Tensor:
+        if self.x is None:
+            raise InputError(f"{who} needs the input images, not cached features; score images instead")
+        return self.x
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a metric fits on: ``bank``, the features of clean training images with their true labels (and the
+    layers the metric reads); for metrics that also fit a logistic regression, ``images``/``labels``: a separate
+    split of clean training images (never attacked, never scored) from which the adversarial fitting examples
+    are made; ``classifier``, ``num_classes`` and ``objective`` of the model."""
+
+    bank: Any
+    num_classes: int
+    objective: str
+    classifier: Any = None
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
 
 class Metric:
@@ -40,15 +91,38 @@ class Metric:
     label: ClassVar[str] = ""
     #: whether ``fit`` learns anything from training features (else the metric is ready when created)
     needs_fit: ClassVar[bool] = False
+    #: whether ``fit`` also needs a split of training images (``FitData.images``) for its logistic regression
+    needs_fit_images: ClassVar[bool] = False
+    #: whether it is one of the paper's three metrics (the paper's tables show only those)
+    in_paper: ClassVar[bool] = False
+    #: intermediate layers it reads (set when fitted; "final" z and the logits are always in a view)
+    layers: tuple[str, ...] = ()
 
-    def fit(self, bank, num_classes: int, objective: str) -> Metric:
+    @property
+    def needs_images(self) -> bool:
+        """Whether it must see the images (it cannot score cached features)."""
+        return False
+
+    def bind(self, classifier) -> Metric:
+        """Resolve the settings that depend on the classifier (e.g. its default layers); returns self."""
+        return self
+
+    def layer_widths(self) -> dict[str, int]:
+        """{layer: the width C it was fitted on} (checked against a model when a detector is loaded)."""
+        return {}
+
+    def fit_split_size(self, n: int) -> int:
+        """How many of ``n`` training images go to the fitting split (metrics with ``needs_fit_images``)."""
+        return 0
+
+    def fit(self, data: FitData) -> Metric:
         return self
 
     @property
     def fitted(self) -> bool:
         return True
 
-    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def score(self, view: View) -> torch.Tensor:
         raise NotImplementedError
 
     def to(self, device) -> Metric:
@@ -105,23 +179,93 @@ def ready_made() -> dict[str, Metric]:
     return {name: cls() for name, cls in REGISTRY.items() if not cls.needs_fit}
 
 
-def score_features(metric: Metric, classifier, z: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Scores of final hidden features ``z`` (N, D), batched on the classifier's device, without gradients;
-    returned on the CPU."""
-    check_features(z)
+def observe(classifier, x: torch.Tensor, needs=None) -> View:
+    """The view of images ``x`` for ``needs`` (a metric or a detector term, or None for z and logits only): ONE
+    forward pass capturing its layers, differentiable in ``x`` (what attacks call at every step)."""
+    from ..features import pool_activation
+
+    layers = tuple(getattr(needs, "layers", ()) or ())
+    if layers:
+        out = classifier.features(x, layers=[*layers, FINAL])
+        z, acts = out[FINAL], {n: pool_activation(n, out[n]) for n in layers if n != FINAL}
+    else:
+        z, acts = classifier.features(x), {}
+    return View(z, classifier.logits_from_features(z), acts, x, classifier)
+
+
+def bank_view(classifier, bank, rows: slice | None = None, device=None) -> View:
+    """The view of (rows of) a cached :class:`~rcedetect.features.FeatureBank` (no images)."""
+    rows = rows if rows is not None else slice(None)
+    device = device if device is not None else classifier.device
+    z = bank.features[rows].to(device, torch.float32)
+    layers = {n: a[rows].to(device, torch.float32) for n, a in bank.layers.items()}
+    return View(z, classifier.logits_from_features(z), layers, None, classifier)
+
+
+def score_features(metric: Metric, classifier, z, batch_size: int = 4096) -> torch.Tensor:
+    """Scores of cached features, without gradients, batched on the classifier's device, returned on the CPU:
+    ``z`` is the (N, D) final hidden features or a FeatureBank (which must hold the metric's layers)."""
+    from ..features import FeatureBank
+
+    bank = z if isinstance(z, FeatureBank) else None
+    feats = bank.features if bank is not None else z
+    check_features(feats)
+    if metric.needs_images:
+        raise InputError(f"the {metric.name} detector needs the images (input pre-processing), not cached "
+                         "features; score images instead")
+    missing = [n for n in metric.layers if n != FINAL and (bank is None or n not in bank.layers)]
+    if missing:
+        raise InputError(f"the {metric.name} detector reads layer(s) {', '.join(missing)}, which the cached "
+                         "features lack; extract them with layers=...")
     device = classifier.device
     metric = metric.to(device)
     out = []
     with torch.no_grad():
-        for i in range(0, len(z), batch_size):
-            zb = z[i : i + batch_size].to(device, torch.float32)
-            out.append(metric.score(zb, classifier.logits_from_features(zb)).cpu())
+        for i in range(0, len(feats), batch_size):
+            rows = slice(i, i + batch_size)
+            view = (bank_view(classifier, bank, rows, device) if bank is not None
+                    else View(feats[rows].to(device, torch.float32),
+                              classifier.logits_from_features(feats[rows].to(device, torch.float32)),
+                              classifier=classifier))
+            out.append(metric.score(view).detach().cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+def score_images(metric: Metric, classifier, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """Scores of images ``x`` (validated NCHW in [0, 1]) in eval mode, batched on the classifier's device,
+    returned on the CPU. Metrics that differentiate through the network (input pre-processing) get gradients;
+    the others run without."""
+    from ..validation import check_images
+
+    check_images(x, channels=getattr(classifier, "in_channels", None))
+    device, was_training = classifier.device, classifier.training
+    metric = metric.to(device)
+    classifier.eval()
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device, torch.float32)
+            with torch.set_grad_enabled(metric.needs_images):
+                out.append(metric.score(observe(classifier, xb, metric)).detach().cpu())
+    finally:
+        classifier.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def score_any(metric: Metric, classifier, bank=None, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores from the cached ``bank`` where the metric can use it, else from the images ``x``."""
+    usable = bank is not None and not metric.needs_images and all(
+        n == FINAL or n in bank.layers for n in metric.layers)
+    if usable:
+        return score_features(metric, classifier, bank)
+    if x is None:
+        raise InputError(f"the {metric.name} detector needs the images (or their layers), which were not given")
+    return score_images(metric, classifier, x)
 
 
 @dataclass(frozen=True)
 class ScoreTerm:
-    """Detector term score(z, logits) − T: flagged above the threshold T, accepted at or below it."""
+    """Detector term score(view) − T: flagged above the threshold T, accepted at or below it."""
 
     metric: Metric
     threshold: float
@@ -130,9 +274,13 @@ class ScoreTerm:
         return ScoreTerm(self.metric.to(device), self.threshold)
 
     @property
+    def layers(self) -> tuple[str, ...]:
+        return self.metric.layers
+
+    @property
     def density(self):
         """The metric's K-density kernel, where it has one (feature-space attacks pull z toward its points)."""
         return getattr(self.metric, "density", None)
 
-    def margin(self, z: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return self.metric.score(z, logits) - self.threshold
+    def margin(self, view: View, classes: torch.Tensor) -> torch.Tensor:
+        return self.metric.score(view) - self.threshold

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from .base import Metric, register
+from .base import Metric, View, register
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -52,9 +52,10 @@ class Confidence(Metric):
 
     name = "confidence"
     label = "confidence"
+    in_paper = True
 
-    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return -confidence(logits)
+    def score(self, view: View) -> torch.Tensor:
+        return -confidence(view.logits)
 
 
 @register
@@ -63,6 +64,7 @@ class NonME(Metric):
 
     name = "non_me"
     label = "non-ME"
+    in_paper = True
 
-    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return -non_me(logits)
+    def score(self, view: View) -> torch.Tensor:
+        return -non_me(view.logits)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .bandwidth import BandwidthSelection, resolve_sigma2
-from .base import Metric, register
+from .base import FitData, Metric, View, register
 from .density import KernelDensity
 
 #: the paper's kernel sizes (protocol §4.2): 1000 points per class, 100 of them for the attack term
@@ -45,8 +45,10 @@ class KDTerm:
         return KDTerm(self.density if self.density.device == torch.device(device) else self.density.to(device),
                       self.eta.to(device, torch.float32))
 
-    def margin(self, z: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return -self.density.log_kd(z, classes) - self.eta[classes]
+    layers = ()
+
+    def margin(self, view: View, classes: torch.Tensor) -> torch.Tensor:
+        return -self.density.log_kd(view.z, classes) - self.eta[classes]
 
 
 def _check_per_class(value, name: str, allow_all: bool) -> None:
@@ -64,6 +66,7 @@ class KDensity(Metric):
     name = "kd"
     label = "K-density"
     needs_fit = True
+    in_paper = True
 
     def __init__(self, per_class: int | str = PER_CLASS, sigma2: float | str | None = None, seed: int = 0,
                  attack_per_class: int = ATTACK_PER_CLASS):
@@ -87,8 +90,9 @@ class KDensity(Metric):
         return {"per_class": self.per_class, "sigma2": self.sigma2, "seed": self.seed,
                 "attack_per_class": self.attack_per_class}
 
-    def fit(self, bank, num_classes: int, objective: str) -> KDensity:
+    def fit(self, data: FitData) -> KDensity:
         """Kernel points from the training features by TRUE label, σ², the attack subset and η (protocol §4.2-4.4)."""
+        bank, num_classes, objective = data.bank, data.num_classes, data.objective
         if bank.labels is None:
             raise InputError("fitting the K-density detector needs the true training labels")
         labels = bank.labels.cpu()
@@ -114,9 +118,9 @@ class KDensity(Metric):
                 self.attack_density = self.attack_density.to(device)
         return self
 
-    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def score(self, view: View) -> torch.Tensor:
         """−log KD(z) against the kernel of the predicted class (protocol §4.3)."""
-        return -self._need_fit().log_kd(z, logits.argmax(1))
+        return -self._need_fit().log_kd(view.z, view.logits.argmax(1))
 
     @staticmethod
     def log_kd(scores: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from .. import metrics
 from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
 from ..features import FeatureBank, extract, feature_dim
 from ..io import read_json, write_json
-from .base import Metric, check_metric, create, score_features
+from .base import FitData, Metric, check_metric, create, observe, score_features, score_images
 
 FORMAT = "rcedetect-detector"
 NOT_SURE = -1
@@ -37,7 +37,7 @@ class Detector:
     def __init__(self, classifier, metric: str, *, batch_size: int = 500, progress: bool = False, **settings: Any):
         self.classifier = classifier
         self.metric = check_metric(metric)
-        self.scorer: Metric = create(metric, **settings)
+        self.scorer: Metric = create(metric, **settings).bind(classifier)
         self.batch_size = batch_size
         self.progress = progress
         self.threshold: float | None = None
@@ -45,6 +45,7 @@ class Detector:
         self.n_calibration = 0
         self.clean_rejection_rate: float | None = None
         self.extra: dict[str, Any] = {}
+        self.input_shape: list[int] | None = None  # (C, H, W) of the images it was fitted on, where known
         self._fitted = False
 
     def __repr__(self) -> str:
@@ -76,7 +77,16 @@ class Detector:
                 raise InputError(f"the feature bank holds {x.dim}-d features but this detector's classifier "
                                  f"has {want}-d ones (features of another model?)")
             return x
-        return extract(self.classifier, x, y, batch_size=self.batch_size, progress=self.progress)
+        return extract(self.classifier, x, y, batch_size=self.batch_size, progress=self.progress,
+                       layers=self.scorer.layers)
+
+    def _scores(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, predictions) on the CPU of images or a FeatureBank."""
+        if self.scorer.needs_images and not isinstance(x, FeatureBank):
+            preds = self.classifier.predict_batched(x, self.batch_size)
+            return score_images(self.scorer, self.classifier, x, self.batch_size), preds
+        bank = self._bank(x)
+        return score_features(self.scorer, self.classifier, bank), bank.predictions
 
     def _need_fit(self) -> None:
         if not self._fitted:
@@ -85,23 +95,45 @@ class Detector:
     # -- stages -----------------------------------------------------------------------------------------
     def fit(self, x_train, y_train: torch.Tensor | None = None) -> Detector:
         """Fit the metric on training images or their FeatureBank (K-density: kernel points by TRUE label,
-        protocol §4.2). Metrics that learn nothing accept ``fit(None)``."""
+        protocol §4.2). Metrics that learn nothing accept ``fit(None)``. Metrics with a logistic regression
+        (LID, Mahalanobis, KD+BU) need images: the last ``fit_images`` of them are the fitting split their
+        adversarial examples are made from (protocol §15), the rest give the statistics."""
         if x_train is not None or self.scorer.needs_fit:
             if x_train is None:
                 raise InputError(f"fitting the {self.metric} detector needs training images or their features")
+            images = labels = None
+            if self.scorer.needs_fit_images:
+                if isinstance(x_train, FeatureBank) or y_train is None:
+                    raise InputError(f"fitting the {self.metric} detector needs training images and their labels "
+                                     "(it makes adversarial examples of some of them), not cached features")
+                k = self.scorer.fit_split_size(len(x_train))
+                x_train, images = x_train[: len(x_train) - k], x_train[len(x_train) - k :]
+                y_train, labels = y_train[: len(y_train) - k], y_train[len(y_train) - k :]
+            if not isinstance(x_train, FeatureBank):
+                self.input_shape = list(x_train.shape[1:])
             bank = self._bank(x_train, y_train)
             if y_train is not None:
-                bank = FeatureBank(bank.features, y_train.detach().cpu().to(torch.int64), bank.predictions)
-            self.scorer.fit(bank, self.classifier.num_classes, self.classifier.objective)
+                bank = FeatureBank(bank.features, y_train.detach().cpu().to(torch.int64), bank.predictions,
+                                   bank.layers)
+            self.scorer.fit(FitData(bank, self.classifier.num_classes, self.classifier.objective,
+                                    self.classifier, images, labels))
             self.scorer.to(self.classifier.device)
         self._fitted = True
         self.threshold = None  # a new fit invalidates any threshold
         return self
 
+    def mark_fitted(self) -> Detector:
+        """Declare the metric fitted by hand (``detector.scorer.fit(FitData(...))`` with a custom split)."""
+        if not self.scorer.fitted:
+            raise NotFittedError(f"the {self.metric} metric has not been fitted")
+        self.scorer.to(self.classifier.device)
+        self._fitted, self.threshold = True, None
+        return self
+
     def score(self, x) -> torch.Tensor:
         """Raw scores on the CPU, higher = more likely adversarial."""
         self._need_fit()
-        return score_features(self.scorer, self.classifier, self._bank(x).features)
+        return self._scores(x)[0]
 
     def calibrate(self, x_clean, fpr: float = 0.05) -> Detector:
         """Choose T from clean held-out inputs only, so that the share ``fpr`` of them is rejected."""
@@ -119,16 +151,15 @@ class Detector:
         """(labels with -1 = NOT SURE, scores), both on the CPU."""
         if not self.calibrated:
             raise NotFittedError(f"the {self.metric} detector has no threshold; call calibrate(x_clean) first")
-        bank = self._bank(x)
-        s = score_features(self.scorer, self.classifier, bank.features)
-        return torch.where(s > self.threshold, torch.full_like(bank.predictions, NOT_SURE), bank.predictions), s
+        s, preds = self._scores(x)
+        return torch.where(s > self.threshold, torch.full_like(preds, NOT_SURE), preds), s
 
     def predict(self, x) -> torch.Tensor:
         """The predicted label, or -1 (NOT SURE) where the score exceeds T."""
         return self.decide(x)[0]
 
     def attack_term(self):
-        """The detector term a white-box attack optimises against (``margin(z, logits, classes)`` ≤ 0 where this
+        """The detector term a white-box attack optimises against (``margin(view, classes)`` ≤ 0 where this
         detector accepts): K-density's paper term (protocol §4.4), else score − T (needs :meth:`calibrate`)."""
         self._need_fit()
         if self.metric == "kd":
@@ -136,6 +167,26 @@ class Detector:
         if not self.calibrated:
             raise NotFittedError(f"the {self.metric} detector term needs a threshold; call calibrate(x_clean) first")
         return self.scorer.term(self.threshold)
+
+    def _check_layer_widths(self, directory: Path) -> None:
+        """A detector fitted on other layers (another model with the same layer names) fails here, not later."""
+        widths = self.scorer.layer_widths()
+        shape = self.input_shape
+        if not widths or not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+            return
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            with torch.no_grad():
+                probe = observe(self.classifier, torch.zeros(1, *shape, device=self.classifier.device),
+                                self.scorer)
+        finally:
+            self.classifier.train(was_training)
+        for name, width in widths.items():
+            got = probe.layer(name).shape[1]
+            if got != width:
+                raise CheckpointError(f"the detector in {directory} was fitted on {width}-wide activations of layer "
+                                      f"{name!r}, but this model's are {got}-wide (another model?)")
 
     # -- files ------------------------------------------------------------------------------------------
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -148,7 +199,8 @@ class Detector:
                 "num_classes": self.classifier.num_classes, "feature_dim": feature_dim(self.classifier),
                 "settings": self.scorer.settings(), "state": self.scorer.save(directory),
                 "threshold": self.threshold, "fpr": self.fpr, "n_calibration": self.n_calibration,
-                "clean_rejection_rate": self.clean_rejection_rate, "extra": extra or {}}
+                "clean_rejection_rate": self.clean_rejection_rate, "input_shape": self.input_shape,
+                "extra": extra or {}}
         return write_json(directory / "detector.json", meta)
 
     @classmethod
@@ -175,6 +227,8 @@ class Detector:
         if det.kd is not None and det.kd.dim != feature_dim(classifier):
             raise InputError(f"the detector in {directory} has {det.kd.dim}-d kernel points but the classifier's "
                              f"features are {feature_dim(classifier)}-d")
+        det.input_shape = meta.get("input_shape")
+        det._check_layer_widths(directory)
         det._fitted = True
         det.threshold, det.fpr = threshold, fpr
         det.n_calibration = int(meta.get("n_calibration") or 0)

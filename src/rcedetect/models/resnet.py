@@ -3,7 +3,8 @@
 Three stages of n units with 16/32/64 filters, strides 1/2/2; leaky ReLU 0.1 everywhere; BatchNorm eps 1e-3;
 shortcuts that change width are average-pool(2) + zero channel padding (no projection convs); the head is
 BN -> leaky ReLU -> global average pool, giving the 64-d final hidden vector z that K-density uses, then a
-linear layer to the logits Z. The network takes images in [0, 1] and subtracts 0.5 itself (protocol "Decisions").
+linear layer to the logits Z (with ``dropout`` > 0, dropout on z before it during training: the dropout variant for
+KD+BU, off by default). The network takes images in [0, 1] and subtracts 0.5 itself (protocol "Decisions").
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ class PreActUnit(nn.Module):
 class PreActResNet(nn.Module):
     """ResNet-(6n+2) with ``features(x)`` (the final hidden vector) and ``head(z)`` (the logits) kept apart."""
 
-    def __init__(self, n: int, in_channels: int = 1, num_classes: int = 10):
+    def __init__(self, n: int, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.n = n
+        self.dropout = float(dropout)  # the dropout variant (before the final linear layer); 0 = the paper's net
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.feature_dim = STAGE_WIDTHS[-1]
@@ -110,7 +114,10 @@ class PreActResNet(nn.Module):
         return out.mean(dim=(2, 3))
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
-        """The raw logits Z = W z + b."""
+        """The raw logits Z = W z + b (W dropout(z) + b in training mode for the dropout variant, which KD+BU's
+        MC-dropout uncertainty reads; Feinman et al. 2017)."""
+        if self.dropout and self.training:
+            z = F.dropout(z, self.dropout, training=True)
         return self.fc(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ import torch
 
 from .. import attack_store, features, metrics
 from ..attacks.base import l2_distortion
-from ..detectors import ScoreTerm, score_features
+from ..classifier import FINAL
+from ..detectors import ScoreTerm, score_any
 from ..metrics import wilson_interval
 from ..operating_point import fpr_key, operating_points
 from ..scoring import rounded
@@ -44,8 +45,9 @@ def evaluate(inp: Inputs, model: str, metric: str, x_adv: torch.Tensor, n: int, 
     _, y, _ = inp.pool()
     y = y[:n]
     clean = inp.pool_bank(model, n)
-    adv = features.extract(clf, x_adv)
-    s_clean, s_adv = score_features(det, clf, clean.features), score_features(det, clf, adv.features)
+    adv = features.extract(clf, x_adv, layers=[n for n in det.layers if n != FINAL])
+    x_clean = inp.pool()[0][:n]
+    s_clean, s_adv = score_any(det, clf, clean, x_clean), score_any(det, clf, adv, x_adv)
     t = threshold(inp, model, metric)
     op = operating_points(inp.heldout_scores(model)[metric], s_clean, s_adv, y, clean.predictions, adv.predictions,
                           success=success, fprs=(ad.fpr,), n_boot=ad.bootstrap,

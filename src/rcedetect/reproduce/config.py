@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import attack_store, attacks
@@ -27,7 +27,10 @@ from ..errors import ConfigError
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
                        "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
                        "calibration_images": 1000}
-DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0}
+DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0,
+                     # the baselines of other papers (protocol §15) and their regression's fitting split
+                     "baselines": ["kd_bu", "lid", "mahalanobis"], "fit_on": "fgsm", "fit_eps": 0.0,
+                     "fit_images": 1000, "settings": {}}
 ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 #: the adaptive evaluation (``[adaptive]``): attacks that know the detector, against each metric's threshold
 ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
@@ -100,10 +103,29 @@ class DetectorSettings:
     def sigma2(self, objective: str) -> float | None:
         return self.sigma2_ce if objective == "ce" else self.sigma2_rce
 
+    baselines: tuple[str, ...] = ()
+    fit_on: str = "fgsm"
+    fit_eps: float = 0.1  # resolved: experiment.table2_eps when the config says 0
+    fit_images: int = 1000
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # baseline -> its own settings
+
     def kd_settings(self, objective: str) -> dict[str, Any]:
         """The settings of the ``kd`` metric for a model of ``objective`` (also the detector's cache key)."""
         return {"per_class": self.per_class, "attack_per_class": self.attack_per_class, "seed": self.seed,
                 "sigma2": self.sigma2(objective)}
+
+    def baseline_settings(self, metric: str, objective: str) -> dict[str, Any]:
+        """The settings of baseline ``metric`` (protocol §15): the shared fitting split, KD+BU's kernel as the
+        ``kd`` detector's, then the metric's own ``detector.settings.<metric>``."""
+        out: dict[str, Any] = {"fit_on": self.fit_on, "fit_eps": self.fit_eps, "fit_images": self.fit_images,
+                               "seed": self.seed}
+        if metric == "kd_bu":
+            out.update(per_class=self.per_class, sigma2=self.sigma2(objective))
+        return {**out, **self.settings.get(metric, {})}
+
+    def settings_of(self, metric: str, objective: str) -> dict[str, Any]:
+        """The constructor settings of any fitted metric (``kd`` or a baseline)."""
+        return self.kd_settings(objective) if metric == "kd" else self.baseline_settings(metric, objective)
 
 
 @dataclass(frozen=True)
@@ -197,9 +219,7 @@ def plan(cfg: dict) -> Plan:
     per_class = d.get("per_class")
     if per_class != "all":
         per_class = _int(d, "per_class", "detector", 1)
-    detector = DetectorSettings(per_class, _int(d, "attack_per_class", "detector", 1),
-                                _sigma2(d.get("sigma2_ce"), "detector.sigma2_ce"),
-                                _sigma2(d.get("sigma2_rce"), "detector.sigma2_rce"), _int(d, "seed", "detector"))
+    detector = _detector_settings(d, per_class, experiment)
     models, datasets = {}, set()
     for name, m in cfg["models"].items():
         if m["role"] not in ROLES:
@@ -214,6 +234,32 @@ def plan(cfg: dict) -> Plan:
     plans = {name: _attack_plan(name, a, f"attacks.{name}", experiment.seed)
              for name, a in cfg.get("attacks", {}).items()}
     return Plan(cfg, experiment, detector, models, plans, _adaptive_plan(cfg.get("adaptive"), experiment.seed))
+
+
+def _detector_settings(d: dict, per_class, experiment: Experiment) -> DetectorSettings:
+    from .. import detectors
+
+    baselines, own = d.get("baselines"), d.get("settings")
+    if not isinstance(baselines, list) or not all(isinstance(m, str) for m in baselines):
+        raise ConfigError(f"detector.baselines must be a list of detector names, got {baselines!r}")
+    for m in baselines:
+        detectors.check_metric(m)
+        if detectors.REGISTRY[m].in_paper:
+            raise ConfigError(f"detector.baselines lists {m!r}, one of the paper's detectors (always fitted)")
+    if not isinstance(own, dict) or not all(isinstance(v, dict) and k in baselines for k, v in own.items()):
+        raise ConfigError("detector.settings must be a table of tables, one per detector of detector.baselines")
+    fit_eps = _number(d.get("fit_eps"), "detector.fit_eps")
+    if not isinstance(d.get("fit_on"), str):
+        raise ConfigError(f"detector.fit_on must name an attack, got {d.get('fit_on')!r}")
+    out = DetectorSettings(per_class, _int(d, "attack_per_class", "detector", 1),
+                           _sigma2(d.get("sigma2_ce"), "detector.sigma2_ce"),
+                           _sigma2(d.get("sigma2_rce"), "detector.sigma2_rce"), _int(d, "seed", "detector"),
+                           tuple(baselines), d["fit_on"], fit_eps or experiment.table2_eps,
+                           _int(d, "fit_images", "detector", 4), own)
+    for m in baselines:  # bad settings fail now, not after training
+        for objective in ("ce", "rce"):
+            detectors.create(m, **out.baseline_settings(m, objective))
+    return out
 
 
 def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .. import attack_store, checkpoint, data, features
-from ..detectors import REGISTRY, Detector, Metric, create, score_features
+from ..detectors import REGISTRY, Detector, FitData, Metric, create, score_any
 from ..device import resolve
 from ..errors import ConfigError
 from .layout import Layout
@@ -58,14 +58,22 @@ class Inputs:
     def heldout_scores(self, name: str) -> dict[str, torch.Tensor]:
         """{metric: scores of the clean held-out images} of model ``name``: what every threshold is chosen on."""
         if name not in self._heldout:
-            bank = self.bank(name, "calibration")
-            self._heldout[name] = {m: score_features(d, self.classifier(name), bank.features)
+            bank, (x, _) = self.bank(name, "calibration"), self.calibration()
+            self._heldout[name] = {m: score_any(d, self.classifier(name), bank, x)
                                    for m, d in self.detectors(name).items()}
         return self._heldout[name]
 
+    def baselines(self, name: str) -> tuple[str, ...]:
+        """The baseline detectors of model ``name`` (protocol §15): those of ``detector.baselines`` on a main model."""
+        return self.plan.detector.baselines if name in self.plan.mains else ()
+
+    def layers(self, name: str) -> tuple[str, ...]:
+        """The intermediate layers its baselines read (cached in its feature banks beside z)."""
+        return self.layout.baseline_layers(name)
+
     def bank(self, name: str, kind: str) -> features.FeatureBank:
         """The cached features of the training images, the attack pool, the t-SNE images or the clean held-out
-        images of model ``name``."""
+        images of model ``name`` (with the layers its baselines read)."""
         ds = self.dataset()
         if kind == "train":
             n = min(self.plan.experiment.train_feature_images, len(ds.x_train))
@@ -77,32 +85,51 @@ class Inputs:
             x, y = self.calibration()
         else:
             x, y, _ = self.pool()
+        layers = self.layers(name) if kind != "tsne" else ()
         return features.cached(self.classifier(name), x, y, self.layout.feature_path(name, kind),
-                               batch_size=self.plan.experiment.batch_size)
+                               batch_size=self.plan.experiment.batch_size, layers=layers)
 
     def pool_bank(self, name: str, n: int) -> features.FeatureBank:
         """The features of the first ``n`` pool images (the ones an attack of ``n`` images attacks)."""
         b = self.bank(name, "pool")
-        return features.FeatureBank(b.features[:n], b.labels[:n], b.predictions[:n])
+        return features.FeatureBank(b.features[:n], b.labels[:n], b.predictions[:n],
+                                    {k: a[:n] for k, a in b.layers.items()})
+
+    def fit_split(self, name: str, metric) -> tuple[int, int]:
+        """(statistics rows, first training index of the fitting split) for a baseline: the fitting split is the
+        last ``fit_images`` training images (at most half), the statistics the bank's images before it."""
+        n_train = len(self.dataset().x_train)
+        k = metric.fit_split_size(n_train)
+        return min(len(self.bank(name, "train")), n_train - k), n_train - k
 
     def fit_detectors(self, name: str) -> None:
-        """Fit every registered detector that learns from training features and save it (protocol §4.2-4.4)."""
+        """Fit the K-density detector on the training features (protocol §4.2-4.4) and every baseline on the
+        training images before its fitting split, its regression on that split (protocol §15); save them."""
         clf, bank = self.classifier(name), self.bank(name, "train")
-        for metric, cls in REGISTRY.items():
-            if cls.needs_fit:
-                settings = self.layout.detector_settings(name) if metric == "kd" else {}
-                Detector(clf, metric, **settings).fit(bank).save(self.layout.detector_dir(name, metric))
+        Detector(clf, "kd", **self.layout.detector_settings(name)).fit(bank).save(self.layout.detector_dir(name, "kd"))
+        ds = self.dataset()
+        for metric in self.baselines(name):
+            det = Detector(clf, metric, **self.layout.baseline_settings(name, metric))
+            rows, start = self.fit_split(name, det.scorer)
+            stats = features.FeatureBank(bank.features[:rows], bank.labels[:rows], bank.predictions[:rows],
+                                         {k: a[:rows] for k, a in bank.layers.items()})
+            det.scorer.fit(FitData(stats, clf.num_classes, clf.objective, clf, data.to_float(ds.x_train[start:]),
+                                   ds.y_train[start:]))
+            det.input_shape = list(ds.x_train.shape[1:])
+            det.mark_fitted().save(self.layout.detector_dir(name, metric),
+                                   extra={"statistics_images": rows, "fit_split_indices": [start, len(ds.x_train)]})
 
     def detectors_done(self, name: str) -> bool:
         return all((self.layout.detector_dir(name, m) / "detector.json").is_file()
-                   for m, cls in REGISTRY.items() if cls.needs_fit)
+                   for m in ("kd", *self.baselines(name)))
 
     def detectors(self, name: str) -> dict[str, Detector | Metric]:
-        """{metric: fitted metric} of model ``name``, in the registry's order."""
+        """{metric: fitted metric} of model ``name``: the paper's three, then its baselines (registry order)."""
         if name not in self._detectors:
             clf, out = self.classifier(name), {}
             for metric, cls in REGISTRY.items():
-                out[metric] = (Detector.load(self.layout.detector_dir(name, metric), clf).scorer if cls.needs_fit
-                               else create(metric))
+                if cls.in_paper or metric in self.baselines(name):
+                    out[metric] = (Detector.load(self.layout.detector_dir(name, metric), clf).scorer
+                                   if cls.needs_fit else create(metric))
             self._detectors[name] = out
         return self._detectors[name]

@@ -28,8 +28,9 @@ FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 
 
 def train_dict_for_hash(train: dict) -> dict:
-    """The training config without device and data folder (where it runs and reads does not change the result)."""
-    return {k: v for k, v in train.items() if k not in ("device", "data_dir")}
+    """The training config without device and data folder (where it runs and reads does not change the result),
+    and without settings added later at their default (dropout 0), so earlier runs keep their hashes."""
+    return {k: v for k, v in train.items() if k not in ("device", "data_dir") and not (k == "dropout" and not v)}
 
 
 def attack_key(model_hash: str, name: str, settings: dict, eps: float | None, n: int, batch: int, seed: int,
@@ -76,8 +77,27 @@ class Layout:
         return {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images,
                 "calibration": self.calibration_size()}[kind]
 
+    def baseline_layers(self, name: str) -> tuple[str, ...]:
+        """The intermediate layers the baselines of model ``name`` read (its feature banks hold them beside z);
+        layer names depend on the architecture only, so they are known before the model is trained."""
+        if name not in self.plan.mains or not self.plan.detector.baselines:
+            return ()
+        from .. import detectors, models
+        from ..classifier import FINAL, Classifier
+
+        tc = self.plan.models[name].train
+        clf = Classifier(models.create(tc.arch), tc.objective)
+        found: dict[str, None] = {}
+        for m in self.plan.detector.baselines:
+            metric = detectors.create(m, **self.baseline_settings(name, m)).bind(clf)
+            found.update(dict.fromkeys(n for n in metric.layers if n != FINAL))
+        return tuple(found)
+
     def feature_path(self, name: str, kind: str) -> Path:
-        key = config_hash([self.model_hash(name), kind, self.feature_count(kind), self.plan.experiment.seed])
+        """The bank of ``kind``; a bank that also holds the baselines' layers has its own name."""
+        layers = self.baseline_layers(name) if kind != "tsne" else ()
+        parts = [self.model_hash(name), kind, self.feature_count(kind), self.plan.experiment.seed]
+        key = config_hash(parts + [list(layers)] if layers else parts)
         return self.out / "features" / f"{name}-{kind}-{key}.safetensors"
 
     def detector_settings(self, name: str) -> dict:
@@ -88,8 +108,28 @@ class Layout:
                             self.detector_settings(name)])
 
     def detector_dir(self, name: str, metric: str | None = None) -> Path:
+        """The paper's K-density detector (and, with ``metric``, any fitted detector) of model ``name``; a baseline
+        lives in its own folder, named by its settings."""
+        if metric in self.plan.detector.baselines:
+            return self.baseline_dir(name, metric)
         folder = self.out / "detectors" / f"{name}-{self.detector_hash(name)}"
         return folder if metric is None else folder / metric
+
+    def baseline_settings(self, name: str, metric: str) -> dict:
+        return self.plan.detector.baseline_settings(metric, self.plan.models[name].train.objective)
+
+    def baseline_hash(self, name: str, metric: str) -> str:
+        return config_hash([self.model_hash(name), self.plan.experiment.train_feature_images, metric,
+                            self.baseline_settings(name, metric)])
+
+    def baseline_dir(self, name: str, metric: str) -> Path:
+        return self.out / "detectors" / f"{name}-{metric}-{self.baseline_hash(name, metric)}" / metric
+
+    def baselines_hash(self, name: str) -> str | None:
+        """One hash of every baseline detector of model ``name`` (None without baselines): the scored records
+        depend on it."""
+        names = self.plan.detector.baselines if name in self.plan.mains else ()
+        return config_hash([self.baseline_hash(name, m) for m in names]) if names else None
 
     def attack_runs(self, model: str, attack: str) -> list[AttackRun]:
         a = self.plan.attacks[attack]
@@ -99,7 +139,7 @@ class Layout:
             key = attack_key(self.model_hash(model), attack, a.settings, eps, a.images, a.batch,
                              self.plan.experiment.seed, det)
             tag = f"{attack}-e{eps:g}" if eps is not None else attack
-            rec_key = config_hash([key, self.detector_hash(model)])
+            rec_key = config_hash([key, self.detector_hash(model)] + [b for b in [self.baselines_hash(model)] if b])
             runs.append(AttackRun(eps, self.out / "attacks" / model / f"{tag}-{key}", key,
                                   self.out / "records" / f"{model}-{tag}-{rec_key}.json"))
         return runs
@@ -109,6 +149,8 @@ class Layout:
         ad = self.plan.adaptive
         a = ad.attacks[attack]
         det = [self.detector_hash(model), metric, ad.fpr, self.calibration_size()]
+        if metric in self.plan.detector.baselines:
+            det.append(self.baseline_hash(model, metric))
         runs = []
         for eps in a.eps or (None,):
             key = config_hash({"model": self.model_hash(model), "attack": attack, "settings": a.settings, "eps": eps,

@@ -35,6 +35,15 @@ def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
         s, state = info["settings"], info["state"]
         dets[name] = {"sigma2": state["sigma2"], "per_class": s["per_class"], "attack_per_class": s["attack_per_class"],
                       "eta": state["eta"], "seed": s["seed"]}
+        baselines = {}
+        for metric in inp.baselines(name):
+            b = read_json(inp.layout.detector_dir(name, metric) / "detector.json", "detector record")
+            baselines[metric] = {"settings": b["settings"], "fit_split": b["state"].get("fit_split"),
+                                 "features": b["state"].get("features"), "weights": b["state"].get("weights"),
+                                 **{k: b["state"][k] for k in ("noise", "noise_selection", "dropout_rate")
+                                    if k in b["state"]}, **b.get("extra", {})}
+        if baselines:
+            dets[name]["baselines"] = baselines
     return models, dets
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .. import attack_store, attacks
+from ..detectors.base import observe
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record
@@ -72,9 +73,8 @@ def term_gradients(classifier, term, x: torch.Tensor) -> torch.Tensor:
     """∂ margin / ∂x of a detector term at images ``x`` (the class checked is the predicted one)."""
     x = x.to(classifier.device).detach().requires_grad_(True)
     with torch.enable_grad():
-        z = classifier.features(x)
-        logits = classifier.logits_from_features(z)
-        margin = term.margin(z, logits, logits.argmax(1))
+        view = observe(classifier, x, term)
+        margin = term.margin(view, view.logits.argmax(1))
         if not margin.requires_grad:
             return torch.zeros_like(x)
         (g,) = torch.autograd.grad(margin.sum(), x)

@@ -1,0 +1,269 @@
+"""Detectors that combine several raw features by a logistic regression (LID, Mahalanobis, KD+BU), and the
+honest way to fit that regression (protocol §15).
+
+Ma et al. 2018 (LID), Lee et al. 2018 (Mahalanobis) and Feinman et al. 2017 (KD+BU) all turn a few raw numbers
+per input (one per layer, or KD and BU) into one score with a logistic regression trained on clean versus
+adversarial examples. Their published scripts fit that regression on the very attack they then report (with a
+cross-validation split of the same images), which measures how well a detector can be tuned to a known attack,
+not how it fares against an unseen one. Here the regression is fit on a **fitting split**: training images that
+are never attacked in an evaluation nor scored, attacked by ``fit_on`` (an attack name, by default FGSM, or
+``"noise"`` for the paper's random noise) at ``fit_eps``. Every evaluated attack is then unseen data, and every
+attack other than ``fit_on`` is an unseen attack.
+
+:class:`CombinedMetric` is the base of those detectors: a subclass fits its statistics on the clean training
+bank (``fit_statistics``) and gives its raw features (``raw(view)``, (N, F), differentiable); the score is the
+regression's logit, higher = more likely adversarial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..io import load_tensors, save_tensors
+from .base import FitData, Metric, View, observe
+
+#: how many training images the fitting split takes by default
+FIT_IMAGES = 1000
+#: the attack and ε the regression is fit on by default (the paper's Table 2 ε for MNIST FGSM is 0.1-0.2)
+FIT_ON, FIT_EPS = "fgsm", 0.1
+
+
+@dataclass(frozen=True)
+class FitSplit:
+    """Which examples the logistic regression saw: ``attack`` at ``eps`` on ``n_images`` training images, of
+    which ``n_clean`` were classified correctly and ``n_adversarial`` became adversarial (misclassified; for
+    noise: every clean-correct image)."""
+
+    attack: str
+    eps: float | None
+    n_images: int
+    n_clean: int
+    n_adversarial: int
+
+
+def adversarial_split(classifier, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float | None, seed: int,
+                      batch: int = 100) -> tuple[torch.Tensor, torch.Tensor, FitSplit]:
+    """(clean images, adversarial images, what was done) of the fitting split ``x``: the clean-correct images
+    and the adversarial images that fool the classifier (all noise images of clean-correct inputs)."""
+    from .. import attack_store, attacks
+
+    spec = attacks.spec(attack)
+    if spec.needs_detector:
+        raise ConfigError(f"fit_on={attack!r} needs a detector; fit the regression on an attack without one")
+    factory = attack_store.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
+    x, y = x.float(), y.long()
+    clean_ok, adv, fooled = [], [], []
+    for b, i in enumerate(range(0, len(x), batch)):
+        xb, yb = x[i : i + batch], y[i : i + batch]
+        res = factory(b)(classifier, xb.to(classifier.device), yb.to(classifier.device))
+        with torch.no_grad():
+            pred_clean = classifier.predict(xb.to(classifier.device)).cpu()
+            pred_adv = classifier.predict(res.x_adv).cpu()
+        ok = pred_clean == yb
+        clean_ok.append(ok)
+        fooled.append(ok if attack == "noise" else ok & (pred_adv != yb))
+        adv.append(res.x_adv.detach().cpu())
+    ok, fool, x_adv = torch.cat(clean_ok), torch.cat(fooled), torch.cat(adv)
+    if int(ok.sum()) < 2 or int(fool.sum()) < 2:
+        raise InputError(f"the fitting split gave {int(ok.sum())} clean-correct and {int(fool.sum())} adversarial "
+                         f"examples of {attack} (ε {eps}); a logistic regression needs at least 2 of each: give "
+                         "more fitting images or a stronger fit_on attack")
+    split = FitSplit(attack, eps if spec.takes_eps else None, len(x), int(ok.sum()), int(fool.sum()))
+    return x[ok], x_adv[fool], split
+
+
+class LogisticCombiner:
+    """logit = ((f − mean) / scale) · w + b: a standardised logistic regression over raw features f (N, F),
+    fit with scikit-learn (L2, C = 1, lbfgs), evaluated in torch so that it is differentiable."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        self.mean, self.scale, self.weight, self.bias = mean, scale, weight, bias
+
+    @classmethod
+    def fit(cls, f_clean: torch.Tensor, f_adv: torch.Tensor) -> LogisticCombiner:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        f = torch.cat([f_clean, f_adv]).double()
+        if not bool(torch.isfinite(f).all()):
+            raise InputError("the detector's raw features of the fitting split are not all finite")
+        mean, scale = f.mean(0), f.std(0)
+        scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))  # a constant feature gets weight ~0
+        target = np.r_[np.zeros(len(f_clean)), np.ones(len(f_adv))]
+        lr = LogisticRegression(C=1.0, max_iter=2000).fit(((f - mean) / scale).numpy(), target)
+        return cls(mean.float(), scale.float(), torch.tensor(lr.coef_[0], dtype=torch.float32),
+                   torch.tensor(lr.intercept_, dtype=torch.float32))
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        dev = f.device
+        return ((f - self.mean.to(dev)) / self.scale.to(dev)) @ self.weight.to(dev) + self.bias.to(dev)
+
+    def to(self, device) -> LogisticCombiner:
+        return LogisticCombiner(*(t.to(device) for t in (self.mean, self.scale, self.weight, self.bias)))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"lr.mean": self.mean, "lr.scale": self.scale, "lr.weight": self.weight, "lr.bias": self.bias}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], width: int, where: str) -> LogisticCombiner:
+        try:
+            parts = [t[f"lr.{k}"].float() for k in ("mean", "scale", "weight", "bias")]
+        except KeyError as e:
+            raise CheckpointError(f"{where} lacks the logistic regression tensor {e}") from e
+        if any(p.shape != (width,) for p in parts[:3]) or parts[3].shape != (1,):
+            raise CheckpointError(f"{where}: the logistic regression does not fit {width} features")
+        return cls(*parts)
+
+
+def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    """The raw features (N, F) of images ``x`` in eval mode, on the CPU."""
+    from ..features import extract
+
+    was_training = classifier.training
+    classifier.eval()
+    out = []
+    try:
+        if metric.needs_images:
+            for i in range(0, len(x), batch):
+                view = observe(classifier, x[i : i + batch].to(classifier.device), metric)
+                out.append(metric.raw(view).detach().cpu())
+        else:
+            from .base import bank_view
+
+            bank = extract(classifier, x, batch_size=batch, layers=metric.layers)
+            with torch.no_grad():
+                for i in range(0, len(bank), batch):
+                    out.append(metric.raw(bank_view(classifier, bank, slice(i, i + batch))).cpu())
+    finally:
+        classifier.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, len(metric.feature_names()))
+
+
+class CombinedMetric(Metric):
+    """Base of the logistic-regression detectors; settings ``fit_on``, ``fit_eps``, ``fit_images``, ``seed``."""
+
+    needs_fit: ClassVar[bool] = True
+    needs_fit_images: ClassVar[bool] = True
+
+    def __init__(self, fit_on: str = FIT_ON, fit_eps: float | None = FIT_EPS, fit_images: int = FIT_IMAGES,
+                 seed: int = 0):
+        from .. import attacks
+
+        if attacks.spec(fit_on).needs_detector:  # unknown names fail here too
+            raise ConfigError(f"fit_on={fit_on!r} needs a detector; fit the regression on an attack without one")
+        if isinstance(fit_images, bool) or not isinstance(fit_images, int) or fit_images < 4:
+            raise ConfigError(f"fit_images must be an integer >= 4, got {fit_images!r}")
+        if fit_eps is not None and (isinstance(fit_eps, bool) or not isinstance(fit_eps, (int, float))
+                                    or not 0 < fit_eps <= 1):
+            raise ConfigError(f"fit_eps must be a number in (0, 1], got {fit_eps!r}")
+        self.fit_on, self.fit_eps, self.fit_images, self.seed = fit_on, fit_eps, fit_images, int(seed)
+        self.combiner: LogisticCombiner | None = None
+        self.split: FitSplit | None = None
+
+    # -- what a subclass provides -----------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def fit_statistics(self, data: FitData) -> None:
+        raise NotImplementedError
+
+    def raw(self, view: View) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
+        raise NotImplementedError
+
+    # -- the shared part --------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return {"fit_on": self.fit_on, "fit_eps": self.fit_eps, "fit_images": self.fit_images, "seed": self.seed}
+
+    @property
+    def fitted(self) -> bool:
+        return self.combiner is not None
+
+    def fit_split_size(self, n: int) -> int:
+        """The fitting split: ``fit_images`` of the ``n`` training images, at most half of them."""
+        return min(self.fit_images, n // 2)
+
+    def fit(self, data: FitData) -> CombinedMetric:
+        if data.images is None or data.labels is None or data.classifier is None:
+            raise InputError(f"fitting the {self.name} detector needs a split of training images with labels")
+        self.fit_statistics(data)
+        x_clean, x_adv, self.split = adversarial_split(data.classifier, data.images, data.labels, self.fit_on,
+                                                       self.fit_eps, self.seed)
+        self.fit_combiner(data.classifier, x_clean, x_adv)
+        return self
+
+    def fit_combiner(self, classifier, x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
+        self.combiner = LogisticCombiner.fit(raw_features(self, classifier, x_clean),
+                                             raw_features(self, classifier, x_adv))
+
+    def _need_fit(self) -> LogisticCombiner:
+        if self.combiner is None:
+            raise NotFittedError(f"the {self.name} detector is not fitted; call fit on training images first")
+        return self.combiner
+
+    def score(self, view: View) -> torch.Tensor:
+        """The logistic regression's logit of the raw features (higher = more likely adversarial)."""
+        return self._need_fit()(self.raw(view))
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        combiner = self._need_fit()
+        save_tensors(Path(directory) / f"{self.name}.safetensors", {**self.state_tensors(), **combiner.tensors()})
+        return {"features": self.feature_names(), "fit_split": asdict(self.split) if self.split else None,
+                "weights": [round(float(w), 6) for w in combiner.weight]}
+
+    @classmethod
+    def load(cls, directory: Path, info: dict[str, Any], settings: dict[str, Any], device) -> CombinedMetric:
+        metric = cls(**settings)
+        path = Path(directory) / f"{cls.name}.safetensors"
+        t = load_tensors(path, f"{cls.name} detector")
+        metric.load_state(t, info, str(path))
+        metric.combiner = LogisticCombiner.from_tensors(t, len(metric.feature_names()), str(path))
+        split = info.get("fit_split")
+        if isinstance(split, dict):
+            try:
+                metric.split = FitSplit(**split)
+            except TypeError as e:
+                raise CheckpointError(f"{path}: bad fit_split record: {e}") from e
+        return metric.to(device)
+
+
+class LayeredMetric(CombinedMetric):
+    """A combined metric with one raw feature per layer; ``layers=None`` = every residual stage's output and
+    the final hidden layer (:meth:`~rcedetect.classifier.Classifier.stage_names`), as Ma et al. and Lee et al.
+    read every block."""
+
+    def __init__(self, layers: list[str] | tuple[str, ...] | None = None, **kw: Any):
+        super().__init__(**kw)
+        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
+                                   or not layers):
+            raise ConfigError(f"layers must be a non-empty list of layer names, got {layers!r}")
+        self.layers = tuple(dict.fromkeys(layers)) if layers is not None else ()
+        self._asked = layers is not None
+
+    def bind(self, classifier) -> LayeredMetric:
+        from ..classifier import FINAL
+
+        if not self._asked:
+            self.layers = (*classifier.stage_names(), FINAL)
+        valid = classifier.layer_names()
+        unknown = [n for n in self.layers if n not in valid]
+        if unknown:
+            raise ConfigError(f"the {self.name} detector asks for layer(s) {', '.join(map(repr, unknown))}, which "
+                              f"this model lacks; choose from {', '.join(valid)}")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "layers": list(self.layers) if self.layers else None}
+
+    def feature_names(self) -> list[str]:
+        return list(self.layers)
