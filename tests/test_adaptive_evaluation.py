@@ -60,6 +60,11 @@ def test_worst_case_is_the_union_over_attacks_at_each_eps():
     assert out[0]["attacks"] == ["a", "b"]  # an attack without an ε (C&W-wb) is not on the ε axis
     lo, hi = out[0]["interval"]
     assert lo < 0.5 < hi
+    # a larger ε where the attacks fooled fewer images still counts every image fooled at a smaller ε
+    weaker = worst_case([rec("a", 0.1, [True, True, True, False]), rec("a", 0.2, [False, False, False, True])])
+    assert [(w["attack_success_rate"], w["sr_at_eps_only"]) for w in weaker] == [(0.75, 0.75), (1.0, 0.25)]
+    assert sanity.monotone_eps(weaker, "kd")["passed"] is False
+    assert sanity.monotone_eps(out, "kd")["passed"] is True
 
 
 def test_wilson_interval_known_values():
@@ -91,7 +96,10 @@ def test_the_tiny_run_reports_the_adaptive_evaluation(tiny_run):
         lo, hi = op["bootstrap"]["attack_success_rate"]
         assert lo is None or lo <= op["attack_success_rate"] + 1e-9 <= hi + 2e-9
     names = {c["check"] for cs in ad["sanity"].values() for c in cs}
-    assert names == {"large_eps", "more_iterations", "lambda_zero", "gradient", "gradient_free", "transfer"}
+    assert names == {"large_eps", "more_iterations", "lambda_zero", "gradient", "gradient_free", "transfer",
+                     "monotone_eps"}
+    checked = {(c["metric"], c["check"]) for cs in ad["sanity"].values() for c in cs}
+    assert {("lid", "large_eps"), ("mahalanobis", "gradient"), ("kd_bu", "monotone_eps")} <= checked
     assert all(c["passed"] for cs in ad["sanity"].values() for c in cs if c["check"] == "lambda_zero")
     # every Table-2 record carries the operating points of every detector, thresholds from held-out images only
     for r in results["attacks"]:

@@ -92,3 +92,18 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("rce detect: error:") and len(err.strip().splitlines()) == 1
     assert case != "sigma2" or "--sigma2" in err
+
+
+@pytest.mark.parametrize("metric", ["lid", "mahalanobis", "kd_bu"])
+def test_the_baselines_work_like_kd(metric, run_dir, inputs, capsys):
+    npz, _ = inputs
+    args = ["detect", str(run_dir), "--metric", metric, "--input", str(npz), "--json", "--quiet",
+            "--fit-images", "150", "--fit-eps", "0.3", "--per-class", "100"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metric"] == metric and len(out["results"]) == 5
+    assert all((r["score"] > out["threshold"]) == r["not_sure"] for r in out["results"])
+    saved = json.loads((run_dir / f"detector-{metric}" / "detector.json").read_text())
+    assert saved["state"]["fit_split"]["attack"] == "fgsm" and saved["state"]["fit_split"]["n_images"] == 150
+    assert main([*args[:-6], "--fit-on", "cw_wb"]) == 2  # an attack that needs a detector cannot fit one
+    assert "needs a detector" in capsys.readouterr().err

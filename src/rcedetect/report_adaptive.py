@@ -110,13 +110,13 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
     for w in ad.get("worst_case", []):
         if w["attack_success_rate"] is not None and w.get("norm", "linf") == "linf":
             curves.setdefault((w["model"], w["objective"], w["metric"]), []).append((w["eps"], w["attack_success_rate"]))
-    failed = {m for m, cs in (ad.get("sanity") or {}).items() if any(not c["passed"] for c in cs)}
+    failed = {(m, c.get("metric", "kd")) for m, cs in (ad.get("sanity") or {}).items() for c in cs if not c["passed"]}
     for (model, obj, metric), pts in sorted(curves.items(), key=lambda kv: (kv[0][1] != "ce", kv[0][2] != "kd")):
         reach = ", ".join(f"{100 * lv:.0f} % at ε {eps_reaching(pts, lv)}" for lv in TARGET_LEVELS)
         top = max(pts)
         verdict = "falls to" if top[1] >= 0.5 else "holds against"
-        doubt = (" A sanity check failed on this model: the attacks may be too weak to support that."
-                 if model in failed and top[1] < 0.5 else "")
+        doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
+                 "that." if (model, metric) in failed and top[1] < 0.5 else "")
         verdicts.append(f"{obj.upper()} + {metric} {verdict} the adaptive attacks within the grid: worst-case "
                         f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
     out += [("p", "In plain words:"), ("ul", verdicts),
@@ -128,7 +128,8 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
     items, warnings = [], []
     for model, cs in checks.items():
         for c in cs:
-            (items if c["passed"] else warnings).append(f"{model}: {c['check']}: {c['detail']}")
+            who = f"{model}, {c['metric']}" if c.get("metric") else model
+            (items if c["passed"] else warnings).append(f"{who}: {c['check']}: {c['detail']}")
     if checks:
         out.append(("h", 3, "Sanity checks"))
         if warnings:

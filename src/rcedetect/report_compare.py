@@ -130,9 +130,14 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
                              + (f" [{100 * lo:.0f}, {100 * hi:.0f}]" if lo is not None else ""))
             attacks = sorted({a for w in ws.values() for a in w.get("attacks", [])})
             n = next(iter(ws.values())).get("n_clean_correct")
-            rows.append([_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells])
+            failed = [c["check"] for c in (ad.get("sanity") or {}).get(model, [])
+                      if c.get("metric") == m and not c["passed"]]
+            rows.append([_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells,
+                         "failed: " + ", ".join(failed) if failed else "passed"])
     return [("h", 3, f"Worst-case SR@{fpr:g} under the adaptive attacks (%, lower is better)"),
             ("p", (f"The share of attacked, clean-correct images that some adaptive attack at that L∞ ε turned into a "
                    f"misclassified image the detector accepts at its {fpr:g} %-FPR threshold; 95 % Wilson intervals. "
-                   "Each detector is attacked through its own differentiable score.")),
-            ("table", ["detector", "objective", "attacks", "images", *[f"ε {e:g}" for e in eps]], rows)]
+                   "Each detector is attacked through its own differentiable score; an image fooled at a smaller ε "
+                   "counts at every larger ε. Sanity: the checks of the adaptive section for that detector (a failed "
+                   "one means the attacks, not the detector, may be what holds).")),
+            ("table", ["detector", "objective", "attacks", "images", *[f"ε {e:g}" for e in eps], "sanity"], rows)]

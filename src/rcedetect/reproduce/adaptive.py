@@ -103,21 +103,33 @@ def records(inp: Inputs) -> list[dict]:
 
 
 def worst_case(recs: list[dict]) -> list[dict]:
-    """Per (model, metric, norm, ε): an image counts as fooled if ANY attack at that ε fooled both classifier and
-    detector; SR@N of that union (the attacker who tries everything)."""
+    """Per (model, metric, norm, ε): an image counts as fooled if ANY attack at ANY ε' ≤ ε fooled both classifier
+    and detector (an image in the ε' ball is in the ε ball, and the threshold is the same); SR@N of that union (the
+    attacker who tries everything). ``sr_at_eps_only`` keeps the union of the attacks at exactly ε: where it falls
+    below a smaller ε's, the attacks weakened with a larger budget, a sign of an attack failing (the sanity check
+    ``monotone_eps`` says so)."""
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
         if r.get("eps") is not None:
-            groups.setdefault((r["model"], r["metric"], r.get("norm") or "linf", r["eps"]), []).append(r)
+            groups.setdefault((r["model"], r["metric"], r.get("norm") or "linf"), []).append(r)
     out = []
-    for (model, metric, norm, eps), rs in sorted(groups.items(), key=lambda kv: kv[0]):
-        union = torch.zeros(len(rs[0]["fooled"]), dtype=torch.bool)
-        for r in rs:
-            union |= torch.tensor(r["fooled"], dtype=torch.bool)
-        n_correct, k = rs[0]["operating_point"]["n_clean_correct"], int(union.sum())
-        lo, hi = wilson_interval(k, n_correct)
-        out.append({"model": model, "objective": rs[0]["objective"], "metric": metric, "norm": norm, "eps": eps,
-                    "attacks": [r["attack"] for r in rs], "n_fooled": k, "n_clean_correct": n_correct,
-                    "attack_success_rate": rounded(k / n_correct) if n_correct else None,
-                    "interval": [rounded(lo), rounded(hi)]})
+    for (model, metric, norm), rs in sorted(groups.items(), key=lambda kv: kv[0]):
+        for eps in sorted({r["eps"] for r in rs}):
+            upto = [r for r in rs if r["eps"] <= eps + 1e-12]
+            at = [r for r in upto if abs(r["eps"] - eps) < 1e-12]
+            union, exact = _union(upto), _union(at)
+            n_correct, k = at[0]["operating_point"]["n_clean_correct"], int(union.sum())
+            lo, hi = wilson_interval(k, n_correct)
+            out.append({"model": model, "objective": at[0]["objective"], "metric": metric, "norm": norm, "eps": eps,
+                        "attacks": sorted({r["attack"] for r in at}), "n_fooled": k, "n_clean_correct": n_correct,
+                        "attack_success_rate": rounded(k / n_correct) if n_correct else None,
+                        "sr_at_eps_only": rounded(int(exact.sum()) / n_correct) if n_correct else None,
+                        "interval": [rounded(lo), rounded(hi)]})
     return out
+
+
+def _union(recs: list[dict]) -> torch.Tensor:
+    union = torch.zeros(len(recs[0]["fooled"]), dtype=torch.bool)
+    for r in recs:
+        union |= torch.tensor(r["fooled"], dtype=torch.bool)
+    return union

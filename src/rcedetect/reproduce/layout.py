@@ -25,6 +25,8 @@ from ..io import config_hash
 from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
+#: bumped when the sanity checks change, so that a cached run recomputes them
+SANITY_VERSION = 2
 
 
 def train_dict_for_hash(train: dict) -> dict:
@@ -164,7 +166,7 @@ class Layout:
         ad = self.plan.adaptive
         key = config_hash([self.model_hash(model), self.detector_hash(model), ad.fpr, self.calibration_size(),
                            {n: [a.eps, a.settings, a.images] for n, a in ad.attacks.items()}, ad.metrics,
-                           self.plan.experiment.seed])
+                           self.plan.experiment.seed, self.baselines_hash(model), SANITY_VERSION])
         return self.out / "records" / f"sanity-{model}-{key}.json"
 
     def tsne_path(self, name: str) -> Path:

@@ -34,7 +34,7 @@ def _check(name: str, passed: bool, detail: str, **values) -> dict:
 
 # -- the verdicts: pure functions of what was measured (tests drive each one to fail) ---------------------------
 def large_eps(sr: float, m: int) -> dict:
-    return _check("large_eps", sr >= 0.9, f"at ε = 1 the attack fools classifier and detector on {100 * sr:.0f} % "
+    return _check("large_eps", sr >= 0.9, f"at ε = 1 {GRADIENT_ATTACK} fools classifier and detector on {100 * sr:.0f} % "
                   f"of {m} images (expected ≥ 90 %)", sr=sr)
 
 
@@ -60,6 +60,24 @@ def gradient_free(sr_search: float, sr_gradient: float, m: int, eps: float) -> d
     return _check("gradient_free", sr_search <= sr_gradient + 1 / m + 1e-9,
                   f"ε {eps:g}: random search fools {100 * sr_search:.0f} %, the best gradient attack "
                   f"{100 * sr_gradient:.0f} %", sr=sr_search, sr_gradient=sr_gradient)
+
+
+def monotone_eps(worst: list[dict], metric: str) -> dict:
+    """The attacks' own success (union at exactly ε) must not fall as ε grows (Carlini et al. 2019: a larger budget
+    can only help); a drop of more than one image says the attack fails at large ε, not that the detector holds."""
+    drops = []
+    for key in sorted({(w["model"], w["norm"]) for w in worst if w["metric"] == metric}):
+        pts = sorted((w["eps"], w["sr_at_eps_only"], w["n_clean_correct"]) for w in worst
+                     if w["metric"] == metric and (w["model"], w["norm"]) == key and w["sr_at_eps_only"] is not None)
+        best = (None, -1.0)
+        for eps, sr, n in pts:
+            if best[0] is not None and sr < best[1] - 1.0 / max(n, 1) - 1e-9:
+                drops.append(f"{100 * best[1]:.0f} % at ε {best[0]:g} but {100 * sr:.0f} % at ε {eps:g}")
+            if sr > best[1]:
+                best = (eps, sr)
+    detail = (f"the attacks on the {metric} detector weaken as ε grows: " + "; ".join(drops) if drops else
+              f"the attacks on the {metric} detector never weaken as ε grows")
+    return _check("monotone_eps", not drops, detail)
 
 
 def transfer(sr_transfer: float, sr_whitebox: float, m: int, eps: float, source: str) -> dict:
@@ -102,7 +120,7 @@ def checks(inp: Inputs, model: str) -> list[dict]:
         return [_check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
     from ..io import read_json
 
-    metric = "kd" if "kd" in ad.metrics else ad.metrics[0]
+    metric = _primary(inp)
     a = ad.attacks[GRADIENT_ATTACK]
     m = min(SAMPLE, a.images, len(inp.pool()[0]))
     mid = sorted(a.eps)[len(a.eps) // 2]
@@ -147,4 +165,29 @@ def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[d
 
 
 def run_checks(inp: Inputs, model: str) -> None:
-    write_record(inp.layout.sanity_path(model), {"model": model, "checks": checks(inp, model)})
+    """The full checks against the primary detector (K-density); against every other adaptive metric the cheap ones
+    that catch a failing attack: success at ε = 1, a live gradient, no weakening as ε grows."""
+    out = checks(inp, model)
+    ad, primary = inp.plan.adaptive, _primary(inp)
+    if GRADIENT_ATTACK in ad.attacks:
+        a = ad.attacks[GRADIENT_ATTACK]
+        m = min(SAMPLE, a.images, len(inp.pool()[0]))
+        worst = adaptive.worst_case([r for r in adaptive.records(inp) if r["model"] == model])
+        for metric in ad.metrics:
+            if metric != primary and metric in adaptive.metrics_of(inp, GRADIENT_ATTACK):
+                fooled = adaptive.evaluate(inp, model, metric,
+                                           _run(inp, model, metric, GRADIENT_ATTACK, a.settings, 1.0, m).x_adv, m)
+                out += [large_eps(_sr(fooled, m), m),
+                        gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric),
+                                                inp.pool()[0][:m]), metric)]
+                out[-2]["metric"] = out[-1]["metric"] = metric
+        for metric in ad.metrics:
+            out.append({**monotone_eps(worst, metric), "metric": metric})
+    for c in out:
+        c.setdefault("metric", primary)
+    write_record(inp.layout.sanity_path(model), {"model": model, "checks": out})
+
+
+def _primary(inp: Inputs) -> str:
+    ad = inp.plan.adaptive
+    return "kd" if "kd" in ad.metrics else ad.metrics[0]
