@@ -355,3 +355,19 @@ def test_rce_margin_uses_effective_logits():
     with torch.no_grad():
         before, after = class_margin(clf.logits(x), label), class_margin(clf.logits(res.x_adv), label)
     assert bool((after < before).all()) and math.isfinite(float(after.sum()))
+
+
+def test_guided_start_is_the_nearest_other_class_image_projected_into_the_ball():
+    from rcedetect.attacks.pgd_detector import guided_start
+
+    x = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.1, 0.9, 1.0)])
+    label = torch.tensor([0, 0, 1, 1])
+    full = guided_start(x, label, 1.0, "linf")
+    assert torch.equal(full, x[[2, 2, 1, 1]])  # at ε = 1: the nearest image of another class itself
+    small = guided_start(x, label, 0.05, "linf")
+    assert float((small - x).abs().amax()) <= 0.05 + 1e-7 and bool(((small - x)[:2] > 0).all())
+    l2 = guided_start(x, label, 0.1, "l2")
+    assert bool(((l2 - x).flatten(1).norm(dim=1) <= 0.1 + 1e-6).all())
+    assert torch.equal(guided_start(x, torch.zeros(4, dtype=torch.long), 1.0, "linf"), x)  # one class: x itself
+    with pytest.raises(ConfigError, match="guided_starts"):
+        attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), guided_starts=2)

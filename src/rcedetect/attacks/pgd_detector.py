@@ -13,6 +13,12 @@ among every iterate of all runs (``keep_best``; else only the final iterates), a
 with the smallest distortion (in the attack's norm), else the one closest to that, i.e. with the smallest
 max(0, class margin) + max(0, margin_det).
 
+``guided_starts`` adds runs that start from the nearest image of the batch that the classifier puts in another
+class, projected into the ε-ball (x + Π_ε(x_g − x)): a point the detector already accepts when ε is large (at ε = 1
+it IS that image), so the attack does not have to find an accepted region from a random point far off the data —
+where a detector such as Mahalanobis can leave no usable gradient (Carlini et al. 2019 ask that an unbounded attack
+succeed; random starts alone fail that check against some detectors).
+
 λ = 0 leaves the detector out of the loss: with ``keep_best=False`` the run is then exactly ``pgd(loss="margin")``
 (the same step code).
 The helpers here (:func:`check_term`, :func:`place_term`, :class:`Status`, :class:`Best`) serve the other
@@ -39,6 +45,7 @@ from .pgd import (
     distortion,
     margin_loss,
     per_example,
+    project,
     resolve_step_size,
     run_pgd,
     starts,
@@ -180,6 +187,7 @@ class PGDDetector:
     random_start: bool = True
     seed: int = 0
     keep_best: bool = True
+    guided_starts: int = 0
 
     def __post_init__(self):
         check_eps(self.eps)
@@ -187,6 +195,8 @@ class PGDDetector:
         check_norm(self.norm)
         check_steps(self.steps)
         check_steps(self.restarts, "restarts")
+        if isinstance(self.guided_starts, bool) or not isinstance(self.guided_starts, int) or not 0 <= self.guided_starts <= 1:
+            raise ConfigError(f"guided_starts must be 0 or 1, got {self.guided_starts!r}")
         check_step_size(self.step_size)
         if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
             raise ConfigError(f"lambdas must be a sequence of numbers >= 0, got {self.lambdas!r}")
@@ -196,7 +206,7 @@ class PGDDetector:
         object.__setattr__(self, "lambdas", lambdas)
 
     def passes_per_image(self) -> float:
-        return (3.0 + self.keep_best) * self.steps * self.restarts * len(self.lambdas)
+        return (3.0 + self.keep_best) * self.steps * (self.restarts + self.guided_starts) * len(self.lambdas)
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
@@ -208,10 +218,23 @@ class PGDDetector:
             def offer(xa: torch.Tensor, lam: float = lam) -> None:
                 best.update(xa, evaluate(classifier, term, x, xa, label, self.norm), **{"lambda": lam})
 
-            for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
+            guided = [guided_start(x, label, self.eps, self.norm)] if self.guided_starts else []
+            for start in [*starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start), *guided]:
                 x_adv = run_pgd(x, start, loss_fn, eps=self.eps, norm=self.norm, steps=self.steps,
                                 step_size=alpha, direction=-1.0, on_iterate=offer if self.keep_best else None)
                 if not self.keep_best:
                     offer(x_adv)
-        its = self.steps * self.restarts * len(self.lambdas)
+        its = self.steps * (self.restarts + self.guided_starts) * len(self.lambdas)
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
+
+
+def guided_start(x: torch.Tensor, label: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """x + Π_ε(x_g − x), x_g the nearest (L2) image of the batch whose clean prediction differs from ``label``
+    (x itself where the whole batch shares one class), clipped to [0, 1]."""
+    flat = x.flatten(1)
+    d = torch.cdist(flat, flat)
+    d = d.masked_fill(label[:, None] == label[None, :], math.inf)
+    nearest = d.argmin(1)
+    has = torch.isfinite(d.gather(1, nearest[:, None]).squeeze(1))
+    guide = torch.where(per_example(has, x), x[nearest], x)
+    return project(x, guide, eps, norm).clamp(0.0, 1.0)
