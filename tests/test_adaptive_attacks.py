@@ -363,7 +363,7 @@ def test_guided_start_is_the_nearest_other_class_image_projected_into_the_ball()
     x = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.1, 0.9, 1.0)])
     label = torch.tensor([0, 0, 1, 1])
     full = guided_start(x, label, 1.0, "linf")
-    assert torch.equal(full, x[[2, 2, 1, 1]])  # at ε = 1: the nearest image of another class itself
+    torch.testing.assert_close(full, x[[2, 2, 1, 1]])  # at ε = 1: the nearest image of another class itself
     small = guided_start(x, label, 0.05, "linf")
     assert float((small - x).abs().amax()) <= 0.05 + 1e-7 and bool(((small - x)[:2] > 0).all())
     l2 = guided_start(x, label, 0.1, "l2")
