@@ -26,7 +26,7 @@ from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 #: bumped when the sanity checks change, so that a cached run recomputes them
-SANITY_VERSION = 2
+SANITY_VERSION = 3
 
 
 def train_dict_for_hash(train: dict) -> dict:

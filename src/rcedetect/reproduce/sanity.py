@@ -69,12 +69,13 @@ def monotone_eps(worst: list[dict], metric: str) -> dict:
     for key in sorted({(w["model"], w["norm"]) for w in worst if w["metric"] == metric}):
         pts = sorted((w["eps"], w["sr_at_eps_only"], w["n_clean_correct"]) for w in worst
                      if w["metric"] == metric and (w["model"], w["norm"]) == key and w["sr_at_eps_only"] is not None)
-        best = (None, -1.0)
+        best = (None, -1, 1)
         for eps, sr, n in pts:
-            if best[0] is not None and sr < best[1] - 1.0 / max(n, 1) - 1e-9:
-                drops.append(f"{100 * best[1]:.0f} % at ε {best[0]:g} but {100 * sr:.0f} % at ε {eps:g}")
-            if sr > best[1]:
-                best = (eps, sr)
+            k = round(sr * n)  # images (the rates are stored rounded)
+            if best[0] is not None and k < best[1] - 1:
+                drops.append(f"{100 * best[1] / best[2]:.0f} % at ε {best[0]:g} but {100 * sr:.0f} % at ε {eps:g}")
+            if k > best[1]:
+                best = (eps, k, n)
     detail = (f"the attacks on the {metric} detector weaken as ε grows: " + "; ".join(drops) if drops else
               f"the attacks on the {metric} detector never weaken as ε grows")
     return _check("monotone_eps", not drops, detail)
