@@ -197,6 +197,7 @@ class CombinedMetric(Metric):
         if data.images is None or data.labels is None or data.classifier is None:
             raise InputError(f"fitting the {self.name} detector needs a split of training images with labels")
         self.fit_statistics(data)
+        self.to(data.classifier.device)  # the statistics live where the network runs
         x_clean, x_adv, self.split = adversarial_split(data.classifier, data.images, data.labels, self.fit_on,
                                                        self.fit_eps, self.seed)
         self.fit_combiner(data.classifier, x_clean, x_adv)

@@ -130,7 +130,7 @@ class Mahalanobis(LayeredMetric):
         return {n: int(m.shape[1]) for n, m in self.means.items()}
 
     def _confidence(self, f: torch.Tensor, layer: str) -> torch.Tensor:
-        return -squared_distances(f, self.means[layer], self.precision[layer]).amin(1)
+        return -squared_distances(f, self.means[layer].to(f.device), self.precision[layer].to(f.device)).amin(1)
 
     def _preprocessed(self, view: View, layer: str) -> torch.Tensor:
         """The layer's activation at x̂ = x − ε·sign(∇ closest-class distance) (Lee et al. eq. 4)."""
@@ -145,7 +145,8 @@ class Mahalanobis(LayeredMetric):
 
         with torch.enable_grad():
             x0 = x.detach().requires_grad_(True)
-            dist = squared_distances(act(x0), self.means[layer], self.precision[layer]).amin(1)
+            dist = squared_distances(act(x0), self.means[layer].to(x.device),
+                                     self.precision[layer].to(x.device)).amin(1)
             (grad,) = torch.autograd.grad(dist.sum(), x0)
         return act(x - self.noise * grad.sign())
 
