@@ -85,7 +85,8 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
            ("p", (f"Every attack below targets the classifier and the detector together, against each detector's "
                   f"threshold at {fpr:g} % FPR on clean held-out images. SR@{fpr:g} = the share of attacked images, "
                   "correct when clean, that end misclassified AND accepted; the worst case counts an image as lost if "
-                  "any attack at that ε fooled both (Carlini & Wagner 2017; Bryniarski et al. 2022)."))]
+                  "any attack at that ε or a smaller one fooled both (Carlini & Wagner 2017; Bryniarski et al. "
+                  "2022)."))]
     if "adaptive" in figs:
         out.append(("img", *figs["adaptive"]))
     rows, verdicts = [], []
