@@ -63,3 +63,10 @@ def test_bad_input_exits_2_and_writes_nothing(trained_runs, capsys, extra, match
     assert match in err and err.count("\n") == 1
     after = sorted(p.name for p in (run / "adaptive").glob("*")) if (run / "adaptive").exists() else []
     assert after == before
+
+
+def test_an_unknown_detector_name_is_named(tmp_path, capsys):
+    from rcedetect.cli import main
+
+    assert main(["adaptive", str(tmp_path), "--metric", "lda", "--attack", "pgd_detector", "--eps", "0.1"]) == 2
+    assert "unknown detection metric 'lda'" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def run(args) -> int:
 
     from .. import attack_store, attacks, checkpoint, data, features
     from ..classifier import FINAL
-    from ..detectors import Detector, ScoreTerm, score_any
+    from ..detectors import Detector, ScoreTerm, check_metric, score_any
     from ..device import resolve
     from ..errors import ConfigError
     from ..io import config_hash, versions, write_json
@@ -87,6 +87,7 @@ def run(args) -> int:
         raise ConfigError(f"{args.attack} needs --eps")
     attack_store.probe(args.attack, settings, args.eps, args.seed)  # bad settings (λ < 0, ...) fail here
 
+    check_metric(args.metric)  # an unknown name is a clear error, not a missing folder
     run_dir = Path(args.run_dir)
     folder = run_dir / f"detector-{args.metric}"
     if not (folder / "detector.json").is_file():
