@@ -16,13 +16,13 @@ one, ``settings`` for the attack's dataclass). Each model's training preset is e
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import attack_store, attacks
 from ..config import TrainConfig, apply_overrides, load_preset
 from ..errors import ConfigError
+from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
                        "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
@@ -91,44 +91,6 @@ class Experiment:
 
 
 @dataclass(frozen=True)
-class DetectorSettings:
-    """K-density settings of every model: kernel points per class, the attack subset, σ² per objective, seed."""
-
-    per_class: int | str
-    attack_per_class: int
-    sigma2_ce: float | None  # None = the paper's value (protocol §4.3)
-    sigma2_rce: float | None
-    seed: int
-
-    def sigma2(self, objective: str) -> float | None:
-        return self.sigma2_ce if objective == "ce" else self.sigma2_rce
-
-    baselines: tuple[str, ...] = ()
-    fit_on: str = "fgsm"
-    fit_eps: float = 0.1  # resolved: experiment.table2_eps when the config says 0
-    fit_images: int = 1000
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # baseline -> its own settings
-
-    def kd_settings(self, objective: str) -> dict[str, Any]:
-        """The settings of the ``kd`` metric for a model of ``objective`` (also the detector's cache key)."""
-        return {"per_class": self.per_class, "attack_per_class": self.attack_per_class, "seed": self.seed,
-                "sigma2": self.sigma2(objective)}
-
-    def baseline_settings(self, metric: str, objective: str) -> dict[str, Any]:
-        """The settings of baseline ``metric`` (protocol §15): the shared fitting split, KD+BU's kernel as the
-        ``kd`` detector's, then the metric's own ``detector.settings.<metric>``."""
-        out: dict[str, Any] = {"fit_on": self.fit_on, "fit_eps": self.fit_eps, "fit_images": self.fit_images,
-                               "seed": self.seed}
-        if metric == "kd_bu":
-            out.update(per_class=self.per_class, sigma2=self.sigma2(objective))
-        return {**out, **self.settings.get(metric, {})}
-
-    def settings_of(self, metric: str, objective: str) -> dict[str, Any]:
-        """The constructor settings of any fitted metric (``kd`` or a baseline)."""
-        return self.kd_settings(objective) if metric == "kd" else self.baseline_settings(metric, objective)
-
-
-@dataclass(frozen=True)
 class ModelPlan:
     name: str
     role: str
@@ -186,40 +148,21 @@ class Plan:
         return [n for n, m in self.models.items() if m.role == "target"]
 
 
-def _int(section: dict, key: str, where: str, low: int = 0) -> int:
-    v = section.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {v!r}")
-    return v
-
-
-def _number(v, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ConfigError(f"{where} must be a finite number, got {v!r}")
-    return float(v)
-
-
-def _sigma2(v, where: str) -> float | None:
-    if _number(v, where) < 0:
-        raise ConfigError(f"{where} must be > 0, or 0 for the paper's value, got {v!r}")
-    return None if v == 0 else v  # the value as written: cache keys hash it
-
-
 def plan(cfg: dict) -> Plan:
     """Type and check every setting of a resolved config; ConfigError names the first bad one."""
     e = cfg["experiment"]
     if not isinstance(e.get("name"), str) or not isinstance(e.get("device"), str):
         raise ConfigError("experiment.name and experiment.device must be strings")
-    experiment = Experiment(e["name"], _int(e, "seed", "experiment"), e["device"],
-                            _int(e, "train_feature_images", "experiment", 1), _int(e, "tsne_images", "experiment"),
-                            _int(e, "figure3_images", "experiment"), _number(e["table2_eps"], "experiment.table2_eps"),
-                            _int(e, "batch_size", "experiment", 1), _int(e, "threads", "experiment"),
-                            _int(e, "calibration_images", "experiment", 1))
+    experiment = Experiment(e["name"], int_setting(e, "seed", "experiment"), e["device"],
+                            int_setting(e, "train_feature_images", "experiment", 1), int_setting(e, "tsne_images", "experiment"),
+                            int_setting(e, "figure3_images", "experiment"), number_setting(e["table2_eps"], "experiment.table2_eps"),
+                            int_setting(e, "batch_size", "experiment", 1), int_setting(e, "threads", "experiment"),
+                            int_setting(e, "calibration_images", "experiment", 1))
     d = cfg["detector"]
     per_class = d.get("per_class")
     if per_class != "all":
-        per_class = _int(d, "per_class", "detector", 1)
-    detector = _detector_settings(d, per_class, experiment)
+        per_class = int_setting(d, "per_class", "detector", 1)
+    detector = detector_settings(d, per_class, experiment.table2_eps)
     models, datasets = {}, set()
     for name, m in cfg["models"].items():
         if m["role"] not in ROLES:
@@ -236,32 +179,6 @@ def plan(cfg: dict) -> Plan:
     return Plan(cfg, experiment, detector, models, plans, _adaptive_plan(cfg.get("adaptive"), experiment.seed))
 
 
-def _detector_settings(d: dict, per_class, experiment: Experiment) -> DetectorSettings:
-    from .. import detectors
-
-    baselines, own = d.get("baselines"), d.get("settings")
-    if not isinstance(baselines, list) or not all(isinstance(m, str) for m in baselines):
-        raise ConfigError(f"detector.baselines must be a list of detector names, got {baselines!r}")
-    for m in baselines:
-        detectors.check_metric(m)
-        if detectors.REGISTRY[m].in_paper:
-            raise ConfigError(f"detector.baselines lists {m!r}, one of the paper's detectors (always fitted)")
-    if not isinstance(own, dict) or not all(isinstance(v, dict) and k in baselines for k, v in own.items()):
-        raise ConfigError("detector.settings must be a table of tables, one per detector of detector.baselines")
-    fit_eps = _number(d.get("fit_eps"), "detector.fit_eps")
-    if not isinstance(d.get("fit_on"), str):
-        raise ConfigError(f"detector.fit_on must name an attack, got {d.get('fit_on')!r}")
-    out = DetectorSettings(per_class, _int(d, "attack_per_class", "detector", 1),
-                           _sigma2(d.get("sigma2_ce"), "detector.sigma2_ce"),
-                           _sigma2(d.get("sigma2_rce"), "detector.sigma2_rce"), _int(d, "seed", "detector"),
-                           tuple(baselines), d["fit_on"], fit_eps or experiment.table2_eps,
-                           _int(d, "fit_images", "detector", 4), own)
-    for m in baselines:  # bad settings fail now, not after training
-        for objective in ("ce", "rce"):
-            detectors.create(m, **out.baseline_settings(m, objective))
-    return out
-
-
 def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
     registered = a.get("attack", name)
     if not isinstance(registered, str):
@@ -275,11 +192,11 @@ def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
             raise ConfigError(f"{where}.eps must be a non-empty list of numbers, got {a['eps']!r}")
         eps = tuple(a["eps"])  # as written: cache keys hash the values
         for v in eps:
-            if _number(v, f"{where}.eps") < 0:
+            if number_setting(v, f"{where}.eps") < 0:
                 raise ConfigError(f"{where}.eps values must be >= 0, got {v!r}")
     if not isinstance(a["settings"], dict):
         raise ConfigError(f"{where}.settings must be a table of attack settings")
-    plan = AttackPlan(name, _int(a, "images", where, 1), _int(a, "batch", where, 1), eps, a["settings"],
+    plan = AttackPlan(name, int_setting(a, "images", where, 1), int_setting(a, "batch", where, 1), eps, a["settings"],
                       attack=registered if registered != name else "")
     for v in eps or (None,):  # build each attack once: bad settings fail now, not after training
         attack_store.probe(registered, a["settings"], v, seed)
@@ -296,7 +213,7 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
         raise ConfigError(f"adaptive.metrics must be a non-empty list of detector names, got {metrics!r}")
     for m in metrics:
         check_metric(m)
-    fpr = _number(ad["fpr"], "adaptive.fpr")
+    fpr = number_setting(ad["fpr"], "adaptive.fpr")
     if not 0 < fpr < 1:
         raise ConfigError(f"adaptive.fpr must be in (0, 1), got {fpr!r}")
     if not isinstance(ad["sanity"], bool) or not isinstance(ad["attacks"], dict):
@@ -309,4 +226,4 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
         plan = _attack_plan(name, {k: v for k, v in a.items() if k != "metrics"}, f"adaptive.attacks.{name}", seed)
         plans[name] = AttackPlan(plan.name, plan.images, plan.batch, plan.eps, plan.settings,
                                  tuple(only) if only is not None else None, plan.attack)
-    return AdaptivePlan(tuple(metrics), fpr, _int(ad, "bootstrap", "adaptive"), ad["sanity"], plans)
+    return AdaptivePlan(tuple(metrics), fpr, int_setting(ad, "bootstrap", "adaptive"), ad["sanity"], plans)
