@@ -178,6 +178,9 @@ class CombinedMetric(Metric):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {}
 
+    def move_state(self, device) -> None:
+        """Put the fitted statistics on ``device``."""
+
     def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
         raise NotImplementedError
 
@@ -206,6 +209,12 @@ class CombinedMetric(Metric):
     def fit_combiner(self, classifier, x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
         self.combiner = LogisticCombiner.fit(raw_features(self, classifier, x_clean),
                                              raw_features(self, classifier, x_adv))
+
+    def to(self, device) -> CombinedMetric:
+        self.move_state(device)
+        if self.combiner is not None:
+            self.combiner = self.combiner.to(device)
+        return self
 
     def _need_fit(self) -> LogisticCombiner:
         if self.combiner is None:

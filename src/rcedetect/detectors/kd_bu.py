@@ -75,14 +75,11 @@ class KDBU(CombinedMetric):
         keep = torch.rand(self.samples, data.bank.dim, generator=g) >= self.rate
         self.masks = keep.float() / (1.0 - self.rate)
 
-    def to(self, device) -> KDBU:
+    def move_state(self, device) -> None:
         if self.kd.fitted:
             self.kd.to(device)
         if self.masks is not None:
             self.masks = self.masks.to(device)
-        if self.combiner is not None:
-            self.combiner = self.combiner.to(device)
-        return self
 
     def uncertainty(self, view: View) -> torch.Tensor:
         """BU of the view's z under the fixed dropout masks."""

@@ -72,11 +72,8 @@ class LID(LayeredMetric):
         rows = torch.randperm(len(bank), generator=torch.Generator().manual_seed(self.seed))[: self.batch]
         self.reference = {n: bank.layer(n)[rows].float().clone() for n in self.layers}
 
-    def to(self, device) -> LID:
+    def move_state(self, device) -> None:
         self.reference = {n: r.to(device) for n, r in self.reference.items()}
-        if self.combiner is not None:
-            self.combiner = self.combiner.to(device)
-        return self
 
     def layer_widths(self) -> dict[str, int]:
         return {n: int(r.shape[1]) for n, r in self.reference.items()}

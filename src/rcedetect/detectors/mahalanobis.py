@@ -119,12 +119,9 @@ class Mahalanobis(LayeredMetric):
             self.selection = {f"{e:g}": round(a, 6) for e, a in aucs.items()}
         super().fit_combiner(classifier, x_clean, x_adv)
 
-    def to(self, device) -> Mahalanobis:
+    def move_state(self, device) -> None:
         self.means = {n: m.to(device) for n, m in self.means.items()}
         self.precision = {n: p.to(device) for n, p in self.precision.items()}
-        if self.combiner is not None:
-            self.combiner = self.combiner.to(device)
-        return self
 
     def layer_widths(self) -> dict[str, int]:
         return {n: int(m.shape[1]) for n, m in self.means.items()}
