@@ -95,7 +95,7 @@ class Metric:
     needs_fit_images: ClassVar[bool] = False
     #: whether it is one of the paper's three metrics (the paper's tables show only those)
     in_paper: ClassVar[bool] = False
-    #: intermediate layers it reads (set when fitted; "final" z and the logits are always in a view)
+    #: intermediate layers it reads (resolved by ``bind``; "final" z and the logits are always in a view)
     layers: tuple[str, ...] = ()
 
     @property
