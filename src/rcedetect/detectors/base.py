@@ -233,8 +233,7 @@ def score_features(metric: Metric, classifier, z, batch_size: int = 4096) -> tor
 
 def score_images(metric: Metric, classifier, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Scores of images ``x`` (validated NCHW in [0, 1]) in eval mode, batched on the classifier's device,
-    returned on the CPU. Metrics that differentiate through the network (input pre-processing) get gradients;
-    the others run without."""
+    returned on the CPU, without gradients (input pre-processing turns them on for its own inner step)."""
     from ..validation import check_images
 
     check_images(x, channels=getattr(classifier, "in_channels", None))
@@ -245,8 +244,8 @@ def score_images(metric: Metric, classifier, x: torch.Tensor, batch_size: int = 
     try:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device, torch.float32)
-            with torch.set_grad_enabled(metric.needs_images):
-                out.append(metric.score(observe(classifier, xb, metric)).detach().cpu())
+            with torch.no_grad():
+                out.append(metric.score(observe(classifier, xb, metric)).cpu())
     finally:
         classifier.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -129,9 +129,10 @@ def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int
     out = []
     try:
         if metric.needs_images:
-            for i in range(0, len(x), batch):
-                view = observe(classifier, x[i : i + batch].to(classifier.device), metric)
-                out.append(metric.raw(view).detach().cpu())
+            with torch.no_grad():  # pre-processing turns gradients on for its own inner step
+                for i in range(0, len(x), batch):
+                    view = observe(classifier, x[i : i + batch].to(classifier.device), metric)
+                    out.append(metric.raw(view).cpu())
         else:
             from .base import bank_view
 

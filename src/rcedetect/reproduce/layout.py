@@ -56,6 +56,7 @@ class Layout:
 
     def __init__(self, plan: Plan, out: str | Path, n_test: Callable[[], int]):
         self.plan, self.out, self.n_test = plan, Path(out), n_test
+        self._layers: dict[str, tuple[str, ...]] = {}
 
     def model_hash(self, name: str) -> str:
         return config_hash(train_dict_for_hash(self.plan.raw["models"][name]["train"]))
@@ -84,6 +85,11 @@ class Layout:
         layer names depend on the architecture only, so they are known before the model is trained."""
         if name not in self.plan.mains or not self.plan.detector.baselines:
             return ()
+        if name not in self._layers:  # every feature path asks: build the network once per model
+            self._layers[name] = self._find_layers(name)
+        return self._layers[name]
+
+    def _find_layers(self, name: str) -> tuple[str, ...]:
         from .. import detectors, models
         from ..classifier import FINAL, Classifier
 
