@@ -2,7 +2,9 @@
 
 Trains the CE and RCE models, extracts features, fits the detectors, runs every attack, scores them and writes
 ``results.json``, ``report.md`` and ``report.html`` (with PNG figures) in the output folder. Every stage is
-cached there: run the same command again after a crash and it resumes where it stopped.
+cached there: run the same command again after a crash and it resumes where it stopped. The output folder is
+locked while a run writes in it (``.rce.lock``): a second run into the same folder waits for the first, then finds
+every stage done.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..report import render, summary
-    from ..reproduce import reproduce
+    from ..reproduce import check_writable, output_lock, preset_config
+    from ..reproduce import run as run_recipe
 
-    out = Path(args.out or f"runs/{Path(args.preset).stem}")
-    results = reproduce(args.preset, out, args.overrides, device=args.device, data_dir=args.data_dir, force=args.force,
-                        progress=not args.quiet)
-    md, page = render(out, results)
+    cfg = preset_config(args.preset, args.overrides, args.device, args.data_dir)  # bad settings: before any wait
+    out = check_writable(args.out or f"runs/{Path(args.preset).stem}")
+    with output_lock(out):  # the run and its report: one run at a time in a folder
+        results = run_recipe(cfg, out, force=args.force, progress=not args.quiet)
+        md, page = render(out, results)
     print(summary(results))
     print(f"total {results['timings']['total_seconds']:.0f} s; report: {page} (markdown: {md})")
     return 0

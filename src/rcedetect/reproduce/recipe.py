@@ -27,8 +27,9 @@ from . import adaptive, sanity, steps
 from .config import Plan, plan
 from .inputs import Inputs
 from .layout import Layout
+from .lock import check_writable, note, output_lock
 from .results import assemble
-from .runner import Stage, cpu_threads, run_stages
+from .runner import RATES_NAME, Stage, busy_cpu_line, cpu_threads, run_stages
 
 
 def _size(tc) -> float:
@@ -52,16 +53,17 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                          lambda n=name, tc=tc: steps.model_done(lay.model_dir(n), tc),
                          lambda n=name, tc=tc: steps.train_model(tc, lay.model_dir(n), inp.dataset(), progress,
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
-                         lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True)))
+                         lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True), "train"))
     for name, m in p.models.items():  # 2. features, 3. detectors
         kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
         out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train) / 2,
                          lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
                          lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
-                         lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k]))
+                         lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k],
+                         "features"))
         out.append(Stage(f"detector {name}", 1.0, lambda n=name: inp.detectors_done(n),
                          lambda n=name: inp.fit_detectors(n),
-                         lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True)))
+                         lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True), "detector"))
     for name in p.mains:  # 4. attacks, 5. t-SNE
         size = _size(p.models[name].train)
         for attack, a in p.attacks.items():
@@ -73,12 +75,12 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                              lambda runs=runs: all(r.record.is_file() for r in runs),
                              lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
                              lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                 r.record.unlink(missing_ok=True)) for r in runs]))
+                                                 r.record.unlink(missing_ok=True)) for r in runs], "attack"))
         if exp.tsne_images > 0:
             out.append(Stage(f"t-SNE {name}", exp.tsne_images * 20.0, lambda n=name: lay.tsne_path(n).is_file(),
                              lambda n=name: steps.write_record(lay.tsne_path(n),
                                                                steps.tsne_embedding(inp.bank(n, "tsne"), exp.seed)),
-                             lambda n=name: lay.tsne_path(n).unlink(missing_ok=True)))
+                             lambda n=name: lay.tsne_path(n).unlink(missing_ok=True), "t-SNE"))
     if p.adaptive:  # 6. the adaptive evaluation and its sanity checks
         out += adaptive_stages(inp, progress, hook)
     wb = paper_ref.WHITEBOX_ATTACK  # 7. transfer
@@ -88,7 +90,8 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                 out.append(Stage(f"transfer {paper_ref.ATTACK_LABELS[wb]} {sub} → {tgt}", 10.0,
                                  lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).is_file(),
                                  lambda s=sub, t=tgt: steps.run_transfer(inp, wb, s, t),
-                                 lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True)))
+                                 lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True),
+                                 "transfer"))
     return out
 
 
@@ -106,11 +109,11 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
                                  lambda runs=runs: all(r.record.is_file() for r in runs),
                                  lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at, progress, hook),
                                  lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                     r.record.unlink(missing_ok=True)) for r in runs]))
+                                                     r.record.unlink(missing_ok=True)) for r in runs], "adaptive"))
     for name in p.mains if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
         out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train),
                          lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
-                         lambda n=name: lay.sanity_path(n).unlink(missing_ok=True)))
+                         lambda n=name: lay.sanity_path(n).unlink(missing_ok=True), "sanity"))
     return out
 
 
@@ -118,21 +121,28 @@ def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = Tru
         hook: Callable[[str], None] | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the whole recipe of a resolved config in ``out``; returns the results dict.
 
+    The output folder is checked writable first, and locked for the whole run (:mod:`.lock`): a second run into
+    it waits for this one, saying so on stderr, as it does of a busy CPU (:func:`.runner.busy_cpu_line`).
     ``hook(event)`` is called after every stage, attack part and training step (tests raise from it to simulate
     a kill); ``echo`` prints the stage lines.
     """
-    t_start = time.perf_counter()
     p: Plan = plan(cfg)
-    inp = Inputs(Layout(p, out, lambda: len(inp.dataset().x_test)))
-    threads = cpu_threads(p.experiment.threads) if inp.device.type == "cpu" else None
-    if threads:
-        torch.set_num_threads(threads)
+    out = check_writable(out)
     hook = hook or (lambda event: None)
-    inp.calibration()  # the held-out clean images must exist before anything is trained
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(out) / "config.json", cfg)
-    seconds = run_stages(stage_list(inp, progress, hook), force=force, hook=hook,
-                         echo=echo or (lambda line: print(line, flush=True)))
-    results = assemble(inp, time.perf_counter() - t_start, seconds, threads)
-    write_json(Path(out) / "results.json", results)
+    echo = echo or (lambda line: print(line, flush=True))
+    with output_lock(out):
+        t_start = time.perf_counter()
+        inp = Inputs(Layout(p, out, lambda: len(inp.dataset().x_test)))
+        busy = busy_cpu_line(inp.device.type, p.experiment.threads)
+        if busy:
+            note(busy)  # on stderr: ``echo`` gets the stage lines alone
+        threads = cpu_threads(p.experiment.threads) if inp.device.type == "cpu" else None
+        if threads:
+            torch.set_num_threads(threads)
+        inp.calibration()  # the held-out clean images must exist before anything is trained
+        write_json(out / "config.json", cfg)
+        seconds = run_stages(stage_list(inp, progress, hook), force=force, hook=hook, echo=echo,
+                             rates_file=out / RATES_NAME)
+        results = assemble(inp, time.perf_counter() - t_start, seconds, threads)
+        write_json(out / "results.json", results)
     return results

@@ -1,17 +1,27 @@
 """Running a list of stages: skip the cached ones, run the rest in order, print each with a time-left estimate.
 
-A stage is (name, cost, done, run, clear): ``done()`` says whether its artifact exists, ``run()`` makes it,
-``clear()`` deletes it (for ``--force``), and ``cost`` is a rough work estimate in model passes. The estimate
-of the time left scales the seconds spent so far by the cost still to do.
+A stage is (name, cost, done, run, clear, kind): ``done()`` says whether its artifact exists, ``run()`` makes it,
+``clear()`` deletes it (for ``--force``), ``cost`` is a rough work estimate in model passes and ``kind`` the sort of
+work ("train", "attack", …). Seconds per cost unit differ a lot between kinds (a training step is not an attack
+step), so the time left is the cost still to do of each kind times that kind's measured rate (:class:`Rates`):
+measured in this run, else read from an earlier run in the same folder, else this run's overall rate. The
+measured rates are kept in the output folder (``.stage-rates.json``) for the next run there.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from ..errors import RceError
+from ..io import read_json, write_json
+
+RATES_NAME = ".stage-rates.json"
 
 
 @dataclass
@@ -21,18 +31,71 @@ class Stage:
     done: Callable[[], bool]
     run: Callable[[], None]
     clear: Callable[[], None]
+    kind: str = ""  # the sort of work, for the time-left estimate; default: the first word of the name
+
+    @property
+    def rate_kind(self) -> str:
+        return self.kind or self.name.split(" ", 1)[0]
+
+
+class Rates:
+    """Seconds per cost unit of each kind of stage: measured in this run, else ``prior`` (an earlier run's), else
+    this run's overall rate (all measured seconds over all measured cost)."""
+
+    def __init__(self, prior: dict[str, float] | None = None):
+        self.prior = dict(prior or {})
+        self.seconds: dict[str, float] = {}
+        self.cost: dict[str, float] = {}
+
+    def add(self, kind: str, cost: float, seconds: float) -> None:
+        if cost > 0:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+            self.cost[kind] = self.cost.get(kind, 0.0) + cost
+
+    def rate(self, kind: str) -> float:
+        if kind in self.cost:
+            return self.seconds[kind] / self.cost[kind]
+        if kind in self.prior:
+            return self.prior[kind]
+        total_cost = sum(self.cost.values())
+        if total_cost > 0:
+            return sum(self.seconds.values()) / total_cost
+        return sum(self.prior.values()) / len(self.prior) if self.prior else 0.0
+
+    def left(self, stages: list[Stage]) -> float:
+        """Estimated seconds to run ``stages``."""
+        return sum(st.cost * self.rate(st.rate_kind) for st in stages)
+
+    def measured(self) -> dict[str, float]:
+        """{kind: seconds per cost unit}: the prior ones updated by this run's."""
+        return {**self.prior, **{k: self.seconds[k] / self.cost[k] for k in self.cost}}
+
+    @classmethod
+    def load(cls, path: Path | None) -> Rates:
+        """The rates kept at ``path``; none if it is missing or unreadable (it is only an estimate)."""
+        if path is None or not path.is_file():
+            return cls()
+        try:
+            obj = read_json(path, "stage rates")
+        except RceError:
+            return cls()
+        if not isinstance(obj, dict):
+            return cls()
+        return cls({k: float(v) for k, v in obj.items()
+                    if isinstance(k, str) and isinstance(v, int | float) and 0 <= v < float("inf")})
 
 
 def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str], None] = print,
-               hook: Callable[[str], None] = lambda event: None) -> dict[str, float]:
-    """Run every stage that is not done (all of them with ``force``); returns {stage name: seconds} of those run."""
+               hook: Callable[[str], None] = lambda event: None, rates_file: Path | None = None) -> dict[str, float]:
+    """Run every stage that is not done (all of them with ``force``); returns {stage name: seconds} of those run.
+    ``rates_file``: where the measured seconds per cost unit of each kind are read from and kept."""
     t_start = time.perf_counter()
     if force:
         for st in stages:
             st.clear()
     pending = [st for st in stages if not st.done()]
-    total_cost = sum(st.cost for st in pending) or 1.0
-    done_cost, work_seconds, seconds = 0.0, 0.0, {}
+    rates = Rates.load(rates_file)
+    seconds = {}
     for i, st in enumerate(stages, 1):
         head = f"[{i:>2}/{len(stages)}] {st.name}"
         if st not in pending:
@@ -42,10 +105,11 @@ def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str]
         st.run()
         dt = time.perf_counter() - t0
         seconds[st.name] = round(dt, 2)
-        done_cost += st.cost
-        work_seconds += dt
-        left = (total_cost - done_cost) * work_seconds / max(done_cost, 1e-9)
-        echo(f"{head}: {hms(dt)}; elapsed {hms(time.perf_counter() - t_start)}, about {hms(left)} left")
+        pending.remove(st)
+        rates.add(st.rate_kind, st.cost, dt)
+        if rates_file is not None:
+            write_json(rates_file, rates.measured())
+        echo(f"{head}: {hms(dt)}; elapsed {hms(time.perf_counter() - t_start)}, about {hms(rates.left(pending))} left")
         hook(f"stage:{st.name}")
     return seconds
 
@@ -55,9 +119,30 @@ def cpu_threads(requested: int = 0) -> int:
 
     The count is fixed by the config, not by the machine's momentary load, so that the same preset gives the
     same numbers run after run (reductions split over another number of threads round differently). On a
-    machine busy with other work, ``--set experiment.threads=1`` can be several times faster.
+    machine busy with other work, ``--set experiment.threads=1`` can be several times faster: :func:`busy_cpu_line`
+    says so, and changes nothing.
     """
     return requested if requested > 0 else torch.get_num_threads()
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def busy_cpu_line(device_type: str, threads: int) -> str | None:
+    """A one-line hint when a CPU run with torch's default threads (``threads`` 0: one per core) starts on a machine
+    whose load is above its core count; None otherwise."""
+    if device_type != "cpu" or threads != 0:
+        return None
+    load, cores = load_average(), os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"the CPU is busy (load {load:.1f} on {cores} cores): torch threads spin on a busy machine; "
+            "--set experiment.threads=1 may run several times faster (numbers can differ in the last bits)")
 
 
 def hms(s: float) -> str:

@@ -1,0 +1,76 @@
+"""One ``rce reproduce`` at a time per output folder: a writable-folder check and an exclusive lock on ``.rce.lock``.
+
+A second run into a folder that another holds waits for it (saying so once), then finds every stage cached. The
+lock is an OS file lock (:mod:`filelock`): it goes away with the process that holds it, however that process ends,
+and :func:`output_lock` releases it on any exception. In one process the lock is re-entrant per thread, so the
+command line can hold it around the run and the report while the run takes it again inside.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..errors import ConfigError
+
+LOCK_NAME = ".rce.lock"
+
+_locks: dict[str, FileLock] = {}
+_locks_guard = threading.Lock()
+
+
+def check_writable(out: str | Path) -> Path:
+    """Create the output folder ``out`` if needed and check a file can be written in it; :class:`ConfigError` with
+    one line if it is a file, lies under a file, or cannot be created or written."""
+    out = Path(out)
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "is a file" if folder == out else f"lies under {folder}, which is a file"
+                raise ConfigError(f"the output folder {out} {where}; choose another with --out")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".rce-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write in the output folder {out} ({e.strerror or e}); choose another with --out") \
+            from e
+    return out
+
+
+def note(line: str) -> None:
+    """A one-line notice about the run (not a stage line): on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _lock_of(path: Path) -> FileLock:
+    key = str(path.resolve())
+    with _locks_guard:
+        if key not in _locks:
+            _locks[key] = FileLock(key)
+        return _locks[key]
+
+
+@contextmanager
+def output_lock(out: str | Path, echo: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold the exclusive lock of the output folder ``out`` (which must exist) for the ``with`` block. If another
+    process holds it, say so in one line (``echo``, default stderr: the stage lines stay alone on stdout) and wait
+    for it; Ctrl-C stops the wait. Yields the lock file's path."""
+    path = Path(out) / LOCK_NAME
+    lock = _lock_of(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        (echo or note)(f"another rce reproduce is running in {out} (lock {path}); waiting for it — Ctrl-C to stop")
+        lock.acquire()
+    try:
+        yield path
+    finally:
+        lock.release()
