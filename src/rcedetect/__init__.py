@@ -12,6 +12,7 @@ from .errors import (
     InputError,
     NotFittedError,
     RceError,
+    TrainingError,
 )
 from .io import package_version
 
@@ -25,5 +26,6 @@ __all__ = [
     "InputError",
     "NotFittedError",
     "RceError",
+    "TrainingError",
     "__version__",
 ]

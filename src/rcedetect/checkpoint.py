@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import models
+from . import models, schemas
 from .classifier import Classifier
 from .errors import CheckpointError
 from .io import load_tensors, read_json, save_tensors, sha256_file, versions, write_json
@@ -58,6 +58,7 @@ def save(run_dir: str | Path, classifier: Classifier, *, step: int, config: dict
         "arch": f"resnet{net.depth}",
         "in_channels": net.in_channels,
         "num_classes": net.num_classes,
+        "input_shape": list(classifier.input_shape) if classifier.input_shape is not None else None,
         "objective": classifier.objective,
         "dataset": dataset,
         "step": step,
@@ -93,10 +94,7 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{run_dir / INDEX} has format version {meta.get('format_version')}, this rcedetect reads {FORMAT_VERSION}"
         )
-    for key in ("arch", "in_channels", "num_classes", "objective", "step", "weights", "weights_sha256"):
-        if key not in meta:
-            raise CheckpointError(f"{run_dir / INDEX} lacks the field {key!r}")
-    return meta
+    return schemas.check(meta, schemas.CHECKPOINT, run_dir / INDEX, "checkpoint index")
 
 
 def _verified(run_dir: Path, name: str, digest: str, what: str) -> dict[str, torch.Tensor]:
@@ -108,6 +106,18 @@ def _verified(run_dir: Path, name: str, digest: str, what: str) -> dict[str, tor
     return load_tensors(path, what)
 
 
+def _check_state(state: dict[str, torch.Tensor], net: torch.nn.Module, path: Path) -> None:
+    """Weights of the model's own dtypes and all finite: ``load_state_dict`` would silently cast int64 or bf16
+    weights, and NaN weights give a model that answers anything."""
+    own = net.state_dict()
+    for name, t in state.items():
+        ref = own.get(name)
+        if ref is not None and t.dtype != ref.dtype:
+            raise CheckpointError(f"weights {path}: {name} is {t.dtype}, the model's is {ref.dtype} (a foreign file?)")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"weights {path}: {name} holds NaN or infinite values (a diverged run?)")
+
+
 def load(run_dir: str | Path, device: str | torch.device = "cpu", with_optimizer: bool = False) -> Checkpoint:
     """Load the classifier of ``run_dir`` in eval mode on ``device``; raises :class:`CheckpointError` on any defect."""
     run_dir = Path(run_dir)
@@ -115,10 +125,11 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", with_optimizer
     try:
         net = models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
                             dropout=float((meta.get("config") or {}).get("dropout", 0.0)))
-        classifier = Classifier(net, meta["objective"])
+        classifier = Classifier(net, meta["objective"], input_shape=meta.get("input_shape"))
     except Exception as e:
         raise CheckpointError(f"{run_dir / INDEX} describes a model rcedetect cannot build: {e}") from e
     state = _verified(run_dir, meta["weights"], meta["weights_sha256"], "weights")
+    _check_state(state, net, run_dir / meta["weights"])
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:

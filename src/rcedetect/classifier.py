@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .losses import check_objective
-from .validation import check_images
+from .validation import check_model_input
 
 #: the name of the final hidden vector z in ``features(x, layers=...)``
 FINAL = "final"
@@ -30,11 +30,14 @@ HEAD_MODULES = ("fc",)
 class Classifier(nn.Module):
     """Wrap ``net`` (with ``features(x)`` and ``head(z)``) and its training objective."""
 
-    def __init__(self, net: nn.Module, objective: str):
+    def __init__(self, net: nn.Module, objective: str, input_shape: Sequence[int] | None = None):
         super().__init__()
         check_objective(objective)
         self.net = net
         self.objective = objective
+        #: (C, H, W) of the images the net was trained on, where known (checkpoints record it); inputs of another
+        #: size are refused by :func:`rcedetect.validation.check_model_input`
+        self.input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
 
     @property
     def sign(self) -> float:
@@ -130,7 +133,7 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def predict_batched(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Predicted labels of a large, validated image set, computed in batches on the model's device."""
-        check_images(x, channels=self.in_channels)
+        check_model_input(self, x)
         device = self.device
         return torch.cat(
             [self.predict(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]

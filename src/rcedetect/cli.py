@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except RceError as e:
         print(f"rce {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused: disk full, permissions, a file where a folder should be
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"rce {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"rce {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

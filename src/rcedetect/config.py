@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ def build(cls, values: dict[str, Any], where: str):
         default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
         if isinstance(v, list):
             v = tuple(v)
+        if isinstance(default, tuple) and not isinstance(v, tuple):
+            raise ConfigError(f"{where}.{k} must be a list, got {v!r}")
+        if isinstance(default, str) and not isinstance(v, str):
+            raise ConfigError(f"{where}.{k} must be a string, got {v!r}")
         if isinstance(default, bool) and not isinstance(v, bool):
             raise ConfigError(f"{where}.{k} must be true or false, got {v!r}")
         if isinstance(default, int) and not isinstance(default, bool) and (isinstance(v, bool) or not isinstance(v, int)):
@@ -89,6 +94,10 @@ def build(cls, values: dict[str, Any], where: str):
     except TypeError as e:
         raise ConfigError(f"bad {where} settings: {e}") from e
     return obj
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -124,11 +133,23 @@ class TrainConfig:
             raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(PRESETS)}")
         if len(self.lr_values) != len(self.lr_boundaries) + 1:
             raise ConfigError("lr_values must have exactly one more entry than lr_boundaries")
-        if list(self.lr_boundaries) != sorted(self.lr_boundaries):
-            raise ConfigError("lr_boundaries must be increasing")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.lr_boundaries) or \
+                any(a >= b for a, b in zip(self.lr_boundaries, self.lr_boundaries[1:])):
+            raise ConfigError(f"lr_boundaries must be strictly increasing positive step numbers, got {list(self.lr_boundaries)}")
+        if not all(_finite(v) and v > 0 for v in self.lr_values):
+            raise ConfigError(f"lr_values must be finite numbers > 0, got {list(self.lr_values)}")
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        for name in ("dataset", "data_dir", "data_file", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.pad < 0:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:

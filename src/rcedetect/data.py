@@ -233,16 +233,26 @@ def images_from_array(a: np.ndarray, channels: int, where: str = "images") -> to
             raise InputError(f"{where}: uint8 images must be NHW (1 channel) or NHWC with {channels} channel(s), "
                              f"got shape {a.shape}")
         return to_float(torch.from_numpy(np.array(a, dtype=np.uint8)))  # a copy: npz arrays are read-only
+    if not isinstance(a, np.ndarray) or a.dtype.hasobject:
+        raise InputError(f"{where}: images must be a numeric array, got {type(a).__name__}")
     if np.issubdtype(a.dtype, np.floating):
+        if a.ndim != 4:
+            raise InputError(f"{where}: float images must be NCHW with {channels} channel(s), got shape {a.shape}")
         return check_images(torch.from_numpy(np.array(a, dtype=np.float32)), channels=channels,
                             name=where)
     raise InputError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
 
 
 def read_images(path: str | Path, channels: int) -> torch.Tensor:
-    """The images in one file (an image file, ``.npz`` with an array ``x``, or ``.safetensors`` with a tensor
-    ``x``) as a float NCHW tensor in [0, 1]; :class:`InputError` names what is wrong."""
-    path = Path(path)
+    """The images in one file (an image file, ``.npy``, ``.npz`` with an array ``x``, or ``.safetensors`` with a
+    tensor ``x``) as a float NCHW tensor in [0, 1]; :class:`InputError` names what is wrong (an empty file too)."""
+    x = _read_images(Path(path), channels)
+    if len(x) == 0:
+        raise InputError(f"input {path} holds no images")
+    return x
+
+
+def _read_images(path: Path, channels: int) -> torch.Tensor:
     if not path.is_file():
         raise InputError(f"input {path} does not exist")
     suffix = path.suffix.lower()
@@ -255,6 +265,12 @@ def read_images(path: str | Path, channels: int) -> torch.Tensor:
         except (UnidentifiedImageError, OSError) as e:
             raise InputError(f"input {path} is not a readable image: {e}") from e
         return images_from_array(a[None], channels, str(path))
+    if suffix == ".npy":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"input {path} is not a readable .npy array of numbers: {e}") from e
+        return images_from_array(a, channels, str(path))
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -270,5 +286,6 @@ def read_images(path: str | Path, channels: int) -> torch.Tensor:
         tensors = load_tensors(path, "input")
         if "x" not in tensors:
             raise InputError(f"input {path} has no tensor 'x' (it has {', '.join(tensors) or 'none'})")
-        return images_from_array(tensors["x"].numpy(), channels, str(path))
-    raise InputError(f"input {path}: unsupported file type {suffix!r}; give an image file, .npz or .safetensors")
+        x = tensors["x"]
+        return images_from_array((x.float() if x.is_floating_point() else x).numpy(), channels, str(path))
+    raise InputError(f"input {path}: unsupported file type {suffix!r}; give an image file, .npy, .npz or .safetensors")

@@ -26,3 +26,7 @@ class CheckpointError(RceError):
 
 class NotFittedError(RceError, RuntimeError):
     """A detector was used before ``fit`` / ``calibrate``."""
+
+
+class TrainingError(RceError, RuntimeError):
+    """Training cannot go on: the loss or the weights became NaN or infinite (nothing broken is saved)."""

@@ -27,10 +27,40 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the user's normal permissions, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create the folder ``path`` if needed and prove a file can be written there, before any work is done.
+
+    Raises :class:`ConfigError` with one line when ``path`` is a file, lies under a file, or cannot be written.
+    """
+    from .errors import ConfigError
+
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "is a file" if folder == path else f"lies under {folder}, which is a file"
+                raise ConfigError(f"the {what} {path} {where}; choose another")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".rce-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write in the {what} {path} ({e.strerror or e}); choose another") from e
     return path
 
 

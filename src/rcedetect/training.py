@@ -22,7 +22,7 @@ from . import checkpoint, data, models
 from .classifier import Classifier
 from .config import TrainConfig
 from .device import resolve
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingError
 from .io import write_json
 from .losses import objective_loss
 
@@ -73,6 +73,20 @@ class BatchSampler:
         return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
+def _check_loss(finite: torch.Tensor, step: int, lr: float) -> None:
+    if not bool(finite):
+        raise TrainingError(f"training diverged: the loss became NaN or infinite by step {step} (learning rate "
+                            f"{lr:g}); nothing after the last checkpoint was saved; lower lr_values or check the data")
+
+
+def _check_finite(net: torch.nn.Module, step: int) -> None:
+    """Never save a broken model: every weight and buffer must be finite."""
+    for name, t in net.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise TrainingError(f"training diverged: {name} holds NaN or infinite values at step {step}; the model "
+                                "was not saved; lower lr_values or check momentum and weight_decay")
+
+
 @torch.no_grad()
 def accuracy(classifier: Classifier, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Share of ``x`` (uint8 NCHW) that ``classifier`` labels correctly, in eval mode."""
@@ -99,7 +113,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     ds = dataset or data.load(cfg.dataset, data_dir=cfg.data_dir or None, data_file=cfg.data_file or None)
     torch.manual_seed(cfg.seed)
     net = models.create(cfg.arch, in_channels=ds.channels, num_classes=ds.num_classes, dropout=cfg.dropout)
-    classifier = Classifier(net, cfg.objective).to(device)
+    classifier = Classifier(net, cfg.objective, input_shape=ds.image_shape).to(device)
     groups = parameter_groups(net)
     optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
@@ -123,12 +137,14 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     classifier.train()
 
     def save(step: int, metrics: dict) -> None:
+        _check_finite(net, step)
         checkpoint.save(run_dir, classifier, step=step, config=cfg.to_dict(), dataset=ds.name,
                         metrics=metrics, optimizer_state=_optimizer_tensors(optimizer, net))
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.arch}/{cfg.objective}", disable=not progress,
                dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite (read without a sync)
     for step in range(start, cfg.steps):
         lr = cfg.learning_rate(step)
         for group in optimizer.param_groups:
@@ -145,6 +161,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         optimizer.step()
         seen += len(idx)
         done = step + 1
+        finite &= torch.isfinite(loss.detach())
+        if done % 10 == 0 or done == cfg.steps or done % cfg.eval_every == 0 or done % cfg.checkpoint_every == 0:
+            _check_loss(finite, done, lr)
         if progress and (done % 10 == 0 or done == cfg.steps):
             with torch.no_grad():
                 acc = float((classifier.effective_logits(raw.float()).argmax(1) == yb).float().mean())
@@ -155,7 +174,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         if done % cfg.eval_every == 0 or last:
             test_acc = accuracy(classifier, ds.x_test, ds.y_test)
             log.append({"step": done, "test_accuracy": test_acc, "loss": loss.item()})
-            bar.write(json.dumps(log[-1]))
+            if progress:
+                bar.write(json.dumps(log[-1]))
         if done % cfg.checkpoint_every == 0 or last:
             metrics = {"log": log}
             if last:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from . import schemas
 from .attack_store import load_parts
 from .attacks.base import AttackResult
 from .errors import CheckpointError, InputError
@@ -40,7 +41,8 @@ def load_adversarial(attack_dir: str | Path, dataset) -> AdversarialSet:
     """Read the parts and ``summary.json`` written by ``rce attack``; the clean images come from ``dataset`` (a
     :class:`rcedetect.data.Dataset`), checked against the stored labels. CheckpointError/InputError on defects."""
     attack_dir = Path(attack_dir)
-    summary = read_json(attack_dir / "summary.json", "attack summary")
+    summary = schemas.check(read_json(attack_dir / "summary.json", "attack summary"), schemas.ATTACK_SUMMARY,
+                            attack_dir / "summary.json", "attack summary")
     try:
         n, batch, name = int(summary["n"]), int(summary["batch_size"]), summary.get("dataset")
     except (KeyError, TypeError, ValueError) as e:

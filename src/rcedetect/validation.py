@@ -28,6 +28,8 @@ def check_images(x: torch.Tensor, *, channels: int | None = None, name: str = "x
         raise InputError(
             f"{name} must be floating point in [0, 1], got dtype {x.dtype}; convert uint8 images with x.float() / 255"
         )
+    if x.device.type == "meta":
+        raise InputError(f"{name} is a meta-device tensor (a shape without data); give real images")
     if channels is not None and x.shape[1] != channels:
         raise InputError(
             f"{name} has {x.shape[1]} channels but the model expects {channels} "
@@ -72,3 +74,17 @@ def check_features(z: torch.Tensor, dim: int | None = None, name: str = "feature
     if z.numel() and not bool(torch.isfinite(z).all()):
         raise InputError(f"{name} contains NaN or infinite values")
     return z
+
+
+def check_model_input(classifier, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a batch of images ``classifier`` can take: the package's image convention
+    (:func:`check_images`), the model's channels and, where the classifier knows it, its image size."""
+    if classifier is None or not callable(getattr(classifier, "logits", None)):
+        raise InputError(f"classifier must be an rcedetect Classifier (e.g. rcedetect.checkpoint.load(run).classifier), "
+                         f"got {type(classifier).__name__}")
+    check_images(x, channels=getattr(classifier, "in_channels", None), name=name)
+    shape = getattr(classifier, "input_shape", None)
+    if shape is not None and tuple(x.shape[2:]) != tuple(shape[1:]):
+        raise InputError(f"{name} holds {x.shape[2]}x{x.shape[3]} images but the model was trained on "
+                         f"{shape[1]}x{shape[2]}; resize them first")
+    return x

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, InputError
-from ..validation import check_images, check_labels
+from ..validation import check_labels, check_model_input
 
 
 @dataclass
@@ -52,12 +52,12 @@ def l2_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
 
 def prepare(classifier, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the call (eval mode, images, labels) and return detached copies on the classifier's device."""
+    check_model_input(classifier, x)
     if getattr(classifier, "training", False):
         raise InputError(
             "the classifier is in training mode; call classifier.eval() before attacking "
             "(BatchNorm would use batch statistics and the attack would change the model)"
         )
-    check_images(x, channels=getattr(classifier, "in_channels", None))
     device = classifier.device
     x = x.detach().to(device, torch.float32).clone()
     if y is None:
@@ -74,10 +74,27 @@ def seeded_generator(seed: int, device: torch.device | None = None) -> torch.Gen
     return torch.Generator().manual_seed(int(seed))
 
 
-def check_eps(eps: float, name: str = "eps") -> float:
-    if not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {eps!r}")
+def check_eps(eps: float, name: str = "eps", norm: str = "linf") -> float:
+    """A finite budget >= 0; at most 1 for an L∞ budget (images are in [0, 1]: more changes nothing)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {eps!r}")
+    if norm == "linf" and eps > 1:
+        raise ConfigError(f"{name} is an L∞ budget on the [0, 1] image scale and must be <= 1, got {eps!r}")
     return float(eps)
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def check_common(attack) -> None:
+    """The checks every attack shares: its budget ``eps`` (L∞ unless its ``norm`` says L2) and its ``seed``."""
+    if hasattr(attack, "eps"):
+        check_eps(attack.eps, norm=getattr(attack, "norm", "linf"))
+    if hasattr(attack, "seed"):
+        check_seed(attack.seed)
 
 
 @dataclass(frozen=True)

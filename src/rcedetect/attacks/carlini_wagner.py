@@ -52,7 +52,7 @@ import torch
 from ..detectors.base import observe
 from ..errors import ConfigError, InputError
 from ..validation import check_images, check_labels
-from .base import AttackResult, prepare, register, seeded_generator
+from .base import AttackResult, check_common, prepare, register, seeded_generator
 
 MODES = ("targeted", "untargeted")
 #: the upper bound on c before any success; "no success yet" is ``upper >= 1e9`` (protocol §6.1)
@@ -107,6 +107,7 @@ class CarliniWagnerL2:
     fallback: bool = True
 
     def __post_init__(self):
+        check_common(self)
         for name in ("kappa", "learning_rate", "initial_const"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):

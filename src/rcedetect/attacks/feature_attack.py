@@ -26,7 +26,7 @@ import torch
 
 from ..detectors.base import observe
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, register
+from .base import AttackResult, check_common, register
 from .carlini_wagner import random_targets
 from .gradient import check_steps, finish
 from .pgd import check_norm, check_step_size, per_example, pgd_step, resolve_step_size, starts
@@ -76,7 +76,7 @@ class FeaturePGD:
     seed: int = 0
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_term(self.detector)
         check_norm(self.norm)
         check_steps(self.steps)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
-from .base import AttackResult, check_eps, prepare, register
+from .base import AttackResult, check_common, prepare, register
 
 LABELS = ("pred", "true")
 
@@ -97,7 +97,7 @@ class BIM:
     label: str = "pred"
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_steps(self.steps)
         check_label(self.label)
 
@@ -134,7 +134,7 @@ class ILCM:
     steps: int = 10
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_steps(self.steps)
 
     def passes_per_image(self) -> float:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, prepare, register
+from .base import AttackResult, check_common, prepare, register
 from .gradient import check_steps, finish
 
 SALIENCY = ("original", "pairwise")
@@ -100,7 +100,7 @@ class JSMA:
     sum_gradient: str = "autograd"
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_steps(self.max_steps, "max_steps")
         check_steps(self.top_k, "top_k")
         if self.sum_gradient not in ("autograd", "exact"):

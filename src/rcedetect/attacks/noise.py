@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import AttackResult, check_eps, prepare, register, seeded_generator
+from .base import AttackResult, check_common, prepare, register, seeded_generator
 from .gradient import finish, predict
 
 
@@ -24,7 +24,7 @@ class Noise:
     seed: int = 0
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
 
     def passes_per_image(self) -> float:
         return 3.0

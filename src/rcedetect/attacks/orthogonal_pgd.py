@@ -31,7 +31,7 @@ import torch
 
 from ..detectors.base import observe
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, register
+from .base import AttackResult, check_common, register
 from .gradient import check_steps
 from .pgd import (
     TINY,
@@ -86,7 +86,7 @@ class OrthogonalPGD:
     seed: int = 0
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_term(self.detector)
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")

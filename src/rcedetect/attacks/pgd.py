@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, register, seeded_generator
+from .base import AttackResult, check_common, register, seeded_generator
 from .gradient import _labels, check_label, check_steps, finish, predict
 
 NORMS = ("linf", "l2")
@@ -167,7 +167,7 @@ class PGD:
     loss: str = "ce"
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_norm(self.norm)
         check_steps(self.steps, "steps")
         check_steps(self.restarts, "restarts")

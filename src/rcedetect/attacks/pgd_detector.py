@@ -36,7 +36,7 @@ import torch
 
 from ..detectors.base import View, observe
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, prepare, register
+from .base import AttackResult, check_common, prepare, register
 from .gradient import check_steps, finish, predict
 from .pgd import (
     check_norm,
@@ -190,7 +190,7 @@ class PGDDetector:
     guided_starts: int = 0
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_term(self.detector)
         check_norm(self.norm)
         check_steps(self.steps)

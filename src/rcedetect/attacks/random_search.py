@@ -24,7 +24,7 @@ import torch
 
 from ..detectors.base import observe
 from ..errors import ConfigError
-from .base import AttackResult, check_eps, register, seeded_generator
+from .base import AttackResult, check_common, register, seeded_generator
 from .gradient import check_steps
 from .pgd import class_margin
 from .pgd_detector import begin, check_lambda, check_term, detector_margin, finish_adaptive
@@ -61,7 +61,7 @@ class RandomSearchDetector:
     seed: int = 0
 
     def __post_init__(self):
-        check_eps(self.eps)
+        check_common(self)
         check_term(self.detector)
         check_steps(self.iterations, "iterations")
         check_lambda(self.lam, "lam")

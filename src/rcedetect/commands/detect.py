@@ -14,7 +14,7 @@ in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the de
   (default 1000, at most half of the split), so that ``--fpr`` of them is rejected. Score the images before
   them if you want calibration and evaluation data kept apart.
 
-Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npz`` files with
+Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npy`` arrays, ``.npz`` files with
 an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` files with a tensor ``x``
 (same layouts).
 """
@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
     add_detector_options(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="image files, .npz (array x) or .safetensors (tensor x) batches")
+                   help="image files, .npy arrays, .npz (array x) or .safetensors (tensor x) batches")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
 

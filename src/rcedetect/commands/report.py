@@ -10,9 +10,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import load, render, summary
+    from pathlib import Path
 
-    results = load(args.out_dir)
+    from ..io import check_writable_dir
+    from ..report import RESULTS, load, render, summary
+    from ..schemas import check_results
+
+    results = check_results(load(args.out_dir), Path(args.out_dir) / RESULTS)
+    check_writable_dir(args.out_dir, "report folder")
     md, page = render(args.out_dir, results)
     print(summary(results))
     print(f"report: {page} (and {md})")

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import schemas
     from ..config import TrainConfig, train_config_from_preset
     from ..errors import ConfigError
     from ..io import read_json
@@ -39,7 +40,8 @@ def run(args) -> int:
         if args.preset or args.out:
             raise ConfigError("--resume RUN_DIR takes the preset and settings from the run folder; drop --preset/--out")
         run_dir = Path(args.resume)
-        saved = read_json(run_dir / "config.json", "run config")["train"]
+        saved = schemas.check(read_json(run_dir / "config.json", "run config"), schemas.RUN_CONFIG,
+                              run_dir / "config.json", "run config")["train"]
         from ..config import apply_overrides
 
         cfg = TrainConfig.from_dict(apply_overrides({"train": saved}, [f"train.{o}" for o in extra])["train"])

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from .. import metrics
+from .. import metrics, schemas
 from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
 from ..features import FeatureBank, extract, feature_dim
 from ..io import read_json, write_json
+from ..validation import check_model_input
 from .base import FitData, Metric, check_metric, create, observe, score_features, score_images
 
 FORMAT = "rcedetect-detector"
@@ -35,6 +36,10 @@ class Detector:
     """
 
     def __init__(self, classifier, metric: str, *, batch_size: int = 500, progress: bool = False, **settings: Any):
+        if classifier is None or not callable(getattr(classifier, "logits", None)):
+            raise InputError(f"Detector needs an rcedetect Classifier, got {type(classifier).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.classifier = classifier
         self.metric = check_metric(metric)
         self.scorer: Metric = create(metric, **settings).bind(classifier)
@@ -70,6 +75,14 @@ class Detector:
         return getattr(self.scorer, "bandwidth_selection", None)
 
     # -- inputs -----------------------------------------------------------------------------------------
+    def _check_images(self, x) -> None:
+        """The checks of the command line: images in [0, 1] of the model's channels and size (and of the size
+        this detector was fitted on)."""
+        check_model_input(self.classifier, x)
+        if self.input_shape is not None and list(x.shape[1:]) != list(self.input_shape):
+            raise InputError(f"x holds images of shape {tuple(x.shape[1:])} but this detector was fitted on "
+                             f"{tuple(self.input_shape)}")
+
     def _bank(self, x, y: torch.Tensor | None = None) -> FeatureBank:
         if isinstance(x, FeatureBank):
             want = self.kd.dim if self.kd is not None else feature_dim(self.classifier)
@@ -77,12 +90,14 @@ class Detector:
                 raise InputError(f"the feature bank holds {x.dim}-d features but this detector's classifier "
                                  f"has {want}-d ones (features of another model?)")
             return x
+        self._check_images(x)
         return extract(self.classifier, x, y, batch_size=self.batch_size, progress=self.progress,
                        layers=self.scorer.layers)
 
     def _scores(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, predictions) on the CPU of images or a FeatureBank."""
         if self.scorer.needs_images and not isinstance(x, FeatureBank):
+            self._check_images(x)
             preds = self.classifier.predict_batched(x, self.batch_size)
             return score_images(self.scorer, self.classifier, x, self.batch_size), preds
         bank = self._bank(x)
@@ -102,6 +117,7 @@ class Detector:
             if x_train is None:
                 raise InputError(f"fitting the {self.metric} detector needs training images or their features")
             images = labels = None
+            self.input_shape = None  # a new fit may take other images
             if self.scorer.needs_fit_images:
                 if isinstance(x_train, FeatureBank) or y_train is None:
                     raise InputError(f"fitting the {self.metric} detector needs training images and their labels "
@@ -109,9 +125,9 @@ class Detector:
                 k = self.scorer.fit_split_size(len(x_train))
                 x_train, images = x_train[: len(x_train) - k], x_train[len(x_train) - k :]
                 y_train, labels = y_train[: len(y_train) - k], y_train[len(y_train) - k :]
+            bank = self._bank(x_train, y_train)
             if not isinstance(x_train, FeatureBank):
                 self.input_shape = list(x_train.shape[1:])
-            bank = self._bank(x_train, y_train)
             if y_train is not None:
                 bank = FeatureBank(bank.features, y_train.detach().cpu().to(torch.int64), bank.predictions,
                                    bank.layers)
@@ -211,6 +227,7 @@ class Detector:
         meta = read_json(path, "detector file")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not an rcedetect detector file")
+        schemas.check(meta, schemas.DETECTOR, path, "detector file")
         try:
             settings, state = dict(meta["settings"]), dict(meta["state"])
             det = cls(classifier, meta["metric"], **settings)

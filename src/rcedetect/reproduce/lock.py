@@ -9,7 +9,6 @@ command line can hold it around the run and the report while the run takes it ag
 from __future__ import annotations
 
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..errors import ConfigError
+from ..io import check_writable_dir
 
 LOCK_NAME = ".rce.lock"
 
@@ -26,23 +25,9 @@ _locks_guard = threading.Lock()
 
 
 def check_writable(out: str | Path) -> Path:
-    """Create the output folder ``out`` if needed and check a file can be written in it; :class:`ConfigError` with
-    one line if it is a file, lies under a file, or cannot be created or written."""
-    out = Path(out)
-    for folder in (out, *out.parents):
-        if folder.exists() or folder.is_symlink():
-            if not folder.is_dir():
-                where = "is a file" if folder == out else f"lies under {folder}, which is a file"
-                raise ConfigError(f"the output folder {out} {where}; choose another with --out")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out, prefix=".rce-write-check-"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"cannot write in the output folder {out} ({e.strerror or e}); choose another with --out") \
-            from e
-    return out
+    """Create the output folder ``out`` if needed and check a file can be written in it (:class:`ConfigError`
+    with one line if it is a file, lies under a file, or cannot be created or written)."""
+    return check_writable_dir(out, "output folder (--out)")
 
 
 def note(line: str) -> None:

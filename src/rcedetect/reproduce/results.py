@@ -12,9 +12,10 @@ and ``cw`` / ``wb`` / ``log_kd_adv`` where they apply), ``transfer``, ``tsne``, 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
-from .. import checkpoint, paper_ref
+from .. import checkpoint, paper_ref, schemas
 from ..detectors import KDensity, score_features
 from ..io import config_hash, read_json, versions
 from . import adaptive
@@ -31,13 +32,13 @@ def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
                         "dataset": tc.dataset, "n_test": len(inp.dataset().x_test), "test_accuracy": acc,
                         "test_error_percent": None if acc is None else round(100 * (1 - acc), 4),
                         "train_seconds": met.get("train_seconds"), "config_hash": inp.layout.model_hash(name)}
-        info = read_json(inp.layout.detector_dir(name, "kd") / "detector.json", "detector record")
+        info = _detector_record(inp.layout.detector_dir(name, "kd"))
         s, state = info["settings"], info["state"]
         dets[name] = {"sigma2": state["sigma2"], "per_class": s["per_class"], "attack_per_class": s["attack_per_class"],
                       "eta": state["eta"], "seed": s["seed"]}
         baselines = {}
         for metric in inp.baselines(name):
-            b = read_json(inp.layout.detector_dir(name, metric) / "detector.json", "detector record")
+            b = _detector_record(inp.layout.detector_dir(name, metric))
             baselines[metric] = {"settings": b["settings"], "fit_split": b["state"].get("fit_split"),
                                  "features": b["state"].get("features"), "weights": b["state"].get("weights"),
                                  **{k: b["state"][k] for k in ("noise", "noise_selection", "dropout_rate")
@@ -45,6 +46,11 @@ def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
         if baselines:
             dets[name]["baselines"] = baselines
     return models, dets
+
+
+def _detector_record(directory: Path) -> dict:
+    return schemas.check(read_json(directory / "detector.json", "detector record"), schemas.DETECTOR,
+                         directory / "detector.json", "detector record")
 
 
 def _attack_records(inp: Inputs) -> tuple[list, dict, dict]:

@@ -16,7 +16,7 @@ import torch
 
 from .. import attack_store, checkpoint, data, features, paper_ref
 from ..config import TrainConfig
-from ..io import read_json, write_json
+from ..io import write_json
 from ..scoring import rounded, score_attack, table3_stats, transfer_record
 from .inputs import Inputs
 
@@ -31,7 +31,7 @@ def model_done(run_dir: Path, cfg: TrainConfig) -> bool:
     idx = run_dir / checkpoint.INDEX
     if not idx.is_file():
         return False
-    meta = read_json(idx, "checkpoint index")
+    meta = checkpoint.read_meta(run_dir)
     return meta.get("step") == cfg.steps and "test_accuracy" in meta.get("metrics", {})
 
 
@@ -41,7 +41,7 @@ def train_model(cfg: TrainConfig, run_dir: Path, dataset: data.Dataset, progress
     from ..training import fit
 
     resume = (run_dir / checkpoint.INDEX).is_file()
-    if resume and read_json(run_dir / checkpoint.INDEX).get("config") != cfg.to_dict():
+    if resume and checkpoint.read_meta(run_dir).get("config") != cfg.to_dict():
         shutil.rmtree(run_dir)  # same hash (device aside) but another device: restart rather than refuse
         resume = False
     fit(cfg, run_dir, dataset=dataset, resume=resume, progress=progress, step_callback=step_callback)
