@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import attacks
-from .attacks.base import AttackResult
+from .attacks.base import AttackResult, check_seed
 from .errors import CheckpointError
 from .io import load_tensors, read_metadata, save_tensors
 
@@ -54,7 +54,7 @@ def attack_factory(name: str, settings: dict[str, Any], eps: float | None, seed:
         kw["eps"] = eps
     if detector is not None:
         kw["detector"] = detector
-    seed0 = int(kw.pop("seed", seed)) if spec.seeded else None
+    seed0 = check_seed(kw.pop("seed", seed)) if spec.seeded else None
 
     def factory(b: int):
         return spec.create(**kw, **({"seed": batch_seed(seed0, b)} if spec.seeded else {}))

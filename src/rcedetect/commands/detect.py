@@ -176,23 +176,31 @@ def describe(det, folder: Path, sigma2_setting) -> str:
             f"({det.extra.get('calibration')}); cached in {folder}")
 
 
+def _check_shape(path, x, shape) -> None:
+    from ..errors import InputError
+
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
+                         f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
+
+
 def run(args) -> int:
     from .. import checkpoint, data
     from ..device import resolve
-    from ..errors import InputError
 
     checked_settings(args)
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     clf = ckpt.classifier
     inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    if clf.input_shape is not None:  # checkpoints record the image shape: refuse before calibrating anything
+        for path, x in inputs:
+            _check_shape(path, x, clf.input_shape)
     det = calibrated_detector(args, ckpt)
     shape = tuple(det.extra["image_shape"])
     results = []
     for path, x in inputs:
-        if tuple(x.shape[1:]) != shape:
-            raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
-                             f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
+        _check_shape(path, x, shape)
         labels, scores = det.decide(x)
         single = Path(path).suffix.lower() in data.IMAGE_SUFFIXES
         for i, (lab, s) in enumerate(zip(labels.tolist(), scores.tolist())):
