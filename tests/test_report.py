@@ -70,7 +70,7 @@ def check_html_figures(out_dir: Path) -> list[str]:
     import matplotlib.image
 
     page = (out_dir / "report.html").read_text()
-    sources = re.findall(r'<img src="([^"]+)"', page)
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
     for src in sources:
         path = out_dir / src
         assert path.is_file(), f"report.html references missing {src}"
@@ -82,7 +82,7 @@ def check_html_figures(out_dir: Path) -> list[str]:
 def test_cell_shows_ours_paper_and_difference():
     assert report.cell(97.25, 98.8) == "97.2 (98.8, -1.5)" or report.cell(97.25, 98.8) == "97.3 (98.8, -1.5)"
     assert report.cell(1.0, None) == "1.0"
-    assert report.cell(None, 5.0) == "– (5.0)"
+    assert report.cell(None, 5.0) == "— (5.0)"
 
 
 def test_paper_lookups_match_the_published_tables():
@@ -94,6 +94,9 @@ def test_paper_lookups_match_the_published_tables():
     assert paper_ref.transfer_auc("ce", "rce", "mnist") is None
     assert paper_ref.seconds_per_example("cw_wb", "rce") == 1300
     assert paper_ref.column("mnist5k") == "mnist" and paper_ref.column("synthetic") is None
+    assert paper_ref.test_error_nearest("resnet56", "ce", "mnist", "target") == (0.36, "resnet56")
+    assert paper_ref.test_error_nearest("resnet8", "rce", "mnist") == (0.29, "resnet32")
+    assert paper_ref.test_error_nearest("resnet8", "rce", None) == (None, None)
 
 
 def test_rce_report_renders_every_table_and_figure_from_results_json(tmp_path, capsys):
@@ -104,7 +107,7 @@ def test_rce_report_renders_every_table_and_figure_from_results_json(tmp_path, c
     sources = check_html_figures(tmp_path)
     assert len(sources) == 7  # auc-vs-eps, 2a, 2b, 3, t-SNE, noise, KD histograms
     text = (tmp_path / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Figure 1b/c", "Appendix B.3"):
+    for heading in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "t-SNE", "Appendix B.3"):
         assert heading in text
     # ours beside the paper: Table 2 FGSM CE K-density = 70.0 vs the paper's 98.8 on MNIST
     assert "70.0 (98.8, -28.8)" in text
@@ -138,7 +141,7 @@ def test_foreign_results_file_is_refused(tmp_path, bad):
 def test_cells_with_too_few_pairs_are_shown_but_never_compared():
     """A 4-pair cell far from the paper is marked "too few pairs (4)" and is neither a disagreement nor a
     reversal of the paper's claims; the same cell with 40 pairs is both."""
-    from rcedetect.report import _disagreements, _table2
+    from rcedetect.report_table2 import disagreements, table2
 
     results = fake_results()
     rce_jsma = next(r for r in results["attacks"] if r["model"] == "rce" and r["attack"] == "jsma"
@@ -148,13 +151,16 @@ def test_cells_with_too_few_pairs_are_shown_but_never_compared():
     for m in ("confidence", "non_me", "kd"):
         rce_jsma["detection"][m]["auc_strict"] = 0.30  # far below the paper and below CE's 0.7
     col = paper_ref.column(results["dataset"])
-    listed = " ".join(_disagreements(results, col)[-1][1])
-    assert "JSMA RCE kd" in listed and "under JSMA is lower for RCE" in listed
+    listed = " ".join(disagreements(results, col)[-1][1])
+    assert "JSMA RCE K-density" in listed and "under JSMA is lower for RCE" in listed
     rce_jsma["n_pairs"] = 4
-    table = next(b for b in _table2(results, col, {}) if b[0] == "table")
+    blocks = table2(results, col, {})
+    table = next(b for b in blocks if b[0] == "table")
     row = next(r for r in table[2] if r[0] == "JSMA" and r[1] == "RCE")
-    assert row[2].startswith("too few pairs (4): 30.0")
-    blocks = _disagreements(results, col)
+    assert row[2] == "30.0¹"
+    notes = next(b[1] for b in blocks if b[0] == "notes")
+    assert notes[0].startswith("¹ too few pairs (fewer than 30")
+    blocks = disagreements(results, col)
     text = " ".join(b[1] if isinstance(b[1], str) else " ".join(b[1]) for b in blocks[1:])
     assert "JSMA RCE" not in text and "under JSMA" not in text
     assert ce_jsma["n_pairs"] == 40

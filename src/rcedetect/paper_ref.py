@@ -58,6 +58,20 @@ def test_error(arch: str, objective: str, col: str | None) -> float | None:
     return None
 
 
+def test_error_nearest(arch: str, objective: str, col: str | None, role: str = "main"
+                       ) -> tuple[float | None, str | None]:
+    """Table 1 beside a model of ours: (paper's test error %, the paper's model it is).
+
+    The paper trains ResNet-32 (its main models) and ResNet-56 (the targets of Table 4). A model of ours with the
+    same architecture is compared with that row; any other main model with the ResNet-32 row and any other target
+    with the ResNet-56 row (the model it stands in for). ``(None, None)`` where the paper has no column."""
+    if col is None:
+        return None, None
+    paper_archs = {row["model"] for row in numbers()["table1_test_error_percent"]}
+    ref = arch if arch in paper_archs else ("resnet56" if role == "target" else "resnet32")
+    return test_error(ref, objective, col), ref
+
+
 def auc(attack: str, objective: str, metric: str, col: str | None) -> float | None:
     """Table 2: AUC x 100 of ``metric`` (confidence / non_me / kd) for ``attack`` on ResNet-32."""
     label, key = ATTACK_LABELS.get(attack), METRIC_KEYS.get(metric)

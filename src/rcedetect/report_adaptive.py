@@ -12,7 +12,16 @@ import itertools
 from . import detectors
 from .operating_point import MIN_PAIRS
 from .paper_ref import TABLE2_ATTACKS, label
-from .report_format import interval, main_models, num, pct, table2_record
+from .report_format import (
+    FEW_PAIRS,
+    NO_PAIRS,
+    NOT_RECORDED,
+    Notes,
+    interval,
+    main_models,
+    pct,
+    table2_record,
+)
 
 TARGET_LEVELS = (0.5, 0.9)
 PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
@@ -26,8 +35,13 @@ def _op(rec: dict, metric: str) -> dict:
     return ((rec.get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
 
 
+def _label(metric: str) -> str:
+    cls = detectors.REGISTRY.get(metric)
+    return cls.label if cls else metric
+
+
 def operating_blocks(results: dict, figs: dict) -> list[tuple]:
-    rows = []
+    rows, notes = [], Notes()
     for attack in TABLE2_ATTACKS:
         for model in main_models(results):
             rec = table2_record(results, model, attack)
@@ -40,13 +54,16 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                 if not op:
                     continue
                 n = op.get("n_pairs", 0)
-                few = f"too few pairs ({n}): " if n < MIN_PAIRS else ""
-                rows.append([label(attack), rec["objective"].upper(), metric,
-                             few + num(pct(d.get("auc_strict"))) + _ci(interval(rec, metric, "auc")),
-                             num(pct(op.get("tpr_success"))) + _ci(interval(rec, metric, "tpr_success")),
-                             num(pct(op.get("attack_success_rate"))) + _ci(interval(rec, metric, "attack_success_rate")),
-                             num(pct(op.get("robust_accuracy_with_rejection"))),
-                             num(pct(op.get("clean_rejection_rate"))), str(n)])
+                why = NO_PAIRS if n == 0 else NOT_RECORDED
+
+                vals = [(d.get("auc_strict"), "auc"), (op.get("tpr_success"), "tpr_success"),
+                        (op.get("attack_success_rate"), "attack_success_rate"),
+                        (op.get("robust_accuracy_with_rejection"), None), (op.get("clean_rejection_rate"), None)]
+                cells = [notes.value(pct(v), why if stat in ("auc", "tpr_success") else NOT_RECORDED)
+                         + (_ci(interval(rec, metric, stat)) if stat else "")
+                         for v, stat in vals]
+                cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
+                rows.append([label(attack), rec["objective"].upper(), _label(metric), *cells, str(n)])
     if not rows:
         return []
     out = [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
@@ -54,12 +71,12 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                   "of them are rejected; it never sees the attack evaluated. TPR: adversarial images rejected among "
                   "the pairs. SR@5: attacked images, correct when clean, that end misclassified AND accepted. Robust "
                   "accuracy with rejection (Tramèr 2022): an attacked image counts correct if classified right or "
-                  f"rejected. Brackets: bootstrap 95 % intervals. Cells with fewer than {MIN_PAIRS} pairs are marked "
-                  "and never read as results.")),
+                  "rejected. Clean rejected: the attacked images' clean versions the threshold rejects. All in %; "
+                  "brackets: bootstrap 95 % intervals.")),
            ("table", ["attack", "objective", "detector", "AUC", "TPR@5%", "SR@5", "robust acc. w/ rejection",
-                      "clean rejected", "pairs"], rows)]
+                      "clean rejected", "pairs"], rows), *notes.blocks()]
     if "roc" in figs:
-        out.append(("img", *figs["roc"]))
+        out.append(("img", "roc", *figs["roc"]))
     return out
 
 
@@ -88,25 +105,29 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
                   "any attack at that ε or a smaller one fooled both (Carlini & Wagner 2017; Bryniarski et al. "
                   "2022)."))]
     if "adaptive" in figs:
-        out.append(("img", *figs["adaptive"]))
-    rows, verdicts = [], []
+        out.append(("img", "adaptive", *figs["adaptive"]))
+    rows, verdicts, notes = [], [], Notes()
     for w in ad.get("worst_case", []):
         norm = w.get("norm", "linf")
         recs = [r for r in ad["records"] if r["model"] == w["model"] and r["metric"] == w["metric"]
                 and r.get("eps") == w["eps"] and (r.get("norm") or "linf") == norm]
         robust = min((r["operating_point"].get("robust_accuracy_with_rejection") for r in recs), default=None,
                      key=lambda v: 2.0 if v is None else v)
-        per = ", ".join(f"{label(r['attack'])} {num(pct(r['operating_point'].get('attack_success_rate')), 0)}"
-                        for r in recs)
+        none_correct = "no attacked image is correctly classified when clean, so there is no rate"
+        per = ", ".join(f"{label(r['attack'])} " + notes.value(pct(r["operating_point"].get("attack_success_rate")),
+                                                                none_correct, 0) for r in recs)
         ci = w.get("interval") or [None, None]
-        worst = num(pct(w["attack_success_rate"])) + (_ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
-        rows.append([w["objective"].upper(), w["metric"], f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst,
-                     per, num(pct(robust)), f"{w['n_fooled']} / {w['n_clean_correct']}"])
+        worst = notes.value(pct(w["attack_success_rate"]), none_correct) + (
+            _ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
+        rows.append([w["objective"].upper(), _label(w["metric"]),
+                     f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst, per,
+                     notes.value(pct(robust), none_correct), f"{w['n_fooled']} / {w['n_clean_correct']}"])
     note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
             "intervals are in results.json (adaptive.records[*].operating_point).")
     out.append(("p", note))
     out.append(("table", ["objective", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
                           "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
+    out += notes.blocks()
     curves: dict[tuple, list] = {}
     for w in ad.get("worst_case", []):
         if w["attack_success_rate"] is not None and w.get("norm", "linf") == "linf":
@@ -118,7 +139,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         verdict = "falls to" if top[1] >= 0.5 else "holds against"
         doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
                  "that." if (model, metric) in failed and top[1] < 0.5 else "")
-        verdicts.append(f"{obj.upper()} + {metric} {verdict} the adaptive attacks within the grid: worst-case "
+        verdicts.append(f"{obj.upper()} + {_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
                         f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
     out += [("p", "In plain words:"), ("ul", verdicts),
             ("p", ("Tramèr (ICML 2022) shows that a detector robust at distance ε yields an (inefficient) classifier "
@@ -129,7 +150,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
     items, warnings = [], []
     for model, cs in checks.items():
         for c in cs:
-            who = f"{model}, {c['metric']}" if c.get("metric") else model
+            who = f"{model}, {_label(c['metric'])}" if c.get("metric") else model
             (items if c["passed"] else warnings).append(f"{who}: {c['check']}: {c['detail']}")
     if checks:
         out.append(("h", 3, "Sanity checks"))

@@ -12,7 +12,17 @@ from __future__ import annotations
 from . import detectors
 from .operating_point import MIN_PAIRS
 from .paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
-from .report_format import interval, main_models, num, pct, table2_record
+from .report_format import (
+    NOT_RECORDED,
+    Notes,
+    interval,
+    main_models,
+    missing,
+    num,
+    pct,
+    table2_record,
+    why_missing,
+)
 
 
 def _label(metric: str) -> str:
@@ -24,10 +34,11 @@ def _op(rec: dict | None, metric: str) -> dict:
     return (((rec or {}).get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
 
 
-def _cell(rec: dict | None, metric: str, stat: str) -> str:
+def _cell(rec: dict | None, metric: str, stat: str, notes: Notes) -> str:
     op = _op(rec, metric)
-    if not op or op.get(stat) is None:
-        return "–"
+    if not op or missing(op.get(stat)):
+        return notes.empty(why_missing(rec, metric) if rec is None or rec.get("n_pairs", 0) == 0
+                           or metric not in rec.get("detection", {}) else NOT_RECORDED)
     ci = interval(rec, metric, stat)
     text = num(pct(op[stat]), 0) + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
     n = op.get("n_pairs", 0)
@@ -91,12 +102,13 @@ def compare_blocks(results: dict) -> list[tuple]:
                   "Thresholds: 5 % FPR on the same clean held-out images for every detector. Brackets: bootstrap "
                   f"95 % intervals over images; cells with fewer than {MIN_PAIRS} pairs say how many."))]
     for stat, title in (("auc", "AUC over the pairs (%)"), ("tpr_success", "TPR at 5 % FPR (%)")):
-        rows = []
+        rows, notes = [], Notes()
         for model in main_models(results):
             obj = results["models"][model]["objective"].upper()
             for m in metrics:
-                rows.append([_label(m), obj, *[_cell(table2_record(results, model, a), m, stat) for a in attacks]])
-        out += [("h", 3, title), ("table", ["detector", "objective", *head], rows)]
+                rows.append([_label(m), obj, *[_cell(table2_record(results, model, a), m, stat, notes)
+                                               for a in attacks]])
+        out += [("h", 3, title), ("table", ["detector", "objective", *head], rows), *notes.blocks()]
     out += _adaptive_table(results, metrics)
     words = best_by_attack(results, metrics, attacks)
     if words:
@@ -112,7 +124,7 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
         return []
     eps = sorted({w["eps"] for w in worst})
     fpr = 100 * ad.get("fpr", 0.05)
-    rows = []
+    rows, notes = [], Notes()
     for model in main_models(results):
         obj = results["models"][model]["objective"].upper()
         for m in metrics:
@@ -122,8 +134,9 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
             cells = []
             for e in eps:
                 w = ws.get(e)
-                if w is None or w.get("attack_success_rate") is None:
-                    cells.append("–")
+                if w is None or missing(w.get("attack_success_rate")):
+                    cells.append(notes.empty("this detector was not attacked at this ε" if w is None else
+                                             "no attacked image is correctly classified when clean, so no rate"))
                     continue
                 lo, hi = w.get("interval") or (None, None)
                 cells.append(num(pct(w["attack_success_rate"]), 0)
@@ -140,4 +153,5 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
                    "Each detector is attacked through its own differentiable score; an image fooled at a smaller ε "
                    "counts at every larger ε. Sanity: the checks of the adaptive section for that detector (a failed "
                    "one means the attacks, not the detector, may be what holds).")),
-            ("table", ["detector", "objective", "attacks", "images", *[f"ε {e:g}" for e in eps], "sanity"], rows)]
+            ("table", ["detector", "objective", "attacks", "images", *[f"ε {e:g}" for e in eps], "sanity"], rows),
+            *notes.blocks()]

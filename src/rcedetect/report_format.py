@@ -1,43 +1,96 @@
-"""What the report's sections share: number formatting, record lookups in a results dict, and the two renderings
-of one list of blocks (markdown and a self-contained HTML page).
+"""What the report's sections share: number formatting, record lookups in a results dict, and footnotes that
+say why a cell is empty.
 
-Blocks: ``("h", level, text)``, ``("p", text)``, ``("ul", items)``, ``("table", head, rows)``,
-``("img", file, caption)``.
+Blocks (rendered by :mod:`rcedetect.report_render`): ``("h", level, text)``, ``("p", text)``, ``("ul", items)``,
+``("table", head, rows)``, ``("notes", items)`` (the footnotes of the table above) and ``("img", key, file,
+caption)``.
 """
 
 from __future__ import annotations
 
-import html
 import math
 
-from .operating_point import too_few_pairs
+from .operating_point import MIN_PAIRS, too_few_pairs
+from .report_render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
+
+DASH = "—"
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+#: why a cell or a point is empty, in the words of its footnote
+NO_PAIRS = ("0 pairs: the attack turned no correctly classified image into a misclassified one at this budget, "
+            "so there is nothing to score")
+NOT_RUN = "not run in this preset"
+NOT_SCORED = "this detector was not scored on this attack's images"
+NOT_RECORDED = "results.json holds no value here"
+FEW_PAIRS = (f"too few pairs (fewer than {MIN_PAIRS}; see the pairs column): shown with its bootstrap 95 % interval "
+             "in brackets, never compared with the paper")
+
+
+def missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def num(v: float | None, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.{digits}f}"
+    return DASH if missing(v) else f"{v:.{digits}f}"
 
 
 def cell(ours: float | None, paper: float | None, digits: int = 1) -> str:
     """``ours (paper, Δ)``; just ``ours`` where the paper has no value."""
     if paper is None:
         return num(ours, digits)
-    if ours is None or (isinstance(ours, float) and math.isnan(ours)):
-        return f"– ({num(paper, digits)})"
+    if missing(ours):
+        return f"{DASH} ({num(paper, digits)})"
     return f"{num(ours, digits)} ({num(paper, digits)}, {ours - paper:+.{digits}f})"
 
 
 def seconds(v: float | None) -> str:
-    if v is None:
-        return "–"
-    if v >= 10:
-        return f"{v:.0f}"
-    return f"{v:.2g}" if v >= 0.01 else f"{v:.1e}"
+    """A duration in the unit that reads best: ``29 s``, ``4.1 ms``, ``670 µs``."""
+    if missing(v):
+        return DASH
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if v >= scale or unit == "µs":
+            x = v / scale
+            return f"{x:.2g} {unit}" if x < 9.95 else f"{x:.0f} {unit}"
+    return DASH
 
 
 def pct(v: float | None) -> float | None:
-    return None if v is None else 100.0 * v
+    return None if missing(v) else 100.0 * v
+
+
+class Notes:
+    """The footnotes of one table: ``mark(text)`` gives the superscript of ``text`` (one number per distinct text)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        return str(self.texts.index(text) + 1).translate(SUPERSCRIPT)
+
+    def empty(self, why: str) -> str:
+        """An empty cell that says why: ``—¹``."""
+        return DASH + self.mark(why)
+
+    def value(self, v: float | None, why: str, digits: int = 1) -> str:
+        """``v`` formatted, or an empty cell with its reason."""
+        return self.empty(why) if missing(v) else num(v, digits)
+
+    def blocks(self) -> list[tuple]:
+        return [("notes", [f"{str(i).translate(SUPERSCRIPT)} {t}" for i, t in enumerate(self.texts, 1)])] \
+            if self.texts else []
+
+
+def why_missing(rec: dict | None, metric: str | None = None) -> str:
+    """The reason a value of ``rec`` (for ``metric``) is absent, from what the record says."""
+    if rec is None:
+        return NOT_RUN
+    if rec.get("n_pairs", 1) == 0:
+        return NO_PAIRS
+    if metric is not None and metric not in rec.get("detection", {}):
+        return NOT_SCORED
+    return NOT_RECORDED
 
 
 # ----------------------------------------------------------------------------------------------- lookups
@@ -74,63 +127,18 @@ def interval(rec: dict | None, metric: str, stat: str, fpr_key: str = "fpr_5") -
     return None if lo is None or hi is None else (100 * lo, 100 * hi)
 
 
-def auc_cell(rec: dict, metric: str, paper: float | None) -> str:
-    """``ours (paper, Δ)``, or ``too few pairs (n): ours [interval]`` below MIN_PAIRS pairs."""
+def auc_cell(rec: dict, metric: str, paper: float | None, notes: Notes) -> str:
+    """``ours (paper, Δ)``; below MIN_PAIRS pairs ``ours [interval]`` with a footnote; an empty cell says why."""
+    ours = auc_of(rec, metric)
+    if missing(ours):
+        return notes.empty(why_missing(rec, metric)) + (f" ({num(paper)})" if paper is not None else "")
     if enough_pairs(rec):
-        return cell(auc_of(rec, metric), paper)
+        return cell(ours, paper)
     ci = interval(rec, metric, "auc")
-    return (f"too few pairs ({rec.get('n_pairs', 0)}): {num(auc_of(rec, metric))}"
-            + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""))
+    return num(ours) + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "") + notes.mark(FEW_PAIRS)
 
 
 def auc_of(rec: dict | None, metric: str, key: str = "auc_strict") -> float | None:
     if not rec:
         return None
-    v = rec.get("detection", {}).get(metric, {}).get(key)
-    return pct(v)
-
-
-
-def to_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for blk in blocks:
-        kind = blk[0]
-        if kind == "h":
-            out.append("#" * blk[1] + " " + blk[2])
-        elif kind == "p":
-            out.append(blk[1])
-        elif kind == "ul":
-            out.append("\n".join(f"- {i}" for i in blk[1]))
-        elif kind == "table":
-            head, rows = blk[1], blk[2]
-            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-            out.append("\n".join(lines))
-        elif kind == "img":
-            out.append(f"![{blk[2]}]({blk[1]})\n\n*{blk[2]}*")
-    return "\n\n".join(out) + "\n"
-
-
-def to_html(blocks: list[tuple], title: str) -> str:
-    e = html.escape
-    body = []
-    for blk in blocks:
-        kind = blk[0]
-        if kind == "h":
-            body.append(f"<h{blk[1]}>{e(blk[2])}</h{blk[1]}>")
-        elif kind == "p":
-            body.append(f"<p>{e(blk[1])}</p>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in blk[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in blk[1])
-            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in blk[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "img":
-            body.append(f'<figure><img src="{e(blk[1])}" alt="{e(blk[2])}"><figcaption>{e(blk[2])}</figcaption>'
-                        "</figure>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-             "text-align:right}th{background:#eee}img{max-width:100%}figcaption{font-style:italic}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{style}</style>"
-            f"</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return pct(rec.get("detection", {}).get(metric, {}).get(key))
