@@ -61,7 +61,11 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
             node = node[p]
         if parts[-1] not in node:
             raise ConfigError(f"unknown setting {key!r}; known keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = parse_value(text.strip())
+        value, old = parse_value(text.strip()), node[parts[-1]]
+        if isinstance(old, dict) and old and not (isinstance(value, dict) and set(old) <= set(value)):
+            raise ConfigError(f"{key} is a table of settings ({', '.join(sorted(old))}); set them one at a time, "
+                              f"e.g. --set {key}.{min(old)}=...")
+        node[parts[-1]] = value
     return out
 
 

@@ -14,6 +14,7 @@ flip, protocol §3.2) runs batch-wise there (:func:`augment`), with no per-sampl
 from __future__ import annotations
 
 import functools
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,12 @@ def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+#: what numpy, zipfile and PIL raise on a truncated or corrupted file (their parsers raise many kinds: a header
+#: that does not parse, an unknown compression, a claimed size too large for memory)
+CORRUPT = (ValueError, OSError, EOFError, SyntaxError, NotImplementedError, zipfile.BadZipFile, tokenize.TokenError,
+           MemoryError, RuntimeError)
+
+
 def load_npz(path: str | Path) -> Dataset:
     """An image dataset in one ``.npz``: uint8 ``x_train, y_train, x_test, y_test`` (NHW or NHWC)."""
     path = Path(path)
@@ -100,7 +107,7 @@ def load_npz(path: str | Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in f}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except CORRUPT as e:
         raise DataError(f"{path} is not a readable .npz file of arrays: {e}") from e
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
     if missing:
@@ -238,8 +245,8 @@ def images_from_array(a: np.ndarray, channels: int, where: str = "images") -> to
     if np.issubdtype(a.dtype, np.floating):
         if a.ndim != 4:
             raise InputError(f"{where}: float images must be NCHW with {channels} channel(s), got shape {a.shape}")
-        return check_images(torch.from_numpy(np.array(a, dtype=np.float32)), channels=channels,
-                            name=where)
+        x = check_images(torch.from_numpy(np.array(a, dtype=np.float32)), channels=channels, name=where)
+        return x.clamp_(0, 1)  # values within float noise of the range become exactly [0, 1]
     raise InputError(f"{where}: images must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
 
 
@@ -262,23 +269,24 @@ def _read_images(path: Path, channels: int) -> torch.Tensor:
         try:
             with Image.open(path) as img:
                 a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, *CORRUPT) as e:
             raise InputError(f"input {path} is not a readable image: {e}") from e
         return images_from_array(a[None], channels, str(path))
     if suffix == ".npy":
         try:
             a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+        except CORRUPT as e:
             raise InputError(f"input {path} is not a readable .npy array of numbers: {e}") from e
         return images_from_array(a, channels, str(path))
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as f:
-                if "x" not in f:
-                    raise InputError(f"input {path} has no array 'x' (it has {', '.join(f.files) or 'none'})")
-                a = f["x"]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+                a = f.get("x")
+                names = list(f.files)
+        except CORRUPT as e:
             raise InputError(f"input {path} is not a readable .npz file of arrays: {e}") from e
+        if a is None:
+            raise InputError(f"input {path} has no array 'x' (it has {', '.join(names) or 'none'})")
         return images_from_array(a, channels, str(path))
     if suffix == ".safetensors":
         from .io import load_tensors

@@ -240,7 +240,11 @@ class Detector:
             raise CheckpointError(f"the detector in {directory} was fitted for a {meta.get('objective')} model of "
                                   f"{meta.get('num_classes')} classes, not this {classifier.objective} model of "
                                   f"{classifier.num_classes}")
-        det.scorer = type(det.scorer).load(directory, state, settings, classifier.device)
+        try:
+            det.scorer = type(det.scorer).load(directory, state, settings, classifier.device)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: the fitted state of the {meta['metric']} detector is inconsistent "
+                                  f"({type(e).__name__}: {e})") from e
         if det.kd is not None and det.kd.dim != feature_dim(classifier):
             raise InputError(f"the detector in {directory} has {det.kd.dim}-d kernel points but the classifier's "
                              f"features are {feature_dim(classifier)}-d")

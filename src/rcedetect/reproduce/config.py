@@ -221,7 +221,8 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
     plans = {}
     for name, a in ad["attacks"].items():
         only = a.get("metrics")
-        if only is not None and (not isinstance(only, list) or not set(only) <= set(metrics)):
+        if only is not None and (not isinstance(only, list) or not all(isinstance(m, str) for m in only)
+                                 or not set(only) <= set(metrics)):
             raise ConfigError(f"adaptive.attacks.{name}.metrics must be a list among adaptive.metrics {metrics}")
         plan = _attack_plan(name, {k: v for k, v in a.items() if k != "metrics"}, f"adaptive.attacks.{name}", seed)
         plans[name] = AttackPlan(plan.name, plan.images, plan.batch, plan.eps, plan.settings,
