@@ -83,10 +83,12 @@ def test_detection_record():
     a = np.array([1.0, 2.0, 3.0, -9.0])
     rec = detection_record(c, a, np.array([True, True, True, False]))
     assert rec == {"auc_strict": pytest.approx(6 / 9), "auc_half": pytest.approx(7 / 9),
-                   "tpr_at_5fpr": pytest.approx(1 / 3), "n_pairs": 3}
+                   "tpr_at_5fpr": pytest.approx(1 / 3), "n_pairs": 3,
+                   "score_summary": {"clean": {"mean": 1.0, "median": 1.0}, "adversarial": {"mean": 2.0, "median": 2.0}}}
     empty = detection_record(c, a, np.zeros(4, bool))
     assert empty["n_pairs"] == 0 and all(math.isnan(empty[k]) for k in ("auc_strict", "auc_half", "tpr_at_5fpr"))
     assert detection_record([], [])["n_pairs"] == 0
+    assert empty["score_summary"]["clean"] == {"mean": None, "median": None}
     with pytest.raises(InputError):
         detection_record(c, a[:3])
     with pytest.raises(InputError):

@@ -102,7 +102,8 @@ def roc_curve(scores_clean, scores_adv) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def detection_record(scores_clean, scores_adv, mask=None, fpr: float = 0.05) -> dict:
     """Table-2 metrics over the pairs selected by ``mask`` (see :func:`pair_mask`; None keeps all pairs):
-    ``auc_strict``, ``auc_half``, ``tpr_at_5fpr`` (at ``fpr``) and ``n_pairs``. No pairs gives NaN metrics."""
+    ``auc_strict``, ``auc_half``, ``tpr_at_5fpr`` (at ``fpr``), ``n_pairs`` and ``score_summary`` (mean and
+    median score of the clean and of the adversarial side). No pairs gives NaN metrics."""
     c, a = _scores(scores_clean, "scores_clean"), _scores(scores_adv, "scores_adv")
     if len(c) != len(a):
         raise InputError(f"clean and adversarial scores must be paired, got {len(c)} and {len(a)}")
@@ -113,7 +114,12 @@ def detection_record(scores_clean, scores_adv, mask=None, fpr: float = 0.05) -> 
         c, a = c[m], a[m]
     key = "tpr_at_5fpr" if fpr == 0.05 else f"tpr_at_{fpr:g}fpr"
     return {"auc_strict": auc(c, a, "strict"), "auc_half": auc(c, a, "half"), key: tpr_at_fpr(c, a, fpr),
-            "n_pairs": len(c)}
+            "n_pairs": len(c), "score_summary": {"clean": _summary(c), "adversarial": _summary(a)}}
+
+
+def _summary(s: np.ndarray) -> dict:
+    """Mean and median score (None without scores): what an AUC below 50 is read against."""
+    return {"mean": float(np.mean(s)) if len(s) else None, "median": float(np.median(s)) if len(s) else None}
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:

@@ -58,7 +58,8 @@ def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank
         s_clean = score_any(metric, classifier, clean, x_clean)
         s_adv = score_any(metric, classifier, adv, x_adv)
         rec = metrics.detection_record(s_clean, s_adv, mask)
-        out[name] = {k: (rounded(v) if k != "n_pairs" else v) for k, v in rec.items()}
+        summary = {side: {k: rounded(v) for k, v in stats.items()} for side, stats in rec.pop("score_summary").items()}
+        out[name] = {**{k: (rounded(v) if k != "n_pairs" else v) for k, v in rec.items()}, "score_summary": summary}
         if heldout is not None:
             out[name]["operating_points"] = operating_points(heldout[name], s_clean, s_adv, y, clean.predictions,
                                                              adv.predictions, n_boot=n_boot, seed=seed)
