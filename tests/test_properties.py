@@ -241,3 +241,34 @@ def test_any_reproduce_setting_is_taken_or_refused_before_any_work(key, value):
     if cfg is not None:
         for a in cfg["attacks"].values():
             assert all(0 <= e <= 1 for e in a.get("eps", []))
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) inside a JSON tree."""
+    yield prefix, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        yield from _paths(v, (*prefix, k))
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_run):
+    out, results, _ = tiny_run
+    return json.loads((out / "results.json").read_text())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10**9), value=json_values)
+def test_rce_report_on_any_mutated_results_file_renders_or_says_why(tiny_results, tmp_path_factory, pick, value):
+    from rcedetect.cli import main
+
+    paths = [p for p, _ in _paths(tiny_results) if p and p[0] != "config"]
+    path = paths[pick % len(paths)]
+    results = json.loads(json.dumps(tiny_results))
+    node = results
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    out = tmp_path_factory.mktemp("report")
+    (out / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(out)]) in (0, 2)

@@ -70,7 +70,7 @@ def run(args) -> int:
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
     from ..device import resolve
     from ..errors import ConfigError
-    from ..io import config_hash, versions, write_json
+    from ..io import check_writable_dir, config_hash, versions, write_json
     from ..operating_point import fpr_key, operating_points
     from .attack import parse_settings
 
@@ -94,6 +94,7 @@ def run(args) -> int:
         raise ConfigError(f"{run_dir} has no calibrated {args.metric} detector; run "
                           f"`rce calibrate {run_dir} --metric {args.metric}` first")
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf = ckpt.classifier
     det = Detector.load(folder, clf)
     if not det.calibrated or not det.n_calibration:

@@ -75,7 +75,7 @@ def run(args) -> int:
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
     from ..device import resolve
     from ..errors import ConfigError, InputError
-    from ..io import config_hash, versions, write_json
+    from ..io import check_writable_dir, config_hash, versions, write_json
     from ..scoring import score_attack
 
     name = args.attack
@@ -91,6 +91,7 @@ def run(args) -> int:
 
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf, cfg = ckpt.classifier, ckpt.config
     ds = data.load(cfg.get("dataset", ckpt.meta["dataset"]), data_dir=cfg.get("data_dir") or None,
                    data_file=cfg.get("data_file") or None)

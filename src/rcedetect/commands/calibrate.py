@@ -21,10 +21,12 @@ def run(args) -> int:
 
     from .. import checkpoint
     from ..device import resolve
+    from ..io import check_writable_dir
     from .detect import calibrated_detector, checked_settings, describe
 
     checked_settings(args)
     ckpt = checkpoint.load(Path(args.run_dir), device=resolve(args.device))
+    check_writable_dir(Path(args.run_dir), "run folder")  # what this command writes goes there: fail before the work
     det = calibrated_detector(args, ckpt)
     print(describe(det, Path(args.run_dir) / f"detector-{args.metric}", args.sigma2))
     return 0

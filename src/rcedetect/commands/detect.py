@@ -187,10 +187,12 @@ def _check_shape(path, x, shape) -> None:
 def run(args) -> int:
     from .. import checkpoint, data
     from ..device import resolve
+    from ..io import check_writable_dir
 
     checked_settings(args)
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf = ckpt.classifier
     inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
     if clf.input_shape is not None:  # checkpoints record the image shape: refuse before calibrating anything

@@ -19,11 +19,12 @@ def run(args) -> int:
     from .. import checkpoint, data
     from ..device import resolve
     from ..errors import InputError
-    from ..io import write_json
+    from ..io import check_writable_dir, write_json
     from ..training import accuracy
 
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     cfg = ckpt.config
     name = args.dataset or cfg.get("dataset", ckpt.meta["dataset"])
     ds = data.load(name, data_dir=args.data_dir or cfg.get("data_dir") or None,

@@ -12,13 +12,21 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..errors import CheckpointError
     from ..io import check_writable_dir
     from ..report import RESULTS, load, render, summary
     from ..schemas import check_results
 
-    results = check_results(load(args.out_dir), Path(args.out_dir) / RESULTS)
+    path = Path(args.out_dir) / RESULTS
+    results = check_results(load(args.out_dir), path)
     check_writable_dir(args.out_dir, "report folder")
-    md, page = render(args.out_dir, results)
-    print(summary(results))
+    try:
+        md, page = render(args.out_dir, results)
+        line = summary(results)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
+        # the schema checks what every report needs; a value deeper inside that is not what rcedetect writes ends here
+        raise CheckpointError(f"results file {path} holds a value this rcedetect does not write "
+                              f"({type(e).__name__}: {e}); re-run rce reproduce to rewrite it") from e
+    print(line)
     print(f"report: {page} (and {md})")
     return 0

@@ -24,7 +24,7 @@ def run(args) -> int:
     from .. import schemas
     from ..config import TrainConfig, train_config_from_preset
     from ..errors import ConfigError
-    from ..io import read_json
+    from ..io import check_writable_dir, read_json
     from ..training import fit
 
     extra = list(args.overrides)
@@ -53,6 +53,7 @@ def run(args) -> int:
         run_dir = Path(args.out)
         if (run_dir / "checkpoint.json").exists():
             raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        check_writable_dir(run_dir, "run folder (--out)")
         fit(cfg, run_dir, progress=not args.quiet)
     meta = read_json(run_dir / "checkpoint.json")
     acc = meta["metrics"].get("test_accuracy")
