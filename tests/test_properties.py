@@ -253,8 +253,7 @@ def _paths(node, prefix=()):
 
 @pytest.fixture(scope="module")
 def tiny_results(tiny_run):
-    out, results, _ = tiny_run
-    return json.loads((out / "results.json").read_text())
+    return json.loads((tiny_run[0] / "results.json").read_text())
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
