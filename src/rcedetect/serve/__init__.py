@@ -1,0 +1,12 @@
+"""The detector as a service: ``rce serve RUN_DIR`` answers a label or NOT SURE over HTTP, with a page to try it.
+
+- :mod:`.app`: the FastAPI app (``/v1/predict``, ``/v1/info``, ``/v1/examples``, ``/healthz``, ``/metrics``,
+  ``/docs``, the page at ``/``);
+- :mod:`.engine`: the run's classifier and its three calibrated detectors, one model pass per micro-batch;
+- :mod:`.batching`: the micro-batcher; :mod:`.parsing`: request bodies to images; :mod:`.limits`: the limits
+  and the one-line 4xx errors; :mod:`.metrics`: Prometheus text; :mod:`.runs`: which model a folder names and
+  its adversarial examples; :mod:`.examples`: images for the page; :mod:`.page`: the page's files;
+  :mod:`.server`: the socket and uvicorn; :mod:`.spawn`: the server in a child process (tests, benchmarks).
+
+Needs the ``serve`` extra (``pip install 'rcedetect[serve]'``: FastAPI, uvicorn, python-multipart).
+"""

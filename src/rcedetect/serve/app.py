@@ -1,0 +1,188 @@
+"""The ASGI app (FastAPI): prediction, model info, health, metrics, examples for the page, and the page itself.
+
+Every refusal is a 4xx with one line of JSON (:mod:`.limits`); the request path never unpickles and never writes
+to disk (:mod:`.parsing`); model passes are micro-batched (:mod:`.batching`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import InputError
+from ..io import package_version
+from . import page, parsing
+from .batching import MicroBatcher
+from .engine import Batch, Engine
+from .examples import Examples
+from .limits import REASONS, HttpError, Limits, error_body, read_body
+from .metrics import Metrics
+
+PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the three detectors' scores (higher = more
+likely adversarial), the served metric's threshold and whether the detector accepted the image.
+
+Bodies: `image/png` or `image/jpeg` (one image, converted to the model's channels); `application/json` (an array
+of images, or `{"images": [...]}`, each a nested list (H, W) or (C, H, W) of numbers in [0, 1]);
+`application/x-npy` (uint8 (N)HW / NHWC / NCHW, or float (N)(C)HW in [0, 1]); `application/x-safetensors`
+(a tensor `x`, same layouts); `application/octet-stream` (any of these, recognised by its bytes);
+`multipart/form-data` (files of these kinds). `include_image=true` adds the image the model saw, (C, H, W)."""
+
+BODY_SCHEMA = {"requestBody": {"required": True, "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": {"type": "object", "properties": {"images": {"type": "array", "items": {}}}}},
+    "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+    "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+
+ERROR = {"description": "refused: one line of JSON, `{\"error\": ..., \"status\": ...}`"}
+ROUTES = {"/", "/healthz", "/metrics", "/v1/info", "/v1/predict", "/v1/examples", "/docs", "/openapi.json"}
+
+
+def route_of(path: str) -> str:
+    """The route template of a path, for the metrics' labels (unknown paths share one label)."""
+    if path in ROUTES:
+        return path
+    for prefix, template in (("/v1/examples/", "/v1/examples/{source}/{index}"), ("/static/", "/static/{name}")):
+        if path.startswith(prefix):
+            return template
+    return "other"
+
+
+class Observe:
+    """ASGI middleware: count and time every request by route and status (refusals by reason)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+
+        async def observed_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            self.metrics.request(route_of(scope["path"]), scope["method"], status[0], time.perf_counter() - t0)
+            if 400 <= status[0] < 500:
+                self.metrics.refuse(REASONS.get(status[0], str(status[0])))
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return Response(error_body(status, message), status_code=status, media_type="application/json", headers=headers)
+
+
+def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
+               metrics: Metrics | None = None) -> FastAPI:
+    metrics = metrics or Metrics()
+    examples = examples or Examples({}, engine.test, engine.shape)
+    spec = parsing.ImageSpec(engine.shape, limits.max_batch)
+    inflight, arriving = [0], [0]  # requests in progress; of them, those still being read or decoded
+    batcher = MicroBatcher(engine.infer, lambda b, start, stop: b.rows(start, stop), max_batch=limits.max_batch,
+                           window_s=limits.batch_window_s, max_queue=limits.max_queue_images, on_batch=metrics.batch,
+                           arriving=lambda: arriving[0])
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="rcedetect", version=package_version(), lifespan=lifespan, redoc_url=None,
+                  description="A classifier and its thresholding detector (Pang et al., NeurIPS 2018): each image "
+                              "gets its label, or NOT SURE when the detector's score exceeds the threshold.")
+    app.state.metrics, app.state.batcher, app.state.engine = metrics, batcher, engine
+    app.add_middleware(Observe, metrics=metrics)
+
+    @app.exception_handler(HttpError)
+    async def refused(request, e: HttpError):
+        return _error(e.status, e.message, e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        message = {404: f"no route {request.url.path}; see /docs", 405: f"{request.method} is not allowed on "
+                   f"{request.url.path}"}.get(e.status_code, str(e.detail))
+        return _error(e.status_code, message, getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e: RequestValidationError):
+        first = (e.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def bug(request, e: Exception):  # a bug, not a refusal: still one line, and the server lives on
+        return _error(500, f"internal error ({type(e).__name__}); the server is still running")
+
+    @app.get("/healthz", summary="liveness: 200 while the server answers")
+    async def healthz():
+        return {"status": "ok", "model": engine.run.name, "queued_images": batcher.queued_images}
+
+    @app.get("/v1/info", summary="the model, its detector, threshold, calibration and clean accuracy")
+    async def info():
+        return {**engine.info(), "limits": limits.public(), "examples": len(examples.listing())}
+
+    async def predict_body(request: Request, include_image: bool) -> dict:
+        arriving[0] += 1
+        try:
+            body = await read_body(request, limits.max_body_bytes)
+            x = await run_in_threadpool(parsing.decode, body, request.headers.get("content-type"), spec)
+        finally:
+            arriving[0] -= 1
+        try:
+            b: Batch = await batcher.submit(x)
+        except InputError as e:
+            raise HttpError(422, str(e)) from e
+        results = engine.answer(b, x if include_image else None)
+        not_sure = sum(1 for r in results if not r["accepted"])
+        metrics.decisions(len(results) - not_sure, not_sure)
+        d = engine.detector
+        return {"model": engine.run.name, "metric": engine.metric, "threshold": d.threshold, "fpr": d.fpr,
+                "count": len(results), "results": results}
+
+    @app.post("/v1/predict", summary="label or NOT SURE for one image or a batch", description=PREDICT_DOC,
+              openapi_extra=BODY_SCHEMA, responses={400: ERROR, 408: ERROR, 413: ERROR, 415: ERROR, 422: ERROR,
+                                                    429: ERROR})
+    async def predict(request: Request, include_image: bool = False):
+        if inflight[0] >= limits.max_inflight:
+            raise HttpError(429, f"{inflight[0]} requests are in progress; retry shortly", {"Retry-After": "1"})
+        inflight[0] += 1
+        try:
+            return JSONResponse(await asyncio.wait_for(predict_body(request, include_image), limits.timeout_s))
+        except asyncio.TimeoutError:
+            raise HttpError(408, f"the request took longer than {limits.timeout_s:g} s (reading, waiting for and "
+                                 "running the model); retry, or send fewer images") from None
+        finally:
+            inflight[0] -= 1
+
+    @app.get("/v1/examples", summary="what the page can try: the test split and the run's adversarial examples")
+    async def example_sources():
+        return {"sources": examples.listing()}
+
+    @app.get("/v1/examples/{source}/{index}", summary="one example image (C, H, W) in [0, 1]",
+             responses={404: ERROR})
+    async def example(source: str, index: int):
+        return await run_in_threadpool(examples.get, source, index)
+
+    @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)", response_class=PlainTextResponse)
+    async def prometheus():
+        text = metrics.render({"rce_queue_images": batcher.queued_images, "rce_inflight_requests": inflight[0]})
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    page.add_routes(app)
+    return app

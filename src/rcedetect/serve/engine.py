@@ -1,0 +1,121 @@
+"""The model side of the service: a run's classifier and its calibrated detectors, loaded once.
+
+The detectors are the command line's (:func:`rcedetect.commands.detect.calibrated_detector`): fitted on the run's
+training split and calibrated on the last ``--calibration-size`` test images at ``--fpr``, cached in
+``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. All three of the paper's
+detectors are built, so every answer carries the three scores; the served metric's threshold decides.
+
+One model pass per micro-batch: the features of the batch are extracted once (under ``torch.inference_mode``)
+and every detector scores them (:meth:`Detector.decide` / :meth:`Detector.score` on a FeatureBank), which is what
+:meth:`Detector.predict` does on the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..detectors.threshold import NOT_SURE
+from ..errors import RceError
+from ..features import extract
+from ..io import package_version
+from ..validation import check_model_input
+from .runs import PAPER_METRICS, ServedRun
+
+
+@dataclass
+class Batch:
+    """The model's answer for a batch: labels (-1 = NOT SURE), the classifier's predictions, scores per metric."""
+
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    scores: dict[str, torch.Tensor]
+
+    def rows(self, start: int, stop: int) -> Batch:
+        return Batch(self.labels[start:stop], self.predicted[start:stop],
+                     {m: s[start:stop] for m, s in self.scores.items()})
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class Engine:
+    def __init__(self, run: ServedRun, ckpt, detectors: dict, metric: str, test=None):
+        self.run, self.ckpt, self.metric = run, ckpt, metric
+        self.classifier = ckpt.classifier
+        self.detectors = detectors  # {metric: calibrated Detector}, the served one among them
+        self.detector = detectors[metric]
+        self.shape = tuple(int(v) for v in self.detector.extra.get("image_shape") or self.classifier.input_shape)
+        self.test = test  # (uint8 images, labels) of the test split, when the dataset could be read
+        self._layers = sorted({n for d in detectors.values() for n in d.scorer.layers})
+
+    def infer(self, x: torch.Tensor) -> Batch:
+        """One model pass (called in the batcher's worker thread)."""
+        check_model_input(self.classifier, x)
+        with torch.inference_mode():
+            bank = extract(self.classifier, x, batch_size=max(1, len(x)), layers=self._layers)
+            labels, s = self.detector.decide(bank)
+            scores = {m: (s if m == self.metric else d.score(bank)) for m, d in self.detectors.items()}
+        return Batch(labels, bank.predictions, scores)
+
+    def answer(self, b: Batch, images: torch.Tensor | None = None) -> list[dict]:
+        """The JSON answer per image."""
+        t = self.detector.threshold
+        labels, preds = b.labels.tolist(), b.predicted.tolist()
+        scores = {m: s.tolist() for m, s in b.scores.items()}
+        out = []
+        for i, (lab, pred) in enumerate(zip(labels, preds)):
+            r = {"label": "NOT SURE" if lab == NOT_SURE else lab, "accepted": lab != NOT_SURE, "predicted": pred,
+                 "scores": {m: _finite(s[i]) for m, s in scores.items()}, "threshold": t, "metric": self.metric}
+            if images is not None:
+                r["image"] = images[i].tolist()
+            out.append(r)
+        return out
+
+    def info(self) -> dict:
+        meta, det = self.ckpt.meta, self.detector
+        acc = (meta.get("metrics") or {}).get("test_accuracy")
+        return {
+            "model": self.run.name, "run_dir": str(self.run.model_dir), "arch": meta.get("arch"),
+            "objective": self.classifier.objective, "dataset": det.extra.get("dataset", meta.get("dataset")),
+            "num_classes": self.classifier.num_classes, "input_shape": list(self.shape),
+            "metric": self.metric, "threshold": det.threshold, "fpr": det.fpr,
+            "clean_rejection_rate": det.clean_rejection_rate, "calibration": det.extra.get("calibration"),
+            "clean_accuracy": acc, "sigma2": det.kd.sigma2 if det.kd is not None else None,
+            "thresholds": {m: d.threshold for m, d in self.detectors.items()},
+            "device": str(self.classifier.device), "version": package_version(),
+        }
+
+
+def detector_args(run_dir: Path, metric: str, opts) -> argparse.Namespace:
+    """The options ``calibrated_detector`` reads, for one metric (the fitting options of LID & co. unused)."""
+    return argparse.Namespace(
+        run_dir=str(run_dir), metric=metric, fpr=opts.fpr, calibration_size=opts.calibration_size,
+        per_class=opts.per_class, sigma2=opts.sigma2, seed=opts.seed, refit=opts.refit, device=opts.device,
+        data_dir=opts.data_dir, data_file=opts.data_file, quiet=opts.quiet, fit_on="fgsm", fit_eps=0.1,
+        fit_images=1000)
+
+
+def load(run: ServedRun, opts) -> Engine:
+    """The classifier of ``run`` and its three calibrated detectors (fitted and cached on first use)."""
+    from .. import checkpoint, data
+    from ..commands.detect import calibrated_detector, checked_settings
+    from ..device import resolve
+
+    checked_settings(detector_args(run.model_dir, opts.metric, opts))
+    ckpt = checkpoint.load(run.model_dir, device=resolve(opts.device))
+    detectors = {m: calibrated_detector(detector_args(run.model_dir, m, opts), ckpt) for m in PAPER_METRICS}
+    test = None
+    cfg = ckpt.config
+    try:
+        ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=opts.data_dir or cfg.get("data_dir") or None,
+                       data_file=opts.data_file or cfg.get("data_file") or None, download=False)
+        test = (ds.x_test, ds.y_test)
+    except RceError:
+        pass  # the page then offers no test images; everything else works
+    return Engine(run, ckpt, detectors, opts.metric, test)

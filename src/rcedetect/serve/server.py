@@ -1,0 +1,61 @@
+"""Listening and running: the socket is bound before the model loads (a busy port fails at once, one line), and
+uvicorn serves the app on it; one line on stdout says where, once the server accepts connections."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from ..errors import ConfigError
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port); port 0 picks a free one."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"cannot listen on {host!r}: {e}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse the port at once
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def url_of(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str = "warning",
+        access_log: bool = False) -> int:
+    """Serve ``app`` on ``sock`` until Ctrl-C (exit 0) or SIGTERM (the process ends by the signal, after the same
+    graceful shutdown); prints ``ready_line`` and the URL when listening."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(f"{ready_line} on {url_of(sock, host)}/ (API docs at /docs)", flush=True)
+
+    if host not in LOOPBACK:
+        print(f"rce serve: listening on {host}: anyone who can reach this machine can query the model",
+              file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on", server_header=False,
+                            timeout_keep_alive=5, timeout_graceful_shutdown=5)
+    server = Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down gracefully, then re-raised the signal
+        print("rce serve: stopped", file=sys.stderr, flush=True)
+    finally:
+        sock.close()
+    return 0 if server.started else 2
