@@ -1,7 +1,8 @@
 """rcedetect: robust detection of adversarial examples (Pang, Du, Dong, Zhu, NeurIPS 2018).
 
 Train with reverse cross-entropy, predict with the reversed logits, detect with K-density / non-ME /
-confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family.
+confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family; ``rcedetect.wrap(model, head="fc")`` puts
+any image classifier behind the same interface.
 """
 
 from .classifier import Classifier
@@ -15,6 +16,7 @@ from .errors import (
     TrainingError,
 )
 from .io import package_version
+from .wrapping import wrap
 
 __version__ = package_version()
 
@@ -28,4 +30,5 @@ __all__ = [
     "RceError",
     "TrainingError",
     "__version__",
+    "wrap",
 ]

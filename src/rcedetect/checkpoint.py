@@ -50,12 +50,12 @@ def save(run_dir: str | Path, classifier: Classifier, *, step: int, config: dict
     weights_name = f"model.step{step:07d}.safetensors"
     optim_name = f"optimizer.step{step:07d}.safetensors"
     net = classifier.net
-    save_tensors(run_dir / weights_name, dict(net.state_dict()),
-                 metadata={"format": FORMAT, "arch": f"resnet{net.depth}"})
+    arch = getattr(net, "arch", None) or f"resnet{net.depth}"
+    save_tensors(run_dir / weights_name, dict(net.state_dict()), metadata={"format": FORMAT, "arch": arch})
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": f"resnet{net.depth}",
+        "arch": arch,
         "in_channels": net.in_channels,
         "num_classes": net.num_classes,
         "input_shape": list(classifier.input_shape) if classifier.input_shape is not None else None,
@@ -68,6 +68,8 @@ def save(run_dir: str | Path, classifier: Classifier, *, step: int, config: dict
         "weights": weights_name,
         "weights_sha256": sha256_file(run_dir / weights_name),
     }
+    if callable(getattr(net, "spec", None)):  # a torchvision / timm / wrapped model: what rebuilds the wrapper
+        meta["model"] = net.spec()
     if optimizer_state is not None:
         save_tensors(run_dir / optim_name, optimizer_state)
         meta["optimizer"] = optim_name
@@ -118,14 +120,33 @@ def _check_state(state: dict[str, torch.Tensor], net: torch.nn.Module, path: Pat
             raise CheckpointError(f"weights {path}: {name} holds NaN or infinite values (a diverged run?)")
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu", with_optimizer: bool = False) -> Checkpoint:
-    """Load the classifier of ``run_dir`` in eval mode on ``device``; raises :class:`CheckpointError` on any defect."""
+def _build(meta: dict[str, Any], model: torch.nn.Module | None) -> torch.nn.Module:
+    """The network ``meta`` describes, with fresh weights; a model wrapped by the user is rebuilt around ``model``
+    (a fresh instance of the user's own class), since rcedetect cannot know how to build it."""
+    spec = meta.get("model") or {}
+    if model is not None or str(meta["arch"]).startswith("custom:"):
+        if model is None:
+            raise CheckpointError(f"{meta['arch'][7:]} is your own model: rebuild it and pass it, "
+                                  "checkpoint.load(run_dir, model=YourModel(...))")
+        from .wrapping import Wrapped
+
+        return Wrapped(model, spec.get("head"), mean=spec.get("mean"), std=spec.get("std"),
+                       in_channels=int(meta["in_channels"]), arch=meta["arch"])
+    return models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
+                         dropout=float((meta.get("config") or {}).get("dropout", 0.0)), **spec)
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu", with_optimizer: bool = False,
+         model: torch.nn.Module | None = None) -> Checkpoint:
+    """Load the classifier of ``run_dir`` in eval mode on ``device``; raises :class:`CheckpointError` on any defect.
+    ``model``: a fresh instance of your own network, for a checkpoint of a model you wrapped yourself."""
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     try:
-        net = models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
-                            dropout=float((meta.get("config") or {}).get("dropout", 0.0)))
+        net = _build(meta, model)
         classifier = Classifier(net, meta["objective"], input_shape=meta.get("input_shape"))
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"{run_dir / INDEX} describes a model rcedetect cannot build: {e}") from e
     state = _verified(run_dir, meta["weights"], meta["weights_sha256"], "weights")

@@ -23,7 +23,8 @@ from .validation import check_model_input
 
 #: the name of the final hidden vector z in ``features(x, layers=...)``
 FINAL = "final"
-#: submodules that are not part of ``net.features`` (the head's linear layer), so never hookable
+#: submodules that are not part of ``net.features`` (the head's linear layer), so never hookable; a net may name
+#: its own in ``head_modules`` (a wrapped model: the path of its final linear layer)
 HEAD_MODULES = ("fc",)
 
 
@@ -58,7 +59,9 @@ class Classifier(nn.Module):
 
     def layer_names(self) -> list[str]:
         """Names accepted by ``features(x, layers=...)``: the net's submodules (not the head), "final"."""
-        names = [n for n, _ in self.net.named_modules() if n and n.split(".")[0] not in HEAD_MODULES]
+        heads = tuple(getattr(self.net, "head_modules", HEAD_MODULES))
+        names = [n for n, _ in self.net.named_modules()
+                 if n and not any(n == h or n.startswith(f"{h}.") for h in heads)]
         return [*names, FINAL]
 
     def stage_names(self) -> list[str]:

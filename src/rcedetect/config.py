@@ -127,14 +127,24 @@ class TrainConfig:
     amp: bool = False
     dropout: float = 0.0  # the dropout variant: dropout on z before the final layer (KD+BU, protocol §15); 0 = paper
     device: str = "auto"
+    # your own model (arch = "torchvision:NAME" / "timm:NAME"): the final linear layer's module name ("" = found),
+    # the input normalisation (empty = ImageNet's for torchvision, the model's own for timm), a local safetensors
+    # file of initial weights; and, for any arch, init = a run folder whose checkpoint training starts from
+    head: str = ""
+    mean: tuple = ()
+    std: tuple = ()
+    weights: str = ""
+    init: str = ""
 
     def __post_init__(self):
         from .losses import check_objective
-        from .models import PRESETS
+        from .models import check_arch
 
         check_objective(self.objective)
-        if self.arch not in PRESETS:
-            raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(PRESETS)}")
+        if not isinstance(self.arch, str):
+            raise ConfigError(f"arch must be a string, got {self.arch!r}")
+        check_arch(self.arch)
+        self._check_own_model()
         if len(self.lr_values) != len(self.lr_boundaries) + 1:
             raise ConfigError("lr_values must have exactly one more entry than lr_boundaries")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -159,6 +169,21 @@ class TrainConfig:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
+    def _check_own_model(self) -> None:
+        for name in ("head", "weights", "init"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or not all(_finite(v) for v in values) or len(values) not in (0, 1, 3):
+                raise ConfigError(f"{name} must be a list of 1 or 3 finite numbers (empty: the model's default), "
+                                  f"got {values!r}")
+        if any(v <= 0 for v in self.std):
+            raise ConfigError(f"std values must be > 0, got {list(self.std)}")
+        if ":" not in self.arch and (self.head or self.mean or self.std or self.weights):
+            raise ConfigError(f"head, mean, std and weights apply to torchvision:NAME / timm:NAME models, not to "
+                              f"{self.arch} (it subtracts 0.5 itself; start it from a run with init=RUN_DIR)")
+
     def learning_rate(self, step: int) -> float:
         """The piecewise-constant schedule of protocol §3.1, indexed by the global step before the update."""
         for boundary, lr in zip(self.lr_boundaries, self.lr_values):
@@ -170,6 +195,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["lr_boundaries"] = list(self.lr_boundaries)
         d["lr_values"] = list(self.lr_values)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
     @classmethod

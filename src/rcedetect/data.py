@@ -5,7 +5,8 @@
   4,000/1,000 train/test split. Works offline.
 - ``npz``: any image dataset stored in a ``.npz`` file with uint8 ``x_train, y_train, x_test, y_test``
   (NHW or NHWC), given as ``data_file``.
-- ``synthetic``: a tiny, learnable, seeded set (class prototypes plus noise) for tests.
+- ``synthetic``: a tiny, learnable, seeded set (class prototypes plus noise) for tests; ``imagefolder:PATH``: a
+  folder of images in torchvision's ImageFolder layout (:mod:`rcedetect.data_folder`).
 
 Training batches are built on the training device; the CIFAR augmentation (pad + random crop + horizontal
 flip, protocol §3.2) runs batch-wise there (:func:`augment`), with no per-sample Python transforms.
@@ -22,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data_folder import is_imagefolder, load_imagefolder
 from .errors import ConfigError, DataError, InputError
 
-DATASETS = ("mnist5k", "mnist", "cifar10", "npz", "synthetic")
+DATASETS = ("mnist5k", "mnist", "cifar10", "npz", "synthetic", "imagefolder:PATH")
 MNIST5K_SPLIT_SEED = 20180101
 
 
@@ -38,6 +40,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int = 10
+    classes: tuple = ()  # class names, where the data has them (an image folder's sub-folders)
 
     @property
     def channels(self) -> int:
@@ -68,6 +71,8 @@ def load(name: str, data_dir: str | Path | None = None, data_file: str | Path | 
         return load_mnist5k()
     if name == "synthetic":
         return make_synthetic()
+    if is_imagefolder(name):
+        return load_imagefolder(name)
     if name in ("mnist", "cifar10"):
         return load_torchvision(name, data_dir, download=download)
     if name == "npz":
@@ -144,11 +149,8 @@ def load_mnist5k() -> Dataset:
     x, y = _mnist5k_arrays()
     perm = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(x))
     tr, te = perm[:4000], perm[4000:]
-    return Dataset(
-        "mnist5k",
-        torch.from_numpy(x[tr].copy()), torch.from_numpy(y[tr].copy()),
-        torch.from_numpy(x[te].copy()), torch.from_numpy(y[te].copy()),
-    )
+    return Dataset("mnist5k", torch.from_numpy(x[tr].copy()), torch.from_numpy(y[tr].copy()),
+                   torch.from_numpy(x[te].copy()), torch.from_numpy(y[te].copy()))
 
 
 def make_synthetic(n_train: int = 600, n_test: int = 200, size: int = 12, channels: int = 1,
@@ -163,8 +165,7 @@ def make_synthetic(n_train: int = 600, n_test: int = 200, size: int = 12, channe
         return (torch.from_numpy(np.clip(img, 0, 255).astype(np.uint8)),
                 torch.from_numpy(y.astype(np.int64)))
 
-    x_tr, y_tr = draw(n_train)
-    x_te, y_te = draw(n_test)
+    (x_tr, y_tr), (x_te, y_te) = draw(n_train), draw(n_test)
     return Dataset("synthetic", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
 

@@ -99,7 +99,7 @@ CHECKPOINT = {
     "num_classes": need("positive"), "objective": need("str"), "dataset": may("str"), "step": need("count"),
     "config": may("dict"), "metrics": may("dict"), "versions": may("dict"), "weights": need("name"),
     "weights_sha256": need("sha256"), "optimizer": may("name"), "optimizer_sha256": may("sha256"),
-    "input_shape": may("shape", "null"),
+    "input_shape": may("shape", "null"), "model": may("dict"),
 }
 
 RUN_CONFIG = {"train": need("dict")}

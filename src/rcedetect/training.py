@@ -112,7 +112,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     device = resolve(cfg.device)
     ds = dataset or data.load(cfg.dataset, data_dir=cfg.data_dir or None, data_file=cfg.data_file or None)
     torch.manual_seed(cfg.seed)
-    net = models.create(cfg.arch, in_channels=ds.channels, num_classes=ds.num_classes, dropout=cfg.dropout)
+    net = models.from_config(cfg, ds)
     classifier = Classifier(net, cfg.objective, input_shape=ds.image_shape).to(device)
     groups = parameter_groups(net)
     optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)

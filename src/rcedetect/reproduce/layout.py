@@ -29,10 +29,15 @@ FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 SANITY_VERSION = 3
 
 
+#: settings added after the first release, left out of the hash at their default so earlier runs keep their hashes
+LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": ""}
+
+
 def train_dict_for_hash(train: dict) -> dict:
     """The training config without device and data folder (where it runs and reads does not change the result),
-    and without settings added later at their default (dropout 0), so earlier runs keep their hashes."""
-    return {k: v for k, v in train.items() if k not in ("device", "data_dir") and not (k == "dropout" and not v)}
+    and without settings added later at their default (:data:`LATER_DEFAULTS`), so earlier runs keep their hashes."""
+    return {k: v for k, v in train.items() if k not in ("device", "data_dir")
+            and not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))}
 
 
 def attack_key(model_hash: str, name: str, settings: dict, eps: float | None, n: int, batch: int, seed: int,
@@ -94,7 +99,8 @@ class Layout:
         from ..classifier import FINAL, Classifier
 
         tc = self.plan.models[name].train
-        clf = Classifier(models.create(tc.arch), tc.objective)
+        clf = Classifier(models.create(tc.arch, **models.wrapped_options(tc) if ":" in tc.arch else {}),
+                         tc.objective)
         found: dict[str, None] = {}
         for m in self.plan.detector.baselines:
             metric = detectors.create(m, **self.baseline_settings(name, m)).bind(clf)
