@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import attacks
+from . import attacks, distributed
 from .attacks.base import AttackResult, check_seed
 from .errors import CheckpointError
 from .io import load_tensors, read_metadata, save_tensors
@@ -97,12 +97,17 @@ def run_parts(folder: Path, factory: Callable[[int], Any], classifier, x: torch.
     """Attack ``x`` in batches of ``batch``; each batch is one part file, skipped when it exists.
 
     A part holds x_adv, success, iterations, target (when the attack has one), the attack's per-example extras
-    (``extra.<name>``), the labels ``y`` and, when given, the test-set ``indices`` of the images.
+    (``extra.<name>``), the labels ``y`` and, when given, the test-set ``indices`` of the images. Under torchrun
+    the batches are dealt out over the ranks (:mod:`rcedetect.distributed`) and every rank returns once all parts
+    exist.
     """
     device = classifier.device
+    world = distributed.init(device)  # under torchrun: batch b is attacked by rank b mod N (a rank may idle)
     for b, start in enumerate(range(0, len(x), batch)):
         path = part_path(folder, b)
         stop = min(start + batch, len(x))
+        if not world.owns(b):
+            continue
         if path.is_file():
             if bar is not None:
                 bar.update(stop - start)
@@ -127,6 +132,7 @@ def run_parts(folder: Path, factory: Callable[[int], Any], classifier, x: torch.
             bar.update(len(xb))
         if on_part is not None:
             on_part(b)
+    distributed.barrier()  # every rank's parts exist before anyone reads them
 
 
 def parts_done(folder: Path, n: int, batch: int) -> bool:

@@ -32,17 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _speaks() -> bool:
+    """Under torchrun every rank meets the same bad input: only rank 0 says so."""
+    from .distributed import world
+
+    return world().main
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except RceError as e:
-        print(f"rce {args.command}: error: {e}", file=sys.stderr)
+        if _speaks():
+            print(f"rce {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system refused: disk full, permissions, a file where a folder should be
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"rce {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        if _speaks():
+            print(f"rce {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rce {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

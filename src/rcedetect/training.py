@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, models
+from . import checkpoint, data, distributed, models
 from .classifier import Classifier
 from .config import TrainConfig
 from .device import resolve
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .io import write_json
 from .losses import objective_loss
 
@@ -73,8 +73,8 @@ class BatchSampler:
         return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-def _check_loss(finite: torch.Tensor, step: int, lr: float) -> None:
-    if not bool(finite):
+def _check_loss(finite: bool, step: int, lr: float) -> None:
+    if not finite:
         raise TrainingError(f"training diverged: the loss became NaN or infinite by step {step} (learning rate "
                             f"{lr:g}); nothing after the last checkpoint was saved; lower lr_values or check the data")
 
@@ -85,6 +85,23 @@ def _check_finite(net: torch.nn.Module, step: int) -> None:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise TrainingError(f"training diverged: {name} holds NaN or infinite values at step {step}; the model "
                                 "was not saved; lower lr_values or check momentum and weight_decay")
+
+
+def _parallel(net: torch.nn.Module, device: torch.device, world: distributed.World, batch_size: int
+              ) -> tuple[torch.nn.Module, slice]:
+    """(the module to call, this rank's slice of each global batch): ``net`` and the whole batch in one process;
+    under torchrun, DistributedDataParallel with batch statistics over all ranks and an equal contiguous share."""
+    if not world.active:
+        return net, slice(None)
+    if batch_size % world.size:
+        raise ConfigError(f"batch_size {batch_size} does not split evenly over {world.size} processes; "
+                          "choose a multiple of the process count")
+    from torch.nn.parallel import DistributedDataParallel
+
+    distributed.global_batch_norm(net)
+    model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    k = batch_size // world.size
+    return model, slice(world.rank * k, (world.rank + 1) * k)
 
 
 @torch.no_grad()
@@ -110,6 +127,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     """
     run_dir = Path(run_dir)
     device = resolve(cfg.device)
+    world = distributed.init(device)
     ds = dataset or data.load(cfg.dataset, data_dir=cfg.data_dir or None, data_file=cfg.data_file or None)
     torch.manual_seed(cfg.seed)
     net = models.from_config(cfg, ds)
@@ -128,19 +146,24 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         log = ckpt.meta.get("metrics", {}).get("log", [])
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {"train": cfg.to_dict()})
+    if world.main:
+        write_json(run_dir / "config.json", {"train": cfg.to_dict()})
 
     x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
     sampler = BatchSampler(len(x_train), cfg.batch_size, cfg.seed)
+    model, share = _parallel(net, device, world, sampler.batch_size)
     use_amp = cfg.amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
     classifier.train()
 
     def save(step: int, metrics: dict) -> None:
         _check_finite(net, step)
-        checkpoint.save(run_dir, classifier, step=step, config=cfg.to_dict(), dataset=ds.name,
-                        metrics=metrics, optimizer_state=_optimizer_tensors(optimizer, net))
+        if world.main:
+            checkpoint.save(run_dir, classifier, step=step, config=cfg.to_dict(), dataset=ds.name,
+                            metrics=metrics, optimizer_state=_optimizer_tensors(optimizer, net))
+        distributed.barrier()
 
+    progress = progress and world.main
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.arch}/{cfg.objective}", disable=not progress,
                dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
@@ -153,8 +176,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         xb, yb = data.to_float(x_train[idx]), y_train[idx]
         if cfg.augment:
             xb = data.augment(xb, cfg.pad, torch.Generator().manual_seed(cfg.seed * 7_919 + step))
+        xb, yb = xb[share], yb[share]  # this rank's part of the global batch (all of it in one process)
         with autocast:
-            raw = net(xb)
+            raw = model(xb)
         loss = objective_loss(cfg.objective, raw.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,7 +187,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         done = step + 1
         finite &= torch.isfinite(loss.detach())
         if done % 10 == 0 or done == cfg.steps or done % cfg.eval_every == 0 or done % cfg.checkpoint_every == 0:
-            _check_loss(finite, done, lr)
+            _check_loss(distributed.all_true(finite), done, lr)
         if progress and (done % 10 == 0 or done == cfg.steps):
             with torch.no_grad():
                 acc = float((classifier.effective_logits(raw.float()).argmax(1) == yb).float().mean())
@@ -185,5 +209,6 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         if step_callback is not None:
             step_callback(done)
     bar.close()
+    distributed.global_batch_norm(net, on=False)
     classifier.eval()
     return classifier

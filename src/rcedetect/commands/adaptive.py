@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                    help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector")
     p.add_argument("--metric", required=True, help="the calibrated detector to attack (see rce calibrate)")
     p.add_argument("--eps", type=float, help="L∞ budget on the [0, 1] scale (an L2 radius with --set norm=\"l2\")")
-    p.add_argument("--n", type=int, default=500, help="number of test images (default 500)")
+    p.add_argument("--n", "--images", dest="n", type=int, default=500,
+                   help="number of test images (default 500; --images under torchrun, whose own options take --n)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")

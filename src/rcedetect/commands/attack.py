@@ -21,6 +21,7 @@ paper's kernel (1000 per class of the first 50,000 training images, σ² of the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 #: first training images used for the K-density detector (protocol §4.1: the original's 500 batches of 100)
@@ -32,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--attack", required=True, help="attack name: fgsm, bim, ilcm, jsma, noise, cw, cw_hc, cw_wb")
     p.add_argument("--eps", type=float, help="L∞ budget / step on the [0, 1] scale (gradient attacks, JSMA, noise)")
-    p.add_argument("--n", type=int, default=1000, help="number of test images (default 1000, as the paper)")
+    p.add_argument("--n", "--images", dest="n", type=int, default=1000,
+                   help="number of test images (default 1000, as the paper; --images under torchrun, whose options take --n)")
     p.add_argument("--batch-size", type=int, default=200, help="images per batch and per part file (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice and of seeded attacks")
     p.add_argument("--first", action="store_true", help="take the first N test images instead of a seeded subset")
@@ -70,7 +72,7 @@ def detector_term(classifier, ds, seed: int, progress: bool):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, checkpoint, data, features
+    from .. import attack_store, attacks, checkpoint, data, distributed, features
     from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
     from ..device import resolve
@@ -106,16 +108,23 @@ def run(args) -> int:
         record["detector"] = {"metric": "kd", "train_images": KD_TRAIN_IMAGES, "per_class": PER_CLASS,
                               "attack_per_class": ATTACK_PER_CLASS, "objective": clf.objective}
     out = run_dir / "attacks" / f"{name}-{config_hash(record)}"
-    if attack_store.finished_output(out, args.force):
-        print(f"{out} already holds this attack (use --force to recompute)")
+    world = distributed.init(clf.device)  # under torchrun the batches are dealt out over the ranks
+    distributed.check_shards(math.ceil(n / args.batch_size))
+    done = attack_store.finished_output(out, args.force and world.main)
+    distributed.barrier()  # a --force deletion happens before any rank writes a part
+    if done:
+        if world.main:
+            print(f"{out} already holds this attack (use --force to recompute)")
         return 0
 
     x, y = ds.test_images()[indices], ds.y_test[indices]
     if not attack_store.parts_done(out, n, args.batch_size):
         term = detector_term(clf, ds, args.seed, not args.quiet) if spec.needs_detector else None
         factory = attack_store.attack_factory(name, settings, None, args.seed, detector=term)
-        with tqdm(total=n, unit="img", desc=f"{name} on {run_dir.name}", disable=args.quiet) as bar:
+        with tqdm(total=n, unit="img", desc=f"{name} on {run_dir.name}", disable=args.quiet or not world.main) as bar:
             attack_store.run_parts(out, factory, clf, x, y, args.batch_size, indices=indices, bar=bar)
+    if not world.main:
+        return 0  # rank 0 reads every part, scores and writes the summary
     res, seconds, stored = attack_store.load_parts(out, n, args.batch_size, x)
     if "indices" not in stored or not stored["indices"].equal(indices):
         raise ConfigError(f"the part files in {out} do not belong to this image selection; use --force")

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import world
     from ..report import render, summary
     from ..reproduce import check_writable, output_lock, preset_config
     from ..reproduce import run as run_recipe
@@ -34,6 +35,8 @@ def run(args) -> int:
     out = check_writable(args.out or f"runs/{Path(args.preset).stem}")
     with output_lock(out):  # the run and its report: one run at a time in a folder
         results = run_recipe(cfg, out, force=args.force, progress=not args.quiet)
+        if not world().main:
+            return 0  # under torchrun rank 0 writes the report
         md, page = render(out, results)
     print(summary(results))
     print(f"total {results['timings']['total_seconds']:.0f} s; report: {page} (markdown: {md})")

@@ -117,6 +117,10 @@ def run(args) -> int:
         many_classes_note(cfg, ds)
         check_writable_dir(run_dir, "run folder (--out)")
         fit(cfg, run_dir, dataset=ds, progress=not args.quiet)
+    from ..distributed import world
+
+    if not world().main:
+        return 0
     meta = read_json(run_dir / "checkpoint.json")
     acc = meta["metrics"].get("test_accuracy")
     print(f"{run_dir}: {meta['arch']} {meta['objective']} on {meta['dataset']}, step {meta['step']}, "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..distributed import world
 from ..io import check_writable_dir
 
 LOCK_NAME = ".rce.lock"
@@ -49,6 +50,9 @@ def output_lock(out: str | Path, echo: Callable[[str], None] | None = None) -> I
     process holds it, say so in one line (``echo``, default stderr: the stage lines stay alone on stdout) and wait
     for it; Ctrl-C stops the wait. Yields the lock file's path."""
     path = Path(out) / LOCK_NAME
+    if not world().main:  # under torchrun rank 0 holds the lock for all ranks of its run
+        yield path
+        return
     lock = _lock_of(path)
     try:
         lock.acquire(timeout=0)

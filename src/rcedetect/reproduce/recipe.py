@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .. import attack_store, paper_ref
+from .. import attack_store, distributed, paper_ref
 from ..io import write_json
 from . import adaptive, sanity, steps
 from .config import Plan, plan
@@ -133,6 +133,8 @@ def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = Tru
     with output_lock(out):
         t_start = time.perf_counter()
         inp = Inputs(Layout(p, out, lambda: len(inp.dataset().x_test)))
+        if distributed.init(inp.device).active and not distributed.world().main:
+            echo, progress = (lambda line: None), False  # rank 0 speaks for all ranks
         busy = busy_cpu_line(inp.device.type, p.experiment.threads)
         if busy:
             note(busy)  # on stderr: ``echo`` gets the stage lines alone

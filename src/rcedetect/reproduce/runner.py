@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import barrier, world
 from ..errors import RceError
 from ..io import read_json, write_json
 
@@ -90,10 +91,12 @@ def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str]
     """Run every stage that is not done (all of them with ``force``); returns {stage name: seconds} of those run.
     ``rates_file``: where the measured seconds per cost unit of each kind are read from and kept."""
     t_start = time.perf_counter()
-    if force:
+    if force and world().main:
         for st in stages:
             st.clear()
+    barrier()  # under torchrun every rank sees the same artifacts, so all run the same stages
     pending = [st for st in stages if not st.done()]
+    barrier()
     rates = Rates.load(rates_file)
     seconds = {}
     for i, st in enumerate(stages, 1):

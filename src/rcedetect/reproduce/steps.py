@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, checkpoint, data, features, paper_ref
+from .. import attack_store, checkpoint, data, distributed, features, paper_ref
 from ..config import TrainConfig
 from ..io import write_json
 from ..scoring import rounded, score_attack, table3_stats, transfer_record
@@ -42,7 +42,10 @@ def train_model(cfg: TrainConfig, run_dir: Path, dataset: data.Dataset, progress
 
     resume = (run_dir / checkpoint.INDEX).is_file()
     if resume and checkpoint.read_meta(run_dir).get("config") != cfg.to_dict():
-        shutil.rmtree(run_dir)  # same hash (device aside) but another device: restart rather than refuse
+        distributed.barrier()  # every rank has read the old config before rank 0 removes it
+        if distributed.world().main:
+            shutil.rmtree(run_dir)  # same hash (device aside) but another device: restart rather than refuse
+        distributed.barrier()
         resume = False
     fit(cfg, run_dir, dataset=dataset, resume=resume, progress=progress, step_callback=step_callback)
 
