@@ -9,6 +9,9 @@ a process pool). This script times both that per-point use (one process) and the
   against the kernel of its own class;
 - kernel = 10 × 1,000 points (the paper's detector) and the full 50,000 training features (``per_class="all"``).
 
+Both sides are timed the same way (``_timing.median_time``: one warm-up, then the median of ``--repeat`` runs)
+and the ratio is printed as ``K-density vs sklearn ...: N×`` (N = sklearn time / ours).
+
 Bandwidths match: exp(−d²/σ²) = exp(−d²/(2h²)), so h = sqrt(σ²/2); scikit-learn's log-density includes the
 Gaussian normalising constant −(D/2)·log(π σ²) (with h² = σ²/2), which is removed before comparing. scikit-learn
 is slow on the 50,000-point kernel, so it is measured on a subset of the queries (``--sk-queries``, the same
@@ -23,10 +26,10 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import time
 
 import numpy as np
 import torch
+from _timing import median_time, ratio_line
 from sklearn.neighbors import KernelDensity as SkKernelDensity
 
 from rcedetect.detectors import KernelDensity, default_sigma2
@@ -37,47 +40,40 @@ def clustered(n: int, dim: int, classes: int, g: torch.Generator, centers: torch
     return (centers[y] + 0.6 * torch.randn(n, dim, generator=g)).clamp_min(-0.1), y
 
 
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = math.inf, None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 def ours(kd: KernelDensity, z: torch.Tensor, c: torch.Tensor, repeat: int) -> tuple[float, np.ndarray]:
     def run():
         with torch.no_grad():
-            out = kd.log_kd(z, c)
-        if z.device.type == "cuda":
-            torch.cuda.synchronize()
-        return out
+            return kd.log_kd(z, c)
 
-    run()  # warm-up (allocations, CUDA kernels)
-    t, out = best_of(run, repeat)
+    t, out = median_time(run, repeat)
     return t, out.double().cpu().numpy()
 
 
-def sklearn_per_class(kd: KernelDensity, z: np.ndarray, c: np.ndarray, per_class_queries: int | None):
-    """Feinman-style per-class sklearn KDE. Returns (seconds for all queries, scaled if subsampled; log KD of the
-    scored queries without sklearn's normalising constant; indices of the scored queries)."""
+def sklearn_per_class(kd: KernelDensity, z: np.ndarray, c: np.ndarray, per_class_queries: int | None,
+                      repeat: int):
+    """Feinman-style per-class sklearn KDE, one batched ``score_samples`` call per class. Returns (seconds for
+    all queries, scaled if subsampled; log KD of the scored queries without sklearn's normalising constant;
+    indices of the scored queries). Fitting the trees is not timed (nor is ours)."""
     h = math.sqrt(kd.sigma2 / 2)
     const = 0.5 * kd.dim * math.log(math.pi * kd.sigma2)
-    total, idx_all, vals = 0.0, [], []
+    calls, idx_all = [], []
     for k in range(kd.num_classes):
         idx = np.flatnonzero(c == k)
         if len(idx) == 0:
             continue
         sub = idx if per_class_queries is None else idx[:per_class_queries]
         points = kd.kernels[k, : int(kd.counts[k])].double().cpu().numpy()
-        sk = SkKernelDensity(kernel="gaussian", bandwidth=h).fit(points)  # fitting is not timed (nor is ours)
-        t = time.perf_counter()
-        scores = sk.score_samples(z[sub])
-        total += (time.perf_counter() - t) * len(idx) / len(sub)
+        sk = SkKernelDensity(kernel="gaussian", bandwidth=h).fit(points)
+        calls.append((sk, z[sub], len(idx) / len(sub)))
         idx_all.append(sub)
-        vals.append(scores + const)
-    return total, np.concatenate(vals), np.concatenate(idx_all)
+
+    def run():
+        return [sk.score_samples(q) for sk, q, _ in calls]
+
+    t, scores = median_time(run, repeat)
+    # scale each class's share of the time by its subsampling factor (equal here: the same count per class)
+    scale = sum(f * len(q) for _, q, f in calls) / sum(len(q) for _, q, _ in calls)
+    return t * scale, np.concatenate(scores) + const, np.concatenate(idx_all)
 
 
 def sklearn_per_point(kd: KernelDensity, z: np.ndarray, c: np.ndarray, per_class_queries: int) -> float:
@@ -91,10 +87,8 @@ def sklearn_per_point(kd: KernelDensity, z: np.ndarray, c: np.ndarray, per_class
         if len(sub) == 0:
             continue
         sk = SkKernelDensity(kernel="gaussian", bandwidth=h).fit(kd.kernels[k, : int(kd.counts[k])].double().numpy())
-        t = time.perf_counter()
-        for i in sub:
-            sk.score_samples(z[i].reshape(1, -1))
-        total += (time.perf_counter() - t) * len(idx) / len(sub)
+        t, _ = median_time(lambda sk=sk, sub=sub: [sk.score_samples(z[i].reshape(1, -1)) for i in sub], repeat=1)
+        total += t * len(idx) / len(sub)
     return total
 
 
@@ -133,7 +127,7 @@ def main() -> None:
                                       max(1, args.sk_queries // args.classes))):
         kd = KernelDensity.fit(train, y_train, args.classes, per_class=per_class, sigma2=sigma2, seed=0)
         t_ours, lk = ours(kd.to(device), z.to(device), c.to(device), args.repeat)
-        t_sk, lk_sk, idx = sklearn_per_class(kd, z.double().numpy(), c.numpy(), sk_sub)
+        t_sk, lk_sk, idx = sklearn_per_class(kd, z.double().numpy(), c.numpy(), sk_sub, args.repeat)
         t_pt = sklearn_per_point(kd, z.double().numpy(), c.numpy(), max(1, args.point_queries // args.classes))
         # agreement in float64 (our float32 run is checked against it separately)
         lk64 = kd.to(dtype=torch.float64).log_kd(z.double()[idx], c[idx]).numpy()
@@ -149,6 +143,10 @@ def main() -> None:
         scaled = "" if n_sk == args.queries else f"; sklearn batched timed on {n_sk} queries and scaled"
         print(f"{label}: max relative difference of KD, float64 vs sklearn {rel_sk:.1e}, our float32 vs float64 "
               f"{rel_32:.1e}{scaled}")
+    print()
+    for label, t_ours, t_sk, t_pt, *_ in rows:
+        print(ratio_line(f"K-density ({label})", "sklearn score_samples per class", t_sk, t_ours))
+        print(ratio_line(f"K-density ({label})", "sklearn score_samples per point", t_pt, t_ours))
     print(f"sklearn per point timed on {args.point_queries} queries and scaled to {args.queries} "
           "(Feinman et al. spread these calls over a process pool: divide by the number of cores).")
 

@@ -118,3 +118,17 @@ def test_written_files_get_the_users_permissions(tmp_path):
         assert write_json(tmp_path / "b.json", {}).stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(mask)
+
+
+def test_all_finite_is_exact_where_the_sum_overflows():
+    from rcedetect.validation import all_finite
+
+    big = torch.full((4,), 3e38)  # every element finite, the float32 sum is inf
+    assert all_finite(big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = big.clone()
+        t[2] = bad
+        assert not all_finite(t)
+    pair = torch.tensor([float("inf"), -float("inf")])  # sums to NaN
+    assert not all_finite(pair)
+    assert all_finite(torch.zeros(0)) and all_finite(torch.arange(3))

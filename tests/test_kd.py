@@ -223,3 +223,30 @@ def test_save_load_round_trip(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert repr(back).startswith("KernelDensity(classes=3")
+
+
+@pytest.mark.parametrize("sigma2", [1 / 0.26, 0.1 / 0.26])
+def test_batched_scoring_equals_direct_log_sum_exp(sigma2):
+    """The no-gradient path for large batches (shifted exponents in one product per block, no row maximum, rows
+    recomputed where the shift was too loose) against logsumexp over cdist, in float64 and float32."""
+    f, y = clustered(1203, 16, 3)
+    counts = torch.tensor([400, 1, 401])  # a class of one point: its norm range is a single value
+    kernels = torch.zeros(3, 401, 16, dtype=torch.float64)
+    for c in range(3):
+        kernels[c, : counts[c]] = f[y == c][: counts[c]]
+    kd = KernelDensity(kernels, sigma2, counts)
+    z, c = clustered(3000, 16, 3, seed=4)
+    z[::7] += 30.0  # far from every kernel point: exp underflows, so these rows take the exact path
+    c = c.roll(1)  # many queries scored against another class's kernel
+    assert len(z) * 3 * 401 > kd.chunk_elements // 16  # the batched path, not the gathered one
+    want = torch.cat([torch.logsumexp(-torch.cdist(z[c == k], kernels[k, : counts[k]]).pow(2) / sigma2, 1)
+                      - math.log(counts[k]) for k in range(3)])
+    want = want[torch.argsort(torch.argsort(c, stable=True))]
+    with torch.no_grad():
+        got = kd.log_kd(z, c)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-9)
+    graded = kd.log_kd(z.clone().requires_grad_(True), c).detach()  # the differentiable path
+    assert torch.allclose(graded, want, rtol=1e-10, atol=1e-9)
+    with torch.no_grad():
+        got32 = kd.to(dtype=torch.float32).log_kd(z.float(), c).double()
+    assert torch.allclose(got32, want, rtol=1e-5, atol=1e-3)
