@@ -136,3 +136,29 @@ def test_exact_sum_gradient_matches_the_autograd_map(ce_classifier, test_batch):
     assert torch.equal(a.success[same], b.success[same])
     with pytest.raises(ConfigError):
         JSMA(eps=0.1, sum_gradient="zero")
+
+
+def test_several_features_per_step_keep_the_budget():
+    """k features per gradient evaluation: k per step where the map allows k, never more than max_steps in all,
+    ceil(max_steps / k) steps at most, and k = 1 is the original attack exactly."""
+    clf = grouped_linear()
+    x = images(8, seed=3)
+    one = JSMA(1.0, max_steps=5)(clf, x)
+    assert torch.equal(JSMA(1.0, max_steps=5, features_per_step=1)(clf, x).x_adv, one.x_adv)
+    res = JSMA(1.0, max_steps=5, features_per_step=2)(clf, x)
+    assert bool((changed(res) <= 5).all()) and bool((res.iterations <= 3).all())
+    # eps = 1 makes every raised feature ineligible, so after s full steps exactly 2s features changed
+    full = res.iterations < 3
+    assert torch.equal(changed(res)[full], 2 * res.iterations[full])
+    assert bool(((changed(res) == 5) | full).all())  # the last step raised one: the budget's remainder
+    # only the target group has ∂F_t/∂x > 0 and only the unused pixel 15 has ∂F_t/∂x = 0: the map never allows
+    # the other groups' features (∂F_t/∂x < 0), whatever k
+    wide = JSMA(1.0, max_steps=16, features_per_step=8)(clf, x)
+    d = (wide.x_adv - x).flatten(1)
+    for i, t in enumerate(wide.target.tolist()):
+        allowed = torch.zeros(16, dtype=torch.bool)
+        allowed[5 * t : 5 * t + 5] = allowed[15] = True
+        assert bool((d[i, ~allowed] == 0).all()) and bool((d[i, 5 * t : 5 * t + 5] != 0).any())
+    for bad in ({"features_per_step": 0}, {"features_per_step": 2, "saliency": "pairwise"}):
+        with pytest.raises(ConfigError):
+            JSMA(0.1, **bad)
