@@ -324,3 +324,24 @@ def test_dataclass_is_frozen():
     attack = CarliniWagnerL2()
     with pytest.raises(dataclasses.FrozenInstanceError):
         attack.kappa = 1.0  # type: ignore[misc]
+
+
+def test_continue_rounds_refine_instead_of_repeating(ce_classifier, test_batch):
+    """restart="continue": with too few iterations per round for one climb to succeed, rounds that go on from
+    where the last one ended reach more examples, and never at the cost of a larger distortion on the examples
+    both versions fool (each later round starts from the best success)."""
+    x = test_batch[0][:12]
+    settings = {"mode": "untargeted", "binary_search_steps": 5, "max_iterations": 15, "learning_rate": 0.02}
+    start = create("cw", **settings)(ce_classifier, x)
+    cont = create("cw", restart="continue", **settings)(ce_classifier, x)
+    assert int(cont.success.sum()) > int(start.success.sum())
+    both = start.success & cont.success
+    assert torch.all(cont.l2[both] <= start.l2[both] * 1.05)
+    assert torch.equal(ce_classifier.predict(cont.x_adv)[cont.success] != ce_classifier.predict(x)[cont.success],
+                       torch.ones(int(cont.success.sum()), dtype=torch.bool))
+    # one round: nothing to continue from, the same computation as the original
+    one = {**settings, "binary_search_steps": 1}
+    assert torch.equal(create("cw", restart="continue", **one)(ce_classifier, x).x_adv,
+                       create("cw", **one)(ce_classifier, x).x_adv)
+    with pytest.raises(ConfigError):
+        create("cw", restart="resume")

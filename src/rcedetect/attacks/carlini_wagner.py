@@ -21,6 +21,12 @@ with no success yet (``upper ≥ 1e9``) where ``c ×= 10`` (protocol §6.1). The
 smallest-L2 success over every iteration of every round; an example never successful gets its clean
 input back with ``success = False``.
 
+``restart="continue"`` (option; the default ``"start"`` is the original) begins each round after the first from
+the example's best success so far, or, where it has none, from where its previous round ended, instead of from
+w₀ (Adam's state is fresh either way). The rounds then refine one another instead of repeating the same climb:
+at the same budget the distortion is lower and more examples succeed, and the same distortion and success
+take far fewer iterations (``benchmarks/attack_speed.py``).
+
 Success (protocol §6.1 ``compare``): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
 ``argmax(Z + κ·onehot(y)) != y`` (untargeted). For C&W-wb additionally f2 = −log KD_t(x*) − η_t ≤ 0; the
 binary search uses the same criterion.
@@ -55,6 +61,7 @@ from ..validation import check_images, check_labels
 from .base import AttackResult, check_common, prepare, register, seeded_generator
 
 MODES = ("targeted", "untargeted")
+RESTARTS = ("start", "continue")
 #: the upper bound on c before any success; "no success yet" is ``upper >= 1e9`` (protocol §6.1)
 UPPER_START = 1e10
 ADAM_BETAS = (0.9, 0.999)
@@ -91,7 +98,9 @@ class CarliniWagnerL2:
     ("targeted" at a seeded random wrong label, or "untargeted"), ``seed``; for C&W-wb ``detector`` (a detector
     term: ``margin(view, classes)`` differentiable in the view, ≤ 0 where the detector accepts the input, e.g.
     ``Detector(classifier, "kd").fit(...).attack_term()`` = −log KD_t(z) − η_t), ``warm_start`` and
-    ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector).
+    ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector);
+    ``restart`` ("start": every round from the start image, as the original; "continue": from the best success
+    or the previous round's end, module docstring).
     """
 
     kappa: float = 0.0
@@ -105,6 +114,7 @@ class CarliniWagnerL2:
     detector: Any = field(default=None, repr=False, compare=False)
     warm_start: bool = False
     fallback: bool = True
+    restart: str = "start"
 
     def __post_init__(self):
         check_common(self)
@@ -123,6 +133,8 @@ class CarliniWagnerL2:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.restart not in RESTARTS:
+            raise ConfigError(f"restart must be one of {', '.join(RESTARTS)}, got {self.restart!r}")
         if self.detector is not None:
             if not callable(getattr(self.detector, "margin", None)):
                 raise ConfigError("detector must be a detector term with margin(view, classes) "
@@ -219,7 +231,10 @@ class CarliniWagnerL2:
         b1, b2 = ADAM_BETAS
 
         for step in range(self.binary_search_steps):
-            w = w0.clone()
+            if self.restart == "start" or step == 0:
+                w = w0.clone()
+            else:  # "continue": from the best success so far, else from where the last round ended
+                w = torch.where(found[:, None, None, None], torch.atanh((2 * best_x - 1) * 0.999999), w)
             m = torch.zeros_like(w)
             v = torch.zeros_like(w)
             prev = torch.full((n,), math.inf, device=device)
