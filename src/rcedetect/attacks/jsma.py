@@ -39,12 +39,13 @@ import torch
 from ..errors import ConfigError
 from .base import AttackResult, check_common, prepare, register
 from .gradient import check_steps, finish
+from .precision import autocast, check_precision
 
 SALIENCY = ("original", "pairwise")
 
 
 def _grads(classifier, x: torch.Tensor, target: torch.Tensor, on_logits: bool,
-           sum_by_autograd: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           sum_by_autograd: bool = True, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∇ₓ out_t, ∇ₓ Σ_k out_k) per example, flattened, with out = logits or softmax probabilities,
     and the current prediction (from the same forward pass).
 
@@ -52,7 +53,9 @@ def _grads(classifier, x: torch.Tensor, target: torch.Tensor, on_logits: bool,
     the second backward pass (the original computed it, getting rounding noise around 0)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        out = classifier.logits(x)
+        with autocast(x.device, precision):
+            out = classifier.logits(x)
+        out = out.float()
         if not on_logits:
             out = torch.softmax(out, dim=1)
         need_sum = on_logits or sum_by_autograd
@@ -110,12 +113,15 @@ class JSMA:
     #: "exact" uses ∇ₓΣF = 0 (softmax sums to 1) and takes one backward pass per step.
     sum_gradient: str = "autograd"
     features_per_step: int = 1
+    #: "bf16": gradient passes in bfloat16 (:mod:`.precision`); reaching the target is confirmed in float32
+    precision: str = "fp32"
 
     def __post_init__(self):
         check_common(self)
         check_steps(self.max_steps, "max_steps")
         check_steps(self.top_k, "top_k")
         check_steps(self.features_per_step, "features_per_step")
+        check_precision(self.precision)
         if self.features_per_step > 1 and self.saliency != "original":
             raise ConfigError("features_per_step > 1 is for the original saliency map (pairwise raises two per step)")
         if self.sum_gradient not in ("autograd", "exact"):
@@ -151,7 +157,12 @@ class JSMA:
             xa = x_adv[idx]
             eligible = xa < 1.0
             dt, ds, now = _grads(classifier, xa.view(-1, *x.shape[1:]), target[idx], on_logits=pairwise,
-                                 sum_by_autograd=self.sum_gradient == "autograd")
+                                 sum_by_autograd=self.sum_gradient == "autograd", precision=self.precision)
+            if self.precision != "fp32":  # a bf16 "target reached" only stops an example if float32 agrees
+                hit = (now == target[idx]).nonzero()[:, 0]
+                if len(hit):
+                    with torch.no_grad():
+                        now[hit] = classifier.logits(xa[hit].view(-1, *x.shape[1:])).argmax(1)
             # reached the target or nothing left to raise: this example is finished and stays as it is
             go = (now != target[idx]) & (eligible.sum(1) >= (2 if pairwise else 1))
             active[idx[~go]] = False
