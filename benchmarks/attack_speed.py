@@ -1,38 +1,53 @@
-"""Attack speed (the paper's Table 5) on one small MNIST model, side by side with the peers in one run.
+"""Attack speed side by side with the peers, on one small trained MNIST model, in one run.
 
 Trains (once, cached in ``--run-dir``) a ResNet-8 on the embedded ``mnist5k`` with the ``cpu-mnist5k-ce`` preset,
-then on the same test images times every registered attack (seconds per example, mean L2 distortion on the
-paper's [0, 255]/√d scale over successful examples, success rate) and, where a peer has the attack, the peer:
+then on the same test images times, with one convention (``_timing.median_time``: one warm-up call on two
+images, then the median of ``--repeat`` full runs; "N×" = peer seconds / our seconds):
 
-- FGSM / BIM   vs foolbox ``FGSM`` / ``LinfBasicIterativeAttack`` (same ε, 10 steps of ε/10, label = prediction);
-- JSMA         vs ART ``SaliencyMapMethod`` (theta = ε, gamma so that at most 100 features change, the same
-                least-likely targets);
-- C&W          vs foolbox ``L2CarliniWagnerAttack``, both UNTARGETED (foolbox's targeted mode needs a criterion
-                object) with the same binary-search steps, iterations, step size 0.01, κ = 0, c₀ = 1, abort-early.
+- FGSM / BIM vs foolbox ``FGSM`` / ``LinfBasicIterativeAttack``: same ε, 10 steps of ε/10, label = prediction.
+- JSMA vs ART ``SaliencyMapMethod`` at an EQUAL BUDGET of at most ``--jsma-features`` raised features: ART with
+  θ = ε and γ = (F − 2)/d (ART raises two features per step and stops once more than γ·d are used, so this caps
+  it at F), ours with ``max_steps = F``, both toward the least-likely class. ε = 1 (the default) sets a raised
+  feature to 1, so budgets count distinct features on both sides. Rows: our faithful default (the original map,
+  ∇ΣF by autograd, one feature per gradient), then faster options (exact ∇ΣF = 0, k features per gradient, bf16
+  gradient passes).
+- C&W-L2 vs foolbox ``L2CarliniWagnerAttack``, both UNTARGETED (foolbox's targeted mode needs a criterion
+  object), lr 0.01, κ = 0, c₀ = 1, abort-early: at foolbox's budget (``--cw-steps`` × ``--cw-iterations``)
+  with our faithful restarts, and with ``restart="continue"`` at that budget and at a smaller one.
 
-Ratios are peer seconds / our seconds (> 1: we are faster). Usage::
+Each comparison prints ``<attack> (<our settings>) vs <peer>: N×`` with success rates (any change of the
+prediction) and distortion, compared on equal terms: for C&W the mean L2 (paper scale, [0, 255]/√d) over the
+images BOTH sides fooled; for JSMA the mean and largest number of raised features. ``--channels-last`` converts
+the model (for both sides: the model is the user's, not the library's).
 
-    python benchmarks/attack_speed.py --n-images 100 --cw-steps 5 --cw-iterations 100 --json results.json
+    python benchmarks/attack_speed.py [--n-images 100] [--repeat 3] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
-import time
 from pathlib import Path
 
 import torch
+from _timing import median_time, ratio_line
 
-from rcedetect import attacks, checkpoint, data
+from rcedetect import checkpoint, data
 from rcedetect.attacks import REGISTRY, create, l2_distortion
 from rcedetect.config import train_config_from_preset
 from rcedetect.errors import CheckpointError
 from rcedetect.training import fit
 
-ORDER = ("fgsm", "bim", "ilcm", "jsma", "cw", "cw_hc", "cw_wb", "noise")
+#: (label, settings) of our JSMA rows; every row uses eps and max_steps of the run
+JSMA_ROWS = (("faithful default", {}),
+             ("exact ∇ΣF", {"sum_gradient": "exact"}),
+             ("exact ∇ΣF, 4 per gradient", {"sum_gradient": "exact", "features_per_step": 4}),
+             ("exact ∇ΣF, 4 per gradient, bf16", {"sum_gradient": "exact", "features_per_step": 4,
+                                                  "precision": "bf16"}),
+             ("exact ∇ΣF, 8 per gradient", {"sum_gradient": "exact", "features_per_step": 8}),
+             ("exact ∇ΣF, 8 per gradient, bf16", {"sum_gradient": "exact", "features_per_step": 8,
+                                                  "precision": "bf16"}))
 
 
 def load_or_train(run_dir: Path, preset: str):
@@ -44,86 +59,100 @@ def load_or_train(run_dir: Path, preset: str):
         return checkpoint.load(run_dir).classifier
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+def timed(run, x, repeat: int):
+    """median_time of ``run(images)`` on ``x``, warmed up on its first two images."""
+    run(x[:2])
+    return median_time(lambda: run(x), repeat, warmup=0)
 
 
-def summary(name: str, impl: str, x, x_adv, success, seconds: float, **more) -> dict:
-    success = success.bool().cpu()
-    l2 = l2_distortion(x.cpu(), x_adv.cpu())
-    return {"attack": name, "impl": impl, "n": len(x), "sec_per_example": seconds / len(x),
-            "mean_l2": float(l2[success].mean()) if success.any() else math.nan,
-            "success_rate": float(success.float().mean()), **more}
+def changed_features(x, x_adv) -> torch.Tensor:
+    return (x_adv != x).flatten(1).sum(1)
 
 
-def kd_settings(classifier, ds, seed: int) -> dict:
-    """C&W-wb's detector term: the run's K-density detector with the paper's kernel sizes (protocol §4.2, §4.4)."""
-    from rcedetect.detectors import Detector
-
-    term = Detector(classifier, "kd", seed=seed).fit(ds.train_images(), ds.y_train).attack_term()
-    return {"detector": term}
-
-
-def our_settings(name: str, args, wb: dict) -> dict:
-    cw = {"binary_search_steps": args.cw_steps, "max_iterations": args.cw_iterations, "seed": args.seed}
-    return {
-        "fgsm": {"eps": args.eps}, "bim": {"eps": args.eps}, "ilcm": {"eps": args.eps},
-        "jsma": {"eps": args.eps}, "noise": {"eps": args.eps, "seed": args.seed},
-        "cw": cw, "cw_hc": cw, "cw_wb": {**cw, **wb},
-    }.get(name, {})
-
-
-def peers(args, classifier, x, pred, ours: dict) -> list[dict]:
+def gradient_rows(args, clf, x, pred, fb) -> list[dict]:
+    model = fb.PyTorchModel(clf, bounds=(0, 1))
     rows = []
-    try:
-        import foolbox as fb
-    except ImportError:
-        fb = None
-        print("foolbox not installed: no foolbox rows")
-    if fb is not None:
-        model = fb.PyTorchModel(classifier, bounds=(0, 1))  # Classifier.forward = effective logits
-        crit = fb.criteria.Misclassification(pred)
-        for name, attack in (("fgsm", fb.attacks.FGSM()),
-                             ("bim", fb.attacks.LinfBasicIterativeAttack(rel_stepsize=0.1, steps=10,
-                                                                         random_start=False))):
-            (_, clipped, ok), s = timed(lambda: attack(model, x, crit, epsilons=args.eps))
-            rows.append(summary(name, "foolbox", x, clipped, ok, s))
-        attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=args.cw_steps, steps=args.cw_iterations,
-                                                  stepsize=0.01, confidence=0, initial_const=1, abort_early=True)
-        (raw, _, ok), s = timed(lambda: attack(model, x, crit, epsilons=None))
-        # foolbox returns an all-zero image where it found nothing, and reports it as a success whenever the
-        # zero image happens to be misclassified: count only real finds
-        ok = ok & (raw != 0).flatten(1).any(1)
-        row = summary("cw_untargeted", "foolbox", x, raw, ok, s)
-        both = ok.cpu() & ours["cw_untargeted"]["_success"]
-        row["mean_l2_both"] = float(l2_distortion(x, raw).cpu()[both].mean())
-        ours["cw_untargeted"]["row"]["mean_l2_both"] = float(ours["cw_untargeted"]["_l2"][both].mean())
-        rows.append(row)
-    if "jsma" in ours:
-        try:
-            from art.attacks.evasion import SaliencyMapMethod
-            from art.estimators.classification import PyTorchClassifier
-        except ImportError:
-            print("adversarial-robustness-toolbox not installed: no ART row")
-            return rows
-        art_clf = PyTorchClassifier(classifier, torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                    nb_classes=classifier.num_classes, clip_values=(0.0, 1.0), device_type="cpu")
-        d = x[0].numel()
-        smm = SaliencyMapMethod(art_clf, theta=args.eps, gamma=args.jsma_features / d, batch_size=len(x),
-                                verbose=False)
-        target = ours["jsma"]["_target"]
-        onehot = torch.nn.functional.one_hot(target, classifier.num_classes).numpy().astype("float32")
-        x_art, s = timed(lambda: smm.generate(x.cpu().numpy(), y=onehot))
-        x_art = torch.from_numpy(x_art)
-        with torch.no_grad():
-            pred_adv = classifier.predict(x_art)
-        changed = (x_art != x.cpu()).flatten(1).sum(1)
-        rows.append(summary("jsma", "ART", x, x_art, pred_adv != pred.cpu(), s,
-                            target_reached=float((pred_adv == target).float().mean()),
-                            max_features_changed=int(changed.max())))
+    for name, peer, ours in (
+            ("fgsm", fb.attacks.FGSM(), create("fgsm", eps=args.eps)),
+            ("bim", fb.attacks.LinfBasicIterativeAttack(rel_stepsize=0.1, steps=10, random_start=False),
+             create("bim", eps=args.eps))):
+        t_ours, res = timed(lambda xx, a=ours: a(clf, xx, pred[: len(xx)]), x, args.repeat)
+        t_peer, (_, clipped, _) = timed(lambda xx, p=peer: p(model, xx, fb.criteria.Misclassification(
+            pred[: len(xx)]), epsilons=args.eps), x, args.repeat)
+        diff = float((res.x_adv - clipped).abs().max())
+        rows.append({"attack": name, "ours": "default", "peer": "foolbox", "t_ours": t_ours, "t_peer": t_peer,
+                     "note": f"max |ours - foolbox| = {diff:.1e}"})
     return rows
+
+
+def jsma_rows(args, clf, x, pred) -> list[dict]:
+    from art.attacks.evasion import SaliencyMapMethod
+    from art.estimators.classification import PyTorchClassifier
+
+    with torch.no_grad():
+        target = clf.logits(x).argmin(1)
+    art_clf = PyTorchClassifier(clf, torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=clf.num_classes, clip_values=(0.0, 1.0), device_type="cpu")
+    d = x[0].numel()
+    smm = SaliencyMapMethod(art_clf, theta=args.jsma_eps, gamma=(args.jsma_features - 2) / d, batch_size=len(x),
+                            verbose=False)
+    onehot = torch.nn.functional.one_hot(target, clf.num_classes).numpy().astype("float32")
+    t_peer, x_art = timed(lambda xx: torch.from_numpy(smm.generate(xx.numpy(), y=onehot[: len(xx)])), x,
+                          args.repeat)
+    with torch.no_grad():
+        peer_ok = clf.predict(x_art) != pred
+    peer_f = changed_features(x, x_art)
+    rows = []
+    for label, settings in JSMA_ROWS:
+        attack = create("jsma", eps=args.jsma_eps, max_steps=args.jsma_features, **settings)
+        t_ours, res = timed(lambda xx, a=attack: a(clf, xx), x, args.repeat)
+        f = changed_features(x, res.x_adv)
+        rows.append({"attack": "jsma", "ours": label, "peer": "ART SaliencyMapMethod", "t_ours": t_ours,
+                     "t_peer": t_peer, "success_ours": float(res.success.float().mean()),
+                     "success_peer": float(peer_ok.float().mean()),
+                     "target_ours": float(res.extra["target_reached"].float().mean()),
+                     "target_peer": float((clf.predict(x_art) == target).float().mean()),
+                     "features_ours": (float(f.float().mean()), int(f.max())),
+                     "features_peer": (float(peer_f.float().mean()), int(peer_f.max()))})
+    return rows
+
+
+def cw_rows(args, clf, x, pred, fb) -> list[dict]:
+    model = fb.PyTorchModel(clf, bounds=(0, 1))
+    peer = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=args.cw_steps, steps=args.cw_iterations,
+                                            stepsize=0.01, confidence=0, initial_const=1, abort_early=True)
+    t_peer, (raw, _, ok) = timed(lambda xx: peer(model, xx, fb.criteria.Misclassification(pred[: len(xx)]),
+                                                 epsilons=None), x, args.repeat)
+    # foolbox returns an all-zero image where it found nothing and calls it a success when the zero image happens
+    # to be misclassified: count only real finds
+    peer_ok = (ok & (raw != 0).flatten(1).any(1)).cpu()
+    peer_l2 = l2_distortion(x, raw).cpu()
+    half = max(1, args.cw_iterations // 2)
+    rows = []
+    for label, restart, iterations in (("faithful restarts, same budget", "start", args.cw_iterations),
+                                       ("restart=continue, same budget", "continue", args.cw_iterations),
+                                       (f"restart=continue, {half} iterations", "continue", half)):
+        attack = create("cw", mode="untargeted", binary_search_steps=args.cw_steps, max_iterations=iterations,
+                        learning_rate=0.01, restart=restart)
+        t_ours, res = timed(lambda xx, a=attack: a(clf, xx, pred[: len(xx)]), x, args.repeat)
+        both = res.success.cpu() & peer_ok
+        rows.append({"attack": "cw", "ours": label, "peer": "foolbox L2CarliniWagnerAttack", "t_ours": t_ours,
+                     "t_peer": t_peer, "success_ours": float(res.success.float().mean()),
+                     "success_peer": float(peer_ok.float().mean()), "both": int(both.sum()),
+                     "l2_both_ours": float(res.l2.cpu()[both].mean()), "l2_both_peer": float(peer_l2[both].mean())})
+    return rows
+
+
+def note(row: dict) -> str:
+    if row["attack"] == "jsma":
+        return (f"success {row['success_ours']:.2f} vs {row['success_peer']:.2f}, target reached "
+                f"{row['target_ours']:.2f} vs {row['target_peer']:.2f}, raised features mean/max "
+                f"{row['features_ours'][0]:.1f}/{row['features_ours'][1]} vs "
+                f"{row['features_peer'][0]:.1f}/{row['features_peer'][1]}")
+    if row["attack"] == "cw":
+        return (f"success {row['success_ours']:.2f} vs {row['success_peer']:.2f}, mean L2 on the {row['both']} "
+                f"images both fooled {row['l2_both_ours']:.3f} vs {row['l2_both_peer']:.3f}")
+    return row.get("note", "")
 
 
 def main(argv=None) -> dict:
@@ -131,74 +160,49 @@ def main(argv=None) -> dict:
     p.add_argument("--run-dir", default="runs/bench-model", help="cache folder of the trained model")
     p.add_argument("--preset", default="cpu-mnist5k-ce")
     p.add_argument("--n-images", type=int, default=100)
-    p.add_argument("--eps", type=float, default=0.16, help="ε of FGSM/BIM/ILCM/JSMA/noise (protocol 'Decisions')")
+    p.add_argument("--eps", type=float, default=0.16, help="ε of FGSM/BIM")
+    p.add_argument("--jsma-eps", type=float, default=1.0, help="JSMA θ (1: a raised feature goes to 1)")
+    p.add_argument("--jsma-features", type=int, default=100, help="at most this many raised features")
     p.add_argument("--cw-steps", type=int, default=5, help="C&W binary-search steps (paper: 9)")
     p.add_argument("--cw-iterations", type=int, default=100, help="C&W iterations per step (paper: 10,000)")
-    p.add_argument("--jsma-features", type=int, default=100, help="at most this many features changed")
-    p.add_argument("--attacks", nargs="*", default=None, help="subset of registered attacks (default: all)")
-    p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", default=["gradient", "jsma", "cw"], choices=["gradient", "jsma", "cw"])
+    p.add_argument("--channels-last", action="store_true", help="the model in channels_last (both sides)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    classifier = load_or_train(Path(args.run_dir), args.preset)
-    ds = data.load("mnist5k")
-    x = ds.test_images()[: args.n_images]
+    clf = load_or_train(Path(args.run_dir), args.preset).eval()
+    if args.channels_last:
+        clf = clf.to(memory_format=torch.channels_last)
+    x = data.load("mnist5k").test_images()[: args.n_images]
     with torch.no_grad():
-        pred = classifier.predict(x)
-    print(f"model: {args.run_dir} (clean accuracy on these {len(x)} images: "
-          f"{float((pred == ds.y_test[: len(x)]).float().mean()):.3f}); torch threads: {torch.get_num_threads()}")
-
-    names = [n for n in ORDER if n in REGISTRY] + sorted(set(REGISTRY) - set(ORDER))
-    if args.attacks:
-        names = [n for n in names if n in args.attacks]
-    wb = kd_settings(classifier, ds, args.seed) if "cw_wb" in names else {}
-    rows, ours = [], {}
-    create("fgsm", eps=args.eps)(classifier, x[:2]) if "fgsm" in REGISTRY else None  # warm-up
-    for name in names:
-        attack = create(name, **our_settings(name, args, wb))
-        res, s = timed(lambda: attack(classifier, x))
-        more = {}
-        if name == "cw_wb":
-            from rcedetect.scoring import table3_stats
-
-            st = table3_stats(res, ds.y_test[: len(x)], pred)
-            more = {"ratio_f2_positive": st["ratio_f2_positive"]}
-        row = summary(name, "rcedetect", x, res.x_adv, res.success, s, **more)
-        rows.append(row)
-        ours[name] = {"row": row, "_success": res.success.cpu(), "_l2": res.l2.cpu(), "_target": res.target}
-        print(f"  {name:14s} {row['sec_per_example']:.4g} s/example")
-    if "cw" in names and not args.no_peers:
-        attack = create("cw", mode="untargeted", binary_search_steps=args.cw_steps,
-                        max_iterations=args.cw_iterations)
-        res, s = timed(lambda: attack(classifier, x, pred))
-        row = summary("cw_untargeted", "rcedetect", x, res.x_adv, res.success, s)
-        rows.append(row)
-        ours["cw_untargeted"] = {"row": row, "_success": res.success.cpu(), "_l2": res.l2.cpu()}
-    if not args.no_peers:
-        rows += peers(args, classifier, x, pred, ours)
-
-    ratios = {}
+        pred = clf.predict(x)
+    print(f"model {args.run_dir}, {len(x)} mnist5k test images; machine {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median of {args.repeat} runs after a "
+          f"warm-up{', channels_last' if args.channels_last else ''}")
+    rows = []
+    try:
+        import foolbox as fb
+    except ImportError:
+        fb = None
+        print("foolbox not installed (pip install -e '.[peers]'): no FGSM/BIM/C&W rows")
+    if fb is not None and "gradient" in args.only:
+        rows += gradient_rows(args, clf, x, pred, fb)
+    if "jsma" in args.only and "jsma" in REGISTRY:
+        try:
+            rows += jsma_rows(args, clf, x, pred)
+        except ImportError:
+            print("adversarial-robustness-toolbox not installed: no JSMA row")
+    if fb is not None and "cw" in args.only:
+        rows += cw_rows(args, clf, x, pred, fb)
+    print()
     for r in rows:
-        if r["impl"] != "rcedetect" and r["attack"] in ours:
-            ratios[f"{r['attack']} vs {r['impl']}"] = r["sec_per_example"] / ours[r["attack"]]["row"]["sec_per_example"]
-    print(f"\nattack speed on {len(x)} mnist5k test images; machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads; C&W: {args.cw_steps} search steps x {args.cw_iterations} "
-          f"iterations; eps={args.eps}")
-    print(f"{'attack':16s}{'impl':11s}{'s/example':>11s}{'mean L2':>9s}{'L2 both':>9s}{'success':>9s}")
-    for r in rows:
-        both = r.get("mean_l2_both")
-        print(f"{r['attack']:16s}{r['impl']:11s}{r['sec_per_example']:11.4g}{r['mean_l2']:9.2f}"
-              f"{(f'{both:9.2f}' if both is not None else ' ' * 9)}{r['success_rate']:9.2f}"
-              + (f"   ratio f2>0 = {r['ratio_f2_positive']:.2f}" if "ratio_f2_positive" in r else "")
-              + (f"   max features changed = {r['max_features_changed']}" if "max_features_changed" in r else ""))
-    print("\nspeed ratios (peer seconds / ours; > 1 = ours faster):")
-    for k, v in ratios.items():
-        print(f"  {k:24s} {v:8.2f}x")
-    out = {"settings": vars(args), "rows": rows, "ratios": ratios, "torch": torch.__version__,
-           "attacks_module": attacks.__name__}
+        print(f"{r['attack']}: ours {r['t_ours'] / len(x) * 1e3:.2f} ms/image, {r['peer']} "
+              f"{r['t_peer'] / len(x) * 1e3:.2f} ms/image")
+        print("  " + ratio_line(f"{r['attack']} ({r['ours']})", r["peer"], r["t_peer"], r["t_ours"], note(r)))
+    out = {"settings": vars(args), "rows": rows, "torch": torch.__version__}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")

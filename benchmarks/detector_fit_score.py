@@ -24,26 +24,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
+from _timing import median_time
 
 from rcedetect import checkpoint, data
 from rcedetect.detectors import Detector, score_features
 from rcedetect.detectors.lid import lid_mle
 from rcedetect.detectors.mahalanobis import squared_distances, tied_gaussian
 from rcedetect.features import extract
-
-
-def median_time(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def lid_reference(acts: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:

@@ -176,3 +176,18 @@ def test_bad_images_raise_input_error():
         FGSM(0.1)(clf, images(2) * 3)
     with pytest.raises(InputError):
         FGSM(0.1)(clf, torch.rand(16))
+
+
+@pytest.mark.parametrize("attack, passes", [(FGSM(0.1), 2), (BIM(0.1, steps=3), 4), (ILCM(0.1, steps=3), 5)])
+def test_forward_passes_per_call(attack, passes):
+    """The clean prediction is read off the first gradient step's forward pass: FGSM costs one forward/backward
+    and one forward for the verdict, as foolbox's; ILCM needs the clean logits first (its target is their argmin)."""
+    clf = grouped_linear()
+    calls = []
+    clf.net.fc.register_forward_hook(lambda *_: calls.append(1))
+    x = images(4)
+    y = clf.predict(x)
+    calls.clear()
+    res = attack(clf, x)
+    assert len(calls) == passes
+    assert torch.equal(res.extra["label"], y)  # the label is still the clean prediction

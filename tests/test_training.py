@@ -99,3 +99,22 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({"train": {}}, ["steps"])
     assert train_config_from_preset("cpu-mnist5k-ce", ["steps=7", "train.seed=3"]).steps == 7
+
+
+def test_fast_paths_train_the_same_network(tmp_path, synthetic):
+    """channels_last changes only the memory order: the weights after a few steps match the plain run to float
+    rounding, and the checkpoint is the usual one. bf16 autocast (amp) follows the same path with a looser
+    match; the saved weights stay float32."""
+    base = {"steps": 6, "eval_every": 6, "checkpoint_every": 6}
+    fit(tiny_train_config("rce", **base), tmp_path / "plain", dataset=synthetic, progress=False)
+    fit(tiny_train_config("rce", channels_last=True, **base), tmp_path / "nhwc", dataset=synthetic, progress=False)
+    fit(tiny_train_config("rce", amp=True, **base), tmp_path / "amp", dataset=synthetic, progress=False)
+    plain, nhwc, amp = _weights(tmp_path / "plain"), _weights(tmp_path / "nhwc"), _weights(tmp_path / "amp")
+    for k in plain:
+        torch.testing.assert_close(nhwc[k], plain[k], rtol=1e-4, atol=1e-5)
+        assert amp[k].dtype == plain[k].dtype
+    moved = [float((amp[k].float() - plain[k].float()).abs().max()) for k in plain if plain[k].is_floating_point()]
+    assert 0 < max(moved) < 0.05  # bf16 rounding: not the float32 run, but close to it
+    assert checkpoint.load(tmp_path / "nhwc").classifier.predict(synthetic.test_images()[:8]).shape == (8,)
+    with pytest.raises(ConfigError, match="true or false"):
+        tiny_train_config("rce", channels_last="yes")

@@ -104,6 +104,18 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: training settings added after the first runs, at their defaults: left out where configs are compared or hashed,
+#: so a run trained before a setting existed still matches (resume, cached stages)
+LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": "",
+                  "channels_last": False, "compile": False}
+
+
+def without_later_defaults(train: dict) -> dict:
+    """``train`` (a :meth:`TrainConfig.to_dict`) without the :data:`LATER_DEFAULTS` settings at their default."""
+    return {k: v for k, v in train.items()
+            if not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (protocol §3). Defaults are the paper's MNIST ResNet-32."""
@@ -124,7 +136,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 500
     checkpoint_every: int = 1000
-    amp: bool = False
+    amp: bool = False  # bf16 autocast of the forward pass (CUDA, and CPUs with bf16 units); the loss in float32
+    channels_last: bool = False  # the network and its inputs in NHWC memory order (faster convolutions)
+    compile: bool = False  # torch.compile the network (compiles on the first steps; needs a C++ compiler on CPU)
     dropout: float = 0.0  # the dropout variant: dropout on z before the final layer (KD+BU, protocol §15); 0 = paper
     device: str = "auto"
     # your own model (arch = "torchvision:NAME" / "timm:NAME"): the final linear layer's module name ("" = found),
@@ -164,6 +178,9 @@ class TrainConfig:
         for name in ("dataset", "data_dir", "data_file", "device"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("augment", "amp", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.pad < 0:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, data, distributed, models
 from .classifier import Classifier
-from .config import TrainConfig
+from .config import TrainConfig, without_later_defaults
 from .device import resolve
 from .errors import CheckpointError, ConfigError, TrainingError
 from .io import write_json
@@ -132,13 +132,15 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     torch.manual_seed(cfg.seed)
     net = models.from_config(cfg, ds)
     classifier = Classifier(net, cfg.objective, input_shape=ds.image_shape).to(device)
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
     groups = parameter_groups(net)
     optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     start, log = 0, []
     if resume:
         ckpt = checkpoint.load(run_dir, device=device, with_optimizer=True)
-        if ckpt.config != cfg.to_dict():
+        if without_later_defaults(ckpt.config) != without_later_defaults(cfg.to_dict()):
             raise CheckpointError(f"{run_dir} was trained with another config; resume with the same preset and --set values")
         net.load_state_dict(ckpt.classifier.net.state_dict())
         _restore_optimizer(optimizer, net, ckpt.optimizer_state)
@@ -152,8 +154,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
     sampler = BatchSampler(len(x_train), cfg.batch_size, cfg.seed)
     model, share = _parallel(net, device, world, sampler.batch_size)
-    use_amp = cfg.amp and device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    if cfg.compile:
+        model = torch.compile(model)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     classifier.train()
 
     def save(step: int, metrics: dict) -> None:
@@ -177,6 +180,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         if cfg.augment:
             xb = data.augment(xb, cfg.pad, torch.Generator().manual_seed(cfg.seed * 7_919 + step))
         xb, yb = xb[share], yb[share]  # this rank's part of the global batch (all of it in one process)
+        if cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast:
             raw = model(xb)
         loss = objective_loss(cfg.objective, raw.float(), yb)

@@ -50,8 +50,10 @@ def l2_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     return (x_adv - x).flatten(1).pow(2).mean(1).sqrt() * 255.0
 
 
-def prepare(classifier, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate the call (eval mode, images, labels) and return detached copies on the classifier's device."""
+def prepare(classifier, x: torch.Tensor, y: torch.Tensor | None, need_label: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate the call (eval mode, images, labels) and return detached copies on the classifier's device; y
+    defaults to the clean prediction (one forward pass), or stays None when ``need_label`` is False."""
     check_model_input(classifier, x)
     if getattr(classifier, "training", False):
         raise InputError(
@@ -61,8 +63,9 @@ def prepare(classifier, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.
     device = classifier.device
     x = x.detach().to(device, torch.float32).clone()
     if y is None:
-        with torch.no_grad():
-            y = classifier.logits(x).argmax(1)
+        if need_label:
+            with torch.no_grad():
+                y = classifier.logits(x).argmax(1)
     else:
         check_labels(y, len(x), classifier.num_classes)
         y = y.to(device)

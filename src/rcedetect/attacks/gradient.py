@@ -43,26 +43,31 @@ def check_label(label: str) -> str:
     return label
 
 
-def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """∇ₓ Σ_n CE(logits(x_n), label_n): summed, so each example's gradient ignores the rest of the batch."""
+def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇ₓ Σ_n CE(logits(x_n), label_n), label): summed, so each example's gradient ignores the rest of the batch.
+    ``label=None`` takes the prediction from the same forward pass (no separate pass for the clean prediction)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(classifier.logits(x), label, reduction="sum")
+        logits = classifier.logits(x)
+        if label is None:
+            label = logits.detach().argmax(1)
+        loss = F.cross_entropy(logits, label, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
-    return grad
+    return grad, label
 
 
-def sign_steps(classifier, x: torch.Tensor, label: torch.Tensor, *, eps: float, alpha: float, steps: int,
-               direction: float) -> torch.Tensor:
-    """``steps`` sign-gradient steps of size ``alpha`` (``direction`` +1 ascends the CE, −1 descends it),
-    each followed by projection onto the L∞ ball of radius ``eps`` around ``x`` and clipping to [0, 1]."""
+def sign_steps(classifier, x: torch.Tensor, label: torch.Tensor | None, *, eps: float, alpha: float, steps: int,
+               direction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x*, label) after ``steps`` sign-gradient steps of size ``alpha`` (``direction`` +1 ascends the CE, −1
+    descends it), each followed by projection onto the L∞ ball of radius ``eps`` around ``x`` and clipping to
+    [0, 1]; ``label=None`` uses the clean prediction, read off the first step's forward pass."""
     x_adv = x
     for _ in range(steps):
-        g = ce_gradient(classifier, x_adv, label)
+        g, label = ce_gradient(classifier, x_adv, label)
         x_adv = x_adv + direction * (alpha * g.sign())
         x_adv = x + torch.clamp(x_adv - x, -eps, eps)
         x_adv = x_adv.clamp(0.0, 1.0)
-    return x_adv.detach()
+    return x_adv.detach(), label
 
 
 @torch.no_grad()
@@ -70,12 +75,16 @@ def predict(classifier, x: torch.Tensor) -> torch.Tensor:
     return classifier.logits(x).argmax(1)
 
 
-def _labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prepared x, the label to move away from)."""
+def _labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: str, lazy: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prepared x, the label to move away from); with ``lazy``, None stands for the clean prediction, for the
+    caller to read off its first forward pass (:func:`sign_steps`)."""
     if label == "true" and y is None:
         raise InputError('label="true" needs the true labels: call attack(classifier, x, y)')
-    x, y_checked = prepare(classifier, x, y)  # y_checked is the clean prediction when y is None
-    return x, (y_checked if label == "true" or y is None else predict(classifier, x))
+    x, y_checked = prepare(classifier, x, y, need_label=label == "true" or not lazy)
+    if label == "true":
+        return x, y_checked
+    return x, None if lazy else (y_checked if y is None else predict(classifier, x))
 
 
 def finish(x_in: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor,
@@ -106,9 +115,9 @@ class BIM:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, label = _labels(classifier, x, y, self.label)
-        x_adv = sign_steps(classifier, x, label, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                           direction=1.0)
+        x, label = _labels(classifier, x, y, self.label, lazy=True)
+        x_adv, label = sign_steps(classifier, x, label, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
+                                  direction=1.0)
         pred_adv = predict(classifier, x_adv)
         its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
         return finish(x_in, x, x_adv, pred_adv != label, its, label=label, pred_adv=pred_adv)
@@ -142,12 +151,12 @@ class ILCM:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
+        x, _ = prepare(classifier, x, y, need_label=False)
         with torch.no_grad():
             logits = classifier.logits(x)
         pred, target = logits.argmax(1), logits.argmin(1)
-        x_adv = sign_steps(classifier, x, target, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                           direction=-1.0)
+        x_adv, _ = sign_steps(classifier, x, target, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
+                              direction=-1.0)
         pred_adv = predict(classifier, x_adv)
         its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
         return finish(x_in, x, x_adv, pred_adv != pred, its, target=target, label=pred, pred_adv=pred_adv,

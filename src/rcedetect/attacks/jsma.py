@@ -136,7 +136,7 @@ class JSMA:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
+        x, _ = prepare(classifier, x, y, need_label=False)
         n = len(x)
         with torch.no_grad():
             logits = classifier.logits(x)

@@ -31,7 +31,7 @@ class Noise:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, _ = prepare(classifier, x, y)
+        x, _ = prepare(classifier, x, y, need_label=False)
         with torch.no_grad():
             pred = predict(classifier, x)
         g = seeded_generator(self.seed)

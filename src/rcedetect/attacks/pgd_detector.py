@@ -122,7 +122,7 @@ def status_of(logits, det, label, x, x_adv, norm: str) -> Status:
 def begin(attack, classifier, x: torch.Tensor, y: torch.Tensor | None):
     """(prepared x, its clean prediction, the detector term on the classifier's device): how every attack on a
     detector starts."""
-    x, _ = prepare(classifier, x, y)
+    x, _ = prepare(classifier, x, y, need_label=False)
     return x, predict(classifier, x), place_term(attack.detector, classifier)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import without_later_defaults
 from ..io import config_hash
 from .config import Plan
 
@@ -30,14 +31,11 @@ SANITY_VERSION = 3
 
 
 #: settings added after the first release, left out of the hash at their default so earlier runs keep their hashes
-LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": ""}
-
-
 def train_dict_for_hash(train: dict) -> dict:
     """The training config without device and data folder (where it runs and reads does not change the result),
-    and without settings added later at their default (:data:`LATER_DEFAULTS`), so earlier runs keep their hashes."""
-    return {k: v for k, v in train.items() if k not in ("device", "data_dir")
-            and not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))}
+    and without settings added later at their default (:data:`~rcedetect.config.LATER_DEFAULTS`), so earlier
+    runs keep their hashes."""
+    return {k: v for k, v in without_later_defaults(train).items() if k not in ("device", "data_dir")}
 
 
 def attack_key(model_hash: str, name: str, settings: dict, eps: float | None, n: int, batch: int, seed: int,
