@@ -118,3 +118,13 @@ def test_fast_paths_train_the_same_network(tmp_path, synthetic):
     assert checkpoint.load(tmp_path / "nhwc").classifier.predict(synthetic.test_images()[:8]).shape == (8,)
     with pytest.raises(ConfigError, match="true or false"):
         tiny_train_config("rce", channels_last="yes")
+
+
+def test_overrides_may_add_attack_settings_but_nothing_else():
+    preset = {"attacks": {"cw": {"images": 4, "settings": {"max_iterations": 10}}}, "train": {"steps": 1}}
+    out = apply_overrides(preset, ["attacks.cw.settings.restart=continue", "attacks.cw.settings.max_iterations=5"])
+    assert out["attacks"]["cw"]["settings"] == {"max_iterations": 5, "restart": "continue"}
+    assert preset["attacks"]["cw"]["settings"] == {"max_iterations": 10}  # the input is not changed
+    for bad in ("attacks.cw.imagez=3", "train.stepz=2", "attacks.jsma.settings.x=1"):
+        with pytest.raises(ConfigError, match="unknown setting"):
+            apply_overrides(preset, [bad])

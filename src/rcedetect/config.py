@@ -59,9 +59,10 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"unknown setting {key!r}: no section {p!r}; known: {', '.join(sorted(node))}")
             node = node[p]
-        if parts[-1] not in node:
+        # an attack's `settings` table is open (the attack itself refuses unknown names when it is built)
+        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] == "settings"):
             raise ConfigError(f"unknown setting {key!r}; known keys here: {', '.join(sorted(node))}")
-        value, old = parse_value(text.strip()), node[parts[-1]]
+        value, old = parse_value(text.strip()), node.get(parts[-1])
         if isinstance(old, dict) and old and not (isinstance(value, dict) and set(old) <= set(value)):
             raise ConfigError(f"{key} is a table of settings ({', '.join(sorted(old))}); set them one at a time, "
                               f"e.g. --set {key}.{min(old)}=...")
