@@ -234,7 +234,9 @@ class KernelDensity:
         shift = torch.maximum(probe, upper - _MAX_EXPONENT)
         za[:, -1] -= shift
         k = aug.shape[1]
-        rows = max(1, min(self.chunk_elements, max(_BLOCK_ELEMENTS, 64 * k)) // k)
+        # a CPU block stays in the cores' caches (one share per torch thread); a GPU wants large blocks
+        block = self.chunk_elements if zc.is_cuda else _BLOCK_ELEMENTS * torch.get_num_threads()
+        rows = max(1, min(self.chunk_elements, max(block, 64 * k)) // k)
         buf = zc.new_empty(min(rows, len(zc)), k)
         total = zc.new_empty(len(zc))
         for i in range(0, len(zc), rows):
@@ -343,8 +345,8 @@ def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
     warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)
 
 
-#: :meth:`KernelDensity._bounded_lse` works on blocks of about this many elements (1 MiB of float32: the
-#: matrix product writes a block and exp and sum read it while it is still in the core's cache).
+#: :meth:`KernelDensity._bounded_lse` works on CPU blocks of about this many elements per torch thread (512 KiB of
+#: float32: the matrix product writes a block and exp and sum read it while it is still in the core's cache).
 _BLOCK_ELEMENTS = 1 << 17
 #: kernel points whose largest exponent gives :meth:`KernelDensity._bounded_lse` a lower bound on the maximum
 _PROBE_POINTS = 32
