@@ -227,7 +227,7 @@ def test_save_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize("sigma2", [1 / 0.26, 0.1 / 0.26])
 def test_batched_scoring_equals_direct_log_sum_exp(sigma2):
-    """The no-gradient path for large batches (shifted exponents in one product per block, no row maximum, rows
+    """logsumexp.bounded_lse, the no-gradient path for large batches (shifted exponents in one product per block, no row maximum, rows
     recomputed where the shift was too loose) against logsumexp over cdist, in float64 and float32."""
     f, y = clustered(1203, 16, 3)
     counts = torch.tensor([400, 1, 401])  # a class of one point: its norm range is a single value

@@ -21,6 +21,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import load_tensors, read_metadata, save_tensors
 from ..validation import all_finite, check_features, check_labels
+from .logsumexp import bounded_lse, exact_lse, gathered_lse
 
 FORMAT = "rcedetect-kd"
 FORMAT_VERSION = 1
@@ -193,62 +194,6 @@ class KernelDensity:
             self._prepared[key] = _Prepared(kc, ksq, centers, counts, count_t, count_t.to(dtype).log(), aug, norms)
         return self._prepared[key]
 
-    def _class_lse(self, zc: torch.Tensor, kc: torch.Tensor, ksq: torch.Tensor) -> torch.Tensor:
-        """logsumexp_i(−‖zc − kc_i‖²/σ²) for each row of zc, in blocks of at most ``chunk_elements``.
-
-        −‖z − k‖²/σ² = (2 z·k − ‖k‖²)/σ² − ‖z‖²/σ²: one fused matrix product per block (addmm) gives the first
-        part and the row constant is added after the log-sum-exp. Differentiable; the exact reference for
-        :meth:`_bounded_lse`.
-        """
-        k_step = max(1, min(len(kc), self.chunk_elements))
-        q_step = max(1, self.chunk_elements // k_step)
-        out = []
-        for q in range(0, len(zc), q_step):
-            zq = zc[q : q + q_step]
-            parts = [_lse_rows(torch.addmm(ksq[j : j + k_step], zq, kc[j : j + k_step].T,
-                                           beta=-1.0 / self.sigma2, alpha=2.0 / self.sigma2))
-                     for j in range(0, len(kc), k_step)]
-            lse = parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts), dim=0)
-            out.append(lse - zq.pow(2).sum(1) / self.sigma2)
-        return torch.cat(out)
-
-    def _bounded_lse(self, zc: torch.Tensor, aug: torch.Tensor, norms: torch.Tensor, kc: torch.Tensor,
-                     ksq: torch.Tensor) -> torch.Tensor:
-        """:meth:`_class_lse` without gradients, in two passes over each block instead of six.
-
-        log Σ_i exp(t_i) = s + log Σ_i exp(t_i − s) holds for any shift s; it only has to keep exp(t_i − s)
-        from overflowing and the largest term from underflowing, so no exact row maximum is needed. Two cheap
-        bounds give one: u = −dist(‖zc‖, [min ‖kc_i‖, max ‖kc_i‖])²/σ² ≥ max t (‖zc − kc_i‖ ≥ |‖zc‖ − ‖kc_i‖|), m = the
-        maximum over the first :data:`_PROBE_POINTS` kernel points ≤ max t; s = max(m, u − 75) puts every
-        exp(t_i − s) ≤ e^75 and the largest ≥ 1 unless u is more than 135 above the true maximum. One matrix
-        product per cache-sized block gives t − s directly (the row terms −‖zc‖²/σ² − s ride in an extra
-        column), then exp and sum. A row whose sum is below e^-60 or not finite is recomputed by
-        :meth:`_class_lse`.
-        """
-        zsq = zc.pow(2).sum(1)
-        r = zsq.sqrt()
-        gap = torch.maximum(r - norms[1], norms[0] - r).clamp_min_(0.0)
-        upper = gap.pow(2) / -self.sigma2
-        za = torch.cat([zc, zc.new_ones(len(zc), 1), (zsq / -self.sigma2)[:, None]], 1)
-        probe = (za @ aug[:, :_PROBE_POINTS]).amax(1)
-        shift = torch.maximum(probe, upper - _MAX_EXPONENT)
-        za[:, -1] -= shift
-        k = aug.shape[1]
-        # a CPU block stays in the cores' caches (one share per torch thread); a GPU wants large blocks
-        block = self.chunk_elements if zc.is_cuda else _BLOCK_ELEMENTS * torch.get_num_threads()
-        rows = max(1, min(self.chunk_elements, max(block, 64 * k)) // k)
-        buf = zc.new_empty(min(rows, len(zc)), k)
-        total = zc.new_empty(len(zc))
-        for i in range(0, len(zc), rows):
-            block = buf[: min(rows, len(zc) - i)]
-            torch.mm(za[i : i + rows], aug, out=block)
-            torch.sum(block.exp_(), 1, out=total[i : i + rows])
-        redo = (total < _LOW_SUM) | ~torch.isfinite(total)
-        lse = total.log_().add_(shift)
-        if bool(redo.any()):
-            lse[redo] = self._class_lse(zc[redo], kc, ksq)
-        return lse
-
     def log_kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """log KD of each feature vector z[n] against the kernel points of class ``classes[n]`` (protocol §4.3).
 
@@ -263,7 +208,7 @@ class KernelDensity:
         kc, ksq, centers, counts = p.kc, p.ksq, p.centers, p.counts
         log_counts = p.log_counts[classes]
         if len(z) * kc.shape[0] * kc.shape[1] <= self.chunk_elements // 16:
-            return self._gathered_lse(z, classes, kc, ksq, centers, p.count_t) - log_counts
+            return gathered_lse(z, classes, kc, ksq, centers, p.count_t, self.sigma2) - log_counts
         fast = not (torch.is_grad_enabled() and z.requires_grad)
         order = torch.argsort(classes, stable=True)
         present, sizes = torch.unique_consecutive(classes[order], return_counts=True)
@@ -271,25 +216,11 @@ class KernelDensity:
         for c, n in zip(present.tolist(), sizes.tolist()):
             zc = z[order[start : start + n]] - centers[c]
             kcc, ksqc = kc[c, : counts[c]], ksq[c, : counts[c]]
-            parts.append(self._bounded_lse(zc, p.aug[c], p.norms[c], kcc, ksqc) if fast
-                         else self._class_lse(zc, kcc, ksqc))
+            parts.append(bounded_lse(zc, p.aug[c], p.norms[c], kcc, ksqc, self.sigma2, self.chunk_elements) if fast
+                         else exact_lse(zc, kcc, ksqc, self.sigma2, self.chunk_elements))
             start += n
         out = torch.cat(parts)
         return out.new_empty(len(out)).index_copy_(0, order, out) - log_counts
-
-    def _gathered_lse(self, z, classes, kc, ksq, centers, count_t) -> torch.Tensor:
-        """logsumexp over each query's own class kernel, all queries at once (padding masked out).
-
-        One product of z with every kernel point, then each query's class block is picked: cheaper for a small
-        batch than a loop over classes. With centred points kc = k − μ_c, (z − μ_c)·kc = z·kc − μ_c·kc.
-        """
-        n, (c, k, d) = len(z), kc.shape
-        dots = (z @ kc.reshape(c * k, d).T).reshape(n, c, k)[torch.arange(n, device=z.device), classes]
-        mu_dot = (centers[:, None, :] * kc).sum(-1)[classes]
-        zsq = (z - centers[classes]).pow(2).sum(1, keepdim=True)
-        d2 = (zsq + ksq[classes] - 2.0 * (dots - mu_dot)).clamp_min(0.0)
-        valid = torch.arange(k, device=z.device)[None, :] < count_t[classes][:, None]
-        return torch.logsumexp((d2 / -self.sigma2).masked_fill(~valid, float("-inf")), dim=1)
 
     def kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """KD itself, exp(log KD) (may underflow to 0; prefer :meth:`log_kd`)."""
@@ -343,30 +274,3 @@ class KernelDensity:
 def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
     detail = ", ".join(f"class {c}: {n}" for c, n in short.items())
     warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)
-
-
-#: :meth:`KernelDensity._bounded_lse` works on CPU blocks of about this many elements per torch thread (512 KiB of
-#: float32: the matrix product writes a block and exp and sum read it while it is still in the core's cache).
-_BLOCK_ELEMENTS = 1 << 17
-#: kernel points whose largest exponent gives :meth:`KernelDensity._bounded_lse` a lower bound on the maximum
-_PROBE_POINTS = 32
-#: the shift of :meth:`KernelDensity._bounded_lse` is at least the upper bound minus this: every term is at
-#: most e^75, so a sum of up to ~900,000 of them stays below float32's largest value (e^88.7)
-_MAX_EXPONENT = 75.0
-#: a row of :meth:`KernelDensity._bounded_lse` whose shifted sum is below e^-60 is recomputed exactly: above it,
-#: the largest term is ≥ e^-60/K, a normal float32 for any K ≤ e^27, and the terms that exp flushes below
-#: e^-87 (float32's smallest normal) add at most K·e^-27 relative.
-_LOW_SUM = math.exp(-60.0)
-
-#: Terms more than this far below a row's largest exponent are clamped to it before exp: each then adds at most
-#: e^-80 ≈ 1.8e-35 of the largest term (invisible in float32 and float64 sums of any realistic size), and exp
-#: never produces subnormal numbers, which are ~10x slower on x86 CPUs.
-_EXP_FLOOR = -80.0
-
-
-def _lse_rows(m: torch.Tensor) -> torch.Tensor:
-    """Row-wise log-sum-exp; in place (no extra N×K buffers) when no gradient is needed."""
-    if m.requires_grad:
-        return torch.logsumexp(m, dim=1)
-    top = m.amax(dim=1, keepdim=True)
-    return m.sub_(top).clamp_min_(_EXP_FLOOR).exp_().sum(dim=1).log_() + top.squeeze(1)
