@@ -191,3 +191,22 @@ def test_forward_passes_per_call(attack, passes):
     res = attack(clf, x)
     assert len(calls) == passes
     assert torch.equal(res.extra["label"], y)  # the label is still the clean prediction
+
+
+@pytest.mark.parametrize("cls", [FGSM, BIM, ILCM])
+def test_bf16_gradients_steer_and_float32_decides(cls, ce_classifier, test_batch):
+    """precision="bf16": the gradient passes run in bfloat16 (so the images differ a little from float32's: a sign
+    flips where the gradient is near zero, and over 10 steps the paths drift), but the attack is as strong, and the
+    label and every verdict are float32 ones."""
+    x = test_batch[0][:32]
+    exact = cls(0.1)(ce_classifier, x)
+    fast = cls(0.1, precision="bf16")(ce_classifier, x)
+    assert float((fast.x_adv == exact.x_adv).float().mean()) > (0.9 if cls is FGSM else 0.7)
+    assert abs(int(fast.success.sum()) - int(exact.success.sum())) <= 4
+    assert float((fast.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    with torch.no_grad():
+        pred_adv = ce_classifier.logits(fast.x_adv).argmax(1)
+    assert torch.equal(fast.extra["label"], exact.extra["label"])  # the clean prediction, in float32
+    assert torch.equal(fast.success, pred_adv != fast.extra["label"])
+    with pytest.raises(ConfigError, match="precision"):
+        cls(0.1, precision="fp8")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
 from .base import AttackResult, check_common, prepare, register
+from .precision import autocast, check_precision
 
 LABELS = ("pred", "true")
 
@@ -43,12 +44,16 @@ def check_label(label: str) -> str:
     return label
 
 
-def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None, precision: str = "fp32"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∇ₓ Σ_n CE(logits(x_n), label_n), label): summed, so each example's gradient ignores the rest of the batch.
-    ``label=None`` takes the prediction from the same forward pass (no separate pass for the clean prediction)."""
+    ``label=None`` takes the prediction from the same forward pass (no separate pass for the clean prediction);
+    ``precision="bf16"`` runs the pass under bf16 autocast (:mod:`.precision`) and then needs a given label."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = classifier.logits(x)
+        with autocast(x.device, precision):
+            logits = classifier.logits(x)
+        logits = logits.float()
         if label is None:
             label = logits.detach().argmax(1)
         loss = F.cross_entropy(logits, label, reduction="sum")
@@ -57,13 +62,13 @@ def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None) -> tupl
 
 
 def sign_steps(classifier, x: torch.Tensor, label: torch.Tensor | None, *, eps: float, alpha: float, steps: int,
-               direction: float) -> tuple[torch.Tensor, torch.Tensor]:
+               direction: float, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """(x*, label) after ``steps`` sign-gradient steps of size ``alpha`` (``direction`` +1 ascends the CE, −1
     descends it), each followed by projection onto the L∞ ball of radius ``eps`` around ``x`` and clipping to
     [0, 1]; ``label=None`` uses the clean prediction, read off the first step's forward pass."""
     x_adv = x
     for _ in range(steps):
-        g, label = ce_gradient(classifier, x_adv, label)
+        g, label = ce_gradient(classifier, x_adv, label, precision)
         x_adv = x_adv + direction * (alpha * g.sign())
         x_adv = x + torch.clamp(x_adv - x, -eps, eps)
         x_adv = x_adv.clamp(0.0, 1.0)
@@ -104,20 +109,23 @@ class BIM:
     eps: float
     steps: int = 10
     label: str = "pred"
+    #: "bf16": gradient passes in bfloat16 (:mod:`.precision`); the clean label and the verdict in float32
+    precision: str = "fp32"
 
     def __post_init__(self):
         check_common(self)
         check_steps(self.steps)
         check_label(self.label)
+        check_precision(self.precision)
 
     def passes_per_image(self) -> float:
         return 3.0 * self.steps
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, label = _labels(classifier, x, y, self.label, lazy=True)
+        x, label = _labels(classifier, x, y, self.label, lazy=self.precision == "fp32")
         x_adv, label = sign_steps(classifier, x, label, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                                  direction=1.0)
+                                  direction=1.0, precision=self.precision)
         pred_adv = predict(classifier, x_adv)
         its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
         return finish(x_in, x, x_adv, pred_adv != label, its, label=label, pred_adv=pred_adv)
@@ -141,10 +149,12 @@ class ILCM:
 
     eps: float
     steps: int = 10
+    precision: str = "fp32"  # as BIM's: bf16 steers, float32 decides the target and the verdict
 
     def __post_init__(self):
         check_common(self)
         check_steps(self.steps)
+        check_precision(self.precision)
 
     def passes_per_image(self) -> float:
         return 3.0 * self.steps
@@ -156,7 +166,7 @@ class ILCM:
             logits = classifier.logits(x)
         pred, target = logits.argmax(1), logits.argmin(1)
         x_adv, _ = sign_steps(classifier, x, target, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                              direction=-1.0)
+                              direction=-1.0, precision=self.precision)
         pred_adv = predict(classifier, x_adv)
         its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
         return finish(x_in, x, x_adv, pred_adv != pred, its, target=target, label=pred, pred_adv=pred_adv,
