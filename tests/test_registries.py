@@ -41,7 +41,7 @@ def test_attack_traits_come_from_the_dataclass_fields():
     assert attacks.create("cw_hc").kappa == 10.0 and attacks.create("cw_hc", kappa=3.0).kappa == 3.0
     with pytest.raises(ConfigError, match="needs eps"):
         attacks.create("bim")
-    with pytest.raises(ConfigError, match="known: eps, label, steps"):
+    with pytest.raises(ConfigError, match="known: eps, label, precision, steps"):
         attacks.create("bim", eps=0.1, stepz=3)
     # the cost estimate is the attack's own method
     assert attacks.create("bim", eps=0.1, steps=7).passes_per_image() == 21.0
