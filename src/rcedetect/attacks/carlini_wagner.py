@@ -21,21 +21,17 @@ with no success yet (``upper ≥ 1e9``) where ``c ×= 10`` (protocol §6.1). The
 smallest-L2 success over every iteration of every round; an example never successful gets its clean
 input back with ``success = False``.
 
-``restart="continue"`` (option; the default ``"start"`` is the original) begins each round after the first from
-the example's best success so far, or, where it has none, from where its previous round ended, instead of from
-w₀ (Adam's state is fresh either way). The rounds then refine one another instead of repeating the same climb:
-at the same budget the distortion is lower and more examples succeed, and the same distortion and success
-take far fewer iterations (``benchmarks/attack_speed.py``).
+``restart="continue"`` (option; ``"start"``, the original, is the default) begins each later round from the best
+success so far, else from where the previous round ended, not from w₀ (Adam restarts either way): rounds refine
+one another, so the same distortion and success take far fewer iterations (``benchmarks/attack_speed.py``).
 
 Success (protocol §6.1 ``compare``): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
 ``argmax(Z + κ·onehot(y)) != y`` (untargeted). For C&W-wb additionally f2 = −log KD_t(x*) − η_t ≤ 0; the
 binary search uses the same criterion.
 
-Abort-early is per example: every ``max_iterations // 10`` iterations an example whose loss did not fall
-below 0.9999 × its loss at the previous check stops (it is masked out and no longer computed) until the next
-round. The original checks the *sum* over its batch of 10, so one slow example kept the others going; the
-first check compares against +inf, not the original's 1e6 (which stopped any example whose first loss was
-above 1e6, e.g. after the ×10 search had pushed c to 1e6).
+Abort-early is per example (protocol §6.1): every ``max_iterations // 10`` iterations an example whose loss did
+not fall below 0.9999 × its loss at the previous check is masked out until the next round; the first check
+compares against +inf (the original: the sum over its batch, against 1e6).
 
 Decisions for C&W-wb (protocol "Decisions", §6.3): one optimisation, not the original's two stages; the L2 term
 is anchored at the *clean* x (the original anchors at its stage-1 image, a bug); κ is compared on logits
@@ -99,8 +95,7 @@ class CarliniWagnerL2:
     term: ``margin(view, classes)`` differentiable in the view, ≤ 0 where the detector accepts the input, e.g.
     ``Detector(classifier, "kd").fit(...).attack_term()`` = −log KD_t(z) − η_t), ``warm_start`` and
     ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector);
-    ``restart`` ("start": every round from the start image, as the original; "continue": from the best success
-    or the previous round's end, module docstring).
+    ``restart`` ("start" as the original, or "continue", module docstring).
     """
 
     kappa: float = 0.0
