@@ -25,9 +25,8 @@ input back with ``success = False``.
 success so far, else from where the previous round ended, not from w₀ (Adam restarts either way): rounds refine
 one another, so the same distortion and success take far fewer iterations (``benchmarks/attack_speed.py``).
 
-Success (protocol §6.1 ``compare``): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
-``argmax(Z + κ·onehot(y)) != y`` (untargeted). For C&W-wb additionally f2 = −log KD_t(x*) − η_t ≤ 0; the
-binary search uses the same criterion.
+Success (protocol §6.1 ``compare``, also the binary search's): ``argmax(Z − κ·onehot(t)) == t`` (targeted) or
+``argmax(Z + κ·onehot(y)) != y`` (untargeted), and for C&W-wb also f2 = −log KD_t(x*) − η_t ≤ 0.
 
 Abort-early is per example (protocol §6.1): every ``max_iterations // 10`` iterations an example whose loss did
 not fall below 0.9999 × its loss at the previous check is masked out until the next round; the first check
@@ -36,11 +35,10 @@ compares against +inf (the original: the sum over its batch, against 1e6).
 Decisions for C&W-wb (protocol "Decisions", §6.3): one optimisation, not the original's two stages; the L2 term
 is anchored at the *clean* x (the original anchors at its stage-1 image, a bug); κ is compared on logits
 (the original compares it with softmax probabilities, which breaks κ > 0). ``warm_start=True`` starts every
-round from a plain C&W result (3 rounds, max_iterations // 2 iterations, as the original's stage 1) instead
-of from x; ``__call__(..., init=x0)`` starts from any given image. When no round succeeds, the returned image
-is — as in the original's ``o_bestextraattack`` — the target-reaching x* with the smallest f2
-(``success = False``), or the clean x if the target was never reached (the original returns a zero image).
-That keeps Table 3's "ratio of f2 > 0" computable: see :func:`rcedetect.scoring.table3_stats`.
+round from a plain C&W result (3 rounds, max_iterations // 2 iterations, as the original's stage 1);
+``__call__(..., init=x0)`` starts from any given image. When no round succeeds, the result is (as the original's
+``o_bestextraattack``) the target-reaching x* with the smallest f2 (``success = False``), or the clean x if the
+target was never reached, so Table 3's "ratio of f2 > 0" stays computable (:func:`rcedetect.scoring.table3_stats`).
 """
 
 from __future__ import annotations
