@@ -92,8 +92,7 @@ class CarliniWagnerL2:
     ("targeted" at a seeded random wrong label, or "untargeted"), ``seed``; for C&W-wb ``detector`` (a detector
     term: ``margin(view, classes)`` differentiable in the view, ≤ 0 where the detector accepts the input, e.g.
     ``Detector(classifier, "kd").fit(...).attack_term()`` = −log KD_t(z) − η_t), ``warm_start`` and
-    ``fallback`` (return the target-reaching x* with the smallest f2 when no round fools the detector);
-    ``restart`` ("start" as the original, or "continue", module docstring).
+    ``fallback`` (the target-reaching x* of smallest f2 if no round fools the detector); ``restart`` ("start", "continue").
     """
 
     kappa: float = 0.0
