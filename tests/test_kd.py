@@ -245,8 +245,13 @@ def test_batched_scoring_equals_direct_log_sum_exp(sigma2):
     with torch.no_grad():
         got = kd.log_kd(z, c)
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-9)
-    graded = kd.log_kd(z.clone().requires_grad_(True), c).detach()  # the differentiable path
-    assert torch.allclose(graded, want, rtol=1e-10, atol=1e-9)
+    zg = z.clone().requires_grad_(True)
+    graded = kd.log_kd(zg, c)  # the differentiable path
+    assert torch.allclose(graded.detach(), want, rtol=1e-10, atol=1e-9)
+    graded.sum().backward()
+    few = z[1:6].clone().requires_grad_(True)  # a small batch: the gathered path, each row on its own
+    kd.log_kd(few, c[1:6]).sum().backward()
+    assert torch.allclose(zg.grad[1:6], few.grad, rtol=1e-8, atol=1e-10)
     with torch.no_grad():
         got32 = kd.to(dtype=torch.float32).log_kd(z.float(), c).double()
     assert torch.allclose(got32, want, rtol=1e-5, atol=1e-3)
