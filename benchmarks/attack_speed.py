@@ -130,11 +130,13 @@ def cw_rows(args, clf, x, pred, fb) -> list[dict]:
     peer_l2 = l2_distortion(x, raw).cpu()
     half = max(1, args.cw_iterations // 2)
     rows = []
-    for label, restart, iterations in (("faithful restarts, same budget", "start", args.cw_iterations),
-                                       ("restart=continue, same budget", "continue", args.cw_iterations),
-                                       (f"restart=continue, {half} iterations", "continue", half)):
+    for label, restart, iterations, precision in (
+            ("faithful restarts, same budget", "start", args.cw_iterations, "fp32"),
+            ("restart=continue, same budget", "continue", args.cw_iterations, "fp32"),
+            (f"restart=continue, {half} iterations", "continue", half, "fp32"),
+            (f"restart=continue, {half} iterations, bf16 rounds", "continue", half, "bf16")):
         attack = create("cw", mode="untargeted", binary_search_steps=args.cw_steps, max_iterations=iterations,
-                        learning_rate=0.01, restart=restart)
+                        learning_rate=0.01, restart=restart, precision=precision)
         t_ours, res = timed(lambda xx, a=attack: a(clf, xx, pred[: len(xx)]), x, args.repeat)
         both = res.success.cpu() & peer_ok
         rows.append({"attack": "cw", "ours": label, "peer": "foolbox L2CarliniWagnerAttack", "t_ours": t_ours,

@@ -345,3 +345,23 @@ def test_continue_rounds_refine_instead_of_repeating(ce_classifier, test_batch):
                        create("cw", **one)(ce_classifier, x).x_adv)
     with pytest.raises(ConfigError):
         create("cw", restart="resume")
+
+
+def test_bf16_rounds_then_a_float32_round(ce_classifier, test_batch):
+    """precision="bf16": the rounds before the last run in bfloat16, the last in float32, and every reported
+    success is one in float32 (checked here with an independent float32 pass); the result is as good."""
+    x = test_batch[0][:16]
+    settings = {"mode": "untargeted", "binary_search_steps": 4, "max_iterations": 40, "learning_rate": 0.05,
+                "restart": "continue"}
+    exact = create("cw", **settings)(ce_classifier, x)
+    fast = create("cw", precision="bf16", **settings)(ce_classifier, x)
+    y = ce_classifier.predict(x)
+    assert torch.equal(fast.success, ce_classifier.predict(fast.x_adv) != y)
+    assert abs(int(fast.success.sum()) - int(exact.success.sum())) <= 2
+    both = fast.success & exact.success
+    assert float(fast.l2[both].mean()) <= 1.1 * float(exact.l2[both].mean())
+    one = {**settings, "binary_search_steps": 1}  # a single round is the float32 round
+    assert torch.equal(create("cw", precision="bf16", **one)(ce_classifier, x).x_adv,
+                       create("cw", **one)(ce_classifier, x).x_adv)
+    with pytest.raises(ConfigError, match="float32"):
+        create("cw_wb", detector=ScoreTerm(create_metric("confidence"), threshold=0.0), precision="bf16")

@@ -52,7 +52,9 @@ import torch
 from ..detectors.base import observe
 from ..errors import ConfigError, InputError
 from ..validation import check_images, check_labels
-from .base import AttackResult, check_common, prepare, register, seeded_generator
+from .base import AttackResult, check_common, prepare, register
+from .cw_margins import margin_reached, random_targets, unconfirmed
+from .precision import autocast, check_precision
 
 MODES = ("targeted", "untargeted")
 RESTARTS = ("start", "continue")
@@ -60,27 +62,6 @@ RESTARTS = ("start", "continue")
 UPPER_START = 1e10
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-
-
-def random_targets(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """A seeded target per example, uniform over the ``num_classes − 1`` labels ≠ y (protocol §6.1)."""
-    g = seeded_generator(seed)
-    offset = torch.randint(1, num_classes, (len(y),), generator=g)
-    return ((y.cpu() + offset) % num_classes).to(y.device)
-
-
-def _margin_reached(logits: torch.Tensor, label: torch.Tensor, kappa: float, targeted: bool):
-    """(hinge f1 ≥ 0, success of the logit criterion) for each example (protocol §6.1)."""
-    onehot = torch.nn.functional.one_hot(label, logits.shape[1]).bool()
-    own = logits.gather(1, label[:, None]).squeeze(1)
-    best_other = logits.masked_fill(onehot, -math.inf).amax(1)
-    if targeted:
-        f1 = (best_other - own + kappa).clamp_min(0)
-        reached = (logits - kappa * onehot).argmax(1) == label
-    else:
-        f1 = (own - best_other + kappa).clamp_min(0)
-        reached = (logits + kappa * onehot).argmax(1) != label
-    return f1, reached
 
 
 @dataclass(frozen=True)
@@ -107,6 +88,9 @@ class CarliniWagnerL2:
     warm_start: bool = False
     fallback: bool = True
     restart: str = "start"
+    #: "bf16": every round but the last runs its passes in bfloat16; before the last (float32) round, successes
+    #: a float32 pass does not confirm are dropped (:mod:`.precision`)
+    precision: str = "fp32"
 
     def __post_init__(self):
         check_common(self)
@@ -125,6 +109,9 @@ class CarliniWagnerL2:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_precision(self.precision)
+        if self.precision != "fp32" and self.detector is not None:
+            raise ConfigError("C&W-wb computes its detector term in float32: precision='bf16' is for C&W and C&W-hc")
         if self.restart not in RESTARTS:
             raise ConfigError(f"restart must be one of {', '.join(RESTARTS)}, got {self.restart!r}")
         if self.detector is not None:
@@ -189,7 +176,8 @@ class CarliniWagnerL2:
         return self._run(classifier, x, label, start, term, targeted, spent)
 
     # ------------------------------------------------------------------------------------------------------
-    def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, term, targeted: bool):
+    def _terms(self, classifier, xa: torch.Tensor, label: torch.Tensor, term, targeted: bool,
+               precision: str = "fp32"):
         """(f1, f2 value before the hinge or None, logit-criterion success) at images ``xa``.
 
         f2 is the detector term's margin at the target class (paper §4.4: −log KD_t(z) − η_t for K-density);
@@ -200,8 +188,9 @@ class CarliniWagnerL2:
             logits = view.logits
             f2 = term.margin(view, label)
         else:
-            logits, f2 = classifier.logits(xa), None
-        f1, reached = _margin_reached(logits, label, self.kappa, targeted)
+            with autocast(xa.device, precision):
+                logits, f2 = classifier.logits(xa).float(), None
+        f1, reached = margin_reached(logits, label, self.kappa, targeted)
         return f1, f2, reached
 
     def _run(self, classifier, x, label, start, term, targeted, spent) -> AttackResult:
@@ -222,7 +211,14 @@ class CarliniWagnerL2:
         check_every = max(1, self.max_iterations // 10)
         b1, b2 = ADAM_BETAS
 
+        last, w = self.binary_search_steps - 1, w0.clone()
         for step in range(self.binary_search_steps):
+            precision = self.precision if step < last else "fp32"
+            if step == last and self.precision != "fp32" and last > 0:
+                # only float32-confirmed successes survive; a dropped one is where "continue" resumes from
+                bad = unconfirmed(classifier, best_x, label, self.kappa, targeted, found)
+                w[bad] = torch.atanh((2 * best_x[bad] - 1) * 0.999999)
+                found[bad], best_l2sq[bad], best_x[bad], best_const[bad] = False, math.inf, x[bad], math.nan
             if self.restart == "start" or step == 0:
                 w = w0.clone()
             else:  # "continue": from the best success so far, else from where the last round ended
@@ -238,7 +234,7 @@ class CarliniWagnerL2:
                 with torch.enable_grad():
                     xa = (torch.tanh(wi) + 1) / 2
                     l2sq = (xa - x[idx]).flatten(1).pow(2).sum(1)
-                    f1, f2, reached = self._terms(classifier, xa, label[idx], term, targeted)
+                    f1, f2, reached = self._terms(classifier, xa, label[idx], term, targeted, precision)
                     hinge = f1 if f2 is None else f1 + f2.clamp_min(0)
                     loss = l2sq + c[idx] * hinge
                     (grad,) = torch.autograd.grad(loss.sum(), wi)
