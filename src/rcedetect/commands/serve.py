@@ -2,47 +2,66 @@
 
 Loads the run's classifier and its calibrated detectors once (fitted and cached as ``rce detect`` does, in
 ``RUN_DIR/detector-<metric>/``), then serves ``POST /v1/predict`` (label or NOT SURE per image, with the K-density,
-non-ME and confidence scores and the served metric's threshold), ``GET /v1/info``, ``GET /healthz``,
+non-ME and confidence scores, the served metric's score and its threshold), ``GET /v1/info``, ``GET /healthz``,
 ``GET /metrics`` (Prometheus), the OpenAPI docs at ``/docs`` and a page at ``/`` to draw, upload or pick an image.
 
 ``RUN_DIR`` is a run folder (``checkpoint.json``) or a ``rce reproduce`` output folder, where ``--model NAME``
-picks the model (default: the main RCE model). Binds to 127.0.0.1 unless ``--host`` says otherwise. Limits:
-``--max-body-mb``, ``--max-batch`` (images per request and per model pass), ``--timeout-s`` per request,
-``--max-queue`` images waiting and ``--max-inflight`` requests; requests within ``--batch-window-ms`` share a
-model pass. See :mod:`rcedetect.serve.limits` for the status of each refusal.
+picks the model (default: the main RCE model). ``--metric`` is any registered detector: the paper's three or a
+baseline (``lid``, ``mahalanobis``, ``kd_bu``: their regression fitted on ``--fit-on`` at ``--fit-eps``, as
+``rce detect`` fits it). Binds to 127.0.0.1 unless ``--host`` says otherwise; ``--token-file`` requires a bearer
+token on every route but ``/healthz`` and the page's files. ``--examples`` adds exported adversarial examples
+(``.npz``) or ``rce attack`` folders to the page's picker. Limits: ``--max-body-mb``, ``--max-batch`` (images per
+request and per model pass), ``--timeout-s`` per request, ``--max-queue`` images waiting and ``--max-inflight``
+requests; requests within ``--batch-window-ms`` share a model pass. See :mod:`rcedetect.serve.limits` for the
+status of each refusal.
 """
 
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..serve.runs import PAPER_METRICS
+    from ..detectors import names
 
     p = sub.add_parser("serve", help="serve the detector over HTTP: label or NOT SURE, with a page to try it")
     p.add_argument("run_dir", help="a run folder (checkpoint.json) or a rce reproduce output folder")
     p.add_argument("--model", help="the model of a rce reproduce output (default: its main RCE model)")
-    p.add_argument("--metric", default="kd", choices=PAPER_METRICS, help="the detector that decides (default kd)")
+    p.add_argument("--metric", default="kd", choices=names(),
+                   help="the detector that decides: kd (default), non_me, confidence, or a baseline (lid, "
+                        "mahalanobis, kd_bu: fitted on --fit-on)")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; another warns without a token)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="require 'Authorization: Bearer TOKEN' on every route but /healthz and the page's files; "
+                        "TOKEN is the file's content, stripped (the page reads it from /#token=TOKEN or asks)")
+    p.add_argument("--examples", action="append", default=[], metavar="PATH",
+                   help="adversarial examples for the page's picker: an exported .npz or a rce attack folder "
+                        "(repeat for more)")
     p.add_argument("--calibration-size", type=int, default=None,
                    help="clean images from the end of the test split used for the thresholds (as rce detect)")
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
     p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number, or 'auto'; default: the paper's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit-on", default="fgsm",
+                   help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
+    p.add_argument("--fit-eps", type=float, default=0.1, help="LID / Mahalanobis / KD+BU: ε of --fit-on (default 0.1)")
+    p.add_argument("--fit-images", type=int, default=1000,
+                   help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the detectors' random choices (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore the cached detectors")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--data-dir")
-    p.add_argument("--data-file")
+    p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained from")
+    p.add_argument("--data-file", help="the run's dataset file, if not the one it was trained on")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16)")
     p.add_argument("--max-batch", type=int, default=256, help="most images per request and per model pass (256)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model pass (default 5 ms)")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per-request time limit; 408 after it (default 10)")
-    p.add_argument("--max-queue", type=int, default=4096, help="most images waiting for the model; 429 beyond")
-    p.add_argument("--max-inflight", type=int, default=256, help="most requests in progress; 429 beyond")
+    p.add_argument("--max-queue", type=int, default=4096, help="most images waiting for the model; 429 beyond (default 4096)")
+    p.add_argument("--max-inflight", type=int, default=256, help="most requests in progress; 429 beyond (default 256)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: torch's)")
-    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default warning)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--quiet", action="store_true", help="no progress bars while fitting the detectors")
     p.set_defaults(run=run)
@@ -53,6 +72,7 @@ def _require_extra() -> None:
 
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
@@ -65,9 +85,9 @@ def run(args) -> int:
 
     import torch
 
-    from ..commands.detect import checked_settings
     from ..errors import ConfigError
-    from ..serve import engine, runs, server
+    from ..serve import auth, engine, runs, server
+    from ..serve.examples import load_given
     from ..serve.limits import MIB, Limits
 
     _require_extra()
@@ -80,19 +100,22 @@ def run(args) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    checked_settings(engine.detector_args(args.run_dir, args.metric, args))
+    token = auth.read_token(args.token_file) if args.token_file is not None else None
+    engine.check_settings(args.run_dir, args)
     served = runs.resolve(args.run_dir, args.model)
+    given = load_given(args.examples)  # unreadable files fail now; their image shape once the model is loaded
     sock = server.bind(args.host, args.port)  # a busy port fails now, before minutes of loading
     try:
         from ..serve.app import create_app
-        from ..serve.examples import Examples
+        from ..serve.examples import Examples, check_given
 
-        eng = engine.load(served, args)
-        app = create_app(eng, limits, Examples(served.sources, eng.test, eng.shape))
+        eng = engine.load(served, args, before_fit=lambda ckpt: check_given(given, ckpt.classifier))
+        app = create_app(eng, limits, Examples(served.sources, eng.test, eng.shape, given), token=token)
     except BaseException:
         sock.close()
         raise
     d = eng.detector
     line = (f"rce serve: {served.name} ({eng.classifier.objective}, {d.metric} detector, threshold {d.threshold:.6g} "
-            f"at FPR {d.fpr:g})")
-    return server.run(app, sock, args.host, ready_line=line, log_level=args.log_level, access_log=args.access_log)
+            f"at FPR {d.fpr:g}{', token required' if token else ''})")
+    return server.run(app, sock, args.host, ready_line=line, log_level=args.log_level, access_log=args.access_log,
+                      token=token is not None)

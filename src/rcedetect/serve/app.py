@@ -1,7 +1,8 @@
 """The ASGI app (FastAPI): prediction, model info, health, metrics, examples for the page, and the page itself.
 
 Every refusal is a 4xx with one line of JSON (:mod:`.limits`); the request path never unpickles and never writes
-to disk (:mod:`.parsing`); model passes are micro-batched (:mod:`.batching`).
+to disk (:mod:`.parsing`); model passes are micro-batched (:mod:`.batching`); with a token, requests without it
+are refused with 401 (:mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InputError
 from ..io import package_version
 from . import page, parsing
+from .auth import BearerAuth
 from .batching import MicroBatcher
 from .engine import Batch, Engine
 from .examples import Examples
 from .limits import REASONS, HttpError, Limits, error_body, read_body
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, Metrics
 
 PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the three detectors' scores (higher = more
 likely adversarial), the served metric's threshold and whether the detector accepted the image.
@@ -86,7 +88,9 @@ def _error(status: int, message: str, headers: dict | None = None) -> Response:
 
 
 def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
-               metrics: Metrics | None = None) -> FastAPI:
+               metrics: Metrics | None = None, token: str | None = None) -> FastAPI:
+    """The app serving ``engine``; ``token``: every route but ``/healthz`` and the page's files needs
+    ``Authorization: Bearer <token>``."""
     metrics = metrics or Metrics()
     examples = examples or Examples({}, engine.test, engine.shape)
     spec = parsing.ImageSpec(engine.shape, limits.max_batch)
@@ -107,7 +111,11 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
                   description="A classifier and its thresholding detector (Pang et al., NeurIPS 2018): each image "
                               "gets its label, or NOT SURE when the detector's score exceeds the threshold.")
     app.state.metrics, app.state.batcher, app.state.engine = metrics, batcher, engine
-    app.add_middleware(Observe, metrics=metrics)
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(Observe, metrics=metrics)  # added last, so outermost: it counts the 401s too
+    metrics.gauge("rce_queue_images", "Images waiting for the model.", lambda: batcher.queued_images)
+    metrics.gauge("rce_inflight_requests", "Prediction requests in progress.", lambda: inflight[0])
 
     @app.exception_handler(HttpError)
     async def refused(request, e: HttpError):
@@ -179,10 +187,9 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     async def example(source: str, index: int):
         return await run_in_threadpool(examples.get, source, index)
 
-    @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)", response_class=PlainTextResponse)
+    @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)", response_class=Response)
     async def prometheus():
-        text = metrics.render({"rce_queue_images": batcher.queued_images, "rce_inflight_requests": inflight[0]})
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     page.add_routes(app)
     return app

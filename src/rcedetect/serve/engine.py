@@ -2,18 +2,23 @@
 
 The detectors are the command line's (:func:`rcedetect.commands.detect.calibrated_detector`): fitted on the run's
 training split and calibrated on the last ``--calibration-size`` test images at ``--fpr``, cached in
-``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. All three of the paper's
-detectors are built, so every answer carries the three scores; the served metric's threshold decides.
+``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. The served metric is any
+registered detector (the paper's three, or a baseline: LID, Mahalanobis, KD+BU, fitted on ``--fit-on`` at
+``--fit-eps`` as ``rce detect`` fits them); the paper's three are always built too, so every answer carries their
+scores and the served metric's; the served metric's threshold decides.
 
-One model pass per micro-batch: the features of the batch are extracted once (under ``torch.inference_mode``)
-and every detector scores them (:meth:`Detector.decide` / :meth:`Detector.score` on a FeatureBank), which is what
-:meth:`Detector.predict` does on the images.
+One model pass per micro-batch: the features of the batch (with the layers the detectors read) are extracted once
+(under ``torch.inference_mode``) and every detector scores them (:meth:`Detector.decide` / :meth:`Detector.score`
+on a FeatureBank), which is what :meth:`Detector.predict` does on the images. A detector that must see the images
+(Mahalanobis with input pre-processing takes a gradient step on them) scores the images themselves, outside
+inference mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,16 +57,33 @@ class Engine:
         self.detector = detectors[metric]
         self.shape = tuple(int(v) for v in self.detector.extra.get("image_shape") or self.classifier.input_shape)
         self.test = test  # (uint8 images, labels) of the test split, when the dataset could be read
-        self._layers = sorted({n for d in detectors.values() for n in d.scorer.layers})
+        on_images = {m for m, d in detectors.items() if d.scorer.needs_images}
+        self._on_bank = [m for m in detectors if m not in on_images]
+        self._on_images = [m for m in detectors if m in on_images]
+        self._layers = sorted({n for m in self._on_bank for n in detectors[m].scorer.layers})
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics each answer scores: the paper's three, then the served one if it is another."""
+        return list(self.detectors)
 
     def infer(self, x: torch.Tensor) -> Batch:
         """One model pass (called in the batcher's worker thread)."""
         check_model_input(self.classifier, x)
+        scores, labels = {}, None
         with torch.inference_mode():
             bank = extract(self.classifier, x, batch_size=max(1, len(x)), layers=self._layers)
-            labels, s = self.detector.decide(bank)
-            scores = {m: (s if m == self.metric else d.score(bank)) for m, d in self.detectors.items()}
-        return Batch(labels, bank.predictions, scores)
+            for m in self._on_bank:
+                if m == self.metric:
+                    labels, scores[m] = self.detector.decide(bank)
+                else:
+                    scores[m] = self.detectors[m].score(bank)
+        for m in self._on_images:  # these take gradients of the images: not in inference mode
+            if m == self.metric:
+                labels, scores[m] = self.detector.decide(x)
+            else:
+                scores[m] = self.detectors[m].score(x)
+        return Batch(labels, bank.predictions, {m: scores[m] for m in self.detectors})
 
     def answer(self, b: Batch, images: torch.Tensor | None = None) -> list[dict]:
         """The JSON answer per image."""
@@ -88,28 +110,52 @@ class Engine:
             "clean_rejection_rate": det.clean_rejection_rate, "calibration": det.extra.get("calibration"),
             "clean_accuracy": acc, "sigma2": det.kd.sigma2 if det.kd is not None else None,
             "thresholds": {m: d.threshold for m, d in self.detectors.items()},
+            "metrics": self.metrics, "labels": {m: d.scorer.label for m, d in self.detectors.items()},
             "device": str(self.classifier.device), "version": package_version(),
         }
 
 
 def detector_args(run_dir: Path, metric: str, opts) -> argparse.Namespace:
-    """The options ``calibrated_detector`` reads, for one metric (the fitting options of LID & co. unused)."""
+    """The options ``calibrated_detector`` reads, for one metric (``rce detect``'s defaults where ``opts`` lacks
+    the fitting options of LID, Mahalanobis and KD+BU)."""
     return argparse.Namespace(
         run_dir=str(run_dir), metric=metric, fpr=opts.fpr, calibration_size=opts.calibration_size,
         per_class=opts.per_class, sigma2=opts.sigma2, seed=opts.seed, refit=opts.refit, device=opts.device,
-        data_dir=opts.data_dir, data_file=opts.data_file, quiet=opts.quiet, fit_on="fgsm", fit_eps=0.1,
-        fit_images=1000)
+        data_dir=opts.data_dir, data_file=opts.data_file, quiet=opts.quiet,
+        fit_on=getattr(opts, "fit_on", "fgsm"), fit_eps=getattr(opts, "fit_eps", 0.1),
+        fit_images=getattr(opts, "fit_images", 1000))
 
 
-def load(run: ServedRun, opts) -> Engine:
-    """The classifier of ``run`` and its three calibrated detectors (fitted and cached on first use)."""
+def served_metrics(metric: str) -> tuple[str, ...]:
+    """The detectors built for ``metric``: the paper's three, and ``metric`` if it is another."""
+    return PAPER_METRICS if metric in PAPER_METRICS else (*PAPER_METRICS, metric)
+
+
+def check_settings(run_dir: Path, opts) -> None:
+    """The detector options, checked before anything is loaded: the served metric's settings (its fitting
+    attack and ε too) and the K-density ones."""
+    from ..commands.detect import checked_settings, metric_settings
+    from ..detectors import check_metric, create
+
+    check_metric(opts.metric)
+    args = detector_args(run_dir, opts.metric, opts)
+    per_class, sigma2 = checked_settings(args)
+    create(opts.metric, **metric_settings(args, {"per_class": per_class, "sigma2": sigma2}))
+
+
+def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = None) -> Engine:
+    """The classifier of ``run`` and its calibrated detectors (fitted and cached on first use);
+    ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
     from .. import checkpoint, data
-    from ..commands.detect import calibrated_detector, checked_settings
+    from ..commands.detect import calibrated_detector
     from ..device import resolve
 
-    checked_settings(detector_args(run.model_dir, opts.metric, opts))
+    check_settings(run.model_dir, opts)
     ckpt = checkpoint.load(run.model_dir, device=resolve(opts.device))
-    detectors = {m: calibrated_detector(detector_args(run.model_dir, m, opts), ckpt) for m in PAPER_METRICS}
+    if before_fit is not None:
+        before_fit(ckpt)
+    detectors = {m: calibrated_detector(detector_args(run.model_dir, m, opts), ckpt)
+                 for m in served_metrics(opts.metric)}
     test = None
     cfg = ckpt.config
     try:

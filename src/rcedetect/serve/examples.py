@@ -1,4 +1,5 @@
-"""Images for the page to try: the run's test split and its stored adversarial examples.
+"""Images for the page to try: the run's test split, its stored adversarial examples, and those ``--examples``
+names (exported ``.npz`` files or ``rce attack`` folders, read by :func:`rcedetect.adv_export.load_adversarial`).
 
 An adversarial example is served as the float array the attack wrote (not a re-quantised PNG), so that what the
 page sends back is exactly the image the detector was evaluated on offline.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RceError
+from ..errors import ConfigError, InputError, RceError
 from ..io import load_tensors, read_json, read_metadata
 from .limits import HttpError
 
@@ -51,10 +52,17 @@ class Examples:
     """``listing()`` for the page's menus, ``get(source, index)`` for one image (C, H, W) with what is known."""
 
     def __init__(self, sources: dict[str, Path], test: tuple[torch.Tensor, torch.Tensor] | None,
-                 shape: tuple[int, int, int]):
+                 shape: tuple[int, int, int], given: dict[str, dict] | None = None):
         self.shape = tuple(shape)
         self.test = test  # (uint8 NCHW images, labels) of the test split, or None
         self.sources: dict[str, dict] = {}
+        self._given: dict[str, dict[str, torch.Tensor]] = {}  # --examples, in memory: never evicted
+        for source, g in (given or {}).items():
+            if tuple(g["tensors"]["x_adv"].shape[1:]) != self.shape:
+                raise InputError(f"--examples {g.get('path', source)} holds images of shape "
+                                 f"{tuple(g['tensors']['x_adv'].shape[1:])}; the model takes {self.shape}")
+            self.sources[source] = {**g["entry"], "count": len(g["tensors"]["x_adv"]), "parts": None}
+            self._given[source] = g["tensors"]
         for source, folder in sources.items():
             parts = sorted(folder.glob("part-*.safetensors"))
             try:
@@ -96,6 +104,8 @@ class Examples:
             raise HttpError(404, f"{source} has images 0..{n - 1}, not {index}")
 
     def _load(self, source: str) -> dict[str, torch.Tensor]:
+        if source in self._given:
+            return self._given[source]
         with self._lock:
             if source in self._cache:
                 self._cache.move_to_end(source)
@@ -112,3 +122,72 @@ class Examples:
             if len(self._cache) > CACHED_SOURCES:
                 self._cache.popitem(last=False)
             return t
+
+
+# -- --examples: exported .npz files and rce attack folders ------------------------------------------------
+def load_given(paths) -> dict[str, dict]:
+    """{source id: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and, where known, y,
+    indices, success}} of the ``--examples`` paths, read by ``rcedetect.adv_export.load_adversarial``."""
+    if not paths:
+        return {}
+    for path in paths:
+        if not Path(path).exists():
+            raise ConfigError(f"--examples {path} does not exist")
+    try:
+        from ..adv_export import load_adversarial
+    except ImportError as e:
+        raise ConfigError(f"--examples needs rcedetect.adv_export, which cannot be imported here ({e})") from None
+    out: dict[str, dict] = {}
+    for path in paths:
+        p = Path(path)
+        x, y, meta = load_adversarial(p)
+        tensors = _given_tensors(p, x, y, meta if isinstance(meta, dict) else {})
+        base = f"file:{p.resolve().name}"
+        source, k = base, 2
+        while source in out:
+            source, k = f"{base}-{k}", k + 1
+        out[source] = {"entry": _given_entry(source, meta if isinstance(meta, dict) else {}, p),
+                       "tensors": tensors, "path": p}
+    return out
+
+
+def _given_tensors(path: Path, x, y, meta: dict) -> dict[str, torch.Tensor]:
+    from ..validation import check_images
+
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    if x.dim() != 4 or len(x) == 0:
+        raise InputError(f"--examples {path} holds no batch of images (shape {tuple(x.shape)})")
+    check_images(x.float(), name=f"the images of --examples {path}")
+    t = {"x_adv": x.float().contiguous()}
+    n = len(x)
+    for key, value in (("y", y), ("indices", meta.get("indices")), ("success", meta.get("success"))):
+        if value is None:
+            continue
+        try:
+            v = torch.as_tensor(value).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        if len(v) == n:
+            t[key] = v.bool() if key == "success" else v.long()
+    return t
+
+
+def _given_entry(source: str, meta: dict, path: Path) -> dict:
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    attack = meta.get("attack") if isinstance(meta.get("attack"), str) else path.stem
+    eps = meta.get("eps", settings.get("eps"))
+    eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+    title = attack + (f" ε={eps:g}" if eps is not None else "") + f" ({path.name})"
+    return {"id": source, "kind": "file", "attack": attack, "eps": eps, "against": None, "title": title}
+
+
+def check_given(given: dict[str, dict], classifier) -> None:
+    """Every ``--examples`` file holds images of the model's channels and size (once the model is loaded)."""
+    shape = getattr(classifier, "input_shape", None)
+    for g in given.values():
+        got = tuple(g["tensors"]["x_adv"].shape[1:])
+        if got[0] != classifier.in_channels or (shape is not None and got != tuple(shape)):
+            want = tuple(shape) if shape is not None else f"{classifier.in_channels} channel(s)"
+            raise InputError(f"--examples {g['path']} holds images of shape {got}; the model takes {want}")

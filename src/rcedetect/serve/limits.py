@@ -6,6 +6,7 @@ Every request that breaks a limit or cannot be read is refused with a status fro
 | status | when |
 |---|---|
 | 400 | the body does not parse: bad JSON, a truncated PNG/JPEG/.npy/.safetensors, a broken multipart body |
+| 401 | the server has a token (``--token-file``) and the request lacks ``Authorization: Bearer <token>`` or has another |
 | 404 | no such route, test image or adversarial example |
 | 405 | a route called with the wrong method |
 | 408 | the request took longer than ``timeout_s`` (reading the body, waiting for and running the model) |
@@ -67,7 +68,7 @@ class HttpError(Exception):
 
 
 #: the ``reason`` label of ``rce_requests_refused_total`` per status
-REASONS = {400: "unreadable_body", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
+REASONS = {400: "unreadable_body", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
            413: "too_large", 415: "unsupported_media_type", 422: "invalid_images", 429: "overloaded"}
 
 

@@ -1,4 +1,5 @@
-"""Prometheus text-format metrics (exposition format 0.0.4), kept in memory by one small registry.
+"""Prometheus metrics through ``prometheus_client``, kept in a registry of their own per app (several apps in one
+process never share or collide), rendered by ``generate_latest`` in the text format 0.0.4.
 
 - ``rce_http_requests_total{route,method,status}``: every answered request;
 - ``rce_http_request_duration_seconds{route}``: a latency histogram per route;
@@ -7,114 +8,100 @@
   (``not_sure``) by the detector;
 - ``rce_model_batches_total``, ``rce_model_batch_images`` (histogram of images per model pass),
   ``rce_model_seconds_total``: the micro-batcher's model passes;
-- ``rce_queue_images``, ``rce_inflight_requests``: gauges at scrape time;
+- ``rce_queue_images``, ``rce_inflight_requests``: gauges read at scrape time;
 - ``process_resident_memory_bytes``: the server's RSS, where ``/proc`` has it.
+
+The client library's ``*_created`` series (the time each series was created) are left out: the names above are
+all a scrape holds.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Histogram:
-    def __init__(self, buckets: Sequence[float]):
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
+class _Gauges:
+    """A collector of gauges read from callbacks at scrape time; a callback answering None leaves its gauge out."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
+    def __init__(self):
+        self.gauges: dict[str, tuple[str, Callable[[], float | None]]] = {}
 
-    def lines(self, name: str, labels: str = "") -> list[str]:
-        sep = "," if labels else ""
-        out, total = [], 0
-        for bound, count in zip([*map(_num, self.buckets), "+Inf"], self.counts):
-            total += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {total}')
-        braces = f"{{{labels}}}" if labels else ""
-        out += [f"{name}_sum{braces} {_num(self.sum)}", f"{name}_count{braces} {total}"]
-        return out
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        for name, (doc, read) in list(self.gauges.items()):
+            value = read()
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=float(value))
 
 
-def _num(v: float) -> str:
-    return repr(float(v)) if isinstance(v, float) else str(v)
+class _WithoutCreated:
+    """The registry's metrics without their ``*_created`` samples (what ``generate_latest`` renders)."""
 
+    def __init__(self, registry):
+        self.registry = registry
 
-def _labels(**kv: str) -> str:
-    return ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items())
-
-
-def _escape(v: str) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def collect(self):
+        for metric in self.registry.collect():  # fresh Metric objects on every collect: safe to trim
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
 
 
 class Metrics:
-    """Counters and histograms of one server process (thread-safe)."""
+    """The counters and histograms of one app (thread-safe, as ``prometheus_client``'s metrics are)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency: dict[str, Histogram] = {}
-        self.refused: dict[str, int] = defaultdict(int)
-        self.images = {"label": 0, "not_sure": 0}
-        self.batches = Histogram(BATCH_BUCKETS)
-        self.model_seconds = 0.0
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("rce_http_requests_total", "HTTP requests answered, by route, method and status.",
+                                ("route", "method", "status"), registry=r)
+        self.latency = Histogram("rce_http_request_duration_seconds", "Time from request to response, by route.",
+                                 ("route",), buckets=LATENCY_BUCKETS, registry=r)
+        self.refused = Counter("rce_requests_refused_total", "Requests refused with a 4xx, by reason.", ("reason",),
+                               registry=r)
+        self.images = Counter("rce_images_total", "Images answered: with a label, or rejected as NOT SURE by the "
+                              "detector.", ("decision",), registry=r)
+        for decision in ("label", "not_sure"):
+            self.images.labels(decision=decision)  # both series exist from the start, at 0
+        self.batch_images = Histogram("rce_model_batch_images", "Images per model pass (micro-batch size).",
+                                      buckets=BATCH_BUCKETS, registry=r)
+        self.batches = Counter("rce_model_batches_total", "Model passes.", registry=r)
+        self.model_seconds = Counter("rce_model_seconds_total", "Seconds spent in model passes.", registry=r)
+        self._gauges = _Gauges()
+        r.register(self._gauges)
+        self.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", resident_memory_bytes)
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """A gauge whose value ``read()`` gives at each scrape (None: not reported)."""
+        self._gauges.gauges[name] = (doc, read)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(route, method, status)] += 1
-            self.latency.setdefault(route, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        self.requests.labels(route=route, method=method, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
 
     def refuse(self, reason: str) -> None:
-        with self._lock:
-            self.refused[reason] += 1
+        self.refused.labels(reason=reason).inc()
 
     def decisions(self, accepted: int, not_sure: int) -> None:
-        with self._lock:
-            self.images["label"] += accepted
-            self.images["not_sure"] += not_sure
+        self.images.labels(decision="label").inc(accepted)
+        self.images.labels(decision="not_sure").inc(not_sure)
 
     def batch(self, n_images: int, seconds: float) -> None:
-        with self._lock:
-            self.batches.observe(n_images)
-            self.model_seconds += seconds
+        self.batch_images.observe(n_images)
+        self.batches.inc()
+        self.model_seconds.inc(max(0.0, seconds))
 
-    def render(self, gauges: dict[str, float] | None = None) -> str:
-        with self._lock:
-            lines = ["# HELP rce_http_requests_total HTTP requests answered, by route, method and status.",
-                     "# TYPE rce_http_requests_total counter"]
-            for (route, method, status), n in sorted(self.requests.items()):
-                lines.append(f"rce_http_requests_total{{{_labels(route=route, method=method, status=str(status))}}} {n}")
-            lines += ["# HELP rce_http_request_duration_seconds Time from request to response, by route.",
-                      "# TYPE rce_http_request_duration_seconds histogram"]
-            for route, h in sorted(self.latency.items()):
-                lines += h.lines("rce_http_request_duration_seconds", _labels(route=route))
-            lines += ["# HELP rce_requests_refused_total Requests refused with a 4xx, by reason.",
-                      "# TYPE rce_requests_refused_total counter"]
-            lines += [f"rce_requests_refused_total{{{_labels(reason=r)}}} {n}" for r, n in sorted(self.refused.items())]
-            lines += ["# HELP rce_images_total Images answered: with a label, or rejected as NOT SURE by the detector.",
-                      "# TYPE rce_images_total counter"]
-            lines += [f"rce_images_total{{{_labels(decision=d)}}} {n}" for d, n in self.images.items()]
-            lines += ["# HELP rce_model_batch_images Images per model pass (micro-batch size).",
-                      "# TYPE rce_model_batch_images histogram", *self.batches.lines("rce_model_batch_images"),
-                      "# HELP rce_model_batches_total Model passes.", "# TYPE rce_model_batches_total counter",
-                      f"rce_model_batches_total {sum(self.batches.counts)}",
-                      "# HELP rce_model_seconds_total Seconds spent in model passes.",
-                      "# TYPE rce_model_seconds_total counter", f"rce_model_seconds_total {_num(self.model_seconds)}"]
-        for name, value in (gauges or {}).items():
-            lines += [f"# TYPE {name} gauge", f"{name} {_num(value)}"]
-        rss = resident_memory_bytes()
-        if rss is not None:
-            lines += ["# HELP process_resident_memory_bytes Resident memory size in bytes.",
-                      "# TYPE process_resident_memory_bytes gauge", f"process_resident_memory_bytes {rss}"]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The exposition text (format 0.0.4) of every metric of this app."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(_WithoutCreated(self.registry))
 
 
 def resident_memory_bytes(pid: int | str = "self") -> int | None:

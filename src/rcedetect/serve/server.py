@@ -1,14 +1,34 @@
 """Listening and running: the socket is bound before the model loads (a busy port fails at once, one line), and
-uvicorn serves the app on it; one line on stdout says where, once the server accepts connections."""
+uvicorn serves the app on it; one line on stdout says where, once the server accepts connections. Listening
+beyond this machine without a token is allowed, with a warning on stderr."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 
 from ..errors import ConfigError
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+LOOPBACK = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, token: bool) -> str | None:
+    """The stderr line for a server others can reach with no token, else None."""
+    if token or is_loopback(host):
+        return None
+    return (f"rce serve: warning: listening on {host} without a token: anyone who can reach this machine can query "
+            "the model (--token-file PATH requires one)")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -35,9 +55,9 @@ def url_of(sock: socket.socket, host: str) -> str:
 
 
 def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str = "warning",
-        access_log: bool = False) -> int:
+        access_log: bool = False, token: bool = False) -> int:
     """Serve ``app`` on ``sock`` until Ctrl-C (exit 0) or SIGTERM (the process ends by the signal, after the same
-    graceful shutdown); prints ``ready_line`` and the URL when listening."""
+    graceful shutdown); prints ``ready_line`` and the URL when listening; ``token``: whether the app needs one."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -46,9 +66,9 @@ def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str 
             if self.started:
                 print(f"{ready_line} on {url_of(sock, host)}/ (API docs at /docs)", flush=True)
 
-    if host not in LOOPBACK:
-        print(f"rce serve: listening on {host}: anyone who can reach this machine can query the model",
-              file=sys.stderr, flush=True)
+    warning = exposure_warning(host, token)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on", server_header=False,
                             timeout_keep_alive=5, timeout_graceful_shutdown=5)
     server = Server(config)

@@ -2,17 +2,36 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const METRICS = ["kd", "non_me", "confidence"];
 const NAMES = { kd: "K-density", non_me: "non-ME", confidence: "confidence" };
 let info = null;
 let sources = [];
 
+// A server started with --token-file wants "Authorization: Bearer <token>" on its API. The token comes from the
+// address's fragment (/#token=..., which browsers never send to the server) or from the form, and is kept for
+// this tab only.
+const TOKEN_KEY = "rce-token";
+
+function takeTokenFromFragment() {
+  const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search); // out of the address bar and history
+}
+
+class Unauthorized extends Error {}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const opts = { ...(options || {}), headers: { ...((options && options.headers) || {}) } };
+  if (token) opts.headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, opts);
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (response.status === 401) throw new Unauthorized(body.error || "this server needs a token");
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
 }
+
+function name(m) { return NAMES[m] || (info && info.labels && info.labels[m]) || m; }
 
 function shape() { return info.input_shape; } // [C, H, W]
 
@@ -41,6 +60,7 @@ async function predict(body, contentType, context) {
     $("answer").textContent = "—";
     $("detail").textContent = "";
     setError(e.message);
+    if (e instanceof Unauthorized) askToken("This server needs a token.");
   }
 }
 
@@ -49,21 +69,21 @@ function show(res, context) {
   answer.textContent = res.accepted ? String(res.label) : "NOT SURE";
   answer.dataset.state = res.accepted ? "accepted" : "not-sure";
   const parts = [`the classifier predicts ${res.predicted}`];
-  parts.push(res.accepted ? `the ${NAMES[res.metric]} detector accepts it`
-    : `the ${NAMES[res.metric]} detector rejects it (score above its threshold)`);
+  parts.push(res.accepted ? `the ${name(res.metric)} detector accepts it`
+    : `the ${name(res.metric)} detector rejects it (score above its threshold)`);
   if (context.truth !== undefined && context.truth !== null) parts.push(`true label ${context.truth}`);
   if (context.note) parts.push(context.note);
   $("detail").textContent = parts.join("; ") + ".";
   drawSeen(res.image);
   const body = $("scores").tBodies[0];
   body.replaceChildren();
-  for (const m of METRICS) {
+  for (const m of Object.keys(res.scores)) {
     const score = res.scores[m];
     const threshold = m === res.metric ? res.threshold : info.thresholds[m];
     const flagged = score !== null && threshold !== null && score > threshold;
     const row = body.insertRow();
     row.className = m === res.metric ? "decides" : "";
-    row.insertCell().textContent = NAMES[m] + (m === res.metric ? " (decides)" : "");
+    row.insertCell().textContent = name(m) + (m === res.metric ? " (decides)" : "");
     row.insertCell().textContent = fmt(score);
     row.insertCell().textContent = fmt(threshold);
     const flag = row.insertCell();
@@ -238,7 +258,7 @@ function setupExamples() {
     option.textContent = `${s.kind === "adaptive" ? "adaptive: " : ""}${s.title} (${s.count})`;
     select.append(option);
   }
-  $("adv-note").textContent = adv.length ? "adversarial examples stored by the run's attacks"
+  $("adv-note").textContent = adv.length ? "adversarial examples stored by the run's attacks or given with --examples"
     : "this run has no stored adversarial examples (run rce attack or rce reproduce)";
   const current = () => adv.find((s) => s.id === select.value);
   const random = (n) => Math.floor(Math.random() * n);
@@ -272,23 +292,56 @@ function setupTabs() {
   }
 }
 
-async function main() {
-  setupTabs();
+function askToken(message) {
+  const form = $("token-form");
+  $("token-note").textContent = message;
+  form.hidden = false;
+  $("token-input").focus();
+}
+
+function setupToken() {
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    start();
+  });
+}
+
+async function start() {
   try {
     info = await api("/v1/info");
     sources = (await api("/v1/examples")).sources;
   } catch (e) {
-    setError(`cannot reach the server: ${e.message}`);
+    if (e instanceof Unauthorized) {
+      const had = sessionStorage.getItem(TOKEN_KEY);
+      sessionStorage.removeItem(TOKEN_KEY);
+      askToken(had ? "That token is not this server's; enter the right one." : "This server needs a token.");
+      $("model-info").textContent = "the server needs a token";
+    } else {
+      setError(`cannot reach the server: ${e.message}`);
+    }
     return;
   }
+  setError("");
   const acc = info.clean_accuracy === null ? "unknown" : `${(100 * info.clean_accuracy).toFixed(1)}%`;
   $("model-info").textContent = `${info.model}: ${info.arch} trained with ${info.objective.toUpperCase()} on ` +
-    `${info.dataset} (clean accuracy ${acc}); ${NAMES[info.metric]} detector, threshold ${fmt(info.threshold)} ` +
+    `${info.dataset} (clean accuracy ${acc}); ${name(info.metric)} detector, threshold ${fmt(info.threshold)} ` +
     `rejecting ${100 * info.fpr}% of clean held-out images.`;
   setupPad();
   setupUpload();
   setupExamples();
   document.body.dataset.ready = "true";
+}
+
+function main() {
+  takeTokenFromFragment();
+  setupTabs();
+  setupToken();
+  start();
 }
 
 main();

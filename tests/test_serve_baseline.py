@@ -1,0 +1,85 @@
+"""``rce serve --metric mahalanobis --token-file PATH`` against a running server (a child process on a free
+loopback port): a baseline detector answers as ``Detector.predict`` does, and the token guards the API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from test_serve_bodies import ONLY_CHECKPOINT, npy, png
+
+from rcedetect import attack_store, checkpoint
+from rcedetect.cli import build_parser, main
+from rcedetect.detectors import Detector
+from rcedetect.serve import engine, runs
+from rcedetect.serve.spawn import ServerProcess
+
+TOKEN = "a-long-random-token-0123456789"
+OPTS = ["--metric", "mahalanobis", "--fit-images", "150", "--fit-eps", "0.3", "--per-class", "100", "--quiet",
+        "--threads", "1", "--device", "cpu", "--batch-window-ms", "1"]
+
+
+@pytest.fixture(scope="module")
+def served(trained_runs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-baseline")
+    run = root / "run"
+    shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
+    assert main(["attack", str(run), "--attack", "fgsm", "--eps", "0.3", "--n", "40", "--quiet", "--device", "cpu"]) == 0
+    (root / "token").write_text(f"  {TOKEN}\n")
+    engine.load(runs.resolve(run), build_parser().parse_args(["serve", str(run), *OPTS]))  # fit and cache
+    det = Detector.load(run / "detector-mahalanobis", checkpoint.load(run).classifier)  # what the server loads
+    with ServerProcess(run, *OPTS, "--token-file", str(root / "token")) as server, \
+            httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield SimpleNamespace(run=run, server=server, client=client, det=det)
+    assert server.stop() == 0, "".join(server.stderr[-20:])
+
+
+def labels_of(det: Detector, x: torch.Tensor) -> list:
+    return ["NOT SURE" if v < 0 else v for v in det.predict(x).tolist()]
+
+
+def test_mahalanobis_answers_equal_detector_predict(served, synthetic):
+    folder = next((served.run / "attacks").iterdir())
+    adv, _, _ = attack_store.load_parts(folder, 40, 200)
+    for x in (synthetic.test_images()[:40], adv.x_adv):
+        r = served.client.post("/v1/predict", content=npy(x.numpy()), headers={"Content-Type": "application/x-npy"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["metric"] == "mahalanobis" and body["threshold"] == served.det.threshold
+        assert [a["label"] for a in body["results"]] == labels_of(served.det, x)
+        offline = served.det.score(x)
+        for i, a in enumerate(body["results"]):
+            assert set(a["scores"]) == {"kd", "non_me", "confidence", "mahalanobis"} and a["metric"] == "mahalanobis"
+            assert a["scores"]["mahalanobis"] == pytest.approx(float(offline[i]), rel=1e-4, abs=1e-4)
+            assert a["accepted"] == (a["scores"]["mahalanobis"] <= served.det.threshold)
+    info = served.client.get("/v1/info").json()
+    assert info["metric"] == "mahalanobis" and info["labels"]["mahalanobis"] == "Mahalanobis"
+    assert info["metrics"] == ["kd", "non_me", "confidence", "mahalanobis"]
+    one = served.client.post("/v1/predict", content=png((synthetic.x_test[0, 0]).numpy()),
+                             headers={"Content-Type": "image/png"}).json()["results"][0]["label"]
+    assert one == labels_of(served.det, synthetic.test_images()[:1])[0]
+
+
+def test_the_token_is_required_but_for_healthz(served, synthetic):
+    url = served.server.url
+    body = json.dumps({"images": synthetic.test_images()[:2].tolist()}).encode()
+    with httpx.Client(base_url=url, timeout=30) as bare:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            for method, path in (("POST", "/v1/predict"), ("GET", "/v1/info"), ("GET", "/metrics")):
+                r = bare.request(method, path, headers={"Content-Type": "application/json", **headers},
+                                 content=body if method == "POST" else None)
+                assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+                assert r.json()["status"] == 401 and len(r.text.strip().splitlines()) == 1
+        assert bare.get("/healthz").status_code == 200
+        assert bare.get("/").status_code == 200  # the page's own files; what it fetches needs the token
+    r = served.client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["count"] == 2
+    assert served.client.get("/metrics").status_code == 200
+    assert not any("warning" in line for line in served.server.stderr)  # loopback: no warning
