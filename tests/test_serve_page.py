@@ -114,3 +114,37 @@ def test_upload_pick_and_draw(page_server, browser, synthetic, tmp_path):
     assert np.asarray(Image.open(shot)).std() > 0  # not a blank page
     assert not errors, errors
     page.close()
+
+
+def test_the_page_sends_the_token_from_the_fragment_or_the_form(trained_runs, browser, synthetic, tmp_path):
+    from PIL import Image
+    from test_serve_bodies import ONLY_CHECKPOINT
+
+    from rcedetect.serve.spawn import ServerProcess
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
+    (tmp_path / "token").write_text("page-token-42\n")
+    with ServerProcess(run, "--per-class", "100", "--quiet", "--threads", "1", "--device", "cpu",
+                       "--token-file", str(tmp_path / "token")) as server:
+        page = browser.new_page()
+        page.goto(server.url + "/#token=page-token-42")
+        page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        assert "#token" not in page.url  # taken out of the address
+        path = tmp_path / "digit.png"
+        Image.fromarray(synthetic.x_test[0, 0].numpy()).save(path)
+        page.click("[data-tab=upload]")
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector(ANSWERED, timeout=20_000)
+        page.close()
+
+        page = browser.new_page()  # a new tab: no token yet, so the page asks for it
+        page.goto(server.url + "/")
+        page.wait_for_selector("#token-form:not([hidden])", timeout=20_000)
+        page.fill("#token-input", "wrong")
+        page.click("#token-form button")
+        page.wait_for_selector("#token-note:has-text('not this server')", timeout=20_000)
+        page.fill("#token-input", "page-token-42")
+        page.click("#token-form button")
+        page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        page.close()
