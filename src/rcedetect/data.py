@@ -95,6 +95,8 @@ def _as_nchw_uint8(x: np.ndarray, what: str) -> torch.Tensor:
 def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{what} must be {n} integer labels, got shape {y.shape} dtype {y.dtype}")
+    if n and int(y.min()) < 0:
+        raise DataError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..K-1")
     return torch.from_numpy(y.astype(np.int64))
 
 

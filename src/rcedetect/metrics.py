@@ -134,3 +134,16 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] 
     centre = (p + zq * zq / (2 * n)) / (1 + zq * zq / n)
     half = zq * math.sqrt(p * (1 - p) / n + zq * zq / (4 * n * n)) / (1 + zq * zq / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values, level: float = 0.95, n_boot: int = 1000, seed: int = 0
+                  ) -> tuple[float, float] | tuple[None, None]:
+    """Percentile-bootstrap interval of the mean of ``values`` (Efron and Tibshirani 1993): ``n_boot`` seeded
+    resamples with replacement. (None, None) for no values; one value gives a zero-width interval."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) == 0:
+        return None, None
+    g = np.random.default_rng(seed)
+    means = v[g.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

@@ -18,6 +18,7 @@ from . import paper_ref
 from .errors import CheckpointError
 from .io import atomic_write_bytes, read_json
 from .report_adaptive import adaptive_blocks, operating_blocks
+from .report_claims import claims_blocks
 from .report_compare import compare_blocks
 from .report_format import (
     DASH,
@@ -56,7 +57,7 @@ def arch_label(arch: str) -> str:
 # ----------------------------------------------------------------------------------------------- blocks
 def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tuple]:
     """The report as blocks (:mod:`.report_format`). ``figures`` = [(key, file, caption)]."""
-    col = paper_ref.column(results.get("dataset"))
+    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
     figs = {k: (f, c) for k, f, c in figures}
     v = results.get("versions", {})
     b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {results.get('dataset')}")]
@@ -70,7 +71,8 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
     b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += adaptive_blocks(results, figs) + compare_blocks(results) + disagreements(results, col)
+    b += adaptive_blocks(results, figs) + compare_blocks(results) + claims_blocks(results, col)
+    b += disagreements(results, col)
     return b
 
 
@@ -203,7 +205,7 @@ def render(out_dir: str | Path, results: dict | None = None) -> tuple[Path, Path
 
 def summary(results: dict) -> str:
     """A short terminal table: test error and the K-density AUC per attack, CE vs RCE, paper in brackets."""
-    col = paper_ref.column(results.get("dataset"))
+    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
     models = main_models(results)
     objs = [results["models"][m]["objective"] for m in models]
     errors = [f"{m} ({r['arch']} {r['objective'].upper()}) {cell(r.get('test_error_percent'), None, 2)}"

@@ -116,6 +116,7 @@ ATTACK_SUMMARY = {"attack": need("str"), "n": need("count"), "batch_size": need(
 
 RESULTS = {
     "format": need("str"), "format_version": may("int"), "preset": may("str"), "dataset": may("str"),
+    "paper_dataset": may("str", "null"),
     "seed": may("int"), "config": may("dict"), "versions": may("dict"), "table2_eps": may("number", "null"),
     "cuts": may("list"), "timings": may("dict"), "models": need("dict"), "detectors": may("dict"),
     "attacks": need("list"), "transfer": may("list"), "tsne": may("dict"), "figure3": may("dict"),

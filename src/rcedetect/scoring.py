@@ -130,7 +130,8 @@ def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.T
     - ``ratio_f2_positive``: among examples whose clean image is correctly classified AND whose returned x*
       reaches the target, the fraction with f2 = −log KD_t(x*) − η_t > 0 (the detector was not fooled);
     - ``mean_distortion``: ‖x − x*‖₂/√d on [0, 255], averaged over "efficient" examples (success, i.e.
-      target reached and f2 ≤ 0, AND clean image correct), as ``test_adv.py`` prints it.
+      target reached and f2 ≤ 0, AND clean image correct), as ``test_adv.py`` prints it; ``distortion_interval``
+      its percentile-bootstrap 95 % interval (:func:`rcedetect.metrics.mean_interval`).
     """
     if "f2" not in result.extra or "target_reached" not in result.extra:
         raise InputError("table3_stats needs a C&W-wb result (extra['f2'] and extra['target_reached'])")
@@ -151,4 +152,5 @@ def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.T
         "n_efficient": n_eff,
         "success_rate": float(efficient.sum()) / max(1, int(correct.sum())),
         "mean_distortion": float(l2[efficient].mean()) if n_eff else math.nan,
+        "distortion_interval": metrics.mean_interval(l2[efficient].cpu().numpy()),
     }

@@ -1,4 +1,4 @@
-"""``rce reproduce --preset NAME [--out DIR] [--set key=value] [--force] [--device D] [--data-dir DIR]``: the paper end to end.
+"""``rce reproduce --preset NAME [--out DIR] [--set key=value] [--force] [--device D] [--data-dir DIR] [--data-file F]``: the paper end to end.
 
 Trains the CE and RCE models, extracts features, fits the detectors, runs every attack, scores them and writes
 ``results.json``, ``report.md`` and ``report.html`` (with PNG figures) in the output folder. Every stage is
@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="recompute every stage even if its artifact exists")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", help="folder with MNIST / CIFAR-10 in torchvision's layout (paper presets)")
+    p.add_argument("--data-file", help="one .npz with uint8 x_train, y_train, x_test, y_test (NHW or NHWC) that "
+                                       "every model of the preset trains and is tested on, e.g. a CIFAR-10 subset")
     p.add_argument("--quiet", action="store_true", help="no progress bars (stage lines are still printed)")
     p.set_defaults(run=run)
 
@@ -31,7 +33,7 @@ def run(args) -> int:
     from ..reproduce import check_writable, output_lock, preset_config
     from ..reproduce import run as run_recipe
 
-    cfg = preset_config(args.preset, args.overrides, args.device, args.data_dir)  # bad settings: before any wait
+    cfg = preset_config(args.preset, args.overrides, args.device, args.data_dir, args.data_file)  # bad settings: before any wait
     out = check_writable(args.out or f"runs/{Path(args.preset).stem}")
     with output_lock(out):  # the run and its report: one run at a time in a folder
         results = run_recipe(cfg, out, force=args.force, progress=not args.quiet)

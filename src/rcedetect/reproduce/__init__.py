@@ -21,20 +21,20 @@ from .recipe import run
 
 
 def preset_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
-                  data_dir: str | None = None) -> dict:
+                  data_dir: str | None = None, data_file: str | None = None) -> dict:
     """The resolved config of ``preset`` with ``overrides``, every setting checked (ConfigError before any work)."""
-    cfg = resolve_config(preset, overrides, device, data_dir)
+    cfg = resolve_config(preset, overrides, device, data_dir, data_file)
     cfg["experiment"]["name"] = cfg["experiment"]["name"] or Path(preset).stem
     plan(cfg)
     return cfg
 
 
 def reproduce(preset: str, out: str | Path, overrides: list[str] | None = None, *, device: str | None = None,
-              data_dir: str | None = None, force: bool = False, progress: bool = True,
+              data_dir: str | None = None, data_file: str | None = None, force: bool = False, progress: bool = True,
               hook: Callable[[str], None] | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the whole pipeline of ``preset`` in ``out``; returns the results dict. Another run into
     the same ``out`` waits for this one to finish (:mod:`.lock`)."""
-    cfg = preset_config(preset, overrides, device, data_dir)
+    cfg = preset_config(preset, overrides, device, data_dir, data_file)
     return run(cfg, out, force=force, progress=progress, hook=hook, echo=echo)
 
 

@@ -26,7 +26,11 @@ from .detector_config import DetectorSettings, detector_settings, int_setting, n
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
                        "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
-                       "calibration_images": 1000}
+                       "calibration_images": 1000,
+                       # what the preset expects of its data, checked when it is loaded (before any training):
+                       # image channels and class count (0 = any), and the paper column it is compared with
+                       # ("" = by dataset name: a --data-file of CIFAR-10 images says "cifar10" here)
+                       "channels": 0, "classes": 0, "paper_dataset": ""}
 DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0,
                      # the baselines of other papers (protocol §15) and their regression's fitting split
                      "baselines": ["kd_bu", "lid", "mahalanobis"], "fit_on": "fgsm", "fit_eps": 0.0,
@@ -39,9 +43,10 @@ ROLES = ("main", "target")
 
 
 def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
-                   data_dir: str | None = None) -> dict:
-    """The fully expanded reproduce config of ``preset`` with ``--set`` overrides, ``--device`` and ``--data-dir``
-    (the dataset folder of every model) applied, checked by :func:`plan`."""
+                   data_dir: str | None = None, data_file: str | None = None) -> dict:
+    """The fully expanded reproduce config of ``preset`` with ``--set`` overrides, ``--device``, ``--data-dir``
+    (the dataset folder of every model) and ``--data-file`` (one ``.npz`` that every model trains and is tested
+    on, in place of the preset's dataset) applied, checked by :func:`plan`."""
     raw = load_preset(preset)
     if "experiment" not in raw or "models" not in raw:
         raise ConfigError(f"preset {preset!r} is not a reproduce preset (it needs [experiment] and [models.*]); "
@@ -72,6 +77,8 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
             m["train"]["device"] = cfg["experiment"]["device"]
         if data_dir:
             m["train"]["data_dir"] = str(data_dir)
+        if data_file:
+            m["train"]["dataset"], m["train"]["data_file"] = "npz", str(data_file)
     plan(cfg)
     return cfg
 
@@ -88,6 +95,9 @@ class Experiment:
     batch_size: int
     threads: int
     calibration_images: int  # clean test images outside the attack pool, for the detectors' thresholds
+    channels: int = 0  # the image channels the preset expects of its data (0 = any)
+    classes: int = 0  # the class count it expects (0 = any)
+    paper_dataset: str = ""  # the paper column ("mnist" / "cifar10"; "" = by dataset name)
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,9 @@ def plan(cfg: dict) -> Plan:
                             int_setting(e, "train_feature_images", "experiment", 1), int_setting(e, "tsne_images", "experiment"),
                             int_setting(e, "figure3_images", "experiment"), number_setting(e["table2_eps"], "experiment.table2_eps"),
                             int_setting(e, "batch_size", "experiment", 1), int_setting(e, "threads", "experiment"),
-                            int_setting(e, "calibration_images", "experiment", 1))
+                            int_setting(e, "calibration_images", "experiment", 1),
+                            int_setting(e, "channels", "experiment"), int_setting(e, "classes", "experiment"),
+                            _paper_dataset(e["paper_dataset"]))
     d = cfg["detector"]
     per_class = d.get("per_class")
     if per_class != "all":
@@ -177,6 +189,12 @@ def plan(cfg: dict) -> Plan:
     plans = {name: _attack_plan(name, a, f"attacks.{name}", experiment.seed)
              for name, a in cfg.get("attacks", {}).items()}
     return Plan(cfg, experiment, detector, models, plans, _adaptive_plan(cfg.get("adaptive"), experiment.seed))
+
+
+def _paper_dataset(value) -> str:
+    if value not in ("", "mnist", "cifar10"):
+        raise ConfigError(f"experiment.paper_dataset must be \"mnist\", \"cifar10\" or \"\", got {value!r}")
+    return value
 
 
 def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:

@@ -10,8 +10,21 @@ import torch
 from .. import attack_store, checkpoint, data, features
 from ..detectors import REGISTRY, Detector, FitData, Metric, create, score_any
 from ..device import resolve
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .layout import Layout
+
+
+def check_expected(ds: data.Dataset, exp) -> data.Dataset:
+    """``ds`` if it has the channels and classes the preset expects (``experiment.channels`` / ``classes``, 0 = any),
+    else :class:`DataError` naming both: a 1-channel file given to a CIFAR preset fails here, before training."""
+    where = f"dataset {ds.name!r}"
+    if exp.channels and ds.channels != exp.channels:
+        raise DataError(f"{where} has {ds.channels}-channel images but this preset expects {exp.channels} "
+                        f"(experiment.channels); give it a file of {exp.channels}-channel images")
+    if exp.classes and ds.num_classes != exp.classes:
+        raise DataError(f"{where} has labels 0..{ds.num_classes - 1} ({ds.num_classes} classes) but this preset "
+                        f"expects {exp.classes} classes (experiment.classes)")
+    return ds
 
 
 class Inputs:
@@ -27,7 +40,8 @@ class Inputs:
     def dataset(self) -> data.Dataset:
         if self._dataset is None:
             tc = next(iter(self.plan.models.values())).train
-            self._dataset = data.load(tc.dataset, data_dir=tc.data_dir or None, data_file=tc.data_file or None)
+            self._dataset = check_expected(data.load(tc.dataset, data_dir=tc.data_dir or None,
+                                                     data_file=tc.data_file or None), self.plan.experiment)
         return self._dataset
 
     def classifier(self, name: str):

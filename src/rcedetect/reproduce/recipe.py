@@ -31,12 +31,15 @@ from .lock import check_writable, note, output_lock
 from .results import assemble
 from .runner import RATES_NAME, Stage, busy_cpu_line, cpu_threads, run_stages
 
+_PIXELS = 784.0  # the image size the rates were first measured on (28×28)
 
-def _size(tc) -> float:
-    """Relative cost of one image pass: depth × pixels (a ResNet-8 on 28×28 = 1)."""
+
+def _size(tc, shape: tuple[int, int, int]) -> float:
+    """Relative cost of one image pass of model ``tc`` on images of ``shape`` (C, H, W): depth × pixels ×
+    (1 + C/8), a ResNet-8 on 28×28×1 = 1."""
     depth = int("".join(c for c in tc.arch if c.isdigit()) or 8)
-    pixels = {"cifar10": 1024.0, "synthetic": 144.0}.get(tc.dataset, 784.0)
-    return depth / 8 * pixels / 784
+    c, h, w = shape
+    return depth / 8 * (h * w / _PIXELS) * (1 + c / 8) / (1 + 1 / 8)
 
 
 def _eps_text(eps) -> str:
@@ -45,18 +48,18 @@ def _eps_text(eps) -> str:
 
 def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
     p, lay = inp.plan, inp.layout
-    exp, out = p.experiment, []
+    exp, out, shape = p.experiment, [], inp.dataset().image_shape
     for name, m in p.models.items():  # 1. training
         tc = m.train
         out.append(Stage(f"train {name} ({tc.arch} {tc.objective}, {tc.steps} steps)",
-                         tc.steps * tc.batch_size * 3 * _size(tc),
+                         tc.steps * tc.batch_size * 3 * _size(tc, shape),
                          lambda n=name, tc=tc: steps.model_done(lay.model_dir(n), tc),
                          lambda n=name, tc=tc: steps.train_model(tc, lay.model_dir(n), inp.dataset(), progress,
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
                          lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True), "train"))
     for name, m in p.models.items():  # 2. features, 3. detectors
         kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
-        out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train) / 2,
+        out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train, shape) / 2,
                          lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
                          lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
                          lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k],
@@ -65,7 +68,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                          lambda n=name: inp.fit_detectors(n),
                          lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True), "detector"))
     for name in p.mains:  # 4. attacks, 5. t-SNE
-        size = _size(p.models[name].train)
+        size = _size(p.models[name].train, shape)
         for attack, a in p.attacks.items():
             runs = lay.attack_runs(name, attack)
             passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
@@ -96,9 +99,9 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
 
 
 def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
-    p, lay, out = inp.plan, inp.layout, []
+    p, lay, out, shape = inp.plan, inp.layout, [], inp.dataset().image_shape
     for name in p.mains:
-        size = _size(p.models[name].train)
+        size = _size(p.models[name].train, shape)
         for attack, a in p.adaptive.attacks.items():
             passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
             for metric in adaptive.metrics_of(inp, attack):
@@ -111,7 +114,7 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
                                  lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
                                                      r.record.unlink(missing_ok=True)) for r in runs], "adaptive"))
     for name in p.mains if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
-        out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train),
+        out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train, shape),
                          lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
                          lambda n=name: lay.sanity_path(n).unlink(missing_ok=True), "sanity"))
     return out

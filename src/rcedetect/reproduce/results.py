@@ -104,6 +104,7 @@ def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float],
     return {
         "format": "rcedetect-results", "format_version": 1,
         "preset": cfg["experiment"]["name"], "dataset": first["dataset"], "seed": exp.seed,
+        "paper_dataset": exp.paper_dataset or paper_ref.column(first["dataset"]),
         "config_hash": config_hash(_without_device(cfg)), "config": cfg, "device": str(inp.device),
         "cpu_threads": threads, "versions": versions(), "table2_eps": cfg["experiment"]["table2_eps"],
         "cuts": list(cfg.get("cuts", {}).get("notes", [])),

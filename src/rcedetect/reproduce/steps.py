@@ -66,7 +66,8 @@ def paper_extras(attack: str, rec: dict, res, x: torch.Tensor, y: torch.Tensor, 
         st = table3_stats(res, y.to(dev), clean.predictions.to(dev))
         rec["wb"] = {"ratio_f2_positive": rounded(st["ratio_f2_positive"]), "n_reached": st["n_target_reached"],
                      "n_efficient": st["n_efficient"], "mean_distortion": rounded(st["mean_distortion"]),
-                     "n_correct": st["n_correct"]}
+                     "n_correct": st["n_correct"],
+                     "distortion_interval": [rounded(v) for v in st["distortion_interval"]]}
         k = min(figure3_images, len(x))
         rec["figure3"] = {"clean": to_uint8_list(x[:k]), "adv": to_uint8_list(res.x_adv[:k]),
                           "labels": y[:k].tolist(), "targets": res.target[:k].tolist(),
