@@ -1,5 +1,6 @@
-"""``rce serve --metric mahalanobis --token-file PATH`` against a running server (a child process on a free
-loopback port): a baseline detector answers as ``Detector.predict`` does, and the token guards the API."""
+"""``rce serve --metric mahalanobis --token-file PATH --examples ...`` against a running server (a child process
+on a free loopback port): a baseline detector answers as ``Detector.predict`` does, the token guards the API, and
+exported adversarial examples (``.npz``) and attack folders given with ``--examples`` are offered to the page."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytest.importorskip("uvicorn")
 from test_serve_bodies import ONLY_CHECKPOINT, npy, png
 
 from rcedetect import attack_store, checkpoint
+from rcedetect.adv_export import export_attack
 from rcedetect.cli import build_parser, main
 from rcedetect.detectors import Detector
 from rcedetect.serve import engine, runs
@@ -33,11 +35,17 @@ def served(trained_runs, tmp_path_factory):
     shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
     assert main(["attack", str(run), "--attack", "fgsm", "--eps", "0.3", "--n", "40", "--quiet", "--device", "cpu"]) == 0
     (root / "token").write_text(f"  {TOKEN}\n")
+    clf = checkpoint.load(run).classifier
+    folder = next((run / "attacks").iterdir())
+    export_attack(folder, root / "fgsm.npz", clf)
+    shutil.copytree(folder, root / "elsewhere" / folder.name)  # an attack folder outside the run
     engine.load(runs.resolve(run), build_parser().parse_args(["serve", str(run), *OPTS]))  # fit and cache
-    det = Detector.load(run / "detector-mahalanobis", checkpoint.load(run).classifier)  # what the server loads
-    with ServerProcess(run, *OPTS, "--token-file", str(root / "token")) as server, \
+    det = Detector.load(run / "detector-mahalanobis", clf)  # what the server loads
+    examples = ["--examples", str(root / "fgsm.npz"), "--examples", str(root / "elsewhere" / folder.name),
+                "--examples", str(folder)]  # the run's own folder: offered once
+    with ServerProcess(run, *OPTS, "--token-file", str(root / "token"), *examples) as server, \
             httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        yield SimpleNamespace(run=run, server=server, client=client, det=det)
+        yield SimpleNamespace(run=run, server=server, client=client, det=det, folder=folder)
     assert server.stop() == 0, "".join(server.stderr[-20:])
 
 
@@ -83,3 +91,26 @@ def test_the_token_is_required_but_for_healthz(served, synthetic):
     assert r.status_code == 200 and r.json()["count"] == 2
     assert served.client.get("/metrics").status_code == 200
     assert not any("warning" in line for line in served.server.stderr)  # loopback: no warning
+
+
+def test_examples_from_an_export_and_an_attack_folder_are_offered(served):
+    c = served.client
+    stored, _, arrays = attack_store.load_parts(served.folder, 40, 200)
+    sources = {s["id"]: s for s in c.get("/v1/examples").json()["sources"]}
+    own = f"attack:{served.folder.name}"
+    given = {"given:fgsm.npz", f"given:{served.folder.name}"}
+    assert set(sources) == {"test", own, *given}  # the run's own folder is not repeated
+    for source in given:
+        entry = sources[source]
+        assert entry["kind"] == "given" and entry["attack"] == "fgsm" and entry["eps"] == 0.3
+        assert entry["count"] == 40 and "fgsm" in entry["title"]
+        flagged = [i for i, v in enumerate(served.det.predict(stored.x_adv).tolist()) if v < 0]
+        for i in [0, 39, *flagged[:2]]:
+            ex = c.get(f"/v1/examples/{source}/{i}").json()
+            assert torch.equal(torch.tensor(ex["image"]), stored.x_adv[i])  # the stored floats
+            assert ex["true_label"] == int(arrays["y"][i]) and ex["attack_succeeded"] == bool(stored.success[i])
+            assert ex["test_index"] == int(arrays["indices"][i])
+            r = c.post("/v1/predict", content=json.dumps({"images": [ex["image"]]}).encode(),
+                       headers={"Content-Type": "application/json"})
+            assert r.json()["results"][0]["label"] == labels_of(served.det, stored.x_adv[i : i + 1])[0]
+        assert c.get(f"/v1/examples/{source}/40").status_code == 404

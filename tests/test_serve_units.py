@@ -343,6 +343,9 @@ def test_bad_startup_inputs_are_one_line_and_exit_2(trained_runs, tmp_path, caps
     empty, spaced = tmp_path / "empty-token", tmp_path / "spaced-token"
     empty.write_text(" \n\t\n")
     spaced.write_text("two words\n")
+    garbage, small = tmp_path / "garbage.npz", tmp_path / "small.npz"
+    garbage.write_bytes(b"PK\x03\x04 not a zip")
+    np.savez(small, x_adv=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros(2, np.int64))
     cases = {
         "does not exist": ["serve", str(tmp_path / "missing")],
         "cannot listen": ["serve", run, "--port", str(port)],
@@ -357,6 +360,9 @@ def test_bad_startup_inputs_are_one_line_and_exit_2(trained_runs, tmp_path, caps
         "not a file": ["serve", run, "--token-file", str(tmp_path)],
         "printable ASCII": ["serve", run, "--token-file", str(spaced)],
         "--examples": ["serve", run, "--examples", str(tmp_path / "missing.npz")],
+        "not a readable .npz": ["serve", run, "--examples", str(garbage)],
+        "holds images of shape (1, 8, 8)": ["serve", run, "--examples", str(small)],
+        "not an rce attack folder": ["serve", run, "--examples", str(tmp_path / "run")],
         "--model picks": ["serve", run, "--model", "rce"],
     }
     try:

@@ -103,7 +103,7 @@ def run(args) -> int:
     token = auth.read_token(args.token_file) if args.token_file is not None else None
     engine.check_settings(args.run_dir, args)
     served = runs.resolve(args.run_dir, args.model)
-    given = load_given(args.examples)  # unreadable files fail now; their image shape once the model is loaded
+    given = load_given(args.examples, served.sources.values())  # unreadable files fail now, their shape below
     sock = server.bind(args.host, args.port)  # a busy port fails now, before minutes of loading
     try:
         from ..serve.app import create_app

@@ -95,7 +95,8 @@ class Examples:
         self._check_index(source, index, len(t["x_adv"]))
         y, idx, ok = (t[k][index] if k in t else None for k in ("y", "indices", "success"))
         return {"source": source, "index": index, "image": t["x_adv"][index].float().tolist(),
-                "true_label": None if y is None else int(y), "test_index": None if idx is None else int(idx),
+                "true_label": None if y is None else int(y),
+                "test_index": None if idx is None or int(idx) < 0 else int(idx),
                 "attack_succeeded": None if ok is None else bool(ok)}
 
     @staticmethod
@@ -125,9 +126,10 @@ class Examples:
 
 
 # -- --examples: exported .npz files and rce attack folders ------------------------------------------------
-def load_given(paths) -> dict[str, dict]:
-    """{source id: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and, where known, y,
-    indices, success}} of the ``--examples`` paths, read by ``rcedetect.adv_export.load_adversarial``."""
+def load_given(paths, offered=()) -> dict[str, dict]:
+    """{source id ``given:<name>``: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and,
+    where known, y, indices, success, "path"}} of the ``--examples`` paths, read by
+    :func:`rcedetect.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
     if not paths:
         return {}
     for path in paths:
@@ -137,17 +139,20 @@ def load_given(paths) -> dict[str, dict]:
         from ..adv_export import load_adversarial
     except ImportError as e:
         raise ConfigError(f"--examples needs rcedetect.adv_export, which cannot be imported here ({e})") from None
+    known = {Path(p).resolve() for p in offered}
     out: dict[str, dict] = {}
     for path in paths:
         p = Path(path)
+        if p.resolve() in known:
+            continue  # already offered as one of the run's attacks
+        known.add(p.resolve())
         x, y, meta = load_adversarial(p)
-        tensors = _given_tensors(p, x, y, meta if isinstance(meta, dict) else {})
-        base = f"file:{p.resolve().name}"
+        meta = meta if isinstance(meta, dict) else {}
+        base = f"given:{p.resolve().name}"
         source, k = base, 2
         while source in out:
             source, k = f"{base}-{k}", k + 1
-        out[source] = {"entry": _given_entry(source, meta if isinstance(meta, dict) else {}, p),
-                       "tensors": tensors, "path": p}
+        out[source] = {"entry": _given_entry(source, meta, p), "tensors": _given_tensors(p, x, y, meta), "path": p}
     return out
 
 
@@ -159,28 +164,23 @@ def _given_tensors(path: Path, x, y, meta: dict) -> dict[str, torch.Tensor]:
         x = x.float() / 255.0
     if x.dim() != 4 or len(x) == 0:
         raise InputError(f"--examples {path} holds no batch of images (shape {tuple(x.shape)})")
-    check_images(x.float(), name=f"the images of --examples {path}")
-    t = {"x_adv": x.float().contiguous()}
-    n = len(x)
+    t = {"x_adv": check_images(x.float(), name=f"the images of --examples {path}").contiguous()}
     for key, value in (("y", y), ("indices", meta.get("indices")), ("success", meta.get("success"))):
         if value is None:
             continue
-        try:
-            v = torch.as_tensor(value).reshape(-1)
-        except (TypeError, ValueError, RuntimeError):
-            continue
-        if len(v) == n:
+        v = torch.as_tensor(value).reshape(-1)
+        if len(v) == len(x):
             t[key] = v.bool() if key == "success" else v.long()
     return t
 
 
 def _given_entry(source: str, meta: dict, path: Path) -> dict:
     settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    attack = meta.get("attack") if isinstance(meta.get("attack"), str) else path.stem
+    attack = meta["attack"] if isinstance(meta.get("attack"), str) and meta["attack"] else path.stem
     eps = meta.get("eps", settings.get("eps"))
     eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-    title = attack + (f" ε={eps:g}" if eps is not None else "") + f" ({path.name})"
-    return {"id": source, "kind": "file", "attack": attack, "eps": eps, "against": None, "title": title}
+    title = attack + (f" ε={eps:g}" if eps is not None else "") + f" ({path.resolve().name})"
+    return {"id": source, "kind": "given", "attack": attack, "eps": eps, "against": None, "title": title}
 
 
 def check_given(given: dict[str, dict], classifier) -> None:
