@@ -27,8 +27,9 @@ from .examples import Examples
 from .limits import REASONS, HttpError, Limits, error_body, read_body
 from .metrics import CONTENT_TYPE, Metrics
 
-PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the three detectors' scores (higher = more
-likely adversarial), the served metric's threshold and whether the detector accepted the image.
+PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the scores of the paper's three detectors
+and of the served one (higher = more likely adversarial), the served metric's threshold and whether its detector
+accepted the image.
 
 Bodies: `image/png` or `image/jpeg` (one image, converted to the model's channels); `application/json` (an array
 of images, or `{"images": [...]}`, each a nested list (H, W) or (C, H, W) of numbers in [0, 1]);
