@@ -3,7 +3,25 @@
 Train with reverse cross-entropy, predict with the reversed logits, detect with K-density / non-ME /
 confidence, and attack with FGSM, BIM, ILCM, JSMA and the C&W family; ``rcedetect.wrap(model, head="fc")`` puts
 any image classifier behind the same interface.
+
+The names of the package, all reachable as ``rcedetect.NAME``:
+
+- ``Classifier``, ``wrap`` (your own model), the errors (``RceError`` and its subclasses);
+- ``Detector`` (a registered metric with a threshold and the NOT SURE answer), ``defend``;
+- ``train(preset, run_dir, overrides)`` (a training preset, checkpointed in ``run_dir``) and ``load(run_dir)``
+  (a trained run's classifier);
+- the modules ``attacks`` (``attacks.create("bim", eps=0.1)``), ``data`` (``data.load("mnist5k")``),
+  ``detectors``, ``checkpoint``, ``config``, ``features``, ``models``, ``training``, ``adv_export``, ``transfer``.
+
+Only the classifier, the errors and ``wrap`` are imported with the package; every other name is imported when it
+is first used.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 from .classifier import Classifier
 from .errors import (
@@ -18,17 +36,82 @@ from .errors import (
 from .io import package_version
 from .wrapping import wrap
 
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import (  # noqa: F401
+        adv_export,
+        attacks,
+        checkpoint,
+        config,
+        data,
+        detectors,
+        features,
+        models,
+        training,
+        transfer,
+    )
+    from .defended import defend  # noqa: F401
+    from .detectors.threshold import Detector
+
 __version__ = package_version()
+
+#: submodules reachable as attributes without an explicit import
+_MODULES = ("adv_export", "attacks", "checkpoint", "config", "data", "detectors", "features", "models", "training",
+            "transfer")
+#: lazy names -> (module, attribute)
+_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("defended", "defend")}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a submodule or a lazy name on first use (keeps ``import rcedetect`` light)."""
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULES) | set(_LAZY))
+
+
+def train(preset: str, run_dir, overrides: list[str] | None = None, *, progress: bool = True,
+          resume: bool = False) -> Classifier:
+    """Train the training preset ``preset`` (e.g. ``"cpu-mnist5k-rce"``, or a TOML file) with ``--set``-style
+    ``overrides`` (``["steps=100"]``), checkpointing into ``run_dir``; returns the trained classifier, in eval
+    mode. ``resume`` continues from the checkpoint in ``run_dir``. Raises ConfigError on bad settings."""
+    from .config import train_config_from_preset
+    from .training import fit
+
+    return fit(train_config_from_preset(preset, overrides), run_dir, progress=progress, resume=resume).eval()
+
+
+def load(run_dir, device: str = "cpu") -> Classifier:
+    """The classifier of the trained run in ``run_dir`` (weights verified, eval mode) on ``device``."""
+    from .checkpoint import load as load_checkpoint
+
+    return load_checkpoint(run_dir, device=device).classifier
+
 
 __all__ = [
     "CheckpointError",
     "Classifier",
     "ConfigError",
     "DataError",
+    "Detector",
     "InputError",
     "NotFittedError",
     "RceError",
     "TrainingError",
     "__version__",
+    "attacks",
+    "data",
+    "detectors",
+    "load",
+    "train",
     "wrap",
 ]
+if importlib.util.find_spec(f"{__name__}.defended") is not None:  # ``from rcedetect import *`` works without it
+    __all__.append("defend")

@@ -1,4 +1,5 @@
-"""``rce attack RUN_DIR --attack NAME [--eps E] [--n N] ...``: attack a trained run's test images (protocol §5, §6).
+"""``rce attack RUN_DIR --attack NAME [--eps E] [--n N] [--export FILE.npz] ...``: attack a trained run's test
+images (protocol §5, §6).
 
 The same attack run as ``rce reproduce`` (:mod:`rcedetect.attack_store`): ``N`` test images chosen by a seeded
 random permutation of the test set (``--seed``; ``--first`` takes the first N in file order instead), attacked in
@@ -11,6 +12,10 @@ Output, in ``RUN_DIR/attacks/<name>-<hash of the settings>/``:
 - ``summary.json``: the scored record of :func:`rcedetect.scoring.score_attack` (success rate, clean and
   adversarial accuracy, the pairs of the paper's AUC mask, mean L2 over the pairs, the AUCs of the detectors that
   need no fitting), mean and max L∞, seconds per example, the settings and versions.
+
+``--export FILE.npz`` also writes the examples to one portable file of plain arrays (x_adv, y, indices, success,
+success_8bit: whether a success survives rounding to 8 bits; :mod:`rcedetect.adv_export`), checked writable
+before the attack starts; ``rce detect --input`` reads it, or the folder itself.
 
 Resumable: a rerun of the same command skips the parts that exist.
 
@@ -28,11 +33,41 @@ from pathlib import Path
 KD_TRAIN_IMAGES = 50_000
 
 
+class AttackNames:
+    """The ``choices`` of ``--attack``: every registered attack (listed in the help), and any ``library:NAME`` of
+    :mod:`rcedetect.attacks.thirdparty` (accepted, checked when the attack is built)."""
+
+    def __init__(self) -> None:
+        from .. import attacks
+
+        self.names = tuple(attacks.REGISTRY)
+
+    def __contains__(self, name) -> bool:
+        return name in self.names or (isinstance(name, str) and ":" in name)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __call__(self, name: str) -> str:
+        """argparse's ``type``: an unknown name is a one-line usage error naming the registered attacks."""
+        import argparse
+
+        if name not in self:
+            raise argparse.ArgumentTypeError(f"unknown attack {name!r}; choose one of {', '.join(self.names)}")
+        return name
+
+
 def add_parser(sub) -> None:
+    names = AttackNames()
     p = sub.add_parser("attack", help="attack the test images of a trained run (FGSM, BIM, ILCM, JSMA, C&W, ...)")
-    p.add_argument("run_dir")
-    p.add_argument("--attack", required=True, help="attack name: fgsm, bim, ilcm, jsma, noise, cw, cw_hc, cw_wb")
-    p.add_argument("--eps", type=float, help="L∞ budget / step on the [0, 1] scale (gradient attacks, JSMA, noise)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (with checkpoint.json); the attack's "
+                   "output goes to RUN_DIR/attacks/<name>-<hash>/")
+    p.add_argument("--attack", required=True, type=names, choices=names, metavar="NAME",
+                   help="a registered attack: %(choices)s; or torchattacks:NAME / foolbox:NAME")
+    p.add_argument("--eps", type=float,
+                   help="the attack's budget (or step, for FGSM) ε: an L∞ distance in [0, 1] pixel units, or an L2 "
+                        "distance on that scale where the attack's norm setting says l2 (--set norm=\"l2\"); for "
+                        "attacks that take one (gradient attacks, PGD variants, JSMA, noise)")
     p.add_argument("--n", "--images", dest="n", type=int, default=1000,
                    help="number of test images (default 1000, as the paper; --images under torchrun, whose options take --n)")
     p.add_argument("--batch-size", type=int, default=200, help="images per batch and per part file (default 200)")
@@ -40,6 +75,9 @@ def add_parser(sub) -> None:
     p.add_argument("--first", action="store_true", help="take the first N test images instead of a seeded subset")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="an attack setting, e.g. --set steps=20 --set saliency=\"pairwise\"")
+    p.add_argument("--export", metavar="FILE.npz",
+                   help="also write the adversarial examples to one portable .npz (x_adv, y, indices, success, "
+                        "success_8bit, metadata; rcedetect.adv_export), readable by rce detect --input")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--force", action="store_true", help="recompute even if the result exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,6 +128,10 @@ def run(args) -> int:
     if "detector" in settings:
         raise ConfigError(f"{name} builds its detector term from the run itself; do not pass detector with --set")
     attack_store.probe(name, settings, seed=args.seed)  # fail early on bad settings, before loading anything
+    if args.export is not None:
+        from ..adv_export import check_export_path
+
+        check_export_path(args.export)  # a path that cannot take the file fails before the work
 
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
@@ -115,6 +157,8 @@ def run(args) -> int:
     if done:
         if world.main:
             print(f"{out} already holds this attack (use --force to recompute)")
+            if args.export is not None:
+                _export(out, args.export, clf)
         return 0
 
     x, y = ds.test_images()[indices], ds.y_test[indices]
@@ -138,4 +182,18 @@ def run(args) -> int:
     print(f"{name} on {run_dir.name}: success {summary['success_rate']:.3f}, "
           f"mean L2 over {summary['n_pairs']} pairs {summary['mean_l2'] or float('nan'):.2f}, n={n}, "
           f"{summary['seconds_per_example']:.3g} s/example -> {out}")
+    if args.export is not None:
+        _export(out, args.export, clf)
     return 0
+
+
+def _export(out: Path, path: str, classifier) -> None:
+    """Write the attack folder ``out`` to the portable ``.npz`` ``path`` and say so in one line."""
+    import numpy as np
+
+    from ..adv_export import export_attack
+
+    written = export_attack(out, path, classifier)
+    with np.load(written, allow_pickle=False) as f:
+        n, ok, ok8 = len(f["y"]), int(f["success"].sum()), int(f["success_8bit"].sum())
+    print(f"exported {n} adversarial examples ({ok} successes, {ok8} of them survive 8-bit rounding) -> {written}")

@@ -16,7 +16,11 @@ in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the de
 
 Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npy`` arrays, ``.npz`` files with
 an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` files with a tensor ``x``
-(same layouts).
+(same layouts); the ``.npz`` of ``rce attack --export`` (array ``x_adv``) or an ``rce attack`` output folder
+(``RUN/attacks/NAME-HASH``), both read by :func:`rcedetect.adv_export.load_adversarial`. These carry the true
+labels: each such input also gets one summary line (``summaries`` with ``--json``): the shares NOT SURE, accepted
+with the true label and accepted with another, and the accuracy with rejection; its JSON results add ``y`` and
+``test_index``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def add_detector_options(p) -> None:
     """The options that fit and calibrate a run's detector (shared by ``rce detect`` and ``rce calibrate``)."""
     from ..detectors import names
 
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a trained run folder (with checkpoint.json); the detector is cached in RUN_DIR/detector-<metric>/")
     p.add_argument("--metric", required=True, choices=names(), help="a registered detector (rcedetect.detectors)")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
     p.add_argument("--calibration-size", type=int, default=None,
@@ -45,11 +50,12 @@ def add_detector_options(p) -> None:
     p.add_argument("--fit-eps", type=float, default=0.1, help="ε of --fit-on (default 0.1)")
     p.add_argument("--fit-images", type=int, default=1000,
                    help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the K-density kernel subset and of the baselines' fitting split (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore the cached detector")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir")
-    p.add_argument("--data-file")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--data-dir", help="folder with the run's dataset in torchvision's layout (default: the run's)")
+    p.add_argument("--data-file", help=".npz with x_train, y_train, x_test, y_test (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -57,7 +63,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
     add_detector_options(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="image files, .npy arrays, .npz (array x) or .safetensors (tensor x) batches")
+                   help="image files, .npy arrays, .npz (array x) or .safetensors (tensor x) batches, .npz files of "
+                        "rce attack --export, or rce attack output folders (RUN/attacks/NAME-HASH)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
 
@@ -184,8 +191,41 @@ def _check_shape(path, x, shape) -> None:
                          f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
 
 
+def read_input(path: str, channels: int) -> dict:
+    """One ``--input``: {"x": float NCHW images in [0, 1], "y": true labels or None, "indices": test-set indices
+    or None, "single": one image file}. Exports of ``rce attack --export`` and ``rce attack`` folders bring their
+    labels (:func:`rcedetect.adv_export.load_adversarial`); every other file is read by
+    :func:`rcedetect.data.read_images`."""
+    from .. import data
+    from ..adv_export import is_export, load_adversarial
+    from ..validation import check_images
+
+    p = Path(path)
+    if p.is_dir() or is_export(p):
+        x, y, meta = load_adversarial(p)
+        if len(x) == 0:
+            from ..errors import InputError
+
+            raise InputError(f"input {path} holds no images")
+        check_images(x, channels=channels, name=f"input {path}")
+        return {"x": x, "y": y, "indices": meta.get("indices"), "single": False}
+    return {"x": data.read_images(p, channels), "y": None, "indices": None,
+            "single": p.suffix.lower() in data.IMAGE_SUFFIXES}
+
+
+def labelled_summary(path: str, rows: list[dict]) -> dict:
+    """What the detector made of the images of one input with true labels: the shares NOT SURE, accepted with
+    the true label, accepted with another label, and the accuracy with rejection (right label or NOT SURE, as
+    :func:`rcedetect.operating_point.operating_point` counts it)."""
+    n = len(rows)
+    not_sure = sum(r["not_sure"] for r in rows)
+    right = sum((not r["not_sure"]) and r["label"] == r["y"] for r in rows)
+    return {"input": path, "n": n, "not_sure_rate": not_sure / n, "accepted_right_rate": right / n,
+            "accepted_wrong_rate": (n - not_sure - right) / n, "accuracy_with_rejection": (right + not_sure) / n}
+
+
 def run(args) -> int:
-    from .. import checkpoint, data
+    from .. import checkpoint
     from ..device import resolve
     from ..io import check_writable_dir
 
@@ -194,28 +234,43 @@ def run(args) -> int:
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf = ckpt.classifier
-    inputs = [(p, data.read_images(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    inputs = [(p, read_input(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
     if clf.input_shape is not None:  # checkpoints record the image shape: refuse before calibrating anything
-        for path, x in inputs:
-            _check_shape(path, x, clf.input_shape)
+        for path, inp in inputs:
+            _check_shape(path, inp["x"], clf.input_shape)
     det = calibrated_detector(args, ckpt)
     shape = tuple(det.extra["image_shape"])
-    results = []
-    for path, x in inputs:
+    results, summaries = [], []
+    for path, inp in inputs:
+        x, y, idx = inp["x"], inp["y"], inp["indices"]
         _check_shape(path, x, shape)
         labels, scores = det.decide(x)
-        single = Path(path).suffix.lower() in data.IMAGE_SUFFIXES
+        rows = []
         for i, (lab, s) in enumerate(zip(labels.tolist(), scores.tolist())):
-            results.append({"input": str(path), "index": None if single else i,
-                            "label": None if lab < 0 else lab, "not_sure": lab < 0, "score": s})
+            row = {"input": str(path), "index": None if inp["single"] else i,
+                   "label": None if lab < 0 else lab, "not_sure": lab < 0, "score": s}
+            if y is not None:
+                row["y"] = int(y[i])
+            if idx is not None:
+                row["test_index"] = int(idx[i])
+            rows.append(row)
+        results += rows
+        if y is not None:
+            summaries.append(labelled_summary(str(path), rows))
     if args.json:
-        print(json.dumps({"run": str(run_dir), "metric": det.metric, "threshold": det.threshold, "fpr": det.fpr,
-                          "calibration": det.extra.get("calibration"), "sigma2": det.kd.sigma2 if det.kd else None,
-                          "sigma2_auto": det.extra.get("sigma2_auto"),
-                          "results": results}, indent=1))
+        out = {"run": str(run_dir), "metric": det.metric, "threshold": det.threshold, "fpr": det.fpr,
+               "calibration": det.extra.get("calibration"), "sigma2": det.kd.sigma2 if det.kd else None,
+               "sigma2_auto": det.extra.get("sigma2_auto"), "results": results}
+        if summaries:
+            out["summaries"] = summaries
+        print(json.dumps(out, indent=1))
         return 0
     print(describe(det, run_dir / f"detector-{args.metric}", args.sigma2))
     for r in results:
         name = r["input"] if r["index"] is None else f"{r['input']}[{r['index']}]"
         print(f"{name}: {'NOT SURE' if r['not_sure'] else r['label']} (score {r['score']:.6g})")
+    for m in summaries:
+        print(f"{m['input']}: {m['n']} images with true labels: NOT SURE {100 * m['not_sure_rate']:.1f}%, "
+              f"accepted with the true label {100 * m['accepted_right_rate']:.1f}%, accepted with another "
+              f"{100 * m['accepted_wrong_rate']:.1f}%; accuracy with rejection {100 * m['accuracy_with_rejection']:.1f}%")
     return 0

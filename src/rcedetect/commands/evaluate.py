@@ -7,11 +7,12 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="test error rate of a trained run (paper Table 1)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (with checkpoint.json); the result is "
+                   "written there as JSON")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one the run was trained on)")
-    p.add_argument("--data-dir")
-    p.add_argument("--data-file")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", help="folder with the dataset in torchvision's layout (default: the run's)")
+    p.add_argument("--data-file", help=".npz with x_train, y_train, x_test, y_test (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.set_defaults(run=run)
 
 

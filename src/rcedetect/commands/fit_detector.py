@@ -40,9 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluate", nargs="+", default=[], metavar="ATTACK_DIR",
                    help="rce attack folders of this run to score the detectors on")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the K-density kernel subset and of the bootstrap resamples (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore cached detectors")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
