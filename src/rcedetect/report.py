@@ -49,6 +49,15 @@ def load(out_dir: str | Path) -> dict[str, Any]:
     return results
 
 
+def dataset_label(results: dict) -> str:
+    """The dataset's name, and for a ``--data-file`` run the file's name beside "npz"."""
+    name = str(results.get("dataset"))
+    models = (results.get("config") or {}).get("models") or {}
+    files = {Path(str(m.get("train", {}).get("data_file"))).name for m in models.values() if isinstance(m, dict)
+             and m.get("train", {}).get("data_file")}
+    return f"{name} ({', '.join(sorted(files))})" if name == "npz" and files else name
+
+
 def arch_label(arch: str) -> str:
     """resnet32 -> ResNet-32."""
     return f"ResNet-{arch[6:]}" if arch.startswith("resnet") and arch[6:].isdigit() else arch
@@ -60,7 +69,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
     col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
     figs = {k: (f, c) for k, f, c in figures}
     v = results.get("versions", {})
-    b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {results.get('dataset')}")]
+    b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {dataset_label(results)}")]
     b.append(("p", (f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
                    f"{results.get('device')}, rcedetect {v.get('rcedetect')}, torch {v.get('torch')}. Total time "
                    f"{num(results.get('timings', {}).get('total_seconds'), 0)} s. Where the paper has a value, a cell "

@@ -10,8 +10,9 @@ The claims (Pang et al. 2018, §4.3-4.5 and Table 4's text):
 4. few C&W-wb examples transfer from the substitute to the target: < 15 % on CIFAR-10, < 50 % on MNIST (§4.5);
 5. MNIST only: the target's K-density AUC on the transferred examples exceeds 95 for all four pairs.
 
-A verdict is read off the point estimates; where the intervals of the two sides overlap (or the interval of a
-share straddles the paper's bound) the sentence says so, because then the run cannot tell the two apart. AUC
+A verdict says "does not hold" only where the run resolves it: the two sides' intervals apart (or a share's whole
+interval past the paper's bound); a reversal inside the intervals is "not resolved", and a share whose interval
+reaches the bound is said to hold only within the uncertainty of its n. AUC
 intervals are the records' percentile-bootstrap intervals (held-out threshold images resampled too); shares have
 Wilson intervals; the C&W-wb distortion has a percentile-bootstrap interval of its mean. Nothing here loads a model.
 """
@@ -52,7 +53,7 @@ def _auc_claim(results: dict, metric: str, label: str) -> str | None:
     objs = _objectives(results)
     if not {"ce", "rce"} <= set(objs):
         return None
-    parts, fails, ties = [], [], []
+    parts, fails, below = [], [], []
     for attack in paper_ref.TABLE2_ATTACKS:
         recs = [table2_record(results, objs[o], attack) for o in ("ce", "rce")]
         if not all(enough_pairs(r) for r in recs):
@@ -63,15 +64,17 @@ def _auc_claim(results: dict, metric: str, label: str) -> str | None:
         name = paper_ref.label(attack)
         parts.append(f"{name}: RCE {rce_t} vs CE {ce_t}")
         if rce < ce:
-            fails.append(name)
-        if _overlap(ce_iv, rce_iv):
-            ties.append(name)
+            (below if _overlap(ce_iv, rce_iv) else fails).append(name)
     if not parts:
         return None
-    verdict = ("holds at this scale" if not fails else
-               f"does not hold at this scale (RCE < CE under {', '.join(fails)})")
-    tie = (f"; the intervals overlap under {', '.join(ties)}, so there the run cannot tell the two apart"
-           if ties else "")
+    if fails:
+        verdict = f"does not hold at this scale (RCE < CE, the intervals apart, under {', '.join(fails)})"
+    elif below:
+        verdict = (f"not resolved at this scale: RCE is below CE under {', '.join(below)}, by less than the "
+                   "intervals resolve, and not below it elsewhere")
+    else:
+        verdict = "holds at this scale"
+    tie = ""
     return f"{label}: {verdict}{tie}. " + "; ".join(parts) + "."
 
 
@@ -100,9 +103,11 @@ def _distortion_claim(results: dict) -> str | None:
     body = f"RCE {texts['rce']} vs CE {texts['ce']} (‖x − x*‖₂/√d on [0, 255])"
     if missing(d["ce"]) or missing(d["rce"]):
         return f"C&W-wb needs larger distortions on RCE: not decided at this scale. {body}."
-    verdict = "holds at this scale" if d["rce"] > d["ce"] else "does not hold at this scale"
-    tie = ("; the intervals overlap" if _overlap(wbs["ce"].get("distortion_interval"),
-                                                  wbs["rce"].get("distortion_interval")) else "")
+    overlap = _overlap(wbs["ce"].get("distortion_interval"), wbs["rce"].get("distortion_interval"))
+    verdict = ("holds at this scale" if d["rce"] > d["ce"] else
+               "not resolved at this scale (RCE not above CE, inside the intervals)" if overlap else
+               "does not hold at this scale")
+    tie = "; the intervals overlap" if overlap and d["rce"] > d["ce"] else ""
     return f"C&W-wb needs larger distortions on RCE: {verdict}{tie}. {body}."
 
 
@@ -115,7 +120,7 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
     transfers = results.get("transfer") or []
     if not transfers:
         return []
-    bound, parts, over, straddle = TRANSFER_BOUND[col], [], [], []
+    bound, parts, over, at, straddle = TRANSFER_BOUND[col], [], [], [], []
     for t in transfers:
         n, rate = t.get("n_substitute_success", 0), t.get("transfer_rate")
         if missing(rate) or not n:
@@ -123,13 +128,15 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
             continue
         lo, hi = wilson_interval(round(rate * n), n)
         parts.append(f"{_pair(t)}: {100 * rate:.1f} %{_span(100 * lo, 100 * hi)} of {n}")
-        (over if rate >= bound else straddle if hi >= bound else []).append(_pair(t))
+        (over if lo >= bound else at if rate >= bound else straddle if hi >= bound else []).append(_pair(t))
     out = []
     decided = [p for p in parts if "no substitute" not in p]
     verdict = ("not decided (nothing transferred)" if not decided else
-               f"does not hold at this scale ({', '.join(over)} at or above the bound)" if over else
-               "holds at this scale")
-    tie = f"; the interval reaches the bound for {', '.join(straddle)}" if straddle else ""
+               f"does not hold at this scale ({', '.join(over)}: the whole interval at or above the bound)" if over
+               else f"not resolved at this scale ({', '.join(at)} at or above the bound, its interval reaching "
+                    "below it)" if at else "holds at this scale")
+    tie = (f"; the interval reaches the bound for {', '.join(straddle)}, so there it holds only within the "
+           "uncertainty of this n" if straddle else "")
     out.append(f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
                f"target): {verdict}{tie}. " + "; ".join(parts) + ".")
     if col == "mnist":
