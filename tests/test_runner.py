@@ -120,3 +120,18 @@ def test_busy_cpu_line(monkeypatch):
     assert busy_cpu_line("cuda", 0) is None
     monkeypatch.setattr(runner, "load_average", lambda: 3.9)
     assert busy_cpu_line("cpu", 0) is None
+
+
+def test_a_resumed_run_keeps_the_seconds_earlier_invocations_measured(tmp_path):
+    from rcedetect.reproduce.runner import merged_stage_seconds
+
+    path = tmp_path / ".stage-seconds.json"
+    first = merged_stage_seconds(path, ["train", "attack"], {"train": 10.0})  # killed after training
+    assert first == {"train": 10.0}
+    second = merged_stage_seconds(path, ["train", "attack"], {"attack": 5.0})  # resumed: training cached
+    assert second == {"train": 10.0, "attack": 5.0}
+    forced = merged_stage_seconds(path, ["train", "attack"], {"train": 12.0, "attack": 6.0})  # --force
+    assert forced == {"train": 12.0, "attack": 6.0}
+    assert merged_stage_seconds(path, ["attack"], {}) == {"attack": 6.0}  # only the stages of this run
+    path.write_text("{not json")
+    assert merged_stage_seconds(path, ["train"], {"train": 1.0}) == {"train": 1.0}  # a damaged file loses the past

@@ -49,6 +49,16 @@ def load(out_dir: str | Path) -> dict[str, Any]:
     return results
 
 
+def _time_text(t: dict) -> str:
+    """The run's cost: every stage's measured seconds (some from earlier invocations of a resumed run) and this
+    invocation's wall time."""
+    total, now = t.get("stage_seconds_total"), t.get("total_seconds")
+    if total is None or t.get("stages_measured_now") == len(t.get("stage_seconds") or {}):
+        return f"Total time {num(now, 0)} s."
+    return (f"The stages took {num(total, 0)} s in all ({t.get('stages_measured_now')} of "
+            f"{len(t.get('stage_seconds') or {})} run by this invocation, which took {num(now, 0)} s).")
+
+
 def dataset_label(results: dict) -> str:
     """The dataset's name, and for a ``--data-file`` run the file's name beside "npz"."""
     name = str(results.get("dataset"))
@@ -71,8 +81,8 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
     v = results.get("versions", {})
     b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {dataset_label(results)}")]
     b.append(("p", (f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
-                   f"{results.get('device')}, rcedetect {v.get('rcedetect')}, torch {v.get('torch')}. Total time "
-                   f"{num(results.get('timings', {}).get('total_seconds'), 0)} s. Where the paper has a value, a cell "
+                   f"{results.get('device')}, rcedetect {v.get('rcedetect')}, torch {v.get('torch')}. "
+                   f"{_time_text(results.get('timings') or {})} Where the paper has a value, a cell "
                    f"reads ours (paper, Δ = ours − paper); the paper column is "
                    f"{col or 'none (no paper value for this dataset)'}. An empty cell ({DASH}) carries a footnote "
                    "saying why.")))

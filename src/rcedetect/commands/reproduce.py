@@ -41,5 +41,8 @@ def run(args) -> int:
             return 0  # under torchrun rank 0 writes the report
         md, page = render(out, results)
     print(summary(results))
-    print(f"total {results['timings']['total_seconds']:.0f} s; report: {page} (markdown: {md})")
+    t = results["timings"]
+    spent = (f"total {t['total_seconds']:.0f} s" if t.get("stages_measured_now") == len(t["stage_seconds"]) else
+             f"this invocation {t['total_seconds']:.0f} s, the whole run's stages {t['stage_seconds_total']:.0f} s")
+    print(f"{spent}; report: {page} (markdown: {md})")
     return 0

@@ -29,7 +29,15 @@ from .inputs import Inputs
 from .layout import Layout
 from .lock import check_writable, note, output_lock
 from .results import assemble
-from .runner import RATES_NAME, Stage, busy_cpu_line, cpu_threads, run_stages
+from .runner import (
+    RATES_NAME,
+    SECONDS_NAME,
+    Stage,
+    busy_cpu_line,
+    cpu_threads,
+    merged_stage_seconds,
+    run_stages,
+)
 
 _PIXELS = 784.0  # the image size the rates were first measured on (28×28)
 
@@ -146,8 +154,9 @@ def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = Tru
             torch.set_num_threads(threads)
         inp.calibration()  # the held-out clean images must exist before anything is trained
         write_json(out / "config.json", cfg)
-        seconds = run_stages(stage_list(inp, progress, hook), force=force, hook=hook, echo=echo,
-                             rates_file=out / RATES_NAME)
-        results = assemble(inp, time.perf_counter() - t_start, seconds, threads)
+        stages = stage_list(inp, progress, hook)
+        now = run_stages(stages, force=force, hook=hook, echo=echo, rates_file=out / RATES_NAME)
+        seconds = merged_stage_seconds(out / SECONDS_NAME, [st.name for st in stages], now)
+        results = assemble(inp, time.perf_counter() - t_start, seconds, threads, measured_now=len(now))
         write_json(out / "results.json", results)
     return results

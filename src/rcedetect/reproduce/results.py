@@ -90,8 +90,10 @@ def _without_device(cfg: dict) -> dict:
     return c
 
 
-def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float], threads: int | None
-             ) -> dict[str, Any]:
+def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float], threads: int | None,
+             measured_now: int | None = None) -> dict[str, Any]:
+    """``total_seconds``: this invocation's wall time; ``stage_seconds``: every stage's measured seconds, from this
+    invocation or an earlier one that ran it (``measured_now`` of them ran now); their sum is what the run cost."""
     plan, layout = inp.plan, inp.layout
     cfg, exp = plan.raw, plan.experiment
     models, dets = _models_and_detectors(inp)
@@ -108,7 +110,9 @@ def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float],
         "config_hash": config_hash(_without_device(cfg)), "config": cfg, "device": str(inp.device),
         "cpu_threads": threads, "versions": versions(), "table2_eps": cfg["experiment"]["table2_eps"],
         "cuts": list(cfg.get("cuts", {}).get("notes", [])),
-        "timings": {"total_seconds": round(total_seconds, 2), "stage_seconds": dict(stage_seconds)},
+        "timings": {"total_seconds": round(total_seconds, 2), "stage_seconds": dict(stage_seconds),
+                    "stage_seconds_total": round(sum(stage_seconds.values()), 2),
+                    "stages_measured_now": len(stage_seconds) if measured_now is None else measured_now},
         "models": models, "detectors": dets, "attacks": records, "transfer": transfer, "tsne": tsne,
         "figure3": figure3, "noise": noise, "log_kd_normal": _log_kd_normal(inp), **_adaptive(inp),
     }

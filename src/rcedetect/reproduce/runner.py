@@ -23,6 +23,25 @@ from ..errors import RceError
 from ..io import read_json, write_json
 
 RATES_NAME = ".stage-rates.json"
+#: the measured seconds of every stage of the run, kept across invocations (a resumed run keeps what earlier ones
+#: measured, so results.json can state what the whole run cost)
+SECONDS_NAME = ".stage-seconds.json"
+
+
+def merged_stage_seconds(path: Path, names: list[str], now: dict[str, float]) -> dict[str, float]:
+    """{stage: seconds} of the stages ``names``: measured now, else by an earlier invocation (kept in ``path``,
+    which is updated with ``now``)."""
+    kept = {}
+    if path.is_file():
+        try:
+            kept = {k: float(v) for k, v in read_json(path, "stage seconds").items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        except (RceError, AttributeError, ValueError):
+            kept = {}  # a damaged side file only loses the earlier invocations' times
+    kept.update(now)
+    if world().main:
+        write_json(path, kept)
+    return {n: kept[n] for n in names if n in kept}
 
 
 @dataclass
