@@ -125,6 +125,15 @@ CASES = {
     "report: a record of an unknown model": (lambda r, t: ((t / "results.json").write_text(json.dumps(
         {"format": "rcedetect-results", "models": {}, "attacks": [{"model": "m", "attack": "fgsm"}]})),
         ["report", str(t)])[1], "'m'"),
+    "adaptive: unknown torchattacks attack": (lambda r, t: ["adaptive", str(r), "--metric", "kd", "--attack",
+                                                           "torchattacks:NoSuch", "--eps", "0.1"], "torchattacks:NoSuch"),
+    "adaptive: torchattacks attack missing a setting": (lambda r, t: ["adaptive", str(r), "--metric", "kd", "--attack",
+                                                                     "torchattacks:LGV"], "trainloader"),
+    "adaptive: no targeted mode": (lambda r, t: ["adaptive", str(r), "--metric", "kd", "--attack", "torchattacks:APGD",
+                                                 "--eps", "0.1", "--set", 'targeted="random"'], "targeted"),
+    "adaptive: defended model without a calibrated detector": (
+        lambda r, t: ["adaptive", str(r), "--metric", "kd", "--attack", "torchattacks:APGD", "--eps", "0.1"],
+        "rce calibrate"),
     "evaluate: no CUDA": (lambda r, t: ["evaluate", str(r), "--device", "cuda"] if not torch.cuda.is_available()
                           else ["evaluate", str(r), "--device", "tpu"], "device"),
 }

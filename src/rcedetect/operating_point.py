@@ -44,6 +44,17 @@ share of the resamples; below it, the percentiles are taken over the resamples w
 _CHUNK_ELEMENTS = 1 << 21  # resampled entries held at once by the vectorised bootstrap (bounds memory)
 
 
+def adaptive_success(pred, y, accepted, success=None):
+    """THE success rule of an attack on a classifier with a detector (SR@N of Bryniarski et al., ICLR 2022;
+    protocol §14.1): the answer is neither the true label nor a rejection, i.e. the prediction is not in
+    {y, reject}. ``pred``: predicted labels, ``y``: true labels, ``accepted``: the detector accepts (score <= T;
+    for the K+1-class defended model of Carlini & Wagner 2017, ``pred != reject_class``); ``success``: where
+    given, the attack's own goal in place of ``pred != y`` (e.g. "target reached"). Element-wise on numpy arrays
+    or torch tensors alike (broadcasting, e.g. one row of ``accepted`` per bootstrap resample)."""
+    won = (pred != y) if success is None else success
+    return won & accepted
+
+
 def too_few_pairs(n_pairs: int) -> bool:
     """True when a cell has fewer than :data:`MIN_PAIRS` pairs: the report then shows "too few pairs (n)"
     instead of the rates and never counts the cell as a disagreement with Pang et al. (NeurIPS 2018)."""
@@ -74,7 +85,7 @@ def _inputs(heldout_clean, clean, adv, y, pred_clean, pred_adv, success) -> dict
         raise InputError(f"clean, adv, y, pred_clean, pred_adv (and success) must have one entry per attacked "
                          f"image, got lengths {got}")
     if s is None:
-        won = pa != y
+        won = None
     elif s.dtype == bool:
         won = s
     elif s.dtype.kind in "iuf" and np.isin(s, (0, 1)).all():
@@ -137,7 +148,7 @@ def operating_point(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=
         "tpr_success": _share(rejected_adv, pair),
         "n_pairs": int(pair.sum()),
         "auc": auc(c[pair], a[pair], "strict"),
-        "attack_success_rate": _share(d["won"] & ~rejected_adv, cc),
+        "attack_success_rate": _share(adaptive_success(d["pa"], d["y"], ~rejected_adv, d["won"]), cc),
         "n_clean_correct": int(cc.sum()),
         "robust_accuracy_with_rejection": _share((d["pa"] == d["y"]) | rejected_adv),
         "clean_accuracy_with_rejection": _share(cc & accepted_clean),
@@ -187,8 +198,9 @@ def _resample_statistics(d: dict, fpr: float, heldout_idx: np.ndarray, image_idx
     auc_b = _ratio((w_p * cum[:, below]).sum(axis=1).astype(np.float64), n_p.astype(np.float64) ** 2)
     tpr_b = _ratio((w_p * (a_p > t)).sum(axis=1), n_p)
 
-    w_c, a_c, won_c = w[:, cc], d["a"][cc], d["won"][cc]
-    sr_b = _ratio((w_c * (won_c & (a_c <= t))).sum(axis=1), w_c.sum(axis=1))
+    w_c, a_c = w[:, cc], d["a"][cc]
+    won_c = None if d["won"] is None else d["won"][cc]
+    sr_b = _ratio((w_c * adaptive_success(d["pa"][cc], d["y"][cc], a_c <= t, won_c)).sum(axis=1), w_c.sum(axis=1))
     return {"auc": auc_b, "tpr_success": tpr_b, "attack_success_rate": sr_b}
 
 

@@ -172,7 +172,12 @@ def register(name: str, *, requires: tuple[str, ...] = (), **defaults: Any):
 
 
 def spec(name: str) -> AttackSpec:
-    """The registered attack ``name`` (unknown names raise ConfigError)."""
+    """The registered attack ``name``, or a library's attack ``torchattacks:NAME`` / ``foolbox:NAME``
+    (:mod:`.thirdparty`); unknown names raise ConfigError."""
+    if isinstance(name, str) and ":" in name and name not in REGISTRY:
+        from .thirdparty import thirdparty_spec
+
+        return thirdparty_spec(name)
     if name not in REGISTRY:
         raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]

@@ -6,7 +6,12 @@ chosen share of clean held-out images (the end of the test split). The attack ge
 (the detector as deployed) and attacks ``N`` test images drawn by a seeded permutation of the images *before*
 the calibration ones; the output is the same part files as ``rce attack`` plus ``summary.json`` with the operating
 point: SR@N (attacked, clean-correct images that end misclassified AND accepted), TPR, robust accuracy with
-rejection and bootstrap intervals (:mod:`rcedetect.operating_point`).
+rejection and bootstrap intervals (:mod:`rcedetect.operating_point`), and the classifier's robust accuracy alone.
+
+``--attack torchattacks:NAME`` (or ``foolbox:NAME``) runs a library's attack, unchanged and with the true labels, on
+the defended K+1-class model (:func:`rcedetect.defended.defend`, Carlini & Wagner 2017); ``--set on="classifier"``
+runs it on the classifier alone (e.g. AutoAttack's robust accuracy); its other ``--set`` settings are the keyword
+arguments of the library's class. Success is counted by the detector's verdict, as for every attack here.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)")
     p.add_argument("run_dir")
     p.add_argument("--attack", required=True,
-                   help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector")
+                   help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector, or "
+                        "a library's attack on the defended K+1-class model: torchattacks:NAME (e.g. "
+                        "torchattacks:APGD, torchattacks:AutoAttack), foolbox:NAME")
     p.add_argument("--metric", required=True, help="the calibrated detector to attack (see rce calibrate)")
     p.add_argument("--eps", type=float, help="L∞ budget on the [0, 1] scale (an L2 radius with --set norm=\"l2\")")
     p.add_argument("--n", "--images", dest="n", type=int, default=500,
@@ -67,6 +74,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .. import attack_store, attacks, checkpoint, data, features
+    from ..attacks.thirdparty import attack_norm
     from ..classifier import FINAL
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
     from ..device import resolve
@@ -83,7 +91,7 @@ def run(args) -> int:
     if "detector" in settings or "detector" not in spec.fields:
         raise ConfigError(f"{args.attack} is not an attack on a detector"
                           if "detector" not in spec.fields else "the detector comes from the run; drop --set detector")
-    _check_eps(args.eps, settings.get("norm", "linf"))
+    _check_eps(args.eps, attack_norm(args.attack, settings))
     if spec.takes_eps and args.eps is None:
         raise ConfigError(f"{args.attack} needs --eps")
     attack_store.probe(args.attack, settings, args.eps, args.seed)  # bad settings (λ < 0, ...) fail here
@@ -112,7 +120,7 @@ def run(args) -> int:
     record = {"attack": args.attack, "metric": args.metric, "eps": args.eps, "settings": settings, "n": len(indices),
               "seed": args.seed, "batch_size": args.batch_size, "weights_sha256": ckpt.meta["weights_sha256"],
               "threshold": det.threshold, "fpr": det.fpr, "n_calibration": det.n_calibration, "dataset": ds.name}
-    out = run_dir / "adaptive" / f"{args.metric}-{args.attack}-{config_hash(record)}"
+    out = run_dir / "adaptive" / f"{args.metric}-{args.attack.replace(':', '-')}-{config_hash(record)}"
     if attack_store.finished_output(out, args.force):
         print(f"{out} already holds this attack (use --force to recompute)")
         return 0
@@ -130,8 +138,9 @@ def run(args) -> int:
                           score_any(det.scorer, clf, adv, res.x_adv), y, clean.predictions, adv.predictions,
                           fprs=(det.fpr,), n_boot=args.bootstrap, seed=args.seed,
                           resample_heldout=False)[fpr_key(det.fpr)]  # the attack aimed at this very T
-    summary = {**record, "operating_point": op, "seconds": seconds, "seconds_per_example": seconds / n,
-               "versions": versions()}
+    summary = {**record, "operating_point": op,
+               "robust_accuracy": float((adv.predictions == y).double().mean()),  # the classifier alone, no rejection
+               "seconds": seconds, "seconds_per_example": seconds / n, "versions": versions()}
     write_json(out / "summary.json", summary)
     ci = (op.get("bootstrap") or {}).get("attack_success_rate") or [None, None]
     band = f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci[0] is not None else ""

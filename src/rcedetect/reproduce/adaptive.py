@@ -6,9 +6,12 @@ every main model, metric of ``[adaptive] metrics`` and attack of ``[adaptive.att
 
 - the threshold T is chosen on the clean held-out images alone at ``fpr`` (5 % by default, protocol §4.5);
 - the attack gets the detector term score − T (``detectors.ScoreTerm``; the deployed detector, not the paper's η);
+  a library's attack (``attack = "torchattacks:APGD"`` in the table, :mod:`rcedetect.attacks.thirdparty`) runs
+  unchanged on the defended K+1-class model built from that term (:func:`rcedetect.defended.defend`);
 - the record holds the operating point (SR@N = attacked, clean-correct images that end misclassified AND accepted;
-  TPR; robust accuracy with rejection; bootstrap intervals) and, per image, whether it fooled both (for the
-  worst case over attacks).
+  TPR; robust accuracy with rejection; bootstrap intervals), the classifier's robust accuracy alone and, per
+  image, whether it fooled both (:func:`rcedetect.operating_point.adaptive_success`, the one success rule, for
+  every attack, a library's included: for the worst case over attacks).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import torch
 
 from .. import attack_store, features, metrics
 from ..attacks.base import l2_distortion
+from ..attacks.thirdparty import attack_norm
 from ..classifier import FINAL
 from ..detectors import ScoreTerm, score_any
 from ..metrics import wilson_interval
-from ..operating_point import fpr_key, operating_points
+from ..operating_point import adaptive_success, fpr_key, operating_points
 from ..scoring import rounded
 from .inputs import Inputs
 from .steps import write_record
@@ -52,8 +56,9 @@ def evaluate(inp: Inputs, model: str, metric: str, x_adv: torch.Tensor, n: int, 
     op = operating_points(inp.heldout_scores(model)[metric], s_clean, s_adv, y, clean.predictions, adv.predictions,
                           success=success, fprs=(ad.fpr,), n_boot=ad.bootstrap,
                           resample_heldout=False)[fpr_key(ad.fpr)]  # the attack aimed at this very T
-    fooled = (clean.predictions == y) & (adv.predictions != y) & (s_adv <= t)
-    return {"threshold": rounded(t), "operating_point": op, "fooled": fooled.tolist()}
+    fooled = (clean.predictions == y) & adaptive_success(adv.predictions, y, s_adv <= t)
+    return {"threshold": rounded(t), "operating_point": op, "fooled": fooled.tolist(),
+            "robust_accuracy": rounded(float((adv.predictions == y).double().mean()))}  # the classifier alone
 
 
 def run_attack(inp: Inputs, model: str, metric: str, attack: str, progress: bool,
@@ -80,7 +85,8 @@ def run_attack(inp: Inputs, model: str, metric: str, attack: str, progress: bool
         fooled = torch.tensor(rec["fooled"], dtype=torch.bool)
         l2 = l2_distortion(x, res.x_adv)
         rec.update(model=model, objective=plan.models[model].train.objective, metric=metric, attack=attack,
-                   eps=r.eps, norm=a.settings.get("norm", "linf") if a.eps else None, settings=a.settings, config_hash=r.hash, n_images=n,
+                   eps=r.eps, norm=attack_norm(a.registered, a.settings) if a.eps else None, settings=a.settings,
+                   registered=a.registered, config_hash=r.hash, n_images=n,
                    attack_success_rate_own=rounded(float(res.success.float().mean())),
                    mean_l2_fooled=rounded(float(l2[fooled].mean())) if fooled.any() else None,
                    attack_seconds=round(secs, 3), seconds_per_example=secs / n)
