@@ -1,0 +1,113 @@
+"""Targeted PGD on the defended K+1-class model: Carlini & Wagner's attack on a detector (2017, "Adversarial
+examples are not easily detected: bypassing ten detection methods", the K+1-class construction) with the PGD steps
+of Madry et al. 2018.
+
+Per image and target t (one of the K real classes other than the clean prediction; ``targets`` of them, drawn
+from a seeded permutation), PGD descends the cross-entropy of the defended model's K+1 logits
+(:func:`rcedetect.defended.defend`) toward t::
+
+    loss = CE(G(x*), t),   G = (Z_1 … Z_K, max_j Z_j + s · (score(x*) − T))
+
+The one loss pulls t up and pushes the reject logit down together, so it needs no λ schedule: where the detector
+already accepts, the reject logit stays below the top class and the step works on the class; where it rejects,
+the reject logit is the largest competitor and the step works on the detector. An untargeted attack on G is
+satisfied by the reject class, which is why the K+1 attack is targeted. Measured on the demo models it fools
+images that :mod:`.pgd_detector` (class margin + λ · hinge) and :mod:`.orthogonal_pgd` miss (REPRODUCE.md,
+"Third-party attacks on the defended model"). As in :mod:`.pgd_detector`, every iterate of every run is offered
+and per image the x* kept is misclassified AND accepted with the smallest distortion, else the closest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .base import AttackResult, check_common, register
+from .gradient import check_steps
+from .pgd import check_norm, check_step_size, resolve_step_size, run_pgd, starts
+from .pgd_detector import Best, begin, check_term, evaluate, finish_adaptive
+
+
+def check_scale(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"reject_scale must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def target_classes(label: torch.Tensor, num_classes: int, targets: int, seed: int) -> torch.Tensor:
+    """(N, targets): per image the first ``targets`` of a seeded random order of the classes other than its label."""
+    g = torch.Generator().manual_seed(int(seed))
+    order = torch.rand(len(label), num_classes - 1, generator=g).argsort(1) + 1  # offsets 1 … K-1, shuffled
+    return (label[:, None].cpu() + order[:, :targets]) % num_classes
+
+
+@register("pgd_defended")
+@dataclass(frozen=True)
+class PGDDefended:
+    """Targeted PGD on CE of the defended K+1 model (module docstring).
+
+    Fields: ``eps``, ``detector`` (a detector term, e.g. score − T), ``norm`` ("linf" or "l2"), ``steps``,
+    ``step_size`` (None = 2.5·eps/steps), ``targets`` (target classes per image, 1 … K−1), ``restarts``,
+    ``random_start``, ``seed``, ``reject_scale`` (the slope s of the reject logit), ``keep_best``.
+    Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*); ``target``: the target that produced x*.
+    """
+
+    eps: float
+    detector: Any = field(repr=False, compare=False)
+    norm: str = "linf"
+    steps: int = 100
+    step_size: float | None = None
+    targets: int = 1
+    restarts: int = 1
+    random_start: bool = True
+    seed: int = 0
+    reject_scale: float = 1.0
+    keep_best: bool = True
+
+    def __post_init__(self):
+        check_common(self)
+        check_term(self.detector)
+        check_norm(self.norm)
+        check_steps(self.steps)
+        check_steps(self.restarts, "restarts")
+        check_steps(self.targets, "targets")
+        check_step_size(self.step_size)
+        check_scale(self.reject_scale)
+
+    def passes_per_image(self) -> float:
+        return (3.0 + self.keep_best) * self.steps * self.restarts * self.targets
+
+    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
+        from ..defended import defend
+
+        x_in = x
+        x, label, term = begin(self, classifier, x, y)
+        k = classifier.num_classes
+        if self.targets > k - 1:
+            raise ConfigError(f"targets must be at most K - 1 = {k - 1} (the classes other than the label), "
+                              f"got {self.targets}")
+        model = defend(classifier, term, scale=self.reject_scale)
+        alpha = resolve_step_size(self.step_size, self.eps, self.steps)
+        chosen = target_classes(label, k, self.targets, self.seed).to(x.device)
+        best = Best(x)
+        for r in range(self.targets):
+            target = chosen[:, r]
+
+            def loss(xa: torch.Tensor, target: torch.Tensor = target) -> torch.Tensor:
+                return F.cross_entropy(model(xa), target, reduction="none")
+
+            def offer(xa: torch.Tensor, target: torch.Tensor = target) -> None:
+                best.update(xa, evaluate(classifier, term, x, xa, label, self.norm), target=target.float())
+
+            for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
+                x_adv = run_pgd(x, start, loss, eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha,
+                                direction=-1.0, on_iterate=offer if self.keep_best else None)
+                if not self.keep_best:
+                    offer(x_adv)
+        its = self.steps * self.restarts * self.targets
+        return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
