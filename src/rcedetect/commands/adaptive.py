@@ -22,7 +22,7 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a trained run folder with a calibrated detector (rce calibrate)")
     p.add_argument("--attack", required=True,
                    help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector, or "
                         "a library's attack on the defended K+1-class model: torchattacks:NAME (e.g. "
@@ -31,12 +31,12 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", type=float, help="L∞ budget on the [0, 1] scale (an L2 radius with --set norm=\"l2\")")
     p.add_argument("--n", "--images", dest="n", type=int, default=500,
                    help="number of test images (default 500; --images under torchrun, whose own options take --n)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100, help="images per attack batch (one part file each)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image choice and of each batch's attack")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="an attack setting, e.g. --set steps=200 --set lambdas=[0,10,100]")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--force", action="store_true", help="recompute even if the result exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
