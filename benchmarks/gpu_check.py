@@ -154,6 +154,13 @@ def cut_overrides(s: dict, data_dir: str | None, device: torch.device) -> list[s
                  f"adaptive.attacks.{a}.settings.steps={s['adaptive_steps']}"]
         if a != "feature_pgd":
             sets.append(f"adaptive.attacks.{a}.settings.restarts=1")
+    sets += [f"adaptive.attacks.pgd_defended.images={s['adaptive_images']}",
+             f"adaptive.attacks.pgd_defended.settings.steps={s['adaptive_steps']}",
+             "adaptive.attacks.pgd_defended.settings.targets=2",
+             f"adaptive.attacks.apgd_dlr.images={s['adaptive_images']}",
+             f"adaptive.attacks.apgd_dlr.settings.steps={s['adaptive_steps']}",
+             f"adaptive.attacks.autoattack.images={s['adaptive_images']}",
+             f"adaptive.attacks.autoattack_classifier.images={s['adaptive_images']}"]
     sets += ["adaptive.attacks.cw_wb.images=" + str(s["adaptive_images"]),
              f"adaptive.attacks.cw_wb.settings.binary_search_steps={s['cw_search']}",
              f"adaptive.attacks.cw_wb.settings.max_iterations={s['cw_max_iterations']}"]
@@ -163,7 +170,8 @@ def cut_overrides(s: dict, data_dir: str | None, device: torch.device) -> list[s
                  "experiment.table2_eps=0.2"]
         sets += [f"attacks.{a}.eps=[0.2]" for a in ("fgsm", "bim", "ilcm", "jsma")]
         sets += [f"adaptive.attacks.{a}.eps=[0.2]" for a in ("pgd_detector", "selective_pgd", "orthogonal_pgd",
-                                                              "feature_pgd")]
+                                                              "feature_pgd", "pgd_defended", "apgd_dlr", "autoattack",
+                                                              "autoattack_classifier")]
         sets += ["adaptive.attacks.pgd_detector_l2.eps=[2.0]", 'adaptive.metrics=["kd","non_me","lid"]']
         sets += [f"models.{m}.train.arch=\"resnet8\"" for m in ("ce", "rce", "target_ce", "target_rce")]
     return sets
