@@ -140,16 +140,18 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
     out.append(f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
                f"target): {verdict}{tie}. " + "; ".join(parts) + ".")
     if col == "mnist":
-        aucs, low = [], []
+        aucs, low, unsure = [], [], []
         for t in transfers:
             ours, _, text = _auc_text(t, "kd")
-            if ours is None or not enough_pairs(t):
+            if ours is None:
                 continue
             aucs.append(f"{_pair(t)}: {text}")
             if ours <= MNIST_TRANSFER_AUC:
-                low.append(_pair(t))
+                (low if enough_pairs(t) else unsure).append(_pair(t))
         if aucs:
-            v = "holds at this scale" if not low else f"does not hold at this scale ({', '.join(low)})"
+            v = (f"does not hold at this scale ({', '.join(low)})" if low else
+                 f"not resolved at this scale ({', '.join(unsure)} at or below {MNIST_TRANSFER_AUC:.0f} on fewer "
+                 "than 30 pairs)" if unsure else "holds at this scale")
             out.append(f"The target's K-density AUC on transferred examples exceeds {MNIST_TRANSFER_AUC:.0f} for all "
                        f"four pairs: {v}. " + "; ".join(aucs) + ".")
     return out
