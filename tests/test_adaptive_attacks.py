@@ -17,8 +17,8 @@ from rcedetect.attacks.pgd import class_margin, random_start
 from rcedetect.attacks.pgd_detector import PGDDetector
 from rcedetect.attacks.random_search import objective
 from rcedetect.detectors import KDTerm, KernelDensity, ScoreTerm
-from rcedetect.detectors.base import View, observe
 from rcedetect.detectors import create as create_metric
+from rcedetect.detectors.base import View, observe
 from rcedetect.errors import ConfigError
 
 ADAPTIVE = ("pgd_detector", "selective_pgd", "orthogonal_pgd", "feature_pgd", "random_search_detector")
@@ -99,9 +99,10 @@ def test_registry_traits():
         "linf", 100, None, True, 1, "ce")
     assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll()).lambdas == (0.0, 1.0, 10.0, 100.0)
     assert attacks.create("pgd", eps=0.1, steps=7, restarts=2).passes_per_image() == 42.0
-    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5).passes_per_image() == 80.0
+    # per run (4 λ × 1 start): one forward+backward per step, one forward for the last iterate
+    assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5).passes_per_image() == 64.0
     assert attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), steps=5,
-                          keep_best=False).passes_per_image() == 60.0
+                          keep_best=False).passes_per_image() == 64.0
 
 
 @pytest.mark.parametrize("bad", [
@@ -371,3 +372,113 @@ def test_guided_start_is_the_nearest_other_class_image_projected_into_the_ball()
     assert torch.equal(guided_start(x, torch.zeros(4, dtype=torch.long), 1.0, "linf"), x)  # one class: x itself
     with pytest.raises(ConfigError, match="guided_starts"):
         attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), guided_starts=2)
+
+
+# -- the runs of an attack as one batch, the status from the loss pass --------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_term(rce_classifier, test_batch):
+    """A confidence term whose threshold accepts half of the test images moved by ε = 0.1: both verdicts occur
+    along the attacks."""
+    metric = create_metric("confidence")
+    x = random_start(test_batch[0], 0.1, "linf", torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        scores = metric.score(observe(rce_classifier, x, metric))
+    return ScoreTerm(metric, float(scores.median()))
+
+
+def sequential_pgd_detector(attack, clf, x):
+    """The λ × start runs one after the other, each iterate judged by a forward pass of its own: the reference the
+    batched attack must equal."""
+    from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
+    from rcedetect.attacks.pgd_detector import Best, begin, combined_loss, evaluate, guided_start
+
+    x, label, term = begin(attack, clf, x, None)
+    alpha = resolve_step_size(attack.step_size, attack.eps, attack.steps)
+    best = Best(x)
+    for lam in attack.lambdas:
+        def offer(xa, lam=lam):
+            best.update(xa, evaluate(clf, term, x, xa, label, attack.norm), **{"lambda": lam})
+
+        guided = [guided_start(x, label, attack.eps, attack.norm)] if attack.guided_starts else []
+        for start in [*starts(x, attack.eps, attack.norm, attack.restarts, attack.seed, attack.random_start), *guided]:
+            run_pgd(x, start, combined_loss(clf, term, label, lam), eps=attack.eps, norm=attack.norm,
+                    steps=attack.steps, step_size=alpha, direction=-1.0, on_iterate=offer)
+    return best, evaluate(clf, term, x, best.x, label, attack.norm)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.5), ("l2", 4.0)])
+def test_pgd_detector_batched_runs_choose_the_sequential_images(norm, eps, rce_classifier, test_batch, mixed_term):
+    """All λ × start runs in one batch (the default), one run per pass (max_batch = the batch) and chunks that cut
+    runs apart (max_batch = 7) keep the image the sequential runs keep, with the same success and λ."""
+    x = test_batch[0][:16]
+    kw = {"eps": eps, "detector": mixed_term, "norm": norm, "steps": 8, "lambdas": (0.0, 10.0, 100.0),
+          "restarts": 2, "guided_starts": 1, "seed": 3}
+    ref, st = sequential_pgd_detector(PGDDetector(**kw), rce_classifier, x)
+    assert 0 < int(st.ok.sum()) < len(x)  # a case with both outcomes
+    for max_batch in (4096, 16, 7):
+        res = PGDDetector(**kw, max_batch=max_batch)(rce_classifier, x)
+        torch.testing.assert_close(res.x_adv, ref.x)
+        assert torch.equal(res.success, st.ok), max_batch
+        torch.testing.assert_close(res.extra["lambda"], ref.tags["lambda"], equal_nan=True)
+
+
+def test_status_from_the_loss_pass_is_evaluate(rce_classifier, test_batch, mixed_term):
+    """The status read off the loss pass (with its graph) is the one a separate forward pass gives, and the loss is
+    class margin + λ · max(0, detector margin) with λ per example (λ = 0: the margin's gradient exactly)."""
+    from rcedetect.attacks.pgd import margin_loss
+    from rcedetect.attacks.pgd_detector import combined_loss, evaluate, loss_and_status
+
+    x = test_batch[0][:16]
+    label = rce_classifier.predict(x)
+    xa = random_start(x, 0.2, "linf", torch.Generator().manual_seed(0)).requires_grad_(True)
+    lam = torch.tensor([0.0, 10.0] * 8)
+    with torch.enable_grad():
+        loss, st = loss_and_status(rce_classifier, mixed_term, x, xa, label, lam, "linf")
+        (grad,) = torch.autograd.grad(loss.sum(), xa)
+    ref = evaluate(rce_classifier, mixed_term, x, xa.detach(), label, "linf")
+    for name in ("class_margin", "det_margin", "dist"):
+        torch.testing.assert_close(getattr(st, name), getattr(ref, name), rtol=0, atol=0)
+    assert torch.equal(st.misclassified, ref.misclassified) and torch.equal(st.ok, ref.ok)
+    assert bool((ref.det_margin > 0).any()) and bool((ref.det_margin <= 0).any())
+    with torch.no_grad():
+        for lv in (0.0, 10.0):
+            rows = lam == lv
+            torch.testing.assert_close(loss.detach()[rows], combined_loss(rce_classifier, mixed_term, label, lv)(
+                xa.detach())[rows])
+    zero = lam == 0
+    xz = xa.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g0,) = torch.autograd.grad(margin_loss(rce_classifier, label)(xz).sum(), xz)
+    assert torch.equal(grad[zero], g0[zero])
+
+
+@pytest.mark.parametrize("name", ["pgd", "selective_pgd", "orthogonal_pgd"])
+def test_batched_restarts_equal_one_restart_per_pass(name, rce_classifier, test_batch, mixed_term):
+    x = test_batch[0][:16]
+    kw = {"eps": 0.1, "steps": 8, "restarts": 3, "seed": 2, **({} if name == "pgd" else {"detector": mixed_term})}
+    one = attacks.create(name, **kw)(rce_classifier, x)
+    for max_batch in (16, 5):
+        seq = attacks.create(name, **kw, max_batch=max_batch)(rce_classifier, x)
+        torch.testing.assert_close(one.x_adv, seq.x_adv)
+        assert torch.equal(one.success, seq.success)
+
+
+def test_selective_single_backward_is_the_gradient_it_follows(rce_classifier, test_batch, mixed_term):
+    """selective_pgd's one backward pass of where(misclassified, g, f) gives, per image, ∇g where x* is
+    misclassified and ∇f elsewhere: what two backward passes and ``direction`` give."""
+    from rcedetect.attacks.orthogonal_pgd import _grad
+    from rcedetect.attacks.pgd_detector import detector_margin
+
+    attack = OrthogonalPGD(eps=0.3, detector=mixed_term, mode="selective")
+    x = test_batch[0][:16]
+    label = rce_classifier.predict(x)
+    moved = attacks.create("pgd", eps=0.2, steps=6, loss="margin", seed=1)(rce_classifier, x)  # some misclassified
+    xa = moved.x_adv.requires_grad_(True)
+    with torch.enable_grad():
+        view = observe(rce_classifier, xa, mixed_term)
+        f, g = class_margin(view.logits, label), detector_margin(mixed_term, view)
+        fooled = view.logits.detach().argmax(1) != label
+        one = _grad(torch.where(fooled, g, f), xa, retain=True)
+        two = attack.direction(_grad(f, xa, retain=True), _grad(g, xa, retain=False), fooled)
+    assert bool(fooled.any()) and bool((~fooled).any())
+    torch.testing.assert_close(one, two, rtol=1e-6, atol=0)

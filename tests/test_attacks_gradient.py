@@ -193,20 +193,50 @@ def test_forward_passes_per_call(attack, passes):
     assert torch.equal(res.extra["label"], y)  # the label is still the clean prediction
 
 
-@pytest.mark.parametrize("cls", [FGSM, BIM, ILCM])
-def test_bf16_gradients_steer_and_float32_decides(cls, ce_classifier, test_batch):
-    """precision="bf16": the gradient passes run in bfloat16 (so the images differ a little from float32's: a sign
-    flips where the gradient is near zero, and over 10 steps the paths drift), but the attack is as strong, and the
-    label and every verdict are float32 ones."""
-    x = test_batch[0][:32]
-    exact = cls(0.1)(ce_classifier, x)
-    fast = cls(0.1, precision="bf16")(ce_classifier, x)
-    assert float((fast.x_adv == exact.x_adv).float().mean()) > (0.9 if cls is FGSM else 0.7)
-    assert abs(int(fast.success.sum()) - int(exact.success.sum())) <= 4
-    assert float((fast.x_adv - x).abs().max()) <= 0.1 + 1e-6
-    with torch.no_grad():
-        pred_adv = ce_classifier.logits(fast.x_adv).argmax(1)
-    assert torch.equal(fast.extra["label"], exact.extra["label"])  # the clean prediction, in float32
-    assert torch.equal(fast.success, pred_adv != fast.extra["label"])
-    with pytest.raises(ConfigError, match="precision"):
-        cls(0.1, precision="fp8")
+STEPS = 6
+
+
+@pytest.mark.parametrize("name, settings, forward, backward", [
+    # (forward, backward) images passed per attacked image, against a term that rejects every iterate.
+    # pgd_detector: 2 λ × 2 starts = 4 runs in one batch, one forward+backward per step (its forward judges the
+    # iterate), one forward for each run's last iterate, plus the clean prediction and the verdict at x*
+    ("pgd_detector", {"lambdas": (0.0, 10.0), "guided_starts": 1}, 4 * (STEPS + 1) + 2, 4 * STEPS),
+    ("pgd_detector", {"lambdas": (0.0, 10.0), "keep_best": False}, 2 * (STEPS + 1) + 2, 2 * STEPS),
+    ("pgd", {"restarts": 3, "loss": "margin"}, 3 * (STEPS + 1) + 2, 3 * STEPS),
+    ("selective_pgd", {"restarts": 2}, 2 * (STEPS + 1) + 2, 2 * STEPS),  # one backward pass per step
+    ("orthogonal_pgd", {"restarts": 2}, 2 * (STEPS + 1) + 2, 2 * 2 * STEPS),  # ∇f and ∇g
+])
+def test_adaptive_passes_per_step(name, settings, forward, backward):
+    """Forward and backward passes of the network, in images per attacked image: each step of an adaptive attack is
+    one forward+backward (orthogonal: two backward), whatever its number of runs, and ``passes_per_image`` says so
+    (3 units a forward+backward, 1 a forward)."""
+    fwd, bwd, attack = count_passes(name, settings, threshold=-0.99)
+    assert (fwd, bwd) == (forward, backward)
+    if name != "pgd":
+        assert attack.passes_per_image() == forward - 2 + 2 * backward  # less the clean prediction and the verdict
+
+
+def test_runs_of_one_start_share_passes_while_the_detector_accepts():
+    """Against a term that accepts everything, the λ term has no gradient: the 3 λ runs of each of the 2 starts
+    take the same steps, and pgd_detector passes each image through the network once per start and step."""
+    fwd, bwd, _ = count_passes("pgd_detector", {"lambdas": (0.0, 10.0, 100.0), "guided_starts": 1}, threshold=0.0)
+    assert (fwd, bwd) == (2 * (STEPS + 1) + 2, 2 * STEPS)
+
+
+def count_passes(name, settings, threshold):
+    """(forward, backward) images through the network per attacked image, and the attack, with a confidence term
+    (it reads the logits) at ``threshold``."""
+    from rcedetect.detectors import ScoreTerm
+    from rcedetect.detectors import create as create_metric
+
+    clf = grouped_linear()
+    fwd, bwd = [], []
+    clf.net.fc.register_forward_hook(lambda m, i, o: fwd.append(len(i[0])))
+    clf.net.fc.register_full_backward_hook(lambda m, gi, go: bwd.append(len(go[0])))
+    x = images(4)
+    kw = {"eps": 0.2, "steps": STEPS, **settings}
+    if name != "pgd":
+        kw["detector"] = ScoreTerm(create_metric("confidence"), threshold)
+    attack = attacks.create(name, **kw)
+    attack(clf, x)
+    return sum(fwd) / len(x), sum(bwd) / len(x), attack

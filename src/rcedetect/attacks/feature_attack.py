@@ -84,7 +84,7 @@ class FeaturePGD:
         check_step_size(self.step_size)
 
     def passes_per_image(self) -> float:
-        return 3.0 * self.steps
+        return 3.0 * self.steps + 1.0  # a forward+backward per step (its forward judges the iterate), one forward
 
     def _measure(self, classifier, term, density, xa, target):
         """(feature distance, success) at images ``xa``; the distance keeps its graph when xa has one."""
@@ -104,10 +104,11 @@ class FeaturePGD:
         best_x, best_ok = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best_d = torch.full((len(x),), math.inf, device=x.device)
         for step in range(self.steps + 1):
-            xa = x_adv.requires_grad_(True)
-            with torch.enable_grad():
+            last = step == self.steps  # the last iterate is only judged: a forward pass without a graph
+            xa = x_adv.detach().requires_grad_(not last)
+            with torch.set_grad_enabled(not last):
                 dist, ok = self._measure(classifier, term, density, xa, target)
-                grad = torch.autograd.grad(dist.sum(), xa)[0] if step < self.steps else None
+                grad = None if last else torch.autograd.grad(dist.sum(), xa)[0]
             d = dist.detach()
             take = (ok & (~best_ok | (d < best_d))) | (~ok & ~best_ok & (d < best_d))
             best_x = torch.where(per_example(take, x), xa.detach(), best_x)

@@ -16,6 +16,11 @@ with the smallest distortion, else the one with the smallest max(0, f) + max(0, 
 :mod:`.pgd_detector`; the original code keeps the misclassified iterate with the lowest detector score). Two presets
 of one class: ``selective_pgd`` and ``orthogonal_pgd``.
 
+Cost: each step is one forward pass (which also judges the iterate it starts from) and, for ``orthogonal``, two
+backward passes (∇f and ∇g); ``selective`` needs one, of where(x* misclassified, g, f), whose gradient per image
+is the one it follows. The restarts run as rows of one batch of at most ``max_batch`` images (:mod:`.variants`;
+the same images as one restart after the other, up to the float rounding of a larger batch).
+
 Limits: with L∞ the sign of the projected gradient is no longer orthogonal (small components become full
 steps); and against a score tied to the classification itself (confidence, non-ME) a path of constant score to
 the class boundary may not exist (the confidence there is ≤ 1/2), so ``orthogonal`` can stall where
@@ -24,6 +29,7 @@ the class boundary may not exist (the confidence there is ≤ 1/2), so ``orthogo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +50,7 @@ from .pgd import (
     starts,
 )
 from .pgd_detector import Best, begin, check_term, detector_margin, evaluate, finish_adaptive, status_of
+from .variants import MAX_BATCH, check_max_batch, chunks, merge
 
 MODES = ("selective", "orthogonal")
 
@@ -71,7 +78,8 @@ class OrthogonalPGD:
     """Selective / orthogonal PGD against a classifier and a detector term (module docstring).
 
     Fields: ``eps``, ``detector`` (a detector term), ``mode`` ("selective" or "orthogonal"), ``norm`` ("linf" or
-    "l2"), ``steps``, ``step_size`` (None = 2.5·eps/steps), ``restarts``, ``random_start``, ``seed``.
+    "l2"), ``steps``, ``step_size`` (None = 2.5·eps/steps), ``restarts``, ``random_start``, ``seed``, ``max_batch``
+    (images per pass).
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``step`` (the step that produced x*).
     """
 
@@ -84,10 +92,12 @@ class OrthogonalPGD:
     restarts: int = 1
     random_start: bool = True
     seed: int = 0
+    max_batch: int = MAX_BATCH
 
     def __post_init__(self):
         check_common(self)
         check_term(self.detector)
+        check_max_batch(self.max_batch)
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_norm(self.norm)
@@ -96,7 +106,9 @@ class OrthogonalPGD:
         check_step_size(self.step_size)
 
     def passes_per_image(self) -> float:
-        return 5.0 * self.steps * self.restarts  # one forward and two backward passes per step
+        # per step one forward and two backward passes (selective: one, of the loss each image follows); one
+        # forward for the last iterate
+        return ((3.0 if self.mode == "selective" else 5.0) * self.steps + 1.0) * self.restarts
 
     def direction(self, g_cls: torch.Tensor, g_det: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
         """The gradient to descend: the classifier's until x* is misclassified, then the detector's."""
@@ -113,11 +125,14 @@ class OrthogonalPGD:
                 logits = view.logits
                 f = class_margin(logits, label)
                 g = detector_margin(term, view)
-                g_cls, g_det = _grad(f, xa, retain=True), _grad(g, xa, retain=False)
-            st = status_of(logits, g, label, x, xa, self.norm)
+                st = status_of(logits, g, label, x, xa, self.norm)
+                if self.mode == "selective":  # one backward pass: each image's gradient of the loss it follows
+                    grad = _grad(torch.where(st.misclassified, g, f), xa, retain=False)
+                else:
+                    g_cls, g_det = _grad(f, xa, retain=True), _grad(g, xa, retain=False)
+                    grad = self.direction(g_cls, g_det, st.misclassified)
             best.update(xa, st, step=float(step))
-            x_adv = pgd_step(x, xa.detach(), self.direction(g_cls, g_det, st.misclassified), eps=self.eps,
-                             norm=self.norm, step_size=alpha, direction=-1.0)
+            x_adv = pgd_step(x, xa.detach(), grad, eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
         best.update(x_adv, evaluate(classifier, term, x, x_adv, label, self.norm), step=float(self.steps))
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
@@ -125,7 +140,12 @@ class OrthogonalPGD:
         x, label, term = begin(self, classifier, x, y)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         best = Best(x)
-        for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
-            self._run(classifier, term, x, start, label, alpha, best)
+        best.tags["step"] = torch.full((len(x),), math.nan, device=x.device)
+        run_starts = list(starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start))
+        for rows in chunks(len(x), len(run_starts), self.max_batch):  # the restarts as rows of one batch
+            part = Best(rows.images(x))
+            self._run(classifier, term, rows.images(x), rows.gather(run_starts.__getitem__), rows.images(label),
+                      alpha, part)
+            merge(best, part, rows)
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, self.steps * self.restarts,
                                **best.tags)

@@ -8,7 +8,8 @@
 Π_ε projects onto the ball around x (per example, the image flattened), then the image is clipped to [0, 1]
 (the order of :mod:`.gradient` and foolbox). ε is on the [0, 1] scale for both norms (for L2 the plain
 ‖x* − x‖₂ of the flattened image, not :attr:`AttackResult.l2`'s [0, 255]/√d scale); α defaults to 2.5·ε/steps
-(Madry et al.). ``loss="ce"`` ascends CE(effective logits, label) (d = +1); ``loss="margin"`` descends the
+(Madry et al.). The restarts run as rows of one batch of at most ``max_batch`` images (:mod:`.variants`).
+``loss="ce"`` ascends CE(effective logits, label) (d = +1); ``loss="margin"`` descends the
 classification margin Z_label − max_{j≠label} Z_j (d = −1), the loss the adaptive attacks of
 :mod:`.pgd_detector` and :mod:`.orthogonal_pgd` extend. The label is the clean prediction (``label="pred"``, as in
 :mod:`.gradient`) or the given y. Per image the first restart whose final x* is misclassified is kept; an image
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import AttackResult, check_common, register, seeded_generator
 from .gradient import _labels, check_label, check_steps, finish, predict
+from .variants import MAX_BATCH, check_max_batch, chunks
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
@@ -154,7 +156,7 @@ def starts(x: torch.Tensor, eps: float, norm: str, restarts: int, seed: int, ran
 class PGD:
     """PGD with random restarts (Madry et al. 2018; module docstring): ``eps``, ``norm`` ("linf" or "l2"),
     ``steps``, ``step_size`` (None = 2.5·eps/steps), ``random_start``, ``restarts``, ``seed``, ``label``
-    ("pred" or "true") and ``loss`` ("ce" ascended or "margin" descended)."""
+    ("pred" or "true"), ``loss`` ("ce" ascended or "margin" descended) and ``max_batch`` (images per pass)."""
 
     eps: float
     norm: str = "linf"
@@ -165,10 +167,12 @@ class PGD:
     seed: int = 0
     label: str = "pred"
     loss: str = "ce"
+    max_batch: int = MAX_BATCH
 
     def __post_init__(self):
         check_common(self)
         check_norm(self.norm)
+        check_max_batch(self.max_batch)
         check_steps(self.steps, "steps")
         check_steps(self.restarts, "restarts")
         check_step_size(self.step_size)
@@ -181,29 +185,35 @@ class PGD:
 
     def loss_fn(self, classifier, label: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Per-example loss of images (CE of the label, or the classification margin)."""
+        return lambda xa: self.loss_of(classifier.logits(xa), label)
+
+    def loss_of(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.loss == "ce":
-            return lambda xa: F.cross_entropy(classifier.logits(xa), label, reduction="none")
-        return margin_loss(classifier, label)
+            return F.cross_entropy(logits, label, reduction="none")
+        return class_margin(logits, label)
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, label = _labels(classifier, x, y, self.label)
         direction = 1.0 if self.loss == "ce" else -1.0
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
-        loss_fn = self.loss_fn(classifier, label)
         best = x.clone()
         best_loss = torch.full((len(x),), math.inf, device=x.device)  # −direction · loss: lower is better
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
-            x_adv = run_pgd(x, start, loss_fn, eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha,
-                            direction=direction)
+        run_starts = list(starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start))
+        for rows in chunks(len(x), len(run_starts), self.max_batch):  # the restarts as rows of one batch
+            labels = rows.images(label)
+            x_adv = run_pgd(rows.images(x), rows.gather(run_starts.__getitem__), self.loss_fn(classifier, labels),
+                            eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha, direction=direction)
             with torch.no_grad():
-                fooled = predict(classifier, x_adv) != label
-                score = -direction * loss_fn(x_adv)
-            take = ~found & (fooled | (score < best_loss))
-            best = torch.where(per_example(take, x), x_adv, best)
-            best_loss = torch.where(take, score, best_loss)
-            found |= fooled
+                logits = classifier.logits(x_adv)
+                fooled_rows, score_rows = logits.argmax(1) != labels, -direction * self.loss_of(logits, labels)
+            for _, r, img in rows.segments():  # restart by restart, in order
+                fooled, score = fooled_rows[r], score_rows[r]
+                take = ~found[img] & (fooled | (score < best_loss[img]))
+                best[img] = torch.where(per_example(take, x_adv[r]), x_adv[r], best[img])
+                best_loss[img] = torch.where(take, score, best_loss[img])
+                found[img] |= fooled
         pred_adv = predict(classifier, best)
         its = torch.full((len(x),), self.steps * self.restarts, dtype=torch.long, device=x.device)
         return finish(x_in, x, best, pred_adv != label, its, label=label, pred_adv=pred_adv)

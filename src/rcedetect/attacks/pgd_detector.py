@@ -21,6 +21,15 @@ succeed; random starts alone fail that check against some detectors).
 
 λ = 0 leaves the detector out of the loss: with ``keep_best=False`` the run is then exactly ``pgd(loss="margin")``
 (the same step code).
+
+Cost: all runs (every λ × start) go through the network together, as rows of one batch of at most ``max_batch``
+images (:mod:`.variants`; the image kept is the one the runs taken one after the other keep, up to the float
+rounding of a larger batch), and each step is ONE forward+backward pass: its forward also gives the status
+(class margin, detector margin) of the iterate it starts from, so iterate x_t is judged by the pass of step t + 1
+and only the last one needs a forward of its own (:func:`loss_and_status`). The runs of one start with different
+λ take the same steps while the detector accepts their common iterate (the λ term has no gradient there), so they
+go through the network as one row until it rejects it: the results are those of separate runs.
+
 The helpers here (:func:`check_term`, :func:`place_term`, :class:`Status`, :class:`Best`) serve the other
 adaptive attacks of this package.
 """
@@ -45,11 +54,12 @@ from .pgd import (
     distortion,
     margin_loss,
     per_example,
+    pgd_step,
     project,
     resolve_step_size,
-    run_pgd,
     starts,
 )
+from .variants import MAX_BATCH, check_max_batch, chunks, merge
 
 
 def check_term(detector) -> None:
@@ -132,6 +142,23 @@ def evaluate(classifier, term, x: torch.Tensor, x_adv: torch.Tensor, label: torc
     return status_of(view.logits, detector_margin(term, view), label, x, x_adv, norm)
 
 
+def loss_and_status(classifier, term, x: torch.Tensor, xa: torch.Tensor, label: torch.Tensor, lam: torch.Tensor,
+                    norm: str, detector_grad: bool = True) -> tuple[torch.Tensor, Status]:
+    """(class margin + λ · max(0, margin_det) per example at ``xa``, λ a tensor of one per example; the
+    :class:`Status` of ``xa``) from ONE forward pass: the status :func:`evaluate` would give, read off the pass
+    the gradient needs. Rows with λ = 0 get exactly the class margin's gradient (the detector's part adds zeros);
+    ``detector_grad=False`` (every λ is 0) computes the detector margin outside the graph."""
+    view = observe(classifier, xa, term)
+    loss = class_margin(view.logits, label)
+    if detector_grad:
+        det = detector_margin(term, view)
+        loss = loss + lam * det.clamp_min(0)
+    else:
+        with torch.no_grad():
+            det = detector_margin(term, view)
+    return loss, status_of(view.logits, det, label, x, xa, norm)
+
+
 class Best:
     """Per image, the best x* offered so far: misclassified AND accepted with the smallest distortion, else the
     smallest gap (:attr:`Status.gap`); ties keep the earlier one. ``tags`` travel with the chosen image."""
@@ -145,16 +172,23 @@ class Best:
         self.tags: dict[str, torch.Tensor] = {}
 
     def update(self, x_adv: torch.Tensor, st: Status, **tags: torch.Tensor | float) -> torch.Tensor:
-        ok, gap = st.ok, st.gap
-        take = (ok & (~self.ok | (st.dist < self.dist))) | (~ok & ~self.ok & (gap < self.gap))
-        self.x = torch.where(per_example(take, self.x), x_adv.detach(), self.x)
-        self.dist = torch.where(take, st.dist, self.dist)
-        self.gap = torch.where(take, gap, self.gap)
-        self.ok = self.ok | (take & ok)
+        return self.offer(x_adv, st.ok, st.dist, st.gap, **tags)
+
+    def offer(self, x_adv: torch.Tensor, ok: torch.Tensor, dist: torch.Tensor, gap: torch.Tensor,
+              rows: slice = slice(None), **tags: torch.Tensor | float) -> torch.Tensor:
+        """:meth:`update` from the candidates' (ok, distortion, gap), for the images ``rows`` of the batch (a
+        chunk's best rows merged in order, :func:`.variants.merge`); returns which were taken."""
+        cur_ok = self.ok[rows]
+        take = (ok & (~cur_ok | (dist < self.dist[rows]))) | (~ok & ~cur_ok & (gap < self.gap[rows]))
+        self.x[rows] = torch.where(per_example(take, x_adv), x_adv.detach(), self.x[rows])
+        self.dist[rows] = torch.where(take, dist, self.dist[rows])
+        self.gap[rows] = torch.where(take, gap, self.gap[rows])
+        self.ok[rows] = cur_ok | (take & ok)
         for k, v in tags.items():
             v = torch.as_tensor(v, dtype=torch.float32 if isinstance(v, float) else None, device=take.device)
-            old = self.tags.get(k, torch.full(take.shape, math.nan, device=take.device, dtype=v.dtype))
-            self.tags[k] = torch.where(take, v, old)
+            if k not in self.tags:
+                self.tags[k] = torch.full(self.ok.shape, math.nan, device=take.device, dtype=v.dtype)
+            self.tags[k][rows] = torch.where(take, v, self.tags[k][rows])
         return take
 
 
@@ -173,7 +207,9 @@ class PGDDetector:
     """PGD on class margin + λ · max(0, detector margin), λ searched over ``lambdas`` (module docstring).
 
     Fields: ``eps``, ``detector`` (a detector term), ``norm`` ("linf" or "l2"), ``steps``, ``step_size``
-    (None = 2.5·eps/steps), ``lambdas`` (λ ≥ 0, at least one), ``restarts``, ``random_start``, ``seed``.
+    (None = 2.5·eps/steps), ``lambdas`` (λ ≥ 0, at least one), ``restarts``, ``random_start``, ``seed``,
+    ``keep_best``, ``guided_starts`` (0 or 1), ``max_batch`` (images per pass: the runs' rows are cut into chunks of
+    it; the number of images attacked gives one run per pass, as sequential runs).
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``lambda`` (the λ that produced x*).
     """
 
@@ -188,11 +224,13 @@ class PGDDetector:
     seed: int = 0
     keep_best: bool = True
     guided_starts: int = 0
+    max_batch: int = MAX_BATCH
 
     def __post_init__(self):
         check_common(self)
         check_term(self.detector)
         check_norm(self.norm)
+        check_max_batch(self.max_batch)
         check_steps(self.steps)
         check_steps(self.restarts, "restarts")
         if isinstance(self.guided_starts, bool) or not isinstance(self.guided_starts, int) or not 0 <= self.guided_starts <= 1:
@@ -206,26 +244,90 @@ class PGDDetector:
         object.__setattr__(self, "lambdas", lambdas)
 
     def passes_per_image(self) -> float:
-        return (3.0 + self.keep_best) * self.steps * (self.restarts + self.guided_starts) * len(self.lambdas)
+        # at most, per run: one forward+backward per step (its forward also gives the status of the iterate it
+        # starts from) and one forward for the last iterate (runs of one start share theirs while accepted)
+        return (3.0 * self.steps + 1.0) * (self.restarts + self.guided_starts) * len(self.lambdas)
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, label, term = begin(self, classifier, x, y)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
+        # the runs in the sequential order (λ-major, start-minor); each λ starts from the same seeded points
+        run_starts = [*starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start),
+                      *([guided_start(x, label, self.eps, self.norm)] if self.guided_starts else [])]
+        per_lambda = len(run_starts)
+        lams = [lam for lam in self.lambdas for _ in run_starts]
         best = Best(x)
-        for lam in self.lambdas:
-            loss_fn = combined_loss(classifier, term, label, lam)
-            def offer(xa: torch.Tensor, lam: float = lam) -> None:
-                best.update(xa, evaluate(classifier, term, x, xa, label, self.norm), **{"lambda": lam})
-
-            guided = [guided_start(x, label, self.eps, self.norm)] if self.guided_starts else []
-            for start in [*starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start), *guided]:
-                x_adv = run_pgd(x, start, loss_fn, eps=self.eps, norm=self.norm, steps=self.steps,
-                                step_size=alpha, direction=-1.0, on_iterate=offer if self.keep_best else None)
-                if not self.keep_best:
-                    offer(x_adv)
+        best.tags["lambda"] = torch.full((len(x),), math.nan, device=x.device)
+        for rows in chunks(len(x), len(lams), self.max_batch):
+            part = Best(rows.images(x))
+            group = rows.gather(lambda v: torch.arange(len(x), device=x.device) + (v % per_lambda) * len(x))
+            self._run_rows(classifier, term, rows.images(x), rows.images(label), rows.values(lams, x),
+                           rows.gather(lambda v: run_starts[v % per_lambda]), group, alpha, part)
+            merge(best, part, rows)
         its = self.steps * (self.restarts + self.guided_starts) * len(self.lambdas)
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
+
+    def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, best: Best) -> None:
+        """``steps`` PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₁…x_T offered to
+        ``best`` (only x_T without ``keep_best``): x_t by the loss pass of step t + 1, x_T by one more forward.
+
+        The rows of one ``group`` (one image and start, each λ) start at the same point, and while the detector
+        accepts their common iterate (margin < 0) the λ term adds nothing to the gradient (zeros, exactly), so they
+        take the same steps: only the group's first row goes through the network, the others take its gradient
+        and status, until the detector rejects that iterate; from then on each row is computed on its own (rows of
+        equal λ never part)."""
+        n = len(x)
+        use_term = self.keep_best or bool((lam > 0).any())
+        first: dict[int, int] = {}
+        rep = torch.tensor([first.setdefault(g, i) for i, g in enumerate(group.tolist())], dtype=torch.long,
+                           device=x.device)
+        alone = rep == torch.arange(n, device=x.device)
+        x_adv = start.detach()
+
+        def compute(idx: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+            """The gradient (and status) of rows ``idx`` at x_adv, written into ``out``."""
+            xa = x_adv[idx].detach().requires_grad_(True)
+            with torch.enable_grad():
+                if use_term:
+                    loss, st = loss_and_status(classifier, term, x[idx], xa, label[idx], lam[idx], self.norm,
+                                               detector_grad=bool((lam[idx] > 0).any()))
+                else:  # every λ is 0 and only x_T counts: exactly pgd(loss="margin")
+                    loss, st = margin_loss(classifier, label[idx])(xa), None
+                (out["grad"][idx],) = torch.autograd.grad(loss.sum(), xa)
+            if st is not None:
+                for k in STATUS_FIELDS:
+                    out[k][idx] = getattr(st, k)
+
+        for t in range(self.steps):
+            out = {"grad": torch.empty_like(x_adv)}
+            if use_term:
+                out.update(blank_status(n, x.device))
+            compute(alone.nonzero().squeeze(1), out)
+            follows = ~alone & ((lam != lam[rep]) if not use_term else
+                                (lam != lam[rep]) & (out["det_margin"][rep] >= 0))  # parts from its group now
+            if bool(follows.any()):
+                compute(follows.nonzero().squeeze(1), out)
+                alone |= follows
+            shared = ~alone  # these take their group's first row's gradient and status (the same numbers)
+            for v in out.values():
+                v[shared] = v[rep[shared]]
+            if self.keep_best and t > 0:
+                best.update(x_adv, Status(*(out[k] for k in STATUS_FIELDS)), **{"lambda": lam})
+            x_adv = pgd_step(x, x_adv, out["grad"], eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
+        idx = alone.nonzero().squeeze(1)
+        st = evaluate(classifier, term, x[idx], x_adv[idx], label[idx], self.norm)
+        at = (alone.cumsum(0) - 1)[torch.where(alone, torch.arange(n, device=x.device), rep)]  # row -> its row of st
+        best.update(x_adv, Status(*(getattr(st, k)[at] for k in STATUS_FIELDS)), **{"lambda": lam})
+
+
+STATUS_FIELDS = ("class_margin", "det_margin", "misclassified", "dist")
+
+
+def blank_status(n: int, device) -> dict[str, torch.Tensor]:
+    return {"class_margin": torch.empty(n, device=device), "det_margin": torch.empty(n, device=device),
+            "misclassified": torch.empty(n, dtype=torch.bool, device=device),
+            "dist": torch.empty(n, device=device)}
 
 
 def guided_start(x: torch.Tensor, label: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
