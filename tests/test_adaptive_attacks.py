@@ -482,3 +482,19 @@ def test_selective_single_backward_is_the_gradient_it_follows(rce_classifier, te
         two = attack.direction(_grad(f, xa, retain=True), _grad(g, xa, retain=False), fooled)
     assert bool(fooled.any()) and bool((~fooled).any())
     torch.testing.assert_close(one, two, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_at_steps_equals_separate_attacks(keep_best, rce_classifier, test_batch, mixed_term):
+    """One set of 12-step runs stopped after 3, 12 and 7 steps gives what three attacks with those steps (and the
+    same step size) give, each with its own best iterate."""
+    x = test_batch[0][:16]
+    kw = {"eps": 0.3, "detector": mixed_term, "step_size": 0.03, "lambdas": (0.0, 10.0), "guided_starts": 1,
+          "seed": 4, "keep_best": keep_best}
+    together = PGDDetector(steps=12, **kw).at_steps(rce_classifier, x, None, (3, 12, 7))
+    for h, res in zip((3, 12, 7), together):
+        alone = PGDDetector(steps=h, **kw)(rce_classifier, x)
+        torch.testing.assert_close(res.x_adv, alone.x_adv)
+        assert torch.equal(res.success, alone.success) and torch.equal(res.iterations, alone.iterations)
+    with pytest.raises(ConfigError, match="steps"):
+        PGDDetector(steps=12, **kw).at_steps(rce_classifier, x, None, (13,))

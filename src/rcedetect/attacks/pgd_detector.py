@@ -249,6 +249,18 @@ class PGDDetector:
         return (3.0 * self.steps + 1.0) * (self.restarts + self.guided_starts) * len(self.lambdas)
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
+        return self.at_steps(classifier, x, y, (self.steps,))[0]
+
+    def at_steps(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None,
+                 steps: tuple[int, ...] = ()) -> list[AttackResult]:
+        """The results of this attack stopped after each of ``steps`` (each ≤ ``self.steps``) at this attack's
+        step size, from ONE set of runs: a run of h steps is the first h steps of a longer one, so each result is
+        exactly that of its own attack with ``steps=h`` and the same ``step_size``; each keeps its own best
+        iterate (of x₁…x_h)."""
+        horizons = tuple(steps) or (self.steps,)
+        for h in horizons:
+            if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= self.steps:
+                raise ConfigError(f"steps must be integers in 1..{self.steps} (the attack's steps), got {h!r}")
         x_in = x
         x, label, term = begin(self, classifier, x, y)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
@@ -257,20 +269,25 @@ class PGDDetector:
                       *([guided_start(x, label, self.eps, self.norm)] if self.guided_starts else [])]
         per_lambda = len(run_starts)
         lams = [lam for lam in self.lambdas for _ in run_starts]
-        best = Best(x)
-        best.tags["lambda"] = torch.full((len(x),), math.nan, device=x.device)
+        bests = {h: Best(x) for h in horizons}
+        for b in bests.values():
+            b.tags["lambda"] = torch.full((len(x),), math.nan, device=x.device)
         for rows in chunks(len(x), len(lams), self.max_batch):
-            part = Best(rows.images(x))
+            parts = {h: Best(rows.images(x)) for h in bests}
             group = rows.gather(lambda v: torch.arange(len(x), device=x.device) + (v % per_lambda) * len(x))
             self._run_rows(classifier, term, rows.images(x), rows.images(label), rows.values(lams, x),
-                           rows.gather(lambda v: run_starts[v % per_lambda]), group, alpha, part)
-            merge(best, part, rows)
-        its = self.steps * (self.restarts + self.guided_starts) * len(self.lambdas)
-        return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
+                           rows.gather(lambda v: run_starts[v % per_lambda]), group, alpha, parts)
+            for h, part in parts.items():
+                merge(bests[h], part, rows)
+        runs = (self.restarts + self.guided_starts) * len(self.lambdas)
+        return [finish_adaptive(classifier, term, x_in, x, bests[h].x, label, self.norm, h * runs, **bests[h].tags)
+                for h in horizons]
 
-    def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, best: Best) -> None:
-        """``steps`` PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₁…x_T offered to
-        ``best`` (only x_T without ``keep_best``): x_t by the loss pass of step t + 1, x_T by one more forward.
+    def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, bests: dict[int, Best]
+                  ) -> None:
+        """max(``bests``) PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₁…x_h offered
+        to ``bests[h]`` (only x_h without ``keep_best``): x_t by the loss pass of step t + 1, the last one by one
+        more forward.
 
         The rows of one ``group`` (one image and start, each λ) start at the same point, and while the detector
         accepts their common iterate (margin < 0) the λ term adds nothing to the gradient (zeros, exactly), so they
@@ -284,6 +301,14 @@ class PGDDetector:
                            device=x.device)
         alone = rep == torch.arange(n, device=x.device)
         x_adv = start.detach()
+        last = max(bests)
+
+        def judge() -> Status:
+            """The status of every row at x_adv from one forward pass of the rows computed on their own."""
+            idx = alone.nonzero().squeeze(1)
+            st = evaluate(classifier, term, x[idx], x_adv[idx], label[idx], self.norm)
+            at = (alone.cumsum(0) - 1)[torch.where(alone, torch.arange(n, device=x.device), rep)]  # its row of st
+            return Status(*(getattr(st, k)[at] for k in STATUS_FIELDS))
 
         def compute(idx: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
             """The gradient (and status) of rows ``idx`` at x_adv, written into ``out``."""
@@ -299,7 +324,7 @@ class PGDDetector:
                 for k in STATUS_FIELDS:
                     out[k][idx] = getattr(st, k)
 
-        for t in range(self.steps):
+        for t in range(last):
             out = {"grad": torch.empty_like(x_adv)}
             if use_term:
                 out.update(blank_status(n, x.device))
@@ -312,13 +337,13 @@ class PGDDetector:
             shared = ~alone  # these take their group's first row's gradient and status (the same numbers)
             for v in out.values():
                 v[shared] = v[rep[shared]]
-            if self.keep_best and t > 0:
-                best.update(x_adv, Status(*(out[k] for k in STATUS_FIELDS)), **{"lambda": lam})
+            takers = [b for h, b in bests.items() if t > 0 and ((self.keep_best and h >= t) or h == t)]
+            if takers:  # x_t, judged by this pass (or by a forward of its own when the pass had no term)
+                st = Status(*(out[k] for k in STATUS_FIELDS)) if use_term else judge()
+                for best in takers:
+                    best.update(x_adv, st, **{"lambda": lam})
             x_adv = pgd_step(x, x_adv, out["grad"], eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
-        idx = alone.nonzero().squeeze(1)
-        st = evaluate(classifier, term, x[idx], x_adv[idx], label[idx], self.norm)
-        at = (alone.cumsum(0) - 1)[torch.where(alone, torch.arange(n, device=x.device), rep)]  # row -> its row of st
-        best.update(x_adv, Status(*(getattr(st, k)[at] for k in STATUS_FIELDS)), **{"lambda": lam})
+        bests[last].update(x_adv, judge(), **{"lambda": lam})
 
 
 STATUS_FIELDS = ("class_margin", "det_margin", "misclassified", "dist")
