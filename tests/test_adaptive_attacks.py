@@ -189,9 +189,12 @@ def test_pgd_ce_without_random_start_is_bim():
 
 
 def test_pgd_restarts_only_add_successes(rce_classifier, test_batch):
-    x = test_batch[0][:16]
-    one = attacks.create("pgd", eps=0.15, steps=10, restarts=1, seed=3)(rce_classifier, x)
-    three = attacks.create("pgd", eps=0.15, steps=10, restarts=3, seed=3)(rce_classifier, x)
+    """At ε 0.2 one 5-step restart fools about half of the 64 images (35 here), leaving room for the restarts to
+    add some (42 with five) whatever the float rounding of the machine that trained the fixture model."""
+    x = test_batch[0]
+    one = attacks.create("pgd", eps=0.2, steps=5, restarts=1, seed=3)(rce_classifier, x)
+    three = attacks.create("pgd", eps=0.2, steps=5, restarts=5, seed=3)(rce_classifier, x)
+    assert 0 < int(one.success.sum()) < len(x)
     assert bool((three.success >= one.success).all()) and int(three.success.sum()) > int(one.success.sum())
     same = one.success  # the first restart starts at the same point, so its successes are kept as they are
     assert torch.equal(three.x_adv[same], one.x_adv[same])
