@@ -86,16 +86,30 @@ def first_difference(a, b, path="results", allow_new_keys=False):
     return None if a == b else f"{path}: {a!r} vs {b!r}"
 
 
+def cpu_fingerprint() -> dict:
+    """The vector-instruction flags and cache size /proc/cpuinfo reports (empty where there is none): oneDNN picks
+    its kernels and blockings by them, so two CPUs of one torch "capability" can still round differently."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = sorted(f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
+    return {"flags": " ".join(flags), "cache_size": fields.get("cache size", "")}
+
+
 def same_platform() -> bool:
     """Whether this machine computes floats as the one that wrote the expected results (torch version, CPU
-    vector instructions, architecture): only then can a training run reproduce them bit for bit."""
+    vector instructions and cache, architecture): only then can a training run reproduce them bit for bit."""
     import platform
 
     import torch
 
     ref = json.loads(EXPECTED.with_suffix(".platform.json").read_text())
     return (torch.__version__.split("+")[0] == ref["torch"] and platform.machine() == ref["machine"]
-            and torch.backends.cpu.get_cpu_capability() == ref["cpu_capability"])
+            and torch.backends.cpu.get_cpu_capability() == ref["cpu_capability"]
+            and cpu_fingerprint() == ref.get("cpu", {}))
 
 
 def artifact_hashes(results: dict) -> list:
