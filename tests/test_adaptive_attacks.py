@@ -404,6 +404,7 @@ def sequential_pgd_detector(attack, clf, x):
 
         guided = [guided_start(x, label, attack.eps, attack.norm)] if attack.guided_starts else []
         for start in [*starts(x, attack.eps, attack.norm, attack.restarts, attack.seed, attack.random_start), *guided]:
+            offer(start)  # the start is a candidate too
             run_pgd(x, start, combined_loss(clf, term, label, lam), eps=attack.eps, norm=attack.norm,
                     steps=attack.steps, step_size=alpha, direction=-1.0, on_iterate=offer)
     return best, evaluate(clf, term, x, best.x, label, attack.norm)
@@ -501,3 +502,79 @@ def test_at_steps_equals_separate_attacks(keep_best, rce_classifier, test_batch,
         assert torch.equal(res.success, alone.success) and torch.equal(res.iterations, alone.iterations)
     with pytest.raises(ConfigError, match="steps"):
         PGDDetector(steps=12, **kw).at_steps(rce_classifier, x, None, (13,))
+
+
+class OnTheDataTerm:
+    """A detector term that accepts only the given images themselves (L∞ distance to the nearest below 1e-3): a
+    detector no step off the data can satisfy, so only an attack whose start is a data image can succeed."""
+
+    layers = ()
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data.flatten(1)
+
+    def margin(self, view, classes):
+        x = view.need_images("OnTheDataTerm").flatten(1)
+        return (x[:, None, :] - self.data[None].to(x.device)).abs().amax(2).amin(1) - 1e-3 + 0.0 * view.z.sum(1)
+
+
+def test_the_start_is_a_candidate_at_large_eps():
+    """At ε = 1 the guided start IS another class's image, which this detector accepts: offered as a candidate it
+    is a success on every image, although every step then leaves the data (Carlini et al. 2019's unbounded check)."""
+    clf = linear_classifier()
+    x = images(12, seed=4, lo=0.0, hi=1.0)
+    label = clf.predict(x)
+    assert len(set(label.tolist())) > 1
+    term = OnTheDataTerm(x)
+    kw = {"eps": 1.0, "detector": term, "steps": 3, "step_size": 0.5, "lambdas": (0.0,), "guided_starts": 1,
+          "random_start": False}
+    res = attacks.create("pgd_detector", **kw)(clf, x)
+    assert bool(res.success.all()), res.success
+    later = attacks.create("pgd_detector", **kw)(clf, x)  # deterministic
+    assert torch.equal(later.x_adv, res.x_adv)
+
+
+def sequential_pgd_defended(attack, clf, x):
+    """The targets × starts runs one after the other, each iterate (the start included) judged by a forward pass
+    of its own: the reference the batched attack must equal."""
+    import torch.nn.functional as F
+
+    from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
+    from rcedetect.attacks.pgd_defended import target_classes
+    from rcedetect.attacks.pgd_detector import Best, begin, evaluate
+    from rcedetect.defended import defend
+
+    x, label, term = begin(attack, clf, x, None)
+    model = defend(clf, term, scale=attack.reject_scale)
+    alpha = resolve_step_size(attack.step_size, attack.eps, attack.steps)
+    chosen = target_classes(label, clf.num_classes, attack.targets, attack.seed)
+    best = Best(x)
+    for r in range(attack.targets):
+        t = chosen[:, r]
+
+        def offer(xa, t=t):
+            best.update(xa, evaluate(clf, term, x, xa, label, attack.norm), target=t.float())
+
+        for start in starts(x, attack.eps, attack.norm, attack.restarts, attack.seed, attack.random_start):
+            offer(start)
+            run_pgd(x, start, lambda xa, t=t: F.cross_entropy(model(xa), t, reduction="none"), eps=attack.eps,
+                    norm=attack.norm, steps=attack.steps, step_size=alpha, direction=-1.0, on_iterate=offer)
+    return best, evaluate(clf, term, x, best.x, label, attack.norm)
+
+
+@pytest.mark.parametrize("norm,eps,steps", [("linf", 0.5, 16), ("l2", 4.0, 12)])
+def test_pgd_defended_batched_runs_choose_the_sequential_images(norm, eps, steps, rce_classifier, test_batch,
+                                                               mixed_term):
+    """The targets × restarts runs as one batch, one run per pass (max_batch = the batch) and chunks that cut runs
+    apart (max_batch = 7) keep the image the runs one after the other keep, with the same success and target."""
+    from rcedetect.attacks.pgd_defended import PGDDefended
+
+    x = test_batch[0][:16]
+    kw = {"eps": eps, "detector": mixed_term, "norm": norm, "steps": steps, "targets": 2, "restarts": 2, "seed": 1}
+    ref, st = sequential_pgd_defended(PGDDefended(**kw), rce_classifier, x)
+    assert 0 < int(st.ok.sum()) < len(x)  # a case with both outcomes
+    for max_batch in (4096, 16, 7):
+        res = PGDDefended(**kw, max_batch=max_batch)(rce_classifier, x)
+        torch.testing.assert_close(res.x_adv, ref.x)
+        assert torch.equal(res.success, st.ok), max_batch
+        torch.testing.assert_close(res.target, ref.tags["target"], equal_nan=True)  # finish() files it as .target

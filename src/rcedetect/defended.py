@@ -95,7 +95,10 @@ class Defended(nn.Module):
         return view.logits, self.term.margin(view, view.logits.argmax(1).detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits, margin = self.margin(x)
+        return self.assemble(*self.margin(x))
+
+    def assemble(self, logits: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+        """The (N, K + 1) logits from the pass of :meth:`margin` (attacks that also read the margin use one pass)."""
         top = logits.max(1).values
         reject = top + self.scale * margin.to(top.dtype)
         # keep the verdict exact where scale · margin is below top's rounding: strictly above top where rejected,

@@ -13,8 +13,10 @@ already accepts, the reject logit stays below the top class and the step works o
 the reject logit is the largest competitor and the step works on the detector. An untargeted attack on G is
 satisfied by the reject class, which is why the K+1 attack is targeted. Measured on the demo models it fools
 images that :mod:`.pgd_detector` (class margin + λ · hinge) and :mod:`.orthogonal_pgd` miss (REPRODUCE.md,
-"Third-party attacks on the defended model"). As in :mod:`.pgd_detector`, every iterate of every run is offered
-and per image the x* kept is misclassified AND accepted with the smallest distortion, else the closest.
+"Third-party attacks on the defended model"). As in :mod:`.pgd_detector`, every iterate of every run (the start
+included) is offered and per image the x* kept is misclassified AND accepted with the smallest distortion, else the
+closest; the runs (targets × restarts) are rows of one batch, each step one forward+backward pass that also judges
+the iterate it starts from.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import AttackResult, check_common, register
 from .gradient import check_steps
-from .pgd import check_norm, check_step_size, resolve_step_size, run_pgd, starts
-from .pgd_detector import Best, begin, check_term, evaluate, finish_adaptive
+from .pgd import check_norm, check_step_size, pgd_step, resolve_step_size, starts
+from .pgd_detector import Best, begin, check_term, evaluate, finish_adaptive, status_of
+from .variants import MAX_BATCH, check_max_batch, chunks, merge
 
 
 def check_scale(value) -> float:
@@ -53,7 +56,9 @@ class PGDDefended:
 
     Fields: ``eps``, ``detector`` (a detector term, e.g. score − T), ``norm`` ("linf" or "l2"), ``steps``,
     ``step_size`` (None = 2.5·eps/steps), ``targets`` (target classes per image, 1 … K−1), ``restarts``,
-    ``random_start``, ``seed``, ``reject_scale`` (the slope s of the reject logit), ``keep_best``.
+    ``random_start``, ``seed``, ``reject_scale`` (the slope s of the reject logit), ``keep_best``, ``max_batch``
+    (images per pass: the runs, targets × restarts, go through the network as rows of one batch, cut into chunks
+    of it).
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*); ``target``: the target that produced x*.
     """
 
@@ -68,9 +73,11 @@ class PGDDefended:
     seed: int = 0
     reject_scale: float = 1.0
     keep_best: bool = True
+    max_batch: int = MAX_BATCH
 
     def __post_init__(self):
         check_common(self)
+        check_max_batch(self.max_batch)
         check_term(self.detector)
         check_norm(self.norm)
         check_steps(self.steps)
@@ -80,7 +87,9 @@ class PGDDefended:
         check_scale(self.reject_scale)
 
     def passes_per_image(self) -> float:
-        return (3.0 + self.keep_best) * self.steps * self.restarts * self.targets
+        # per run: one forward+backward per step (its forward also judges the iterate it starts from) and one
+        # forward for the last iterate
+        return (3.0 * self.steps + 1.0) * self.restarts * self.targets
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         from ..defended import defend
@@ -94,20 +103,34 @@ class PGDDefended:
         model = defend(classifier, term, scale=self.reject_scale)
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         chosen = target_classes(label, k, self.targets, self.seed).to(x.device)
+        run_starts = list(starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start))
+        per_target = len(run_starts)
         best = Best(x)
-        for r in range(self.targets):
-            target = chosen[:, r]
-
-            def loss(xa: torch.Tensor, target: torch.Tensor = target) -> torch.Tensor:
-                return F.cross_entropy(model(xa), target, reduction="none")
-
-            def offer(xa: torch.Tensor, target: torch.Tensor = target) -> None:
-                best.update(xa, evaluate(classifier, term, x, xa, label, self.norm), target=target.float())
-
-            for start in starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start):
-                x_adv = run_pgd(x, start, loss, eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha,
-                                direction=-1.0, on_iterate=offer if self.keep_best else None)
-                if not self.keep_best:
-                    offer(x_adv)
+        best.tags["target"] = torch.full((len(x),), math.nan, device=x.device)
+        # the runs in the sequential order (target-major, start-minor) as rows of one batch (:mod:`.variants`)
+        for rows in chunks(len(x), self.targets * per_target, self.max_batch):
+            part = Best(rows.images(x))
+            self._run_rows(model, rows.images(x), rows.images(label),
+                           rows.gather(lambda v: chosen[:, v // per_target]),
+                           rows.gather(lambda v: run_starts[v % per_target]), alpha, part)
+            merge(best, part, rows)
         its = self.steps * self.restarts * self.targets
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
+
+    def _run_rows(self, model, x, label, target, start, alpha: float, best: Best) -> None:
+        """``steps`` PGD steps descending CE(G(x*), target) on the rows of one chunk. Each step is one
+        forward+backward pass whose forward also gives the status of the iterate it starts from, so x_t (x₀ the
+        start) is offered to ``best`` from the pass of step t + 1 and only the last iterate needs a forward of its
+        own (without ``keep_best`` only the last one is offered)."""
+        x_adv = start.detach()
+        tag = target.float()
+        for _ in range(self.steps):
+            xa = x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                logits, margin = model.margin(xa)
+                loss = F.cross_entropy(model.assemble(logits, margin), target, reduction="none")
+                (grad,) = torch.autograd.grad(loss.sum(), xa)
+            if self.keep_best:
+                best.update(x_adv, status_of(logits, margin, label, x, x_adv, self.norm), target=tag)
+            x_adv = pgd_step(x, x_adv.detach(), grad, eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
+        best.update(x_adv, evaluate(model.classifier, model.term, x, x_adv, label, self.norm), target=tag)

@@ -9,7 +9,8 @@ descended with the PGD steps of :mod:`.pgd` (L∞ or L2, projection then clippin
 term's ``margin`` (> 0 where the deployed detector rejects x*, ≤ 0 where it accepts it) at the class the
 classifier currently predicts — the class the deployed detector checks. λ is searched per example over the
 schedule ``lambdas`` (each λ × ``restarts`` runs from the same seeded starts); per image the returned x* is,
-among every iterate of all runs (``keep_best``; else only the final iterates), a misclassified AND accepted one
+among every iterate of all runs, the starts included (``keep_best``; else only the final iterates), a
+misclassified AND accepted one
 with the smallest distortion (in the attack's norm), else the one closest to that, i.e. with the smallest
 max(0, class margin) + max(0, margin_det).
 
@@ -17,7 +18,8 @@ max(0, class margin) + max(0, margin_det).
 class, projected into the ε-ball (x + Π_ε(x_g − x)): a point the detector already accepts when ε is large (at ε = 1
 it IS that image), so the attack does not have to find an accepted region from a random point far off the data —
 where a detector such as Mahalanobis can leave no usable gradient (Carlini et al. 2019 ask that an unbounded attack
-succeed; random starts alone fail that check against some detectors).
+succeed; random starts alone fail that check against some detectors). The start itself is a candidate: at ε = 1 a
+guided start that the detector accepts is already a success, whatever the steps then do.
 
 λ = 0 leaves the detector out of the loss: with ``keep_best=False`` the run is then exactly ``pgd(loss="margin")``
 (the same step code).
@@ -256,7 +258,7 @@ class PGDDetector:
         """The results of this attack stopped after each of ``steps`` (each ≤ ``self.steps``) at this attack's
         step size, from ONE set of runs: a run of h steps is the first h steps of a longer one, so each result is
         exactly that of its own attack with ``steps=h`` and the same ``step_size``; each keeps its own best
-        iterate (of x₁…x_h)."""
+        iterate (of x₀…x_h)."""
         horizons = tuple(steps) or (self.steps,)
         for h in horizons:
             if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= self.steps:
@@ -285,8 +287,8 @@ class PGDDetector:
 
     def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, bests: dict[int, Best]
                   ) -> None:
-        """max(``bests``) PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₁…x_h offered
-        to ``bests[h]`` (only x_h without ``keep_best``): x_t by the loss pass of step t + 1, the last one by one
+        """max(``bests``) PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₀…x_h (x₀ the
+        start) offered to ``bests[h]`` (only x_h without ``keep_best``): x_t by the loss pass of step t + 1, the last one by one
         more forward.
 
         The rows of one ``group`` (one image and start, each λ) start at the same point, and while the detector
@@ -337,8 +339,8 @@ class PGDDetector:
             shared = ~alone  # these take their group's first row's gradient and status (the same numbers)
             for v in out.values():
                 v[shared] = v[rep[shared]]
-            takers = [b for h, b in bests.items() if t > 0 and ((self.keep_best and h >= t) or h == t)]
-            if takers:  # x_t, judged by this pass (or by a forward of its own when the pass had no term)
+            takers = [b for h, b in bests.items() if (self.keep_best and h >= t) or (t > 0 and h == t)]
+            if takers:  # x_t (x₀ the start), judged by this pass (or by a forward of its own when it had no term)
                 st = Status(*(out[k] for k in STATUS_FIELDS)) if use_term else judge()
                 for best in takers:
                     best.update(x_adv, st, **{"lambda": lam})
