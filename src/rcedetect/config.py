@@ -44,6 +44,11 @@ def parse_value(text: str) -> Any:
         return text
 
 
+#: settings that are a table or absent (None): ``--set train.adversarial.eps=0.3`` starts the table; its keys are
+#: checked where the table is read (:class:`AdversarialSettings`)
+OPTIONAL_TABLES = ("adversarial",)
+
+
 def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of ``config`` with each ``a.b=value`` applied; unknown keys raise :class:`ConfigError`."""
     import copy
@@ -56,11 +61,14 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
         parts = key.strip().split(".")
         node = out
         for p in parts[:-1]:
+            if p in OPTIONAL_TABLES and p in node and node[p] is None:
+                node[p] = {}  # an absent optional table, started by its first key
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"unknown setting {key!r}: no section {p!r}; known: {', '.join(sorted(node))}")
             node = node[p]
-        # an attack's `settings` table is open (the attack itself refuses unknown names when it is built)
-        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] == "settings"):
+        # an attack's `settings` table is open (the attack itself refuses unknown names when it is built), and so
+        # is an optional table (its dataclass refuses unknown keys)
+        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] in ("settings", *OPTIONAL_TABLES)):
             raise ConfigError(f"unknown setting {key!r}; known keys here: {', '.join(sorted(node))}")
         value, old = parse_value(text.strip()), node.get(parts[-1])
         if isinstance(old, dict) and old and not (isinstance(value, dict) and set(old) <= set(value)):
@@ -108,13 +116,66 @@ def _finite(v: Any) -> bool:
 #: training settings added after the first runs, at their defaults: left out where configs are compared or hashed,
 #: so a run trained before a setting existed still matches (resume, cached stages)
 LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": "",
-                  "channels_last": False, "compile": False}
+                  "channels_last": False, "compile": False, "adversarial": None, "trades_beta": None}
 
 
 def without_later_defaults(train: dict) -> dict:
     """``train`` (a :meth:`TrainConfig.to_dict`) without the :data:`LATER_DEFAULTS` settings at their default."""
     return {k: v for k, v in train.items()
             if not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))}
+
+
+#: the attacks that can craft the training batches of adversarial training (``adversarial.attack``)
+TRAINING_ATTACKS = ("pgd",)
+ADVERSARIAL_NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """The ``train.adversarial`` table (protocol §19): the attack that crafts each step's training batch, PGD
+    with a random start (PGD-AT, Madry et al. 2018) or, with ``trades_beta``, TRADES' KL-ascending PGD (Zhang et
+    al. 2019). ``eps`` on the [0, 1] image scale (0 < ε ≤ 1 for L∞, ε > 0 for L2), ``steps`` ≥ 1, ``step_size``
+    α > 0 or None for 2.5·ε/steps (Madry et al.'s rule, as the registry's PGD)."""
+
+    eps: float
+    attack: str = "pgd"
+    norm: str = "linf"
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.attack, str) or self.attack not in TRAINING_ATTACKS:
+            raise ConfigError(f"adversarial.attack must be a training attack ({', '.join(TRAINING_ATTACKS)}), "
+                              f"got {self.attack!r}")
+        if not isinstance(self.norm, str) or self.norm not in ADVERSARIAL_NORMS:
+            raise ConfigError(f"adversarial.norm must be one of {', '.join(ADVERSARIAL_NORMS)}, got {self.norm!r}")
+        if not (_finite(self.eps) and self.eps > 0 and (self.norm == "l2" or self.eps <= 1)):
+            bound = "0 < eps <= 1 for linf (the [0, 1] image scale)" if self.norm == "linf" else "eps > 0 for l2"
+            raise ConfigError(f"adversarial.eps must be a finite number with {bound}, got {self.eps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"adversarial.steps must be an integer >= 1, got {self.steps!r}")
+        if self.step_size is not None and not (_finite(self.step_size) and self.step_size > 0):
+            raise ConfigError(f"adversarial.step_size must be a finite number > 0 (or left out: 2.5*eps/steps), "
+                              f"got {self.step_size!r}")
+        object.__setattr__(self, "eps", float(self.eps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", float(self.step_size))
+
+    @classmethod
+    def from_table(cls, table: Any) -> AdversarialSettings:
+        """The settings of a ``{eps = ..., steps = ..., ...}`` table; unknown and missing keys raise ConfigError."""
+        if isinstance(table, cls):
+            return table
+        known = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(table, dict):
+            raise ConfigError(f"adversarial must be a table {{attack = \"pgd\", eps = ..., steps = ..., step_size = ...,"
+                              f" norm = \"linf\"}}, got {table!r}")
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown adversarial setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        if "eps" not in table:
+            raise ConfigError("adversarial needs eps (the attack's budget), e.g. --set train.adversarial.eps=0.3")
+        return cls(**table)
 
 
 @dataclass(frozen=True)
@@ -150,6 +211,10 @@ class TrainConfig:
     std: tuple = ()
     weights: str = ""
     init: str = ""
+    # adversarial training (protocol §19): None = standard training; a table {attack = "pgd", eps, steps, step_size,
+    # norm} trains on each batch's PGD examples (PGD-AT), with trades_beta = β on TRADES' loss instead
+    adversarial: AdversarialSettings | None = None
+    trades_beta: float | None = None
 
     def __post_init__(self):
         from .losses import check_objective
@@ -186,6 +251,18 @@ class TrainConfig:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self._check_adversarial()
+
+    def _check_adversarial(self) -> None:
+        if self.adversarial is not None:
+            object.__setattr__(self, "adversarial", AdversarialSettings.from_table(self.adversarial))
+        if self.trades_beta is not None:
+            if not (_finite(self.trades_beta) and self.trades_beta >= 0):
+                raise ConfigError(f"trades_beta must be a finite number >= 0, got {self.trades_beta!r}")
+            if self.adversarial is None:
+                raise ConfigError("trades_beta needs the adversarial table for TRADES' attack (eps, steps, "
+                                  "step_size), e.g. --set train.adversarial.eps=0.3")
+            object.__setattr__(self, "trades_beta", float(self.trades_beta))
 
     def _check_own_model(self) -> None:
         for name in ("head", "weights", "init"):

@@ -28,24 +28,30 @@ def reverse_label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (1.0 - one_hot) / (num_classes - 1)
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L_CE(x, y) = -1_yᵀ log softmax(Z), averaged over the batch."""
-    return F.cross_entropy(logits, y)
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_CE(x, y) = -1_yᵀ log softmax(Z), averaged over the batch (``reduction="none"``: per example)."""
+    return F.cross_entropy(logits, y, reduction=reduction)
 
 
-def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L_RCE(x, y) = -R_yᵀ log softmax(Z) (paper eq. 4), averaged over the batch.
+def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_RCE(x, y) = -R_yᵀ log softmax(Z) (paper eq. 4), averaged over the batch (``reduction="none"``: per
+    example).
 
     With R_y = (1 - 1_y)/(L-1) this is logsumexp(Z) - (Σ_i Z_i - Z_y)/(L-1): no one-hot tensor, and finite for
     any finite logits (the original took ``log(softmax)``, which underflows to -inf). Its gradient w.r.t. Z is
     softmax(Z) - R_y.
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     z = logits.float()
     num_classes = z.shape[1]
     others = (z.sum(dim=1) - z.gather(1, y[:, None]).squeeze(1)) / (num_classes - 1)
-    return (torch.logsumexp(z, dim=1) - others).mean()
+    per_example = torch.logsumexp(z, dim=1) - others
+    return per_example if reduction == "none" else per_example.mean()
 
 
-def objective_loss(objective: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The training loss of ``objective`` ('ce' or 'rce') on raw logits."""
-    return reverse_cross_entropy(logits, y) if check_objective(objective) == "rce" else cross_entropy(logits, y)
+def objective_loss(objective: str, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The training loss of ``objective`` ('ce' or 'rce') on raw logits (``reduction="none"``: per example)."""
+    if check_objective(objective) == "rce":
+        return reverse_cross_entropy(logits, y, reduction)
+    return cross_entropy(logits, y, reduction)

@@ -5,6 +5,11 @@ The data stays on the training device as uint8; each step gathers its batch ther
 it batch-wise. Batches and augmentation draw from generators seeded by (seed, epoch) and (seed, step), so a
 run resumed from a checkpoint at step k continues with exactly the batches an uninterrupted run would see,
 and on CPU the same seed gives the same weights.
+
+Adversarial training (``adversarial``, ``trades_beta``; protocol §19, :mod:`.adversarial_training`): each step
+crafts its batch's adversarial examples with the network in eval mode, from a start seeded by (seed, step), then
+updates in train mode on them (PGD-AT, Madry et al. 2018) or on TRADES' loss (Zhang et al. 2019). The final
+metrics record ``seconds_per_step`` and, for adversarial runs, the attack's ``adv_seconds`` and ``adv_share``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, distributed, models
+from . import adversarial_training, checkpoint, data, distributed, models
 from .classifier import Classifier
 from .config import TrainConfig, without_later_defaults
 from .device import resolve
@@ -118,6 +123,17 @@ def accuracy(classifier: Classifier, x_uint8: torch.Tensor, y: torch.Tensor, bat
     return correct / max(1, len(x_uint8))
 
 
+def step_costs(seconds: float, steps: int, adv_seconds: float | None) -> dict[str, float]:
+    """What the steps of this invocation cost: ``seconds_per_step`` (evaluation and checkpoints included) and, for
+    adversarial training, ``adv_seconds`` (crafting the adversarial batches) and its share ``adv_share``; for
+    PGD-AT, whose step is otherwise a standard one, the cost relative to standard training is about
+    1 / (1 − adv_share)."""
+    out = {"seconds_per_step": round(seconds / max(1, steps), 5)}
+    if adv_seconds is not None:
+        out.update(adv_seconds=round(adv_seconds, 2), adv_share=round(adv_seconds / max(1e-9, seconds), 4))
+    return out
+
+
 def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None = None, resume: bool = False,
         progress: bool = True, step_callback: Callable[[int], None] | None = None) -> Classifier:
     """Train a classifier with ``cfg``, checkpointing into ``run_dir``; with ``resume``, continue from its checkpoint.
@@ -171,6 +187,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
                dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
     finite = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite (read without a sync)
+    adv, trades = cfg.adversarial, cfg.trades_beta is not None
+    adv_timer = adversarial_training.SectionTimer(device)
     for step in range(start, cfg.steps):
         lr = cfg.learning_rate(step)
         for group in optimizer.param_groups:
@@ -179,12 +197,23 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         xb, yb = data.to_float(x_train[idx]), y_train[idx]
         if cfg.augment:
             xb = data.augment(xb, cfg.pad, torch.Generator().manual_seed(cfg.seed * 7_919 + step))
-        xb, yb = xb[share], yb[share]  # this rank's part of the global batch (all of it in one process)
         if cfg.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
+        x_adv = None
+        if adv is not None:  # on the bare network in eval mode, this rank's share of the whole batch's starts
+            with adv_timer:
+                x_adv = adversarial_training.adversarial_batch(
+                    classifier, xb, yb, adv, seed=adversarial_training.attack_seed(cfg.seed, step), trades=trades,
+                    rows=share, autocast=autocast)
+        xb, yb = xb[share], yb[share]  # this rank's part of the global batch (all of it in one process)
         with autocast:
-            raw = model(xb)
-        loss = objective_loss(cfg.objective, raw.float(), yb)
+            raw = model(xb if x_adv is None or trades else x_adv)
+        if trades:
+            with autocast:
+                raw_adv = model(x_adv)
+            loss = adversarial_training.trades_loss(cfg.objective, raw.float(), raw_adv.float(), yb, cfg.trades_beta)
+        else:
+            loss = objective_loss(cfg.objective, raw.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -196,20 +225,26 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
         if progress and (done % 10 == 0 or done == cfg.steps):
             with torch.no_grad():
                 acc = float((classifier.effective_logits(raw.float()).argmax(1) == yb).float().mean())
-            rate = seen / max(1e-9, time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}", lr=f"{lr:g}", img_s=f"{rate:.0f}")
+            elapsed = max(1e-9, time.perf_counter() - t0)
+            extra = {"adv": f"{adv_timer.seconds() / elapsed:.0%}"} if adv is not None else {}
+            bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}", lr=f"{lr:g}", img_s=f"{seen / elapsed:.0f}",
+                            **extra)
         bar.update(1)
         last = done == cfg.steps
         if done % cfg.eval_every == 0 or last:
             test_acc = accuracy(classifier, ds.x_test, ds.y_test)
             log.append({"step": done, "test_accuracy": test_acc, "loss": loss.item()})
+            if adv is not None:  # the share of this invocation's time so far spent crafting adversarial batches
+                log[-1]["adv_share"] = round(adv_timer.seconds() / max(1e-9, time.perf_counter() - t0), 4)
             if progress:
                 bar.write(json.dumps(log[-1]))
         if done % cfg.checkpoint_every == 0 or last:
             metrics = {"log": log}
             if last:
+                seconds = time.perf_counter() - t0
                 metrics.update(test_accuracy=log[-1]["test_accuracy"], test_error=1 - log[-1]["test_accuracy"],
-                               train_seconds=round(time.perf_counter() - t0, 2))
+                               train_seconds=round(seconds, 2), **step_costs(seconds, cfg.steps - start,
+                                                                             adv_timer.seconds() if adv else None))
             save(done, metrics)
         if step_callback is not None:
             step_callback(done)

@@ -11,7 +11,9 @@
 (Madry et al.). The restarts run as rows of one batch of at most ``max_batch`` images (:mod:`.variants`).
 ``loss="ce"`` ascends CE(effective logits, label) (d = +1); ``loss="margin"`` descends the
 classification margin Z_label − max_{j≠label} Z_j (d = −1), the loss the adaptive attacks of
-:mod:`.pgd_detector` and :mod:`.orthogonal_pgd` extend. The label is the clean prediction (``label="pred"``, as in
+:mod:`.pgd_detector` and :mod:`.orthogonal_pgd` extend; a function ``loss(logits, label)`` of the effective logits
+returning per-example losses is ascended (d = +1): adversarial training passes its objective's loss, e.g. RCE's
+(:mod:`rcedetect.adversarial_training`). The label is the clean prediction (``label="pred"``, as in
 :mod:`.gradient`) or the given y. Per image the first restart whose final x* is misclassified is kept; an image
 no restart fools keeps the restart with the best final loss.
 
@@ -156,7 +158,8 @@ def starts(x: torch.Tensor, eps: float, norm: str, restarts: int, seed: int, ran
 class PGD:
     """PGD with random restarts (Madry et al. 2018; module docstring): ``eps``, ``norm`` ("linf" or "l2"),
     ``steps``, ``step_size`` (None = 2.5·eps/steps), ``random_start``, ``restarts``, ``seed``, ``label``
-    ("pred" or "true"), ``loss`` ("ce" ascended or "margin" descended) and ``max_batch`` (images per pass)."""
+    ("pred" or "true"), ``loss`` ("ce" ascended, "margin" descended, or a function of (logits, label) ascended)
+    and ``max_batch`` (images per pass)."""
 
     eps: float
     norm: str = "linf"
@@ -166,7 +169,8 @@ class PGD:
     restarts: int = 1
     seed: int = 0
     label: str = "pred"
-    loss: str = "ce"
+    #: "ce", "margin", or a function (effective logits, label) -> per-example loss, ascended
+    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "ce"
     max_batch: int = MAX_BATCH
 
     def __post_init__(self):
@@ -177,8 +181,9 @@ class PGD:
         check_steps(self.restarts, "restarts")
         check_step_size(self.step_size)
         check_label(self.label)
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not callable(self.loss) and self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)} or a function (logits, label) -> "
+                              f"per-example loss, got {self.loss!r}")
 
     def passes_per_image(self) -> float:
         return 3.0 * self.steps * self.restarts
@@ -187,7 +192,14 @@ class PGD:
         """Per-example loss of images (CE of the label, or the classification margin)."""
         return lambda xa: self.loss_of(classifier.logits(xa), label)
 
+    @property
+    def direction(self) -> float:
+        """+1: the loss is ascended (CE, a given function); −1: descended (the margin)."""
+        return -1.0 if self.loss == "margin" else 1.0
+
     def loss_of(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if callable(self.loss):
+            return self.loss(logits, label)
         if self.loss == "ce":
             return F.cross_entropy(logits, label, reduction="none")
         return class_margin(logits, label)
@@ -195,7 +207,7 @@ class PGD:
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, label = _labels(classifier, x, y, self.label)
-        direction = 1.0 if self.loss == "ce" else -1.0
+        direction = self.direction
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         best = x.clone()
         best_loss = torch.full((len(x),), math.inf, device=x.device)  # −direction · loss: lower is better

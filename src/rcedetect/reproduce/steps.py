@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .. import attack_store, checkpoint, data, distributed, features, paper_ref
-from ..config import TrainConfig
+from ..config import TrainConfig, without_later_defaults
 from ..io import write_json
 from ..scoring import rounded, score_attack, table3_stats, transfer_record
 from .inputs import Inputs
@@ -41,7 +41,10 @@ def train_model(cfg: TrainConfig, run_dir: Path, dataset: data.Dataset, progress
     from ..training import fit
 
     resume = (run_dir / checkpoint.INDEX).is_file()
-    if resume and checkpoint.read_meta(run_dir).get("config") != cfg.to_dict():
+    saved = checkpoint.read_meta(run_dir).get("config") if resume else None
+    # settings added later, at their default, are no difference: a run checkpointed before they existed resumes
+    same = isinstance(saved, dict) and without_later_defaults(saved) == without_later_defaults(cfg.to_dict())
+    if resume and not same:
         distributed.barrier()  # every rank has read the old config before rank 0 removes it
         if distributed.world().main:
             shutil.rmtree(run_dir)  # same hash (device aside) but another device: restart rather than refuse
