@@ -14,9 +14,9 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def tiny_train_config(objective: str = "ce", **kw) -> TrainConfig:
     """A ResNet-8 on the 12x12 synthetic set: ~60 steps, a few seconds on a CPU."""
-    base = dict(dataset="synthetic", arch="resnet8", objective=objective, steps=60, batch_size=32,
-                lr_boundaries=(40,), lr_values=(0.05, 0.005), eval_every=30, checkpoint_every=30,
-                device="cpu", seed=0)
+    base = {"dataset": "synthetic", "arch": "resnet8", "objective": objective, "steps": 60, "batch_size": 32,
+                "lr_boundaries": (40,), "lr_values": (0.05, 0.005), "eval_every": 30, "checkpoint_every": 30,
+                "device": "cpu", "seed": 0}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -258,9 +258,9 @@ def test_whitebox_unreachable_density_falls_back():
 
 
 @pytest.mark.parametrize("settings", [
-    dict(kappa=-1.0), dict(binary_search_steps=0), dict(max_iterations=0), dict(mode="sideways"),
-    dict(learning_rate=0.0), dict(initial_const=-1.0), dict(kappa=float("nan")), dict(max_iterations=2.5),
-    dict(warm_start=True),
+    {"kappa": -1.0}, {"binary_search_steps": 0}, {"max_iterations": 0}, {"mode": "sideways"},
+    {"learning_rate": 0.0}, {"initial_const": -1.0}, {"kappa": float("nan")}, {"max_iterations": 2.5},
+    {"warm_start": True},
 ])
 def test_bad_settings(settings):
     with pytest.raises(ConfigError):

@@ -48,5 +48,6 @@ def test_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, nee
 
 
 def test_console_script_usage_error_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "rcedetect.cli", "no-such-command"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "rcedetect.cli", "no-such-command"], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

@@ -259,6 +259,39 @@ def test_mahalanobis_preprocessing_moves_each_layer_toward_its_closest_class(ce_
         detectors.score_features(m, ce_classifier, extract(ce_classifier, xb, layers=m.layers))
 
 
+def test_mahalanobis_choice_of_eps_reuses_the_direction_and_equals_the_plain_computation(ce_classifier, synthetic):
+    """The fit computes sign(∇ distance) once per layer and image and reuses it for every ε of the grid; the AUCs it
+    chose by, the ε and the final regression are those of the plain computation (:func:`raw_features` run again at
+    each ε, its own gradient each time)."""
+    from rcedetect.detectors.combiner import LogisticCombiner, raw_features
+    from rcedetect.metrics import auc as roc_auc
+
+    x, y = synthetic.train_images(), synthetic.y_train
+    m = Detector(ce_classifier, "mahalanobis", **FAST, noise=[0.0, 0.002, 0.01]).fit(x, y).scorer
+    clean, adv = (torch.rand(20, *x.shape[1:], generator=torch.Generator().manual_seed(k)) for k in (0, 1))
+    got = m._raw_at(ce_classifier, clean, m._signs(ce_classifier, clean), 0.01)
+    m.noise = 0.01
+    torch.testing.assert_close(got, raw_features(m, ce_classifier, clean), rtol=0, atol=0)
+    # refit the regression on the fitting split both ways
+    fast = Detector(ce_classifier, "mahalanobis", **FAST, noise=[0.0, 0.002, 0.01]).fit(x, y).scorer
+    g = torch.Generator().manual_seed(fast.seed)
+    pc, pa = torch.randperm(len(clean), generator=g), torch.randperm(len(adv), generator=g)
+    (c1, c2), (a1, a2) = pc.tensor_split(2), pa.tensor_split(2)
+    fast.fit_combiner(ce_classifier, clean, adv)
+    aucs = {}
+    for eps in (0.0, 0.002, 0.01):
+        m.noise = eps
+        fc, fa = raw_features(m, ce_classifier, clean), raw_features(m, ce_classifier, adv)
+        lr = LogisticCombiner.fit(fc[c1], fa[a1])
+        with torch.no_grad():
+            aucs[f"{eps:g}"] = round(float(roc_auc(lr(fc[c2]), lr(fa[a2]), ties="half")), 6)
+    assert fast.selection == aucs
+    m.noise = fast.noise
+    want = LogisticCombiner.fit(raw_features(m, ce_classifier, clean), raw_features(m, ce_classifier, adv))
+    for k, t in want.tensors().items():
+        torch.testing.assert_close(fast.combiner.tensors()[k], t, rtol=0, atol=0)
+
+
 def test_the_dropout_variant_drops_z_only_in_training_and_kd_bu_reads_its_rate():
     from rcedetect.config import TrainConfig
     from rcedetect.detectors.kd_bu import model_dropout
@@ -278,7 +311,7 @@ def test_the_dropout_variant_drops_z_only_in_training_and_kd_bu_reads_its_rate()
 
 
 def test_the_tiny_run_compares_every_detector_fit_on_a_split_it_never_scores(tiny_run):
-    out, results, _ = tiny_run
+    _out, results, _ = tiny_run
     n_train = 600  # the synthetic training set; the attacked pool and the held-out images are test images
     for model in ("ce", "rce"):
         base = results["detectors"][model]["baselines"]

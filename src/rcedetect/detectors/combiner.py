@@ -120,7 +120,11 @@ class LogisticCombiner:
         return cls(*parts)
 
 
-def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
+#: images per pass when the raw features of a fitting split are computed
+RAW_BATCH = 250
+
+
+def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> torch.Tensor:
     """The raw features (N, F) of images ``x`` in eval mode, on the CPU."""
     from ..features import extract
 

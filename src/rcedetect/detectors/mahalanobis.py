@@ -24,7 +24,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .base import FitData, View, register
-from .combiner import LayeredMetric, LogisticCombiner, raw_features
+from .combiner import RAW_BATCH, LayeredMetric, LogisticCombiner, raw_features
 
 #: Lee et al.'s input pre-processing magnitudes (their adversarial-detection experiments)
 NOISE_MAGNITUDES = (0.0, 0.0005, 0.001, 0.0014, 0.002, 0.005, 0.01)
@@ -98,26 +98,70 @@ class Mahalanobis(LayeredMetric):
                                                              self.shrinkage)
 
     def fit_combiner(self, classifier, x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
-        """Choose ε on the fitting split (regression on one half, ROC-AUC on the other), then fit on all of it."""
-        if len(self.noise_grid) > 1:
-            from ..metrics import auc as roc_auc
+        """Choose ε on the fitting split (regression on one half, ROC-AUC on the other), then fit on all of it.
 
-            g = torch.Generator().manual_seed(self.seed)
-            pc, pa = torch.randperm(len(x_clean), generator=g), torch.randperm(len(x_adv), generator=g)
-            (c1, c2), (a1, a2) = pc.tensor_split(2), pa.tensor_split(2)
-            if min(len(c1), len(c2), len(a1), len(a2)) < 2:
-                raise InputError("too few fitting examples to choose the pre-processing magnitude; give more "
-                                 "fit_images or a single noise value")
-            aucs = {}
-            for eps in self.noise_grid:
-                self.noise = eps
+        The pre-processing direction sign(∇ closest-class distance) does not depend on ε, so it is computed once
+        per layer and image; each ε then costs one forward pass per layer, and the chosen ε's features are the
+        ones the final regression is fitted on (the same numbers :func:`raw_features` gives at that ε)."""
+        if len(self.noise_grid) == 1:
+            super().fit_combiner(classifier, x_clean, x_adv)
+            return
+        from ..metrics import auc as roc_auc
+
+        g = torch.Generator().manual_seed(self.seed)
+        pc, pa = torch.randperm(len(x_clean), generator=g), torch.randperm(len(x_adv), generator=g)
+        (c1, c2), (a1, a2) = pc.tensor_split(2), pa.tensor_split(2)
+        if min(len(c1), len(c2), len(a1), len(a2)) < 2:
+            raise InputError("too few fitting examples to choose the pre-processing magnitude; give more "
+                             "fit_images or a single noise value")
+        signs = {} if not any(self.noise_grid) else {"clean": self._signs(classifier, x_clean),
+                                                     "adv": self._signs(classifier, x_adv)}
+        aucs, feats = {}, {}
+        for eps in self.noise_grid:
+            self.noise = eps
+            if eps:
+                fc = self._raw_at(classifier, x_clean, signs["clean"], eps)
+                fa = self._raw_at(classifier, x_adv, signs["adv"], eps)
+            else:
                 fc, fa = raw_features(self, classifier, x_clean), raw_features(self, classifier, x_adv)
-                lr = LogisticCombiner.fit(fc[c1], fa[a1])
-                with torch.no_grad():
-                    aucs[eps] = float(roc_auc(lr(fc[c2]), lr(fa[a2]), ties="half"))
-            self.noise = max(aucs, key=lambda e: (aucs[e], -e))
-            self.selection = {f"{e:g}": round(a, 6) for e, a in aucs.items()}
-        super().fit_combiner(classifier, x_clean, x_adv)
+            lr = LogisticCombiner.fit(fc[c1], fa[a1])
+            with torch.no_grad():
+                aucs[eps] = float(roc_auc(lr(fc[c2]), lr(fa[a2]), ties="half"))
+            feats[eps] = (fc, fa)
+        self.noise = max(aucs, key=lambda e: (aucs[e], -e))
+        self.selection = {f"{e:g}": round(a, 6) for e, a in aucs.items()}
+        self.combiner = LogisticCombiner.fit(*feats[self.noise])
+
+    def _signs(self, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> dict[str, torch.Tensor]:
+        """{layer: sign(∇ₓ closest-class distance)} of images ``x`` (on the CPU), in eval mode."""
+        was_training = classifier.training
+        classifier.eval()
+        out: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        try:
+            for i in range(0, len(x), batch):
+                xb = x[i : i + batch].to(classifier.device)
+                for n in self.layers:
+                    out[n].append(self._gradient_sign(classifier, xb, n).cpu())
+        finally:
+            classifier.train(was_training)
+        return {n: torch.cat(v) if v else torch.empty(0) for n, v in out.items()}
+
+    @torch.no_grad()
+    def _raw_at(self, classifier, x: torch.Tensor, signs: dict[str, torch.Tensor], noise: float,
+                batch: int = RAW_BATCH) -> torch.Tensor:
+        """(N, layers) confidences at x − ``noise`` · ``signs`` (the pre-processed images), in eval mode."""
+        was_training = classifier.training
+        classifier.eval()
+        rows = []
+        try:
+            for i in range(0, len(x), batch):
+                xb = x[i : i + batch].to(classifier.device)
+                rows.append(torch.stack([
+                    self._confidence(self._act(classifier, xb - noise * signs[n][i : i + batch].to(xb.device), n), n)
+                    for n in self.layers], dim=1).cpu())
+        finally:
+            classifier.train(was_training)
+        return torch.cat(rows) if rows else torch.empty(0, len(self.layers))
 
     def move_state(self, device) -> None:
         self.means = {n: m.to(device) for n, m in self.means.items()}
@@ -129,23 +173,30 @@ class Mahalanobis(LayeredMetric):
     def _confidence(self, f: torch.Tensor, layer: str) -> torch.Tensor:
         return -squared_distances(f, self.means[layer].to(f.device), self.precision[layer].to(f.device)).amin(1)
 
-    def _preprocessed(self, view: View, layer: str) -> torch.Tensor:
-        """The layer's activation at x̂ = x − ε·sign(∇ closest-class distance) (Lee et al. eq. 4)."""
+    @staticmethod
+    def _act(classifier, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The (N, C) activation of ``layer`` (the channel means of a stage; z for the final layer)."""
         from ..classifier import FINAL
         from ..features import pool_activation
 
-        x = view.need_images("Mahalanobis input pre-processing")
-        clf = view.classifier
+        if layer == FINAL:
+            return classifier.features(x)
+        return pool_activation(layer, classifier.features(x, layers=[layer])[layer])
 
-        def act(xx):
-            return clf.features(xx) if layer == FINAL else pool_activation(layer, clf.features(xx, layers=[layer])[layer])
-
+    def _gradient_sign(self, classifier, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """sign(∇ₓ (f(x) − μ_ĉ)ᵀ Σ^{-1} (f(x) − μ_ĉ)), ĉ the closest class (Lee et al. eq. 4), detached."""
         with torch.enable_grad():
             x0 = x.detach().requires_grad_(True)
-            dist = squared_distances(act(x0), self.means[layer].to(x.device),
+            dist = squared_distances(self._act(classifier, x0, layer), self.means[layer].to(x.device),
                                      self.precision[layer].to(x.device)).amin(1)
             (grad,) = torch.autograd.grad(dist.sum(), x0)
-        return act(x - self.noise * grad.sign())
+        return grad.sign()
+
+    def _preprocessed(self, view: View, layer: str) -> torch.Tensor:
+        """The layer's activation at x̂ = x − ε·sign(∇ closest-class distance) (Lee et al. eq. 4)."""
+        x = view.need_images("Mahalanobis input pre-processing")
+        clf = view.classifier
+        return self._act(clf, x - self.noise * self._gradient_sign(clf, x, layer), layer)
 
     def raw(self, view: View) -> torch.Tensor:
         if not self.means:
