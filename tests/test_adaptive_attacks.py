@@ -578,3 +578,47 @@ def test_pgd_defended_batched_runs_choose_the_sequential_images(norm, eps, steps
         torch.testing.assert_close(res.x_adv, ref.x)
         assert torch.equal(res.success, st.ok), max_batch
         torch.testing.assert_close(res.target, ref.tags["target"], equal_nan=True)  # finish() files it as .target
+
+
+def rows_through(clf, run):
+    """(result of ``run()``, image rows that went through ``clf``'s network while it ran)."""
+    seen = []
+    first = next(m for m in clf.modules() if isinstance(m, torch.nn.Conv2d))  # every pass starts there
+    handle = first.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    try:
+        return run(), sum(seen)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("name,eps", [("pgd_detector", 0.5), ("pgd_defended", 0.7)])
+def test_stop_on_success_keeps_every_success_at_a_fraction_of_the_passes(name, eps, rce_classifier, test_batch,
+                                                                         mixed_term):
+    """An image whose runs stop at its first success is still a success, and one never fooled is attacked to the
+    end: the successes are those of the full attack (which keeps the least distorted success of ALL steps, so
+    only the x* differ), for far fewer image passes."""
+    x = test_batch[0][:16]
+    kw = ({"steps": 16, "lambdas": (0.0, 10.0), "guided_starts": 1} if name == "pgd_detector"
+          else {"steps": 16, "targets": 2})
+    kw.update(eps=eps, detector=mixed_term, seed=2)  # half (pgd_detector) and 14 (pgd_defended) of 16 fooled
+    full, n_full = rows_through(rce_classifier, lambda: attacks.create(name, **kw)(rce_classifier, x))
+    early, n_early = rows_through(rce_classifier,
+                                  lambda: attacks.create(name, **kw, stop_on_success=True)(rce_classifier, x))
+    assert 0 < int(full.success.sum()) < len(x)
+    assert torch.equal(early.success, full.success)
+    assert n_early < 0.85 * n_full, (n_early, n_full)  # measured: 892 of 1,120 rows and 394 of 576
+    assert bool((early.extra["accepted"] | ~early.success).all())
+    with pytest.raises(ConfigError, match="keep_best"):
+        attacks.create(name, **kw, stop_on_success=True, keep_best=False)
+    with pytest.raises(ConfigError, match="true or false"):
+        attacks.create(name, **kw, stop_on_success="yes")
+
+
+def test_stop_on_success_at_every_horizon(rce_classifier, test_batch, mixed_term):
+    """With several horizons from one set of runs, each horizon's successes are those of its own full attack."""
+    x = test_batch[0][:16]
+    kw = {"eps": 0.3, "detector": mixed_term, "step_size": 0.03, "lambdas": (0.0, 10.0), "guided_starts": 1,
+          "seed": 4}
+    early = PGDDetector(steps=12, stop_on_success=True, **kw).at_steps(rce_classifier, x, None, (3, 12))
+    for h, res in zip((3, 12), early):
+        assert torch.equal(res.success, PGDDetector(steps=h, **kw)(rce_classifier, x).success), h

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import AttackResult, check_common, register
 from .gradient import check_steps
-from .pgd import check_norm, check_step_size, pgd_step, resolve_step_size, starts
-from .pgd_detector import Best, begin, check_term, evaluate, finish_adaptive, status_of
+from .pgd import check_norm, check_step_size, per_example, pgd_step, resolve_step_size, starts
+from .pgd_detector import Best, begin, check_stop, check_term, evaluate, finish_adaptive, retired, status_of
 from .variants import MAX_BATCH, check_max_batch, chunks, merge
 
 
@@ -58,7 +58,8 @@ class PGDDefended:
     ``step_size`` (None = 2.5·eps/steps), ``targets`` (target classes per image, 1 … K−1), ``restarts``,
     ``random_start``, ``seed``, ``reject_scale`` (the slope s of the reject logit), ``keep_best``, ``max_batch``
     (images per pass: the runs, targets × restarts, go through the network as rows of one batch, cut into chunks
-    of it).
+    of it), ``stop_on_success`` (as :class:`~.pgd_detector.PGDDetector`'s: an image's runs stop at its first
+    success).
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*); ``target``: the target that produced x*.
     """
 
@@ -74,10 +75,12 @@ class PGDDefended:
     reject_scale: float = 1.0
     keep_best: bool = True
     max_batch: int = MAX_BATCH
+    stop_on_success: bool = False
 
     def __post_init__(self):
         check_common(self)
         check_max_batch(self.max_batch)
+        check_stop(self.stop_on_success, self.keep_best)
         check_term(self.detector)
         check_norm(self.norm)
         check_steps(self.steps)
@@ -112,25 +115,43 @@ class PGDDefended:
             part = Best(rows.images(x))
             self._run_rows(model, rows.images(x), rows.images(label),
                            rows.gather(lambda v: chosen[:, v // per_target]),
-                           rows.gather(lambda v: run_starts[v % per_target]), alpha, part)
+                           rows.gather(lambda v: run_starts[v % per_target]), alpha, part,
+                           rows.images(torch.arange(len(x), device=x.device)))
             merge(best, part, rows)
         its = self.steps * self.restarts * self.targets
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, its, **best.tags)
 
-    def _run_rows(self, model, x, label, target, start, alpha: float, best: Best) -> None:
+    def _run_rows(self, model, x, label, target, start, alpha: float, best: Best, image: torch.Tensor) -> None:
         """``steps`` PGD steps descending CE(G(x*), target) on the rows of one chunk. Each step is one
         forward+backward pass whose forward also gives the status of the iterate it starts from, so x_t (x₀ the
         start) is offered to ``best`` from the pass of step t + 1 and only the last iterate needs a forward of its
-        own (without ``keep_best`` only the last one is offered)."""
+        own (without ``keep_best`` only the last one is offered). With ``stop_on_success`` the rows of an ``image``
+        leave the pass once one of them is a success."""
         x_adv = start.detach()
         tag = target.float()
+        live = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        image = torch.unique(image, return_inverse=True)[1]
         for _ in range(self.steps):
-            xa = x_adv.requires_grad_(True)
+            idx = live.nonzero().squeeze(1)
+            if not len(idx):
+                break
+            xa = x_adv[idx].requires_grad_(True)
             with torch.enable_grad():
                 logits, margin = model.margin(xa)
-                loss = F.cross_entropy(model.assemble(logits, margin), target, reduction="none")
-                (grad,) = torch.autograd.grad(loss.sum(), xa)
+                loss = F.cross_entropy(model.assemble(logits, margin), target[idx], reduction="none")
+                (g,) = torch.autograd.grad(loss.sum(), xa)
+            grad = torch.zeros_like(x_adv)
+            grad[idx] = g
             if self.keep_best:
-                best.update(x_adv, status_of(logits, margin, label, x, x_adv, self.norm), target=tag)
-            x_adv = pgd_step(x, x_adv.detach(), grad, eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
-        best.update(x_adv, evaluate(model.classifier, model.term, x, x_adv, label, self.norm), target=tag)
+                st = retired(status_of(logits, margin, label[idx], x[idx], x_adv[idx], self.norm), idx, len(x))
+                best.update(x_adv, st, target=tag)
+                if self.stop_on_success:
+                    won = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+                    won[image[st.ok]] = True
+                    live &= ~won[image]
+            x_new = pgd_step(x, x_adv.detach(), grad, eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
+            x_adv = torch.where(per_example(live, x_adv), x_new, x_adv)
+        idx = live.nonzero().squeeze(1)
+        if len(idx):
+            st = evaluate(model.classifier, model.term, x[idx], x_adv[idx], label[idx], self.norm)
+            best.update(x_adv, retired(st, idx, len(x)), target=tag)

@@ -211,7 +211,9 @@ class PGDDetector:
     Fields: ``eps``, ``detector`` (a detector term), ``norm`` ("linf" or "l2"), ``steps``, ``step_size``
     (None = 2.5·eps/steps), ``lambdas`` (λ ≥ 0, at least one), ``restarts``, ``random_start``, ``seed``,
     ``keep_best``, ``guided_starts`` (0 or 1), ``max_batch`` (images per pass: the runs' rows are cut into chunks of
-    it; the number of images attacked gives one run per pass, as sequential runs).
+    it; the number of images attacked gives one run per pass, as sequential runs), ``stop_on_success`` (with
+    ``keep_best``: an image's runs stop at the first step where one of them is misclassified and accepted — the
+    success of every image is the same, the x* kept is the least distorted success of that step, not of all steps).
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``lambda`` (the λ that produced x*).
     """
 
@@ -227,12 +229,14 @@ class PGDDetector:
     keep_best: bool = True
     guided_starts: int = 0
     max_batch: int = MAX_BATCH
+    stop_on_success: bool = False
 
     def __post_init__(self):
         check_common(self)
         check_term(self.detector)
         check_norm(self.norm)
         check_max_batch(self.max_batch)
+        check_stop(self.stop_on_success, self.keep_best)
         check_steps(self.steps)
         check_steps(self.restarts, "restarts")
         if isinstance(self.guided_starts, bool) or not isinstance(self.guided_starts, int) or not 0 <= self.guided_starts <= 1:
@@ -278,15 +282,16 @@ class PGDDetector:
             parts = {h: Best(rows.images(x)) for h in bests}
             group = rows.gather(lambda v: torch.arange(len(x), device=x.device) + (v % per_lambda) * len(x))
             self._run_rows(classifier, term, rows.images(x), rows.images(label), rows.values(lams, x),
-                           rows.gather(lambda v: run_starts[v % per_lambda]), group, alpha, parts)
+                           rows.gather(lambda v: run_starts[v % per_lambda]), group, alpha, parts,
+                           rows.images(torch.arange(len(x), device=x.device)))
             for h, part in parts.items():
                 merge(bests[h], part, rows)
         runs = (self.restarts + self.guided_starts) * len(self.lambdas)
         return [finish_adaptive(classifier, term, x_in, x, bests[h].x, label, self.norm, h * runs, **bests[h].tags)
                 for h in horizons]
 
-    def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, bests: dict[int, Best]
-                  ) -> None:
+    def _run_rows(self, classifier, term, x, label, lam, start, group, alpha: float, bests: dict[int, Best],
+                  image: torch.Tensor) -> None:
         """max(``bests``) PGD steps (:func:`.pgd.pgd_step`) on the rows of one chunk; the iterates x₀…x_h (x₀ the
         start) offered to ``bests[h]`` (only x_h without ``keep_best``): x_t by the loss pass of step t + 1, the last one by one
         more forward.
@@ -295,8 +300,11 @@ class PGDDetector:
         accepts their common iterate (margin < 0) the λ term adds nothing to the gradient (zeros, exactly), so they
         take the same steps: only the group's first row goes through the network, the others take its gradient
         and status, until the detector rejects that iterate; from then on each row is computed on its own (rows of
-        equal λ never part)."""
+        equal λ never part). With ``stop_on_success`` the rows of an ``image`` (its index in the batch) leave the
+        pass once one of them is a success: they are neither computed nor offered again."""
         n = len(x)
+        live = torch.ones(n, dtype=torch.bool, device=x.device)
+        image = torch.unique(image, return_inverse=True)[1]  # 0 … (images in this chunk) − 1
         use_term = self.keep_best or bool((lam > 0).any())
         first: dict[int, int] = {}
         rep = torch.tensor([first.setdefault(g, i) for i, g in enumerate(group.tolist())], dtype=torch.long,
@@ -306,11 +314,22 @@ class PGDDetector:
         last = max(bests)
 
         def judge() -> Status:
-            """The status of every row at x_adv from one forward pass of the rows computed on their own."""
-            idx = alone.nonzero().squeeze(1)
+            """The status of every live row at x_adv from one forward pass of the live rows computed on their own
+            (the others: never a candidate)."""
+            idx = (alone & live).nonzero().squeeze(1)
             st = evaluate(classifier, term, x[idx], x_adv[idx], label[idx], self.norm)
-            at = (alone.cumsum(0) - 1)[torch.where(alone, torch.arange(n, device=x.device), rep)]  # its row of st
-            return Status(*(getattr(st, k)[at] for k in STATUS_FIELDS))
+            computed = alone & live
+            at = (computed.cumsum(0) - 1)[torch.where(alone, torch.arange(n, device=x.device), rep)]  # its row of st
+            at = at.clamp_min(0)
+            return retire(Status(*(getattr(st, k)[at] for k in STATUS_FIELDS)))
+
+        def retire(st: Status) -> Status:
+            """``st`` with the rows that left the pass made no candidate (not ok, an infinite gap)."""
+            if bool(live.all()):
+                return st
+            gone = ~live
+            return Status(st.class_margin.masked_fill(gone, 0.0), st.det_margin.masked_fill(gone, math.inf),
+                          st.misclassified & live, st.dist.masked_fill(gone, 0.0))
 
         def compute(idx: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
             """The gradient (and status) of rows ``idx`` at x_adv, written into ``out``."""
@@ -327,12 +346,14 @@ class PGDDetector:
                     out[k][idx] = getattr(st, k)
 
         for t in range(last):
-            out = {"grad": torch.empty_like(x_adv)}
+            if not bool(live.any()):
+                break
+            out = {"grad": torch.zeros_like(x_adv)}
             if use_term:
                 out.update(blank_status(n, x.device))
-            compute(alone.nonzero().squeeze(1), out)
-            follows = ~alone & ((lam != lam[rep]) if not use_term else
-                                (lam != lam[rep]) & (out["det_margin"][rep] >= 0))  # parts from its group now
+            compute((alone & live).nonzero().squeeze(1), out)
+            follows = ~alone & live & ((lam != lam[rep]) if not use_term else
+                                       (lam != lam[rep]) & (out["det_margin"][rep] >= 0))  # parts from its group now
             if bool(follows.any()):
                 compute(follows.nonzero().squeeze(1), out)
                 alone |= follows
@@ -341,11 +362,17 @@ class PGDDetector:
                 v[shared] = v[rep[shared]]
             takers = [b for h, b in bests.items() if (self.keep_best and h >= t) or (t > 0 and h == t)]
             if takers:  # x_t (x₀ the start), judged by this pass (or by a forward of its own when it had no term)
-                st = Status(*(out[k] for k in STATUS_FIELDS)) if use_term else judge()
+                st = retire(Status(*(out[k] for k in STATUS_FIELDS))) if use_term else judge()
                 for best in takers:
                     best.update(x_adv, st, **{"lambda": lam})
-            x_adv = pgd_step(x, x_adv, out["grad"], eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
-        bests[last].update(x_adv, judge(), **{"lambda": lam})
+                if self.stop_on_success:
+                    won = torch.zeros(n, dtype=torch.bool, device=x.device)  # per image of the chunk
+                    won[image[st.ok]] = True
+                    live &= ~won[image]
+            x_new = pgd_step(x, x_adv, out["grad"], eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
+            x_adv = torch.where(per_example(live, x_adv), x_new, x_adv)
+        if bool(live.any()):
+            bests[last].update(x_adv, judge(), **{"lambda": lam})
 
 
 STATUS_FIELDS = ("class_margin", "det_margin", "misclassified", "dist")
@@ -355,6 +382,27 @@ def blank_status(n: int, device) -> dict[str, torch.Tensor]:
     return {"class_margin": torch.empty(n, device=device), "det_margin": torch.empty(n, device=device),
             "misclassified": torch.empty(n, dtype=torch.bool, device=device),
             "dist": torch.empty(n, device=device)}
+
+
+def retired(st: Status, rows: torch.Tensor, n: int) -> Status:
+    """The status ``st`` of rows ``rows`` spread over all ``n`` rows; the others are no candidate (not ok, an
+    infinite gap)."""
+    if len(rows) == n:
+        return st
+    dev = st.dist.device
+    out = Status(torch.zeros(n, device=dev), torch.full((n,), math.inf, device=dev),
+                 torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, device=dev))
+    for k in STATUS_FIELDS:
+        getattr(out, k)[rows] = getattr(st, k)
+    return out
+
+
+def check_stop(stop_on_success, keep_best) -> None:
+    if not isinstance(stop_on_success, bool):
+        raise ConfigError(f"stop_on_success must be true or false, got {stop_on_success!r}")
+    if stop_on_success and not keep_best:
+        raise ConfigError("stop_on_success needs keep_best (without it only the final iterate counts, so a run "
+                          "cannot stop early)")
 
 
 def guided_start(x: torch.Tensor, label: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
