@@ -23,8 +23,10 @@ class FakeTime:
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeTime:
+    """A fake clock; and no shipped reference rates, so the fake stages' estimates are learnt from the run."""
     fake = FakeTime()
     monkeypatch.setattr(runner, "time", fake)
+    monkeypatch.setattr(runner, "reference_rates", dict)
     return fake
 
 
@@ -105,9 +107,13 @@ def test_every_stage_of_the_tiny_recipe_has_a_kind(tmp_path):
 
     inp = Inputs(Layout(plan(preset_config("tiny", device="cpu")), tmp_path, lambda: len(inp.dataset().x_test)))
     stages = stage_list(inp, False, lambda event: None)
-    kinds = {st.kind for st in stages}
+    kinds = {st.kind.split(" ")[0] for st in stages}
     assert kinds == {"train", "features", "detector", "attack", "t-SNE", "adaptive", "sanity", "transfer"}
     assert all(st.name.startswith(st.kind) for st in stages)
+    # an attack's rate is its own (a C&W iteration is not an FGSM pass): the kind names the attack
+    assert {st.kind for st in stages if st.kind.startswith("attack")} == {f"attack {a}" for a in inp.plan.attacks}
+    assert {st.kind for st in stages if st.kind.startswith("adaptive")} == {
+        f"adaptive {a}" for a in inp.plan.adaptive.attacks}
 
 
 def test_busy_cpu_line(monkeypatch):
@@ -135,3 +141,33 @@ def test_a_resumed_run_keeps_the_seconds_earlier_invocations_measured(tmp_path):
     assert merged_stage_seconds(path, ["attack"], {}) == {"attack": 6.0}  # only the stages of this run
     path.write_text("{not json")
     assert merged_stage_seconds(path, ["train"], {"train": 1.0}) == {"train": 1.0}  # a damaged file loses the past
+
+
+def test_unmeasured_kinds_take_the_reference_rate_times_this_machines_speed():
+    """Reference: train 2 s, attack fgsm 1 s, adaptive pgd_detector 4 s per unit. This machine took 30 s for 10
+    train units (3 s per unit, 1.5× the reference), so FGSM is expected at 1.5 s and pgd_detector at 6 s per unit; a
+    kind measured here or in an earlier run keeps its own rate; one without a reference takes the overall rate."""
+    rates = Rates(prior={"attack cw": 0.5}, reference={"train": 2.0, "attack fgsm": 1.0, "adaptive pgd_detector": 4.0,
+                                                       "attack cw": 9.0})
+    assert rates.speed() == 1.0 and rates.rate("attack fgsm") == 1.0  # nothing measured yet: the reference itself
+    rates.add("train", 10, 30.0)
+    assert rates.speed() == 1.5
+    assert rates.rate("attack fgsm") == 1.5 and rates.rate("adaptive pgd_detector") == 6.0
+    assert rates.rate("train") == 3.0 and rates.rate("attack cw") == 0.5
+    assert rates.rate("sanity") == 3.0  # no reference: all measured seconds over all measured cost
+    rates.add("sanity", 10, 10.0)  # a kind without a reference does not enter the speed
+    assert rates.speed() == 1.5 and rates.rate("sanity") == 1.0
+
+
+def test_the_shipped_reference_rates_cover_every_stage_kind_of_the_demo(tmp_path):
+    """A fresh demo run estimates every stage from the first one on (no kind falls back to the overall rate)."""
+    from rcedetect.reproduce import plan, preset_config
+    from rcedetect.reproduce.inputs import Inputs
+    from rcedetect.reproduce.layout import Layout
+    from rcedetect.reproduce.recipe import stage_list
+
+    reference = runner.reference_rates()
+    inp = Inputs(Layout(plan(preset_config("demo", device="cpu")), tmp_path, lambda: len(inp.dataset().x_test)))
+    kinds = {st.rate_kind for st in stage_list(inp, False, lambda event: None)}
+    assert kinds <= set(reference), sorted(kinds - set(reference))
+    assert all(v > 0 for v in reference.values())

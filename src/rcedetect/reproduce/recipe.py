@@ -50,6 +50,17 @@ def _size(tc, shape: tuple[int, int, int]) -> float:
     return depth / 8 * (h * w / _PIXELS) * (1 + c / 8) / (1 + 1 / 8)
 
 
+def _detector_cost(inp: Inputs, name: str) -> float:
+    """Image passes of fitting model ``name``'s detectors, roughly: K-density reads the cached features (its
+    bandwidth search is cheap); each baseline attacks and re-reads its fitting split, Mahalanobis once per layer
+    for each pre-processing magnitude it chooses from."""
+    det = inp.plan.detector
+    n_fit = min(det.fit_images, len(inp.dataset().x_train) // 2) if inp.baselines(name) else 0
+    per_image = {"mahalanobis": 30.0, "kd_bu": 12.0, "lid": 6.0}
+    return 0.05 * inp.plan.experiment.train_feature_images + sum(n_fit * per_image.get(m, 6.0)
+                                                                  for m in inp.baselines(name))
+
+
 def _eps_text(eps) -> str:
     return f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}…{eps[-1]:g} ({len(eps)} values)"
 
@@ -72,7 +83,8 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                          lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
                          lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k],
                          "features"))
-        out.append(Stage(f"detector {name}", 1.0, lambda n=name: inp.detectors_done(n),
+        out.append(Stage(f"detector {name}", _detector_cost(inp, name) * _size(m.train, shape),
+                         lambda n=name: inp.detectors_done(n),
                          lambda n=name: inp.fit_detectors(n),
                          lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True), "detector"))
     for name in p.mains:  # 4. attacks, 5. t-SNE
@@ -86,7 +98,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                              lambda runs=runs: all(r.record.is_file() for r in runs),
                              lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
                              lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                 r.record.unlink(missing_ok=True)) for r in runs], "attack"))
+                                                 r.record.unlink(missing_ok=True)) for r in runs], f"attack {attack}"))
         if exp.tsne_images > 0:
             out.append(Stage(f"t-SNE {name}", exp.tsne_images * 20.0, lambda n=name: lay.tsne_path(n).is_file(),
                              lambda n=name: steps.write_record(lay.tsne_path(n),
@@ -120,7 +132,8 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
                                  lambda runs=runs: all(r.record.is_file() for r in runs),
                                  lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at, progress, hook),
                                  lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                     r.record.unlink(missing_ok=True)) for r in runs], "adaptive"))
+                                                     r.record.unlink(missing_ok=True)) for r in runs],
+                                 f"adaptive {attack}"))
     for name in p.mains if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
         out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train, shape),
                          lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),

@@ -2,14 +2,17 @@
 
 A stage is (name, cost, done, run, clear, kind): ``done()`` says whether its artifact exists, ``run()`` makes it,
 ``clear()`` deletes it (for ``--force``), ``cost`` is a rough work estimate in model passes and ``kind`` the sort of
-work ("train", "attack", …). Seconds per cost unit differ a lot between kinds (a training step is not an attack
-step), so the time left is the cost still to do of each kind times that kind's measured rate (:class:`Rates`):
-measured in this run, else read from an earlier run in the same folder, else this run's overall rate. The
-measured rates are kept in the output folder (``.stage-rates.json``) for the next run there.
+work ("train", "attack fgsm", "adaptive pgd_detector", …). Seconds per cost unit differ a lot between kinds (a
+training step is not an attack step), so the time left is the cost still to do of each kind times that kind's
+rate (:class:`Rates`): measured in this run; else read from an earlier run in the same folder; else the package's
+reference rate for the kind (``data/stage_rates.json``, measured on 2 idle CPU cores) times this machine's speed
+(what the stages run so far took over what the reference rates predicted for them); else this run's overall rate.
+The measured rates are kept in the output folder (``.stage-rates.json``) for the next run there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +26,8 @@ from ..errors import RceError
 from ..io import read_json, write_json
 
 RATES_NAME = ".stage-rates.json"
+#: the reference rates shipped with the package (relative to the package folder)
+REFERENCE_RATES = "data/stage_rates.json"
 #: the measured seconds of every stage of the run, kept across invocations (a resumed run keeps what earlier ones
 #: measured, so results.json can state what the whole run cost)
 SECONDS_NAME = ".stage-seconds.json"
@@ -58,12 +63,33 @@ class Stage:
         return self.kind or self.name.split(" ", 1)[0]
 
 
-class Rates:
-    """Seconds per cost unit of each kind of stage: measured in this run, else ``prior`` (an earlier run's), else
-    this run's overall rate (all measured seconds over all measured cost)."""
+def reference_rates() -> dict[str, float]:
+    """{kind: seconds per cost unit} on the reference machine (2 idle CPU cores), shipped with the package; empty
+    if the file is missing or damaged (the estimate then learns every rate from the run itself)."""
+    from importlib import resources
 
-    def __init__(self, prior: dict[str, float] | None = None):
+    try:
+        obj = json.loads(resources.files("rcedetect").joinpath(REFERENCE_RATES).read_text())
+    except (OSError, ValueError):
+        return {}
+    return _valid_rates(obj.get("rates") if isinstance(obj, dict) else None)
+
+
+def _valid_rates(obj) -> dict[str, float]:
+    if not isinstance(obj, dict):
+        return {}
+    return {k: float(v) for k, v in obj.items()
+            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < float("inf")}
+
+
+class Rates:
+    """Seconds per cost unit of each kind of stage: measured in this run, else ``prior`` (an earlier run's in the
+    same folder), else ``reference[kind]`` × :meth:`speed`, else this run's overall rate (all measured seconds over
+    all measured cost)."""
+
+    def __init__(self, prior: dict[str, float] | None = None, reference: dict[str, float] | None = None):
         self.prior = dict(prior or {})
+        self.reference = dict(reference or {})
         self.seconds: dict[str, float] = {}
         self.cost: dict[str, float] = {}
 
@@ -72,11 +98,20 @@ class Rates:
             self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
             self.cost[kind] = self.cost.get(kind, 0.0) + cost
 
+    def speed(self) -> float:
+        """This machine's seconds over the reference machine's, on the stages measured so far whose kind has a
+        reference rate (1 before any)."""
+        kinds = [k for k in self.cost if self.reference.get(k, 0) > 0]
+        predicted = sum(self.cost[k] * self.reference[k] for k in kinds)
+        return sum(self.seconds[k] for k in kinds) / predicted if predicted > 0 else 1.0
+
     def rate(self, kind: str) -> float:
         if kind in self.cost:
             return self.seconds[kind] / self.cost[kind]
         if kind in self.prior:
             return self.prior[kind]
+        if kind in self.reference:
+            return self.reference[kind] * self.speed()
         total_cost = sum(self.cost.values())
         if total_cost > 0:
             return sum(self.seconds.values()) / total_cost
@@ -91,18 +126,16 @@ class Rates:
         return {**self.prior, **{k: self.seconds[k] / self.cost[k] for k in self.cost}}
 
     @classmethod
-    def load(cls, path: Path | None) -> Rates:
-        """The rates kept at ``path``; none if it is missing or unreadable (it is only an estimate)."""
+    def load(cls, path: Path | None, reference: dict[str, float] | None = None) -> Rates:
+        """The rates kept at ``path`` (none if it is missing or unreadable: it is only an estimate), with
+        ``reference`` rates for the kinds it lacks."""
         if path is None or not path.is_file():
-            return cls()
+            return cls(reference=reference)
         try:
             obj = read_json(path, "stage rates")
         except RceError:
-            return cls()
-        if not isinstance(obj, dict):
-            return cls()
-        return cls({k: float(v) for k, v in obj.items()
-                    if isinstance(k, str) and isinstance(v, int | float) and 0 <= v < float("inf")})
+            return cls(reference=reference)
+        return cls(_valid_rates(obj), reference)
 
 
 def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str], None] = print,
@@ -116,7 +149,7 @@ def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str]
     barrier()  # under torchrun every rank sees the same artifacts, so all run the same stages
     pending = [st for st in stages if not st.done()]
     barrier()
-    rates = Rates.load(rates_file)
+    rates = Rates.load(rates_file, reference_rates())
     seconds = {}
     for i, st in enumerate(stages, 1):
         head = f"[{i:>2}/{len(stages)}] {st.name}"
