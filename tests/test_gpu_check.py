@@ -38,7 +38,7 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     cw = [a for a in r["attacks"] if a["attack"].startswith("C&W")]
     assert all(a["extrapolated_to"] == 90_000 and a["seconds_per_example_at_paper_budget"] > 0 for a in cw)
     cut = r["paper_mnist_cut"]
-    assert set(cut["models"]) == {"ce", "rce", "target_ce", "target_rce"} and len(cut["transfer"]) == 4
+    assert set(cut["models"]) == {"ce", "rce", "target_ce", "target_rce", "pgd_at"} and len(cut["transfer"]) == 4
     assert cut["overrides"] and cut["wall_seconds"] > 0 and r["wall_seconds"] >= cut["wall_seconds"]
 
 

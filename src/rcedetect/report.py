@@ -36,6 +36,7 @@ from .report_format import (
     why_missing,
 )
 from .report_render import to_html, to_markdown
+from .report_robust import model_label, robust_blocks
 from .report_table2 import disagreements, table2
 
 RESULTS = "results.json"
@@ -90,7 +91,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
     b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += adaptive_blocks(results, figs) + compare_blocks(results) + claims_blocks(results, col)
+    b += adaptive_blocks(results, figs) + robust_blocks(results) + compare_blocks(results) + claims_blocks(results, col)
     b += disagreements(results, col)
     return b
 
@@ -100,6 +101,7 @@ def _table1(results: dict, col: str | None) -> list[tuple]:
     for m in results.get("models", {}).values():
         err = m.get("test_error_percent")
         paper, ref = paper_ref.test_error_nearest(m["arch"], m["objective"], col, m.get("role", "main"))
+        paper = None if m.get("training") else paper  # the paper trains no adversarially trained model
         if paper is None:
             p_cell = delta = notes.empty("the paper reports no test error for this dataset" if col is None
                                          else "the paper reports no test error for this model")
@@ -110,7 +112,7 @@ def _table1(results: dict, col: str | None) -> list[tuple]:
                     f"the paper trains no {arch_label(m['arch'])}: this is its {arch_label(ref)}, the model ours "
                     "stands in for (see the cuts), so Δ mixes architecture, training budget and data")
             delta = notes.empty(NOT_RECORDED) if missing(err) else f"{err - paper:+.2f}"
-        rows.append([f"{arch_label(m['arch'])} {m['objective'].upper()}", m.get("role", ""), str(m.get("steps", "")),
+        rows.append([model_label(m), m.get("role", ""), str(m.get("steps", "")),
                      str(m.get("n_test", "")), notes.value(err, NOT_RECORDED, 2), p_cell, delta])
     return [("h", 2, "Table 1: test error rate (%)"),
             ("table", ["model", "role", "training steps", "test images", "ours (%)", "paper (%)", "Δ (points)"], rows),

@@ -1,8 +1,10 @@
 """The reproduce config: a preset (TOML) expanded with defaults and ``--set`` overrides, then typed and checked.
 
 A reproduce preset (``configs/demo.toml``, ``paper-mnist.toml``, ...) has an ``[experiment]`` section, a
-``[models.<name>]`` table per model (``preset`` = a training preset, ``role`` = "main" for Tables 1-3 or
-"target" for the ResNet-56 of Tables 1 and 4, optional ``[models.<name>.train]`` overrides), a ``[detector]``
+``[models.<name>]`` table per model (``preset`` = a training preset, ``role`` = "main" for Tables 1-3,
+"target" for the ResNet-56 of Tables 1 and 4 or "robust" for an adversarially trained model evaluated for robust
+accuracy only (:mod:`.robust_config`), optional ``[models.<name>.train]`` overrides; ``like = "<model>"`` in place
+of ``preset`` trains it as that model but for its own settings, :mod:`.model_like`), a ``[detector]``
 section and an ``[attacks.<name>]`` table per attack (``images``, ``batch``, an ``eps`` grid for attacks that take
 one, ``settings`` for the attack's dataclass). Each model's training preset is expanded into
 ``models.<name>.train`` before ``--set`` overrides apply, so ``--set models.ce.train.steps=100`` works.
@@ -23,6 +25,9 @@ from .. import attack_store, attacks
 from ..config import TrainConfig, apply_overrides, load_preset
 from ..errors import ConfigError
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
+from .model_like import expand_like, inherit_like
+from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, robust_plan
+from .robust_config import expand as expand_robust
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
                        "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
@@ -39,7 +44,7 @@ ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 #: the adaptive evaluation (``[adaptive]``): attacks that know the detector, against each metric's threshold
 ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
                      "bootstrap": 1000, "sanity": True, "attacks": {}}
-ROLES = ("main", "target")
+ROLES = ("main", "target", ROBUST_ROLE)
 
 
 def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
@@ -56,8 +61,10 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
     cfg["detector"] = {**DETECTOR_DEFAULTS, **cfg.get("detector", {})}
     cfg.setdefault("cuts", {"notes": []})
     for name, m in cfg["models"].items():
+        if isinstance(m, dict) and "like" in m:
+            continue  # trained as another model of the preset (.model_like)
         if not isinstance(m, dict) or "preset" not in m:
-            raise ConfigError(f"models.{name} needs preset = \"<training preset>\"")
+            raise ConfigError(f"models.{name} needs preset = \"<training preset>\" (or like = \"<model>\")")
         base = load_preset(m["preset"]).get("train")
         if base is None:
             raise ConfigError(f"models.{name}.preset {m['preset']!r} is not a training preset")
@@ -69,7 +76,10 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
         ad = cfg["adaptive"] = {**copy.deepcopy(ADAPTIVE_DEFAULTS), **cfg["adaptive"]}
         for name, a in ad["attacks"].items():
             ad["attacks"][name] = {"images": ad["images"], "batch": ad["batch"], "settings": {}, **a}
+    like = expand_like(cfg, TrainConfig().to_dict())
+    expand_robust(cfg)
     cfg = apply_overrides(cfg, overrides)
+    inherit_like(cfg, like)
     if device:
         cfg["experiment"]["device"] = device
     for m in cfg["models"].values():
@@ -148,10 +158,21 @@ class Plan:
     models: dict[str, ModelPlan]
     attacks: dict[str, AttackPlan]
     adaptive: AdaptivePlan | None = None
+    robust: RobustPlan | None = None
 
     @property
     def mains(self) -> list[str]:
         return [n for n, m in self.models.items() if m.role == "main"]
+
+    @property
+    def robusts(self) -> list[str]:
+        """The models trained for robust accuracy alone (role "robust": no detector, no paper table)."""
+        return [n for n, m in self.models.items() if m.role == ROBUST_ROLE]
+
+    @property
+    def robust_evaluated(self) -> list[str]:
+        """The models whose robust accuracy is evaluated: every main and robust model (with a [robust] section)."""
+        return [n for n, m in self.models.items() if m.role in ("main", ROBUST_ROLE)] if self.robust else []
 
     @property
     def targets(self) -> list[str]:
@@ -178,8 +199,10 @@ def plan(cfg: dict) -> Plan:
     models, datasets = {}, set()
     for name, m in cfg["models"].items():
         if m["role"] not in ROLES:
-            raise ConfigError(f"models.{name}.role must be \"main\" or \"target\", got {m['role']!r}")
+            raise ConfigError(f"models.{name}.role must be \"main\", \"target\" or \"robust\", got {m['role']!r}")
         tc = TrainConfig.from_dict(m["train"])
+        if m["role"] == ROBUST_ROLE:
+            check_robust_model(name, tc)
         models[name] = ModelPlan(name, m["role"], tc)
         datasets.add((tc.dataset, tc.data_dir, tc.data_file))
     if not any(m.role == "main" for m in models.values()):
@@ -188,7 +211,13 @@ def plan(cfg: dict) -> Plan:
         raise ConfigError(f"every model of a reproduce preset must use the same dataset, got {sorted(datasets)}")
     plans = {name: _attack_plan(name, a, f"attacks.{name}", experiment.seed)
              for name, a in cfg.get("attacks", {}).items()}
-    return Plan(cfg, experiment, detector, models, plans, _adaptive_plan(cfg.get("adaptive"), experiment.seed))
+    adaptive = _adaptive_plan(cfg.get("adaptive"), experiment.seed)
+    if any(m.role == ROBUST_ROLE for m in models.values()) and "robust" not in cfg:
+        raise ConfigError("models with role = \"robust\" need a [robust] section (their robust accuracy)")
+    return Plan(cfg, experiment, detector, models, plans, adaptive,
+                robust_plan(cfg.get("robust"), adaptive, experiment.seed,
+                            [m.train.adversarial.eps for m in models.values() if m.role == ROBUST_ROLE
+                             and m.train.adversarial.norm == "linf"]))
 
 
 def _paper_dataset(value) -> str:

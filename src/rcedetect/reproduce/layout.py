@@ -72,6 +72,8 @@ class Layout:
         sizes = [a.images for a in self.plan.attacks.values()] + [self.plan.experiment.figure3_images]
         if self.plan.adaptive:
             sizes += [a.images for a in self.plan.adaptive.attacks.values()]
+        if self.plan.robust:
+            sizes.append(self.plan.robust.images)
         return min(max(sizes), self.n_test())
 
     def calibration_size(self) -> int:

@@ -7,6 +7,7 @@
 5. t-SNE of each main model's features (Figure 1b/c)
 6. the adaptive evaluation: attacks that know each detector's calibrated threshold, and their sanity checks
 7. black-box transfer of the white-box attack from each main model to each target model (Table 4)
+8. robust accuracy of every main and robust model under the [robust] attacks (:mod:`.robust`)
 
 then ``results.json`` (:mod:`.results`). Every stage is cached (:mod:`.layout` names its artifact), so a killed
 run resumes where it stopped and a finished run only re-renders the report.
@@ -23,7 +24,7 @@ import torch
 
 from .. import attack_store, distributed, paper_ref
 from ..io import write_json
-from . import adaptive, sanity, steps
+from . import adaptive, robust, sanity, steps
 from .config import Plan, plan
 from .inputs import Inputs
 from .layout import Layout
@@ -77,6 +78,8 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
                          lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True), "train"))
     for name, m in p.models.items():  # 2. features, 3. detectors
+        if m.role == "robust":
+            continue  # trained for robust accuracy alone (8.): no features, no detector
         kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
         out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train, shape) / 2,
                          lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
@@ -115,6 +118,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                  lambda s=sub, t=tgt: steps.run_transfer(inp, wb, s, t),
                                  lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True),
                                  "transfer"))
+    out += robust.stages(inp, progress, hook)  # 8. robust accuracy
     return out
 
 

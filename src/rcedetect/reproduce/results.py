@@ -18,7 +18,7 @@ from typing import Any
 from .. import checkpoint, paper_ref, schemas
 from ..detectors import KDensity, score_features
 from ..io import config_hash, read_json, versions
-from . import adaptive
+from . import adaptive, robust
 from .inputs import Inputs
 
 
@@ -31,7 +31,10 @@ def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
         models[name] = {"role": m.role, "arch": tc.arch, "objective": tc.objective, "steps": tc.steps,
                         "dataset": tc.dataset, "n_test": len(inp.dataset().x_test), "test_accuracy": acc,
                         "test_error_percent": None if acc is None else round(100 * (1 - acc), 4),
-                        "train_seconds": met.get("train_seconds"), "config_hash": inp.layout.model_hash(name)}
+                        "train_seconds": met.get("train_seconds"), "config_hash": inp.layout.model_hash(name),
+                        **robust.training_fields(tc)}
+        if m.role == "robust":
+            continue  # no detector: robust accuracy alone (:mod:`.robust`)
         info = _detector_record(inp.layout.detector_dir(name, "kd"))
         s, state = info["settings"], info["state"]
         dets[name] = {"sigma2": state["sigma2"], "per_class": s["per_class"], "attack_per_class": s["attack_per_class"],
@@ -115,6 +118,7 @@ def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float],
                     "stages_measured_now": len(stage_seconds) if measured_now is None else measured_now},
         "models": models, "detectors": dets, "attacks": records, "transfer": transfer, "tsne": tsne,
         "figure3": figure3, "noise": noise, "log_kd_normal": _log_kd_normal(inp), **_adaptive(inp),
+        **robust.results(inp),
     }
 
 
