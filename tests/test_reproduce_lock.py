@@ -107,4 +107,4 @@ def test_two_concurrent_runs_into_one_folder(tmp_path):
     assert strip_timings(final) == strip_timings(single)
     assert (out / "report.html").is_file()
     rates = json.loads((out / runner.RATES_NAME).read_text())
-    assert {"train", "attack", "adaptive"} <= set(rates) and all(v > 0 for v in rates.values())
+    assert {"train", "attack fgsm", "adaptive pgd_detector"} <= set(rates) and all(v > 0 for v in rates.values())
