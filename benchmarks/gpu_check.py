@@ -86,8 +86,8 @@ def bench_kd(device: torch.device, s: dict, repeat: int) -> dict:
 
 
 def _classifier(arch: str, device: torch.device, objective: str = "ce"):
-    from rcedetect.classifier import Classifier
     from rcedetect.models import create
+    from rcedetect.models.classifier import Classifier
 
     torch.manual_seed(0)
     return Classifier(create(arch, 1, 10), objective, input_shape=(1, 28, 28)).to(device).eval()

@@ -39,14 +39,14 @@ def trained_runs(tmp_path_factory, synthetic):
 
 @pytest.fixture(scope="session")
 def ce_classifier(trained_runs):
-    from rcedetect import checkpoint
+    from rcedetect.models import checkpoint
 
     return checkpoint.load(trained_runs["ce"]).classifier
 
 
 @pytest.fixture(scope="session")
 def rce_classifier(trained_runs):
-    from rcedetect import checkpoint
+    from rcedetect.models import checkpoint
 
     return checkpoint.load(trained_runs["rce"]).classifier
 

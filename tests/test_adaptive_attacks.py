@@ -16,10 +16,10 @@ from rcedetect.attacks.orthogonal_pgd import OrthogonalPGD, orthogonal_component
 from rcedetect.attacks.pgd import class_margin, random_start
 from rcedetect.attacks.pgd_detector import PGDDetector
 from rcedetect.attacks.random_search import objective
+from rcedetect.core.errors import ConfigError
 from rcedetect.detectors import KDTerm, KernelDensity, ScoreTerm
 from rcedetect.detectors import create as create_metric
 from rcedetect.detectors.base import View, observe
-from rcedetect.errors import ConfigError
 
 ADAPTIVE = ("pgd_detector", "selective_pgd", "orthogonal_pgd", "feature_pgd", "random_search_detector")
 NAMES = ("pgd", *ADAPTIVE)

@@ -15,7 +15,7 @@ import torch
 from conftest import tiny_train_config
 from tiny_nets import LinearNet
 
-from rcedetect import attacks, checkpoint, models
+from rcedetect import attacks, models
 from rcedetect.adversarial_training import (
     adversarial_batch,
     attack_seed,
@@ -23,12 +23,13 @@ from rcedetect.adversarial_training import (
     objective_loss_fn,
     trades_loss,
 )
-from rcedetect.classifier import Classifier
 from rcedetect.cli import main
 from rcedetect.config import AdversarialSettings, TrainConfig, apply_overrides, train_config_from_preset
-from rcedetect.errors import ConfigError
-from rcedetect.io import config_hash
-from rcedetect.losses import reverse_cross_entropy
+from rcedetect.core.errors import ConfigError
+from rcedetect.core.io import config_hash
+from rcedetect.models import checkpoint
+from rcedetect.models.classifier import Classifier
+from rcedetect.models.losses import reverse_cross_entropy
 from rcedetect.reproduce.layout import train_dict_for_hash
 from rcedetect.training import fit
 

@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
-from rcedetect import CheckpointError, attack_store, checkpoint, features
+from rcedetect import CheckpointError, attack_store
 from rcedetect.attacks.gradient import FGSM
 from rcedetect.cli import main
+from rcedetect.core.io import load_tensors
 from rcedetect.detectors import Detector, create
-from rcedetect.io import load_tensors
+from rcedetect.models import checkpoint, features
 from rcedetect.scoring import score_attack
 
 FIELDS = {"x_adv", "success", "iterations", "indices", "y", "extra.label", "extra.pred_adv"}
@@ -134,7 +135,8 @@ def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
 
 
 def test_transfer_to_another_run(trained_runs, synthetic):
-    from rcedetect import metrics, transfer
+    from rcedetect import transfer
+    from rcedetect.stats import metrics
 
     src, dst = trained_runs["ce"], trained_runs["rce"]
     assert main(["attack", str(src), "--attack", "bim", "--eps", "0.3", "--n", "24", "--batch-size", "24",

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import rcedetect.defended
+from rcedetect.core.errors import InputError, NotFittedError
 from rcedetect.defended import adaptive_success, defend
 from rcedetect.detectors import NOT_SURE, Detector, ScoreTerm, observe
-from rcedetect.errors import InputError, NotFittedError
-from rcedetect.operating_point import operating_point
+from rcedetect.stats.operating_point import operating_point
 
 
 def _classifier(request, objective):

@@ -16,6 +16,7 @@ import torch
 
 from rcedetect import attack_store, attacks, paper_ref
 from rcedetect.attacks.base import AttackResult, check_eps, prepare
+from rcedetect.core.errors import ConfigError, NotFittedError
 from rcedetect.detectors import (
     REGISTRY,
     Detector,
@@ -26,8 +27,7 @@ from rcedetect.detectors import (
     resolve_sigma2,
     score_features,
 )
-from rcedetect.errors import ConfigError, NotFittedError
-from rcedetect.features import extract
+from rcedetect.models.features import extract
 from rcedetect.reproduce import resolve_config
 
 

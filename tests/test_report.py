@@ -10,7 +10,7 @@ import pytest
 
 from rcedetect import paper_ref, report
 from rcedetect.cli import main
-from rcedetect.io import write_json
+from rcedetect.core.io import write_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -131,7 +131,7 @@ def test_partial_results_render_without_missing_figures(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"format": "other"}, [1, 2]])
 def test_foreign_results_file_is_refused(tmp_path, bad):
-    from rcedetect.errors import CheckpointError
+    from rcedetect.core.errors import CheckpointError
 
     write_json(tmp_path / "results.json", bad)
     with pytest.raises(CheckpointError):

@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 
 import rcedetect
-from rcedetect import checkpoint, models
+from rcedetect import models
 from rcedetect.attacks import create as attack
-from rcedetect.errors import CheckpointError, ConfigError
-from rcedetect.models import external
-from rcedetect.wrapping import wrap
+from rcedetect.core.errors import CheckpointError, ConfigError
+from rcedetect.models import checkpoint, external
+from rcedetect.models.wrapping import wrap
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -20,11 +20,12 @@ is first used.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
+import sys
 from typing import TYPE_CHECKING, Any
 
-from .classifier import Classifier
-from .errors import (
+from .core.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -33,38 +34,62 @@ from .errors import (
     RceError,
     TrainingError,
 )
-from .io import package_version
-from .wrapping import wrap
+from .core.io import package_version
+from .models.classifier import Classifier
+from .models.wrapping import wrap
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from . import (  # noqa: F401
-        adv_export,
-        attacks,
-        checkpoint,
-        config,
-        data,
-        detectors,
-        features,
-        models,
-        training,
-        transfer,
-    )
+    from . import attacks, data, detectors, models, training  # noqa: F401
     from .defended import defend  # noqa: F401
     from .detectors.threshold import Detector
+    from .models import checkpoint, features  # noqa: F401
 
 __version__ = package_version()
 
-#: submodules reachable as attributes without an explicit import
-_MODULES = ("adv_export", "attacks", "checkpoint", "config", "data", "detectors", "features", "models", "training",
-            "transfer")
+#: submodules reachable as attributes without an explicit import (name -> where it lives)
+_MODULES = {"adv_export": "adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint", "config": "config",
+            "data": "data", "detectors": "detectors", "features": "models.features", "models": "models",
+            "training": "training", "transfer": "transfer"}
 #: lazy names -> (module, attribute)
 _LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("defended", "defend")}
+#: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
+#: rcedetect.checkpoint import load``) still give the module where it lives now
+MOVED = {
+    "errors": "core.errors", "io": "core.io", "validation": "core.validation", "schemas": "core.schemas",
+    "distributed": "core.distributed", "device": "core.device",
+    "metrics": "stats.metrics", "operating_point": "stats.operating_point",
+    "data_folder": "data.folder",
+    "losses": "models.losses", "classifier": "models.classifier", "wrapping": "models.wrapping",
+    "checkpoint": "models.checkpoint", "features": "models.features",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``rcedetect.OLD`` of :data:`MOVED` and hands back the module at its new path (the same object:
+    imported once, patched once)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package == __name__ and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        # the import system returns what sys.modules holds under the name after this call
+        sys.modules[module.__name__] = importlib.import_module(f"{__name__}.{MOVED[module.__name__.rpartition('.')[2]]}")
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:
     """Import a submodule or a lazy name on first use (keeps ``import rcedetect`` light)."""
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+    if name in _MODULES or name in MOVED:
+        return importlib.import_module(f"{__name__}.{_MODULES.get(name) or MOVED[name]}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
@@ -90,7 +115,7 @@ def train(preset: str, run_dir, overrides: list[str] | None = None, *, progress:
 
 def load(run_dir, device: str = "cpu") -> Classifier:
     """The classifier of the trained run in ``run_dir`` (weights verified, eval mode) on ``device``."""
-    from .checkpoint import load as load_checkpoint
+    from .models.checkpoint import load as load_checkpoint
 
     return load_checkpoint(run_dir, device=device).classifier
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, InputError
+from .core.errors import CheckpointError, ConfigError, InputError
 
 FORMAT = "rcedetect-adversarial"
 VERSION = 1
@@ -98,9 +98,9 @@ def is_attack_folder(path: str | Path) -> bool:
 
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors (x_adv, y, indices, success, target where stored) and metadata of an ``rce attack`` folder."""
-    from . import schemas
     from .attack_store import load_parts
-    from .io import read_json
+    from .core import schemas
+    from .core.io import read_json
 
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
@@ -127,7 +127,7 @@ def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 def check_export_path(path: str | Path, what: str = "--export") -> Path:
     """``path`` can take an export: it names a ``.npz`` file (not a folder) in a folder that can be written.
     ConfigError, one line, otherwise; called before any work."""
-    from .io import check_writable_dir
+    from .core.io import check_writable_dir
 
     path = Path(path)
     if path.is_dir():
@@ -157,8 +157,8 @@ def export_attack(source, path: str | Path, classifier, *, y: torch.Tensor | Non
     the file), InputError (images or labels that do not fit the model) or CheckpointError (broken parts).
     """
     from . import attacks
-    from .io import atomic_write_bytes, package_version
-    from .validation import check_model_input
+    from .core.io import atomic_write_bytes, package_version
+    from .core.validation import check_model_input
 
     path = check_export_path(path, "export")
     if isinstance(source, attacks.AttackResult):
@@ -228,7 +228,7 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def _images(a: np.ndarray, where: str) -> torch.Tensor:
-    from .validation import check_images
+    from .core.validation import check_images
 
     if a.dtype == np.uint8 and a.ndim == 4:
         return torch.from_numpy(np.array(a, dtype=np.float32)) / 255.0

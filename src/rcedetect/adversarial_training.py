@@ -44,7 +44,7 @@ from .attacks import create
 from .attacks.base import seeded_generator
 from .attacks.pgd import project, random_start, resolve_step_size, run_pgd
 from .config import AdversarialSettings
-from .losses import objective_loss
+from .models.losses import objective_loss
 
 #: TRADES' start: x + TRADES_START_STD · N(0, I) (Zhang et al.'s reference code)
 TRADES_START_STD = 0.001

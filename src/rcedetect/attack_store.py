@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from . import attacks, distributed
+from . import attacks
 from .attacks.base import AttackResult, check_seed
-from .errors import CheckpointError
-from .io import load_tensors, read_metadata, save_tensors
+from .core import distributed
+from .core.errors import CheckpointError
+from .core.io import load_tensors, read_metadata, save_tensors
 
 PART_FORMAT = "rcedetect-attack-part"
 

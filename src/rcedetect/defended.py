@@ -30,9 +30,9 @@ import math
 import torch
 from torch import nn
 
+from .core.errors import InputError, NotFittedError
 from .detectors.base import observe
-from .errors import InputError, NotFittedError
-from .operating_point import adaptive_success
+from .stats.operating_point import adaptive_success
 
 __all__ = ["Defended", "adaptive_success", "defend"]
 

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
 from . import paper_ref
-from .io import atomic_write_bytes
-from .operating_point import MIN_PAIRS
+from .core.io import atomic_write_bytes
 from .paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
+from .stats.operating_point import MIN_PAIRS
 
 FIGDIR = "figures"
 COLORS = {"ce": "tab:blue", "rce": "tab:red"}

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 
 from . import paper_ref
 from .figures import _models, _save
-from .operating_point import MIN_PAIRS
+from .stats.operating_point import MIN_PAIRS
 
 KD_STYLES = {"normal": {"color": "black", "lw": 2.2}, "noisy": {"color": "0.5", "lw": 1.6, "ls": "--"}}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import paper_ref
-from .errors import CheckpointError
-from .io import atomic_write_bytes, read_json
+from .core.errors import CheckpointError
+from .core.io import atomic_write_bytes, read_json
 from .report_adaptive import adaptive_blocks, operating_blocks
 from .report_claims import claims_blocks
 from .report_compare import compare_blocks

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 
 from . import detectors
-from .operating_point import MIN_PAIRS
 from .paper_ref import TABLE2_ATTACKS, label
 from .report_format import (
     FEW_PAIRS,
@@ -22,6 +21,7 @@ from .report_format import (
     pct,
     table2_record,
 )
+from .stats.operating_point import MIN_PAIRS
 
 TARGET_LEVELS = (0.5, 0.9)
 PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)

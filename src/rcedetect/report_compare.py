@@ -10,7 +10,6 @@ is marked; every other column is an attack they never saw.
 from __future__ import annotations
 
 from . import detectors
-from .operating_point import MIN_PAIRS
 from .paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
 from .report_format import (
     NOT_RECORDED,
@@ -23,6 +22,7 @@ from .report_format import (
     table2_record,
     why_missing,
 )
+from .stats.operating_point import MIN_PAIRS
 
 
 def _label(metric: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from .operating_point import MIN_PAIRS, too_few_pairs
 from .report_render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
+from .stats.operating_point import MIN_PAIRS, too_few_pairs
 
 DASH = "—"
 SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")

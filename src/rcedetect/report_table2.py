@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 
 from . import detectors, paper_ref
-from .operating_point import MIN_PAIRS
 from .paper_ref import TABLE2_ATTACKS
 from .report_format import (
     Notes,
@@ -27,6 +26,7 @@ from .report_format import (
     table2_record,
     why_missing,
 )
+from .stats.operating_point import MIN_PAIRS
 
 METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
 LABELS = tuple(detectors.REGISTRY[m].label for m in METRICS)

@@ -11,13 +11,14 @@ import math
 
 import torch
 
-from . import features, metrics
 from .attacks.base import AttackResult, l2_distortion
-from .classifier import FINAL
+from .core.errors import InputError
 from .detectors.base import Metric, score_any
 from .detectors.kd import KDensity
-from .errors import InputError
-from .operating_point import operating_points
+from .models import features
+from .models.classifier import FINAL
+from .stats import metrics
+from .stats.operating_point import operating_points
 
 
 def rounded(v: float | None, digits: int = 6) -> float | None:

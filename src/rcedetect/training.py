@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import adversarial_training, checkpoint, data, distributed, models
-from .classifier import Classifier
+from . import adversarial_training, data, models
 from .config import TrainConfig, without_later_defaults
-from .device import resolve
-from .errors import CheckpointError, ConfigError, TrainingError
-from .io import write_json
-from .losses import objective_loss
+from .core import distributed
+from .core.device import resolve
+from .core.errors import CheckpointError, ConfigError, TrainingError
+from .core.io import write_json
+from .models import checkpoint
+from .models.classifier import Classifier
+from .models.losses import objective_loss
 
 
 def parameter_groups(net: torch.nn.Module) -> list[dict]:

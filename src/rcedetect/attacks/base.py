@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError
-from ..validation import check_labels, check_model_input
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_labels, check_model_input
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 from .base import AttackResult, check_common, prepare, register
 from .precision import autocast, check_precision
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackResult, check_common, register, seeded_generator
 from .gradient import _labels, check_label, check_steps, finish, predict
 from .variants import MAX_BATCH, check_max_batch, chunks

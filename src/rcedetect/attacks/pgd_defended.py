@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackResult, check_common, register
 from .gradient import check_steps
 from .pgd import check_norm, check_step_size, pgd_step, resolve_step_size, starts

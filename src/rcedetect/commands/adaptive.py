@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 
 
 def _check_eps(eps: float | None, norm: str) -> None:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if eps is None:
         return
@@ -56,8 +56,8 @@ def _check_gradient(classifier, term, x) -> None:
     """Refuse a detector whose score gives no usable gradient: the attack would be blind to it."""
     import torch
 
+    from ..core.errors import ConfigError
     from ..detectors import observe
-    from ..errors import ConfigError
 
     x = x.to(classifier.device).requires_grad_(True)
     with torch.enable_grad():
@@ -73,14 +73,15 @@ def _check_gradient(classifier, term, x) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, checkpoint, data, features
+    from .. import attack_store, attacks, data
     from ..attacks.thirdparty import attack_norm
-    from ..classifier import FINAL
+    from ..core.device import resolve
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
-    from ..device import resolve
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, config_hash, versions, write_json
-    from ..operating_point import fpr_key, operating_points
+    from ..models import checkpoint, features
+    from ..models.classifier import FINAL
+    from ..stats.operating_point import fpr_key, operating_points
     from .attack import parse_settings
 
     spec = attacks.spec(args.attack)

@@ -86,7 +86,7 @@ def add_parser(sub) -> None:
 
 def parse_settings(items: list[str]) -> dict:
     from ..config import parse_value
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     out = {}
     for item in items:
@@ -99,8 +99,8 @@ def parse_settings(items: list[str]) -> dict:
 
 def detector_term(classifier, ds, seed: int, progress: bool):
     """The run's K-density detector term with the paper's settings (protocol §4.2-4.4)."""
-    from .. import features
     from ..detectors import Detector
+    from ..models import features
 
     m = min(KD_TRAIN_IMAGES, len(ds.x_train))
     bank = features.extract(classifier, ds.train_images()[:m], ds.y_train[:m], progress=progress)
@@ -110,12 +110,14 @@ def detector_term(classifier, ds, seed: int, progress: bool):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, checkpoint, data, distributed, features
+    from .. import attack_store, attacks, data
+    from ..core import distributed
+    from ..core.device import resolve
+    from ..core.errors import ConfigError, InputError
+    from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
-    from ..device import resolve
-    from ..errors import ConfigError, InputError
-    from ..io import check_writable_dir, config_hash, versions, write_json
+    from ..models import checkpoint, features
     from ..scoring import score_attack
 
     name = args.attack

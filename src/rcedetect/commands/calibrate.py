@@ -19,9 +19,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .. import checkpoint
-    from ..device import resolve
-    from ..io import check_writable_dir
+    from ..core.device import resolve
+    from ..core.io import check_writable_dir
+    from ..models import checkpoint
     from .detect import calibrated_detector, checked_settings, describe
 
     checked_settings(args)

@@ -71,7 +71,7 @@ def add_parser(sub) -> None:
 
 # -- the detector ---------------------------------------------------------------------------------------
 def _calibration_slice(n_test: int, requested: int | None) -> int:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if requested is not None and requested < 1:
         raise ConfigError(f"--calibration-size must be >= 1, got {requested}")
@@ -80,9 +80,10 @@ def _calibration_slice(n_test: int, requested: int | None) -> int:
 
 
 def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
-    from .. import data, features
+    from .. import data
+    from ..core.errors import InputError
     from ..detectors import Detector, select_sigma2
-    from ..errors import InputError
+    from ..models import features
 
     cfg = ckpt.config
     ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=args.data_dir or cfg.get("data_dir") or None,
@@ -128,7 +129,7 @@ def metric_settings(args, key: dict) -> dict:
 
 def checked_settings(args) -> tuple:
     """(per_class, sigma2) from the options, checked before anything is loaded."""
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if not 0.0 <= args.fpr < 1.0:
         raise ConfigError(f"--fpr must be in [0, 1), got {args.fpr}")
@@ -150,8 +151,8 @@ def checked_settings(args) -> tuple:
 def calibrated_detector(args, ckpt):
     """The run's detector for ``args.metric``, fitted and calibrated at ``args.fpr`` on clean held-out test
     images, loaded from ``RUN/detector-<metric>/`` when its settings and the weights match, else (re)built."""
+    from ..core.errors import RceError
     from ..detectors import REGISTRY, Detector, create
-    from ..errors import RceError
 
     per_class, sigma2 = checked_settings(args)
     run_dir = Path(args.run_dir)
@@ -184,7 +185,7 @@ def describe(det, folder: Path, sigma2_setting) -> str:
 
 
 def _check_shape(path, x, shape) -> None:
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     if tuple(x.shape[1:]) != tuple(shape):
         raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
@@ -198,13 +199,13 @@ def read_input(path: str, channels: int) -> dict:
     :func:`rcedetect.data.read_images`."""
     from .. import data
     from ..adv_export import is_export, load_adversarial
-    from ..validation import check_images
+    from ..core.validation import check_images
 
     p = Path(path)
     if p.is_dir() or is_export(p):
         x, y, meta = load_adversarial(p)
         if len(x) == 0:
-            from ..errors import InputError
+            from ..core.errors import InputError
 
             raise InputError(f"input {path} holds no images")
         check_images(x, channels=channels, name=f"input {path}")
@@ -225,9 +226,9 @@ def labelled_summary(path: str, rows: list[dict]) -> dict:
 
 
 def run(args) -> int:
-    from .. import checkpoint
-    from ..device import resolve
-    from ..io import check_writable_dir
+    from ..core.device import resolve
+    from ..core.io import check_writable_dir
+    from ..models import checkpoint
 
     checked_settings(args)
     run_dir = Path(args.run_dir)

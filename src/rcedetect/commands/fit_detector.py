@@ -72,11 +72,12 @@ def _detector_args(args, metric: str) -> argparse.Namespace:
 
 
 def run(args) -> int:
-    from .. import checkpoint, data
+    from .. import data
+    from ..core.device import resolve
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, write_json
     from ..detectors import REGISTRY, check_metric
-    from ..device import resolve
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, write_json
+    from ..models import checkpoint
     from ..posthoc import evaluate, lines
     from .detect import _calibration_slice, calibrated_detector, checked_settings, describe
 

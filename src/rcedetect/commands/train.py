@@ -39,7 +39,7 @@ def _without_preset(extra: list[str]):
     """The paper's schedule (TrainConfig defaults) with the overrides; augmentation on CIFAR-like data unless set."""
     from .. import data
     from ..config import TrainConfig, apply_overrides
-    from ..data_folder import cifar_like
+    from ..data.folder import cifar_like
 
     cfg = TrainConfig.from_dict(apply_overrides({"train": TrainConfig().to_dict()}, [f"train.{o}" for o in extra])
                                 ["train"])
@@ -71,10 +71,10 @@ def many_classes_note(cfg, ds) -> None:
 
 
 def run(args) -> int:
-    from .. import schemas
     from ..config import TrainConfig, train_config_from_preset
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, read_json
+    from ..core import schemas
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, read_json
     from ..training import fit
 
     extra = list(args.overrides)
@@ -117,7 +117,7 @@ def run(args) -> int:
         many_classes_note(cfg, ds)
         check_writable_dir(run_dir, "run folder (--out)")
         fit(cfg, run_dir, dataset=ds, progress=not args.quiet)
-    from ..distributed import world
+    from ..core.distributed import world
 
     if not world().main:
         return 0

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, InputError
-from ..validation import check_features, check_labels
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_features, check_labels
 from .density import KernelDensity, _check_sigma2
 
 #: σ² of the original code and the paper's Table 2 caption (protocol §4.3).

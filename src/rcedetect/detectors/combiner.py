@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
-from ..io import load_tensors, save_tensors
+from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.io import load_tensors, save_tensors
 from .base import FitData, Metric, View, observe
 
 #: how many training images the fitting split takes by default
@@ -126,7 +126,7 @@ RAW_BATCH = 250
 
 def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> torch.Tensor:
     """The raw features (N, F) of images ``x`` in eval mode, on the CPU."""
-    from ..features import extract
+    from ..models.features import extract
 
     was_training = classifier.training
     classifier.eval()
@@ -266,7 +266,7 @@ class LayeredMetric(CombinedMetric):
         self._asked = layers is not None
 
     def bind(self, classifier) -> LayeredMetric:
-        from ..classifier import FINAL
+        from ..models.classifier import FINAL
 
         if not self._asked:
             self.layers = (*classifier.stage_names(), FINAL)

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError
-from ..io import load_tensors, read_metadata, save_tensors
-from ..validation import all_finite, check_features, check_labels
+from ..core.errors import CheckpointError, ConfigError, InputError
+from ..core.io import load_tensors, read_metadata, save_tensors
+from ..core.validation import all_finite, check_features, check_labels
 from .logsumexp import bounded_lse, exact_lse, gathered_lse
 
 FORMAT = "rcedetect-kd"

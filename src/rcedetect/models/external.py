@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
-from ..wrapping import Wrapped
+from ..core.errors import ConfigError, DataError
+from .wrapping import Wrapped
 
 SOURCES = ("torchvision", "timm")
 #: the normalisation of torchvision's ImageNet weights (every classification model of torchvision.models)
@@ -89,7 +89,7 @@ def load_weights(net: Wrapped, path: str | Path) -> dict[str, list[str]]:
     The final linear layer is kept freshly initialised when its shape differs (another class count: fine-tuning);
     any other missing, unexpected or misshapen tensor is a ConfigError naming it. Returns ``{"skipped": [...]}``.
     """
-    from ..io import load_tensors
+    from ..core.io import load_tensors
 
     path = Path(path)
     if not path.is_file():

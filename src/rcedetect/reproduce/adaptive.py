@@ -20,14 +20,16 @@ from collections.abc import Callable
 
 import torch
 
-from .. import attack_store, features, metrics
+from .. import attack_store
 from ..attacks.base import l2_distortion
 from ..attacks.thirdparty import attack_norm
-from ..classifier import FINAL
 from ..detectors import ScoreTerm, score_any
-from ..metrics import wilson_interval
-from ..operating_point import adaptive_success, fpr_key, operating_points
+from ..models import features
+from ..models.classifier import FINAL
 from ..scoring import rounded
+from ..stats import metrics
+from ..stats.metrics import wilson_interval
+from ..stats.operating_point import adaptive_success, fpr_key, operating_points
 from .inputs import Inputs
 from .steps import write_record
 
@@ -101,7 +103,7 @@ def metrics_of(inp: Inputs, attack: str) -> tuple[str, ...]:
 
 
 def records(inp: Inputs) -> list[dict]:
-    from ..io import read_json
+    from ..core.io import read_json
 
     ad = inp.plan.adaptive
     return [read_json(r.record, "adaptive record") for model in inp.plan.mains for attack in ad.attacks

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import attack_store, attacks
 from ..config import TrainConfig, apply_overrides, load_preset
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,

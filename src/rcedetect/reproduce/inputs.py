@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, checkpoint, data, features
+from .. import attack_store, data
+from ..core.device import resolve
+from ..core.errors import ConfigError, DataError
 from ..detectors import REGISTRY, Detector, FitData, Metric, create, score_any
-from ..device import resolve
-from ..errors import ConfigError, DataError
+from ..models import checkpoint, features
 from .layout import Layout
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import without_later_defaults
-from ..io import config_hash
+from ..core.io import config_hash
 from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
@@ -94,7 +94,7 @@ class Layout:
 
     def _find_layers(self, name: str) -> tuple[str, ...]:
         from .. import detectors, models
-        from ..classifier import FINAL, Classifier
+        from ..models.classifier import FINAL, Classifier
 
         tc = self.plan.models[name].train
         clf = Classifier(models.create(tc.arch, **models.wrapped_options(tc) if ":" in tc.arch else {}),

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .. import attack_store, distributed, paper_ref
-from ..io import write_json
+from .. import attack_store, paper_ref
+from ..core import distributed
+from ..core.io import write_json
 from . import adaptive, sanity, steps
 from .config import Plan, plan
 from .inputs import Inputs

@@ -124,7 +124,7 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     ad = inp.plan.adaptive
     if GRADIENT_ATTACK not in ad.attacks:
         return [_check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
-    from ..io import read_json
+    from ..core.io import read_json
 
     metric = _primary(inp)
     a = ad.attacks[GRADIENT_ATTACK]
@@ -166,7 +166,7 @@ def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[d
     sources = [s for s in p.mains if p.models[s].train.objective == "ce"]
     if not sources:
         return []
-    from ..io import read_json
+    from ..core.io import read_json
 
     src = next(r for r in inp.layout.adaptive_runs(sources[0], metric, GRADIENT_ATTACK) if r.eps == run.eps)
     a = p.adaptive.attacks[GRADIENT_ATTACK]

@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, checkpoint, data, distributed, features, paper_ref
+from .. import attack_store, data, paper_ref
 from ..config import TrainConfig, without_later_defaults
-from ..io import write_json
+from ..core import distributed
+from ..core.io import write_json
+from ..models import checkpoint, features
 from ..scoring import rounded, score_attack, table3_stats, transfer_record
 from .inputs import Inputs
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import RceError
+from ..core.io import package_version
+from ..core.validation import check_model_input
 from ..detectors.threshold import NOT_SURE
-from ..errors import RceError
-from ..features import extract
-from ..io import package_version
-from ..validation import check_model_input
+from ..models.features import extract
 from .runs import PAPER_METRICS, ServedRun
 
 
@@ -146,9 +146,10 @@ def check_settings(run_dir: Path, opts) -> None:
 def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = None) -> Engine:
     """The classifier of ``run`` and its calibrated detectors (fitted and cached on first use);
     ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
-    from .. import checkpoint, data
+    from .. import data
     from ..commands.detect import calibrated_detector
-    from ..device import resolve
+    from ..core.device import resolve
+    from ..models import checkpoint
 
     check_settings(run.model_dir, opts)
     ckpt = checkpoint.load(run.model_dir, device=resolve(opts.device))

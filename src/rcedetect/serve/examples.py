@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, InputError, RceError
-from ..io import load_tensors, read_json, read_metadata
+from ..core.errors import ConfigError, InputError, RceError
+from ..core.io import load_tensors, read_json, read_metadata
 from .limits import HttpError
 
 TAG = re.compile(r"^(?P<name>.+?)(?:-e(?P<eps>[0-9.]+))?$")
@@ -157,7 +157,7 @@ def load_given(paths, offered=()) -> dict[str, dict]:
 
 
 def _given_tensors(path: Path, x, y, meta: dict) -> dict[str, torch.Tensor]:
-    from ..validation import check_images
+    from ..core.validation import check_images
 
     x = torch.as_tensor(x)
     if x.dtype == torch.uint8:

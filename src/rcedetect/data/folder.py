@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..core.errors import DataError
 
 PREFIX = "imagefolder:"
 SPLIT_SEED = 20180101
@@ -53,7 +53,7 @@ def _decode(paths: list[str]) -> list[np.ndarray]:
     """Each file as an HxW (grey) or HxWx3 (colour) uint8 array; DataError names an unreadable file."""
     from PIL import Image, UnidentifiedImageError
 
-    from .data import CORRUPT
+    from .dataset import CORRUPT
 
     arrays = []
     for p in paths:
@@ -96,7 +96,7 @@ def _split(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray
 
 def load_imagefolder(name: str):
     """The :class:`~rcedetect.data.Dataset` of ``imagefolder:PATH`` (see the module docstring)."""
-    from .data import Dataset
+    from .dataset import Dataset
 
     root = Path(name[len(PREFIX):] if is_imagefolder(name) else name).expanduser()
     if not root.is_dir():

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 #: where torchvision and timm keep the final linear layer, tried in order when no head is named
 HEAD_NAMES = ("fc", "classifier", "head", "heads.head", "last_linear")

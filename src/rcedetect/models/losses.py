@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 OBJECTIVES = ("ce", "rce")
 

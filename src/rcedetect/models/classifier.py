@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.validation import check_model_input
 from .losses import check_objective
-from .validation import check_model_input
 
 #: the name of the final hidden vector z in ``features(x, layers=...)``
 FINAL = "final"

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from . import models, schemas
+from ..core import schemas
+from ..core.errors import CheckpointError
+from ..core.io import load_tensors, read_json, save_tensors, sha256_file, versions, write_json
+from . import registry
 from .classifier import Classifier
-from .errors import CheckpointError
-from .io import load_tensors, read_json, save_tensors, sha256_file, versions, write_json
 
 FORMAT = "rcedetect-checkpoint"
 FORMAT_VERSION = 1
@@ -132,7 +133,7 @@ def _build(meta: dict[str, Any], model: torch.nn.Module | None) -> torch.nn.Modu
 
         return Wrapped(model, spec.get("head"), mean=spec.get("mean"), std=spec.get("std"),
                        in_channels=int(meta["in_channels"]), arch=meta["arch"])
-    return models.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
+    return registry.create(meta["arch"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
                          dropout=float((meta.get("config") or {}).get("dropout", 0.0)), **spec)
 
 

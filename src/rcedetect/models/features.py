@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import CheckpointError, InputError
+from ..core.io import load_tensors, save_tensors
+from ..core.validation import check_images, check_labels
 from .classifier import FINAL
-from .errors import CheckpointError, InputError
-from .io import load_tensors, save_tensors
-from .validation import check_images, check_labels
 
 FORMAT = "rcedetect-features"
 LAYER_PREFIX = "layer."

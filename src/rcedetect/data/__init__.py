@@ -6,60 +6,29 @@
 - ``npz``: any image dataset stored in a ``.npz`` file with uint8 ``x_train, y_train, x_test, y_test``
   (NHW or NHWC), given as ``data_file``.
 - ``synthetic``: a tiny, learnable, seeded set (class prototypes plus noise) for tests; ``imagefolder:PATH``: a
-  folder of images in torchvision's ImageFolder layout (:mod:`rcedetect.data_folder`).
+  folder of images in torchvision's ImageFolder layout (:mod:`.folder`).
 
 Training batches are built on the training device; the CIFAR augmentation (pad + random crop + horizontal
 flip, protocol §3.2) runs batch-wise there (:func:`augment`), with no per-sample Python transforms.
+
+The package: here the loaders by name and image files; :mod:`.dataset` (``Dataset``, what a corrupted file
+raises), :mod:`.folder` (``imagefolder:PATH``). Layer: imports :mod:`rcedetect.core` only.
 """
 
 from __future__ import annotations
 
 import functools
-import tokenize
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data_folder import is_imagefolder, load_imagefolder
-from .errors import ConfigError, DataError, InputError
+from ..core.errors import ConfigError, DataError, InputError
+from .dataset import CORRUPT, Dataset, to_float
+from .folder import is_imagefolder, load_imagefolder
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "npz", "synthetic", "imagefolder:PATH")
 MNIST5K_SPLIT_SEED = 20180101
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A whole image dataset in memory: uint8 NCHW images and int64 labels."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int = 10
-    classes: tuple = ()  # class names, where the data has them (an image folder's sub-folders)
-
-    @property
-    def channels(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-    def train_images(self) -> torch.Tensor:
-        return to_float(self.x_train)
-
-    def test_images(self) -> torch.Tensor:
-        return to_float(self.x_test)
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]."""
-    return x.to(torch.float32) / 255.0
 
 
 def load(name: str, data_dir: str | Path | None = None, data_file: str | Path | None = None,
@@ -98,12 +67,6 @@ def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     if n and int(y.min()) < 0:
         raise DataError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..K-1")
     return torch.from_numpy(y.astype(np.int64))
-
-
-#: what numpy, zipfile and PIL raise on a truncated or corrupted file (their parsers raise many kinds: a header
-#: that does not parse, an unknown compression, a claimed size too large for memory)
-CORRUPT = (ValueError, OSError, EOFError, SyntaxError, NotImplementedError, zipfile.BadZipFile, tokenize.TokenError,
-           MemoryError, RuntimeError)
 
 
 def load_npz(path: str | Path) -> Dataset:
@@ -232,7 +195,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def images_from_array(a: np.ndarray, channels: int, where: str = "images") -> torch.Tensor:
     """uint8 NHW / NHWC (or NCHW), or float NCHW in [0, 1] -> float32 NCHW tensor in [0, 1]."""
-    from .validation import check_images
+    from ..core.validation import check_images
 
     if a.dtype == np.uint8:
         if a.ndim == 3 and channels == 1:
@@ -292,7 +255,7 @@ def _read_images(path: Path, channels: int) -> torch.Tensor:
             raise InputError(f"input {path} has no array 'x' (it has {', '.join(names) or 'none'})")
         return images_from_array(a, channels, str(path))
     if suffix == ".safetensors":
-        from .io import load_tensors
+        from ..core.io import load_tensors
 
         tensors = load_tensors(path, "input")
         if "x" not in tensors:

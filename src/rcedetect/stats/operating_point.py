@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..core.errors import InputError
 from .metrics import _np, _scores, auc, pair_mask, threshold_for_fpr
 
 MIN_PAIRS = 30
