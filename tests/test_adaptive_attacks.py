@@ -542,7 +542,7 @@ def sequential_pgd_defended(attack, clf, x):
     from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
     from rcedetect.attacks.pgd_defended import target_classes
     from rcedetect.attacks.pgd_detector import Best, begin, evaluate
-    from rcedetect.defended import defend
+    from rcedetect.detectors.defended import defend
 
     x, label, term = begin(attack, clf, x, None)
     model = defend(clf, term, scale=attack.reject_scale)

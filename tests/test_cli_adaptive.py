@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from rcedetect import attack_store
 from rcedetect.cli import main
 from rcedetect.detectors import Detector
+from rcedetect.evaluation import attack_store
 from rcedetect.models import checkpoint
 
 

@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
-from rcedetect import CheckpointError, attack_store
+from rcedetect import CheckpointError
 from rcedetect.attacks.gradient import FGSM
 from rcedetect.cli import main
 from rcedetect.core.io import load_tensors
 from rcedetect.detectors import Detector, create
+from rcedetect.evaluation import attack_store
+from rcedetect.evaluation.scoring import score_attack
 from rcedetect.models import checkpoint, features
-from rcedetect.scoring import score_attack
 
 FIELDS = {"x_adv", "success", "iterations", "indices", "y", "extra.label", "extra.pred_adv"}
 
@@ -135,7 +136,7 @@ def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
 
 
 def test_transfer_to_another_run(trained_runs, synthetic):
-    from rcedetect import transfer
+    from rcedetect.evaluation import transfer
     from rcedetect.stats import metrics
 
     src, dst = trained_runs["ce"], trained_runs["rce"]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import rcedetect.defended
+import rcedetect.detectors.defended
 from rcedetect.core.errors import InputError, NotFittedError
-from rcedetect.defended import adaptive_success, defend
 from rcedetect.detectors import NOT_SURE, Detector, ScoreTerm, observe
+from rcedetect.detectors.defended import adaptive_success, defend
 from rcedetect.stats.operating_point import operating_point
 
 

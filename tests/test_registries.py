@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from rcedetect import attack_store, attacks, paper_ref
+from rcedetect import attacks
 from rcedetect.attacks.base import AttackResult, check_eps, prepare
 from rcedetect.core.errors import ConfigError, NotFittedError
 from rcedetect.detectors import (
@@ -27,6 +27,7 @@ from rcedetect.detectors import (
     resolve_sigma2,
     score_features,
 )
+from rcedetect.evaluation import attack_store, paper_ref
 from rcedetect.models.features import extract
 from rcedetect.reproduce import resolve_config
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rcedetect import paper_ref, report
+from rcedetect import report
 from rcedetect.cli import main
 from rcedetect.core.io import write_json
+from rcedetect.evaluation import paper_ref
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,8 @@ import matplotlib.image
 import pytest
 from test_report import fake_results
 
-from rcedetect import figures, paper_ref, report
+from rcedetect import figures, report
+from rcedetect.evaluation import paper_ref
 from rcedetect.report_format import NO_PAIRS
 from rcedetect.report_render import esc, to_html, to_markdown
 from rcedetect.report_table2 import LOW_AUC_TITLE

@@ -40,18 +40,18 @@ from .models.wrapping import wrap
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import attacks, data, detectors, models, training  # noqa: F401
-    from .defended import defend  # noqa: F401
+    from .detectors.defended import defend  # noqa: F401
     from .detectors.threshold import Detector
     from .models import checkpoint, features  # noqa: F401
 
 __version__ = package_version()
 
 #: submodules reachable as attributes without an explicit import (name -> where it lives)
-_MODULES = {"adv_export": "adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint", "config": "config",
+_MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint", "config": "config",
             "data": "data", "detectors": "detectors", "features": "models.features", "models": "models",
-            "training": "training", "transfer": "transfer"}
+            "training": "training", "transfer": "evaluation.transfer"}
 #: lazy names -> (module, attribute)
-_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("defended", "defend")}
+_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend")}
 #: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
 #: rcedetect.checkpoint import load``) still give the module where it lives now
 MOVED = {
@@ -61,6 +61,9 @@ MOVED = {
     "data_folder": "data.folder",
     "losses": "models.losses", "classifier": "models.classifier", "wrapping": "models.wrapping",
     "checkpoint": "models.checkpoint", "features": "models.features",
+    "defended": "detectors.defended",
+    "attack_store": "evaluation.attack_store", "scoring": "evaluation.scoring", "transfer": "evaluation.transfer",
+    "adv_export": "evaluation.adv_export", "paper_ref": "evaluation.paper_ref",
 }
 
 
@@ -138,5 +141,5 @@ __all__ = [
     "train",
     "wrap",
 ]
-if importlib.util.find_spec(f"{__name__}.defended") is not None:  # ``from rcedetect import *`` works without it
+if importlib.util.find_spec(f"{__name__}.detectors.defended") is not None:  # ``from rcedetect import *`` works without it
     __all__.append("defend")

@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
-from . import paper_ref
 from .core.io import atomic_write_bytes
-from .paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
+from .evaluation import paper_ref
+from .evaluation.paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
 from .stats.operating_point import MIN_PAIRS
 
 FIGDIR = "figures"

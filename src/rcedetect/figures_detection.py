@@ -11,7 +11,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
-from . import detectors, paper_ref
+from . import detectors
+from .evaluation import paper_ref
 from .figures import COLORS, _save
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),

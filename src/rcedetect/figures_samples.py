@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from . import paper_ref
+from .evaluation import paper_ref
 from .figures import _models, _save
 from .stats.operating_point import MIN_PAIRS
 

@@ -57,8 +57,8 @@ def evaluate(detectors: dict[str, Any], attack_dir: str | Path, dataset, calibra
     """Each calibrated detector of ``detectors`` ({metric: Detector}) on the images of ``attack_dir`` (an ``rce
     attack`` folder of the same run and dataset): AUC and TPR at the detector's FPR with bootstrap intervals.
     ``calibration``: the clean held-out images the thresholds were chosen on; they must not be attacked images."""
+    from .evaluation.transfer import load_adversarial
     from .stats.operating_point import operating_points
-    from .transfer import load_adversarial
 
     adv = load_adversarial(attack_dir, dataset)
     n_test, n_cal = len(dataset.x_test), len(calibration)

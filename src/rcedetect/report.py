@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import paper_ref
 from .core.errors import CheckpointError
 from .core.io import atomic_write_bytes, read_json
+from .evaluation import paper_ref
 from .report_adaptive import adaptive_blocks, operating_blocks
 from .report_claims import claims_blocks
 from .report_compare import compare_blocks

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 
 from . import detectors
-from .paper_ref import TABLE2_ATTACKS, label
+from .evaluation.paper_ref import TABLE2_ATTACKS, label
 from .report_format import (
     FEW_PAIRS,
     NO_PAIRS,

@@ -19,7 +19,7 @@ Wilson intervals; the C&W-wb distortion has a percentile-bootstrap interval of i
 
 from __future__ import annotations
 
-from . import paper_ref
+from .evaluation import paper_ref
 from .report_format import auc_of, enough_pairs, interval, main_models, missing, record, table2_record
 from .stats.metrics import wilson_interval
 

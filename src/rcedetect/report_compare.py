@@ -10,7 +10,7 @@ is marked; every other column is an attack they never saw.
 from __future__ import annotations
 
 from . import detectors
-from .paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
+from .evaluation.paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
 from .report_format import (
     NOT_RECORDED,
     Notes,

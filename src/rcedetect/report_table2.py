@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 
-from . import detectors, paper_ref
-from .paper_ref import TABLE2_ATTACKS
+from . import detectors
+from .evaluation import paper_ref
+from .evaluation.paper_ref import TABLE2_ATTACKS
 from .report_format import (
     Notes,
     auc_cell,

@@ -92,7 +92,7 @@ class PGDDefended:
         return (3.0 * self.steps + 1.0) * self.restarts * self.targets
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
-        from ..defended import defend
+        from ..detectors.defended import defend
 
         x_in = x
         x, label, term = begin(self, classifier, x, y)

@@ -258,7 +258,7 @@ class ThirdPartyAttack:
         if self.detector is None:
             raise ConfigError(f"{self.name} on the defended model needs a detector (a calibrated Detector or its "
                               "term); set on=\"classifier\" to attack the classifier alone")
-        from ..defended import defend
+        from ..detectors.defended import defend
 
         return defend(classifier, self.detector, scale=self.reject_scale)
 

@@ -73,12 +73,13 @@ def _check_gradient(classifier, term, x) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, data
+    from .. import attacks, data
     from ..attacks.thirdparty import attack_norm
     from ..core.device import resolve
     from ..core.errors import ConfigError
     from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
+    from ..evaluation import attack_store
     from ..models import checkpoint, features
     from ..models.classifier import FINAL
     from ..stats.operating_point import fpr_key, operating_points

@@ -110,15 +110,16 @@ def detector_term(classifier, ds, seed: int, progress: bool):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, data
+    from .. import attacks, data
     from ..core import distributed
     from ..core.device import resolve
     from ..core.errors import ConfigError, InputError
     from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
+    from ..evaluation import attack_store
+    from ..evaluation.scoring import score_attack
     from ..models import checkpoint, features
-    from ..scoring import score_attack
 
     name = args.attack
     spec = attacks.spec(name)
@@ -131,7 +132,7 @@ def run(args) -> int:
         raise ConfigError(f"{name} builds its detector term from the run itself; do not pass detector with --set")
     attack_store.probe(name, settings, seed=args.seed)  # fail early on bad settings, before loading anything
     if args.export is not None:
-        from ..adv_export import check_export_path
+        from ..evaluation.adv_export import check_export_path
 
         check_export_path(args.export)  # a path that cannot take the file fails before the work
 
@@ -193,7 +194,7 @@ def _export(out: Path, path: str, classifier) -> None:
     """Write the attack folder ``out`` to the portable ``.npz`` ``path`` and say so in one line."""
     import numpy as np
 
-    from ..adv_export import export_attack
+    from ..evaluation.adv_export import export_attack
 
     written = export_attack(out, path, classifier)
     with np.load(written, allow_pickle=False) as f:

@@ -21,8 +21,9 @@ def run(args) -> int:
 
     from ..core.device import resolve
     from ..core.io import check_writable_dir
+    from ..evaluation.calibrated import calibrated_detector, checked_settings
     from ..models import checkpoint
-    from .detect import calibrated_detector, checked_settings, describe
+    from .detect import describe
 
     checked_settings(args)
     ckpt = checkpoint.load(Path(args.run_dir), device=resolve(args.device))

@@ -77,9 +77,10 @@ def run(args) -> int:
     from ..core.errors import ConfigError
     from ..core.io import check_writable_dir, write_json
     from ..detectors import REGISTRY, check_metric
+    from ..evaluation.calibrated import calibrated_detector, calibration_slice, checked_settings
     from ..models import checkpoint
     from ..posthoc import evaluate, lines
-    from .detect import _calibration_slice, calibrated_detector, checked_settings, describe
+    from .detect import describe
 
     metrics = args.metric or list(DEFAULT_METRICS)
     for m in metrics:
@@ -109,7 +110,7 @@ def run(args) -> int:
     cfg = ckpt.config
     ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=cfg.get("data_dir") or None,
                    data_file=cfg.get("data_file") or None)
-    calibration = ds.test_images()[-_calibration_slice(len(ds.x_test), args.calibration_size):]
+    calibration = ds.test_images()[-calibration_slice(len(ds.x_test), args.calibration_size):]
     records = []
     for path in args.evaluate:
         records.append(evaluate(detectors, path, ds, calibration, n_boot=args.bootstrap, seed=args.seed))

@@ -50,12 +50,12 @@ def adversarial_split(classifier, x: torch.Tensor, y: torch.Tensor, attack: str,
                       batch: int = 100) -> tuple[torch.Tensor, torch.Tensor, FitSplit]:
     """(clean images, adversarial images, what was done) of the fitting split ``x``: the clean-correct images
     and the adversarial images that fool the classifier (all noise images of clean-correct inputs)."""
-    from .. import attack_store, attacks
+    from .. import attacks
 
     spec = attacks.spec(attack)
     if spec.needs_detector:
         raise ConfigError(f"fit_on={attack!r} needs a detector; fit the regression on an attack without one")
-    factory = attack_store.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
+    factory = attacks.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
     x, y = x.float(), y.long()
     clean_ok, adv, fooled = [], [], []
     for b, i in enumerate(range(0, len(x), batch)):

@@ -20,13 +20,13 @@ from collections.abc import Callable
 
 import torch
 
-from .. import attack_store
 from ..attacks.base import l2_distortion
 from ..attacks.thirdparty import attack_norm
 from ..detectors import ScoreTerm, score_any
+from ..evaluation import attack_store
+from ..evaluation.scoring import rounded
 from ..models import features
 from ..models.classifier import FINAL
-from ..scoring import rounded
 from ..stats import metrics
 from ..stats.metrics import wilson_interval
 from ..stats.operating_point import adaptive_success, fpr_key, operating_points

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, data
+from .. import data
 from ..core.device import resolve
 from ..core.errors import ConfigError, DataError
 from ..detectors import REGISTRY, Detector, FitData, Metric, create, score_any
+from ..evaluation import attack_store
 from ..models import checkpoint, features
 from .layout import Layout
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .. import attack_store, paper_ref
 from ..core import distributed
 from ..core.io import write_json
+from ..evaluation import attack_store, paper_ref
 from . import adaptive, sanity, steps
 from .config import Plan, plan
 from .inputs import Inputs

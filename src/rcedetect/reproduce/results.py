@@ -15,10 +15,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .. import paper_ref
 from ..core import schemas
 from ..core.io import config_hash, read_json, versions
 from ..detectors import KDensity, score_features
+from ..evaluation import paper_ref
 from ..models import checkpoint
 from . import adaptive
 from .inputs import Inputs

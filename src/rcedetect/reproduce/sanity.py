@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import attack_store, attacks
+from .. import attacks
 from ..detectors.base import observe
+from ..evaluation import attack_store
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record

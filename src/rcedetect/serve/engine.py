@@ -1,6 +1,6 @@
 """The model side of the service: a run's classifier and its calibrated detectors, loaded once.
 
-The detectors are the command line's (:func:`rcedetect.commands.detect.calibrated_detector`): fitted on the run's
+The detectors are the command line's (:func:`rcedetect.evaluation.calibrated.calibrated_detector`): fitted on the run's
 training split and calibrated on the last ``--calibration-size`` test images at ``--fpr``, cached in
 ``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. The served metric is any
 registered detector (the paper's three, or a baseline: LID, Mahalanobis, KD+BU, fitted on ``--fit-on`` at
@@ -134,8 +134,8 @@ def served_metrics(metric: str) -> tuple[str, ...]:
 def check_settings(run_dir: Path, opts) -> None:
     """The detector options, checked before anything is loaded: the served metric's settings (its fitting
     attack and ε too) and the K-density ones."""
-    from ..commands.detect import checked_settings, metric_settings
     from ..detectors import check_metric, create
+    from ..evaluation.calibrated import checked_settings, metric_settings
 
     check_metric(opts.metric)
     args = detector_args(run_dir, opts.metric, opts)
@@ -147,8 +147,8 @@ def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = Non
     """The classifier of ``run`` and its calibrated detectors (fitted and cached on first use);
     ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
     from .. import data
-    from ..commands.detect import calibrated_detector
     from ..core.device import resolve
+    from ..evaluation.calibrated import calibrated_detector
     from ..models import checkpoint
 
     check_settings(run.model_dir, opts)

@@ -136,7 +136,7 @@ def load_given(paths, offered=()) -> dict[str, dict]:
         if not Path(path).exists():
             raise ConfigError(f"--examples {path} does not exist")
     try:
-        from ..adv_export import load_adversarial
+        from ..evaluation.adv_export import load_adversarial
     except ImportError as e:
         raise ConfigError(f"--examples needs rcedetect.adv_export, which cannot be imported here ({e})") from None
     known = {Path(p).resolve() for p in offered}

@@ -17,7 +17,7 @@ from ..core.errors import InputError
 TIES = ("strict", "half")
 
 
-def _np(a, name: str, dtype=None) -> np.ndarray:
+def as_array(a, name: str, dtype=None) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     a = np.asarray(a, dtype=dtype)
@@ -26,8 +26,8 @@ def _np(a, name: str, dtype=None) -> np.ndarray:
     return a
 
 
-def _scores(a, name: str) -> np.ndarray:
-    a = _np(a, name, np.float64)
+def as_scores(a, name: str) -> np.ndarray:
+    a = as_array(a, name, np.float64)
     if np.isnan(a).any():
         raise InputError(f"{name} contains NaN scores")
     return a
@@ -36,7 +36,7 @@ def _scores(a, name: str) -> np.ndarray:
 def pair_mask(y_true, pred_clean, pred_adv) -> np.ndarray:
     """Pairs kept for detection metrics: the clean input is classified correctly AND its adversarial
     counterpart is misclassified (``auc_of_roc_RCE.m`` line 48, protocol §4.6). Not "target reached"."""
-    y, pc, pa = _np(y_true, "y_true"), _np(pred_clean, "pred_clean"), _np(pred_adv, "pred_adv")
+    y, pc, pa = as_array(y_true, "y_true"), as_array(pred_clean, "pred_clean"), as_array(pred_adv, "pred_adv")
     if not (len(y) == len(pc) == len(pa)):
         raise InputError(f"y_true, pred_clean and pred_adv must have one entry per pair, got lengths "
                          f"{len(y)}, {len(pc)}, {len(pa)}")
@@ -52,7 +52,7 @@ def auc(scores_clean, scores_adv, ties: str = "strict") -> float:
     """
     if ties not in TIES:
         raise InputError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
-    c, a = _scores(scores_clean, "scores_clean"), _scores(scores_adv, "scores_adv")
+    c, a = as_scores(scores_clean, "scores_clean"), as_scores(scores_adv, "scores_adv")
     if len(c) == 0 or len(a) == 0:
         return math.nan
     c = np.sort(c)
@@ -69,7 +69,7 @@ def threshold_for_fpr(scores_clean, fpr: float = 0.05) -> float:
     maximum (nothing rejected); ties can only lower the rejected share."""
     if not 0.0 <= fpr < 1.0:
         raise InputError(f"fpr must be in [0, 1), got {fpr}")
-    c = np.sort(_scores(scores_clean, "scores_clean"))
+    c = np.sort(as_scores(scores_clean, "scores_clean"))
     if len(c) == 0:
         raise InputError("cannot choose a threshold from zero clean scores")
     k = math.floor(fpr * len(c) + 1e-9)
@@ -79,7 +79,7 @@ def threshold_for_fpr(scores_clean, fpr: float = 0.05) -> float:
 def tpr_at_fpr(scores_clean, scores_adv, fpr: float = 0.05) -> float:
     """Share of adversarial inputs detected (score > T) when T rejects the share ``fpr`` of clean inputs
     (:func:`threshold_for_fpr`). NaN when either set is empty."""
-    c, a = _scores(scores_clean, "scores_clean"), _scores(scores_adv, "scores_adv")
+    c, a = as_scores(scores_clean, "scores_clean"), as_scores(scores_adv, "scores_adv")
     if len(c) == 0 or len(a) == 0:
         return math.nan
     return float(np.mean(a > threshold_for_fpr(c, fpr)))
@@ -89,7 +89,7 @@ def roc_curve(scores_clean, scores_adv) -> tuple[np.ndarray, np.ndarray, np.ndar
     """ROC points (fpr, tpr, thresholds) of the rule "reject when score >= threshold": fpr = share of clean
     inputs rejected, tpr = share of adversarial inputs detected, one point per distinct score plus (0, 0).
     The trapezoidal area under it equals :func:`auc` with ``ties="half"``."""
-    c, a = _scores(scores_clean, "scores_clean"), _scores(scores_adv, "scores_adv")
+    c, a = as_scores(scores_clean, "scores_clean"), as_scores(scores_adv, "scores_adv")
     if len(c) == 0 or len(a) == 0:
         raise InputError("a ROC curve needs at least one clean and one adversarial score")
     thresholds = np.unique(np.concatenate([c, a]))[::-1]
@@ -104,11 +104,11 @@ def detection_record(scores_clean, scores_adv, mask=None, fpr: float = 0.05) -> 
     """Table-2 metrics over the pairs selected by ``mask`` (see :func:`pair_mask`; None keeps all pairs):
     ``auc_strict``, ``auc_half``, ``tpr_at_5fpr`` (at ``fpr``), ``n_pairs`` and ``score_summary`` (mean and
     median score of the clean and of the adversarial side). No pairs gives NaN metrics."""
-    c, a = _scores(scores_clean, "scores_clean"), _scores(scores_adv, "scores_adv")
+    c, a = as_scores(scores_clean, "scores_clean"), as_scores(scores_adv, "scores_adv")
     if len(c) != len(a):
         raise InputError(f"clean and adversarial scores must be paired, got {len(c)} and {len(a)}")
     if mask is not None:
-        m = _np(mask, "mask").astype(bool)
+        m = as_array(mask, "mask").astype(bool)
         if len(m) != len(c):
             raise InputError(f"mask has {len(m)} entries for {len(c)} pairs")
         c, a = c[m], a[m]

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core.errors import InputError
-from .metrics import _np, _scores, auc, pair_mask, threshold_for_fpr
+from .metrics import as_array, as_scores, auc, pair_mask, threshold_for_fpr
 
 MIN_PAIRS = 30
 """A result cell with fewer pairs than this is shown as "too few pairs (n)" and never counted as a
@@ -71,13 +71,13 @@ def _check_fpr(fpr) -> float:
 
 def _inputs(heldout_clean, clean, adv, y, pred_clean, pred_adv, success) -> dict:
     """Validated numpy copies of the common arguments, plus the masks every statistic needs."""
-    h = _scores(heldout_clean, "heldout_clean")
+    h = as_scores(heldout_clean, "heldout_clean")
     if len(h) == 0:
         raise InputError("heldout_clean is empty: the threshold needs at least one clean held-out score")
-    c, a = _scores(clean, "clean"), _scores(adv, "adv")
-    y, pc, pa = _np(y, "y"), _np(pred_clean, "pred_clean"), _np(pred_adv, "pred_adv")
+    c, a = as_scores(clean, "clean"), as_scores(adv, "adv")
+    y, pc, pa = as_array(y, "y"), as_array(pred_clean, "pred_clean"), as_array(pred_adv, "pred_adv")
     lengths = {"clean": len(c), "adv": len(a), "y": len(y), "pred_clean": len(pc), "pred_adv": len(pa)}
-    s = None if success is None else _np(success, "success")
+    s = None if success is None else as_array(success, "success")
     if s is not None:
         lengths["success"] = len(s)
     if len(set(lengths.values())) != 1:

@@ -3,7 +3,7 @@
 - Images: the first ``n`` of a seeded random permutation of the test set (:func:`choose_images`; the original
   attacks a shuffled subset, protocol §5.1; with one seed every attack and every ε sees the *same* images, which
   removes the original's per-ε resampling, protocol §11.7).
-- Seeds: a seeded attack gets ``seed · 1000 + b`` for batch ``b`` (:func:`batch_seed`), so each batch is
+- Seeds: a seeded attack gets ``seed · 1000 + b`` for batch ``b`` (:func:`~rcedetect.attacks.build.batch_seed`), so each batch is
   reproducible on its own and a resumed batch is the same batch.
 - Files: one safetensors *part* per batch (:func:`run_parts`), written atomically and skipped when present, so a
   killed run resumes at the first missing batch; :func:`load_parts` reads them back as one
@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from . import attacks
-from .attacks.base import AttackResult, check_seed
-from .core import distributed
-from .core.errors import CheckpointError
-from .core.io import load_tensors, read_metadata, save_tensors
+from ..attacks.base import AttackResult
+from ..attacks.build import attack_factory, batch_seed, probe  # noqa: F401  (the attacks' side of a run, re-exported)
+from ..core import distributed
+from ..core.errors import CheckpointError
+from ..core.io import load_tensors, read_metadata, save_tensors
 
 PART_FORMAT = "rcedetect-attack-part"
 
@@ -35,49 +35,6 @@ def choose_images(n_test: int, n: int, seed: int, first: bool = False) -> torch.
     if first:
         return torch.arange(min(n, n_test))
     return torch.randperm(n_test, generator=torch.Generator().manual_seed(int(seed)))[:n]
-
-
-def batch_seed(seed: int, batch: int) -> int:
-    """The seed of batch ``batch`` of a seeded attack run with ``seed``."""
-    return int(seed) * 1000 + int(batch)
-
-
-def attack_factory(name: str, settings: dict[str, Any], eps: float | None, seed: int, detector=None
-                   ) -> Callable[[int], Any]:
-    """``factory(batch_index) -> attack``; bad settings fail here, before any work.
-
-    ``eps`` is given to attacks that take one; seeded attacks get :func:`batch_seed` (from ``settings['seed']``
-    if given, else ``seed``); ``detector`` (a detector term) goes to attacks with a ``detector`` field.
-    """
-    spec = attacks.spec(name)
-    kw = dict(settings)
-    if eps is not None:
-        kw["eps"] = eps
-    if detector is not None:
-        kw["detector"] = detector
-    seed0 = check_seed(kw.pop("seed", seed)) if spec.seeded else None
-
-    def factory(b: int):
-        return spec.create(**kw, **({"seed": batch_seed(seed0, b)} if spec.seeded else {}))
-
-    factory(0)
-    return factory
-
-
-class _PlaceholderTerm:
-    """Stands in for a detector term when an attack is built only to check its settings or estimate its cost."""
-
-    layers = ()
-
-    def margin(self, view, classes):  # pragma: no cover - never called
-        raise NotImplementedError("a placeholder detector term cannot score")
-
-
-def probe(name: str, settings: dict[str, Any], eps: float | None = None, seed: int = 0):
-    """The attack ``name`` built once (with a placeholder detector term where it needs one): bad settings raise
-    ConfigError here, and the object answers ``passes_per_image()``."""
-    spec = attacks.spec(name)
-    return attack_factory(name, settings, eps, seed, detector=_PlaceholderTerm() if spec.needs_detector else None)(0)
 
 
 def finished_output(folder: Path, force: bool) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.errors import CheckpointError, ConfigError, InputError
+from ..core.errors import CheckpointError, ConfigError, InputError
 
 FORMAT = "rcedetect-adversarial"
 VERSION = 1
@@ -68,7 +68,7 @@ def norm_of(attack: str | None, settings: dict[str, Any]) -> str:
     (pixel units on the [0, 1] scale); ``""`` when the attack takes no ``eps``."""
     if isinstance(settings.get("norm"), str):
         return settings["norm"]
-    from . import attacks
+    from .. import attacks
 
     try:
         spec = attacks.spec(attack) if attack else None
@@ -98,9 +98,9 @@ def is_attack_folder(path: str | Path) -> bool:
 
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors (x_adv, y, indices, success, target where stored) and metadata of an ``rce attack`` folder."""
+    from ..core import schemas
+    from ..core.io import read_json
     from .attack_store import load_parts
-    from .core import schemas
-    from .core.io import read_json
 
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
@@ -127,7 +127,7 @@ def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 def check_export_path(path: str | Path, what: str = "--export") -> Path:
     """``path`` can take an export: it names a ``.npz`` file (not a folder) in a folder that can be written.
     ConfigError, one line, otherwise; called before any work."""
-    from .core.io import check_writable_dir
+    from ..core.io import check_writable_dir
 
     path = Path(path)
     if path.is_dir():
@@ -156,9 +156,9 @@ def export_attack(source, path: str | Path, classifier, *, y: torch.Tensor | Non
     it re-classifies the 8-bit rounded images for ``success_8bit``. Raises ConfigError (a path that cannot take
     the file), InputError (images or labels that do not fit the model) or CheckpointError (broken parts).
     """
-    from . import attacks
-    from .core.io import atomic_write_bytes, package_version
-    from .core.validation import check_model_input
+    from .. import attacks
+    from ..core.io import atomic_write_bytes, package_version
+    from ..core.validation import check_model_input
 
     path = check_export_path(path, "export")
     if isinstance(source, attacks.AttackResult):
@@ -228,7 +228,7 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def _images(a: np.ndarray, where: str) -> torch.Tensor:
-    from .core.validation import check_images
+    from ..core.validation import check_images
 
     if a.dtype == np.uint8 and a.ndim == 4:
         return torch.from_numpy(np.array(a, dtype=np.float32)) / 255.0

@@ -11,14 +11,14 @@ import math
 
 import torch
 
-from .attacks.base import AttackResult, l2_distortion
-from .core.errors import InputError
-from .detectors.base import Metric, score_any
-from .detectors.kd import KDensity
-from .models import features
-from .models.classifier import FINAL
-from .stats import metrics
-from .stats.operating_point import operating_points
+from ..attacks.base import AttackResult, l2_distortion
+from ..core.errors import InputError
+from ..detectors.base import Metric, score_any
+from ..detectors.kd import KDensity
+from ..models import features
+from ..models.classifier import FINAL
+from ..stats import metrics
+from ..stats.operating_point import operating_points
 
 
 def rounded(v: float | None, digits: int = 6) -> float | None:

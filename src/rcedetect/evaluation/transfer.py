@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
+from ..attacks.base import AttackResult
+from ..core import schemas
+from ..core.errors import CheckpointError, InputError
+from ..core.io import read_json
 from .attack_store import load_parts
-from .attacks.base import AttackResult
-from .core import schemas
-from .core.errors import CheckpointError, InputError
-from .core.io import read_json
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ def transfer(attack_dir: str | Path, target_run: str | Path, device: str = "cpu"
     ``detectors`` maps metric names to fitted metrics of the *target*; by default the ones that need no fitting
     (confidence, non-ME). Fit a K-density detector on the target's training features to add ``kd``.
     """
-    from . import data
-    from .detectors import ready_made
-    from .models import checkpoint, features
+    from .. import data
+    from ..detectors import ready_made
+    from ..models import checkpoint, features
 
     ckpt = checkpoint.load(target_run, device=device)
     cfg = ckpt.config

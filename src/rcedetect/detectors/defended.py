@@ -30,9 +30,9 @@ import math
 import torch
 from torch import nn
 
-from .core.errors import InputError, NotFittedError
-from .detectors.base import observe
-from .stats.operating_point import adaptive_success
+from ..core.errors import InputError, NotFittedError
+from ..stats.operating_point import adaptive_success
+from .base import observe
 
 __all__ = ["Defended", "adaptive_success", "defend"]
 
@@ -45,7 +45,7 @@ def _check_scale(scale) -> float:
 
 def _term(detector):
     """The deployed detector's term score − T: from a fitted, calibrated Detector, or a term given as it is."""
-    from .detectors.threshold import Detector
+    from .threshold import Detector
 
     if isinstance(detector, Detector):
         if not detector.fitted:
@@ -110,7 +110,7 @@ class Defended(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """argmax of the K + 1 logits with the reject class as -1 (NOT SURE), like ``Detector.predict``."""
-        from .detectors.threshold import NOT_SURE
+        from .threshold import NOT_SURE
 
         pred = self(x).argmax(1)
         return torch.where(pred == self.reject_class, torch.full_like(pred, NOT_SURE), pred)

@@ -1,5 +1,5 @@
 """The paper's published numbers (Tables 1-6 of Pang et al., NeurIPS 2018) from the package data file
-``data/paper_numbers.json``.
+``paper_numbers.json`` (beside this module).
 
 
 Lookups return ``None`` where the paper has no value, so the report can show "ours" alone there.
@@ -38,7 +38,7 @@ def label(attack: str) -> str:
 
 @lru_cache(maxsize=1)
 def numbers() -> dict[str, Any]:
-    return json.loads((Path(__file__).parent / "data" / "paper_numbers.json").read_text())
+    return json.loads((Path(__file__).parent / "paper_numbers.json").read_text())
 
 
 def column(dataset: str | None) -> str | None:
