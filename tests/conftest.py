@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rcedetect import data
-from rcedetect.config import TrainConfig
 from rcedetect.training import fit
+from rcedetect.training.config import TrainConfig
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

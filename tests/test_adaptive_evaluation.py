@@ -8,7 +8,7 @@ import math
 import torch
 
 from rcedetect.detectors import ScoreTerm, create
-from rcedetect.report_adaptive import eps_reaching
+from rcedetect.report.adaptive import eps_reaching
 from rcedetect.reproduce import sanity
 from rcedetect.reproduce.adaptive import worst_case
 

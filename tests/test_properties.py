@@ -17,13 +17,13 @@ from PIL import Image
 from safetensors.torch import save
 
 from rcedetect import data
-from rcedetect.config import TrainConfig, train_config_from_preset
 from rcedetect.core import schemas
 from rcedetect.core.errors import RceError
 from rcedetect.core.io import load_tensors, read_json, sha256_file
 from rcedetect.detectors import Detector
 from rcedetect.models import checkpoint
 from rcedetect.reproduce import resolve_config
+from rcedetect.training.config import TrainConfig, train_config_from_preset
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

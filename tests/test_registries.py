@@ -159,8 +159,8 @@ class Shift:
 def test_a_new_attack_is_one_registered_class_and_a_preset_table(tiny_run, tmp_path):
     """Run the tiny preset plus ``[attacks.shift]`` in a copy of a finished tiny run: the cached stages stay
     cached, the new attack runs and is scored by every registered detector."""
-    from rcedetect.config import PRESET_DIR
     from rcedetect.reproduce import reproduce
+    from rcedetect.training.config import PRESET_DIR
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)

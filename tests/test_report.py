@@ -142,7 +142,7 @@ def test_foreign_results_file_is_refused(tmp_path, bad):
 def test_cells_with_too_few_pairs_are_shown_but_never_compared():
     """A 4-pair cell far from the paper is marked "too few pairs (4)" and is neither a disagreement nor a
     reversal of the paper's claims; the same cell with 40 pairs is both."""
-    from rcedetect.report_table2 import disagreements, table2
+    from rcedetect.report.table2 import disagreements, table2
 
     results = fake_results()
     rce_jsma = next(r for r in results["attacks"] if r["model"] == "rce" and r["attack"] == "jsma"

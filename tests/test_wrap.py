@@ -165,7 +165,7 @@ def test_timm_is_optional(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'rcedetect\[timm\]'"):
         models.check_arch("timm:resnet18")
-    from rcedetect.config import TrainConfig
+    from rcedetect.training.config import TrainConfig
 
     with pytest.raises(ConfigError, match="timm"):
         TrainConfig(arch="timm:resnet18")

@@ -15,6 +15,14 @@ The names of the package, all reachable as ``rcedetect.NAME``:
 
 Only the classifier, the errors and ``wrap`` are imported with the package; every other name is imported when it
 is first used.
+
+The parts, lowest first (each imports only its own part and the parts below it; ``tests/test_imports.py``):
+``core`` (errors, files, checks, schemas, processes, device), ``stats`` (AUC, ROC, operating points), ``data``,
+``models`` (networks, losses, classifier, wrapping, checkpoint, features), ``detectors`` (with ``defend``),
+``attacks``, ``evaluation`` (attack runs on disk, scoring, transfer, export, the paper's numbers), ``training``
+(the loop, its config, adversarial training, imported models), ``reproduce``, ``report``, ``serve``,
+``commands`` and ``cli``. The module paths from before the parts (``rcedetect.checkpoint``,
+``rcedetect.metrics``, ...: :data:`MOVED`) still import, as the same module objects.
 """
 
 from __future__ import annotations
@@ -47,9 +55,9 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
 __version__ = package_version()
 
 #: submodules reachable as attributes without an explicit import (name -> where it lives)
-_MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint", "config": "config",
-            "data": "data", "detectors": "detectors", "features": "models.features", "models": "models",
-            "training": "training", "transfer": "evaluation.transfer"}
+_MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint",
+            "config": "training.config", "data": "data", "detectors": "detectors", "features": "models.features",
+            "models": "models", "training": "training", "transfer": "evaluation.transfer"}
 #: lazy names -> (module, attribute)
 _LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend")}
 #: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
@@ -64,6 +72,11 @@ MOVED = {
     "defended": "detectors.defended",
     "attack_store": "evaluation.attack_store", "scoring": "evaluation.scoring", "transfer": "evaluation.transfer",
     "adv_export": "evaluation.adv_export", "paper_ref": "evaluation.paper_ref",
+    "config": "training.config", "adversarial_training": "training.adversarial", "posthoc": "training.posthoc",
+    "report_table2": "report.table2", "report_compare": "report.compare", "report_adaptive": "report.adaptive",
+    "report_claims": "report.claims", "report_format": "report.format", "report_render": "report.render",
+    "figures": "report.figures", "figures_detection": "report.figures_detection",
+    "figures_samples": "report.figures_samples",
 }
 
 
@@ -110,8 +123,8 @@ def train(preset: str, run_dir, overrides: list[str] | None = None, *, progress:
     """Train the training preset ``preset`` (e.g. ``"cpu-mnist5k-rce"``, or a TOML file) with ``--set``-style
     ``overrides`` (``["steps=100"]``), checkpointing into ``run_dir``; returns the trained classifier, in eval
     mode. ``resume`` continues from the checkpoint in ``run_dir``. Raises ConfigError on bad settings."""
-    from .config import train_config_from_preset
     from .training import fit
+    from .training.config import train_config_from_preset
 
     return fit(train_config_from_preset(preset, overrides), run_dir, progress=progress, resume=resume).eval()
 

@@ -85,8 +85,8 @@ def add_parser(sub) -> None:
 
 
 def parse_settings(items: list[str]) -> dict:
-    from ..config import parse_value
     from ..core.errors import ConfigError
+    from ..training.config import parse_value
 
     out = {}
     for item in items:

@@ -49,8 +49,8 @@ def add_parser(sub) -> None:
 
 
 def _import(args) -> None:
-    from ..config import TrainConfig, apply_overrides
-    from ..posthoc import import_model
+    from ..training.config import TrainConfig, apply_overrides
+    from ..training.posthoc import import_model
     from .train import absolute
 
     values = {"arch": args.model, "objective": args.objective, "head": args.head or "", "device": args.device,
@@ -79,7 +79,7 @@ def run(args) -> int:
     from ..detectors import REGISTRY, check_metric
     from ..evaluation.calibrated import calibrated_detector, calibration_slice, checked_settings
     from ..models import checkpoint
-    from ..posthoc import evaluate, lines
+    from ..training.posthoc import evaluate, lines
     from .detect import describe
 
     metrics = args.metric or list(DEFAULT_METRICS)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import attacks
-from ..config import TrainConfig, apply_overrides, load_preset
 from ..core.errors import ConfigError
 from ..evaluation import attack_store
+from ..training.config import TrainConfig, apply_overrides, load_preset
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import without_later_defaults
 from ..core.io import config_hash
+from ..training.config import without_later_defaults
 from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")

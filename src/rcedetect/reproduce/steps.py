@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from .. import data
-from ..config import TrainConfig, without_later_defaults
 from ..core import distributed
 from ..core.io import write_json
 from ..evaluation import attack_store, paper_ref
 from ..evaluation.scoring import rounded, score_attack, table3_stats, transfer_record
 from ..models import checkpoint, features
+from ..training.config import TrainConfig, without_later_defaults
 from .inputs import Inputs
 
 

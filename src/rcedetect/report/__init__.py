@@ -2,11 +2,21 @@
 
 Every table cell shows our value beside the paper's and the difference, ``ours (paper, Δ)``, wherever the paper
 has a value (``paper_numbers.json``); an empty cell carries a footnote saying why. One list of blocks (headings,
-paragraphs, tables, figures) is rendered twice by :mod:`.report_render`: ``report.md`` and ``report.html``, whose
+paragraphs, tables, figures) is rendered twice by :mod:`.render`: ``report.md`` and ``report.html``, whose
 figures are PNG files in ``figures/``, numbered in order of appearance. Table 2 and what its numbers mean live in
-:mod:`.report_table2`.
+:mod:`.table2`.
 
 The ``results.json`` schema is written by :mod:`rcedetect.reproduce.results` and documented in REPRODUCE.md.
+
+The package: here the document (the paper's tables 1, 3, 4, 5 and the order of the sections); :mod:`.table2`,
+:mod:`.adaptive` (operating points, the adaptive evaluation), :mod:`.compare` (the baselines of other papers),
+:mod:`.claims` (the paper's claims, checked) write their sections; :mod:`.format` (cells, lookups, footnotes) and
+:mod:`.render` (figure numbering, Markdown and HTML) are what they share; :mod:`.figures`,
+:mod:`.figures_samples` and :mod:`.figures_detection` draw the PNGs over :mod:`.figure_style`.
+
+Layer: above :mod:`rcedetect.reproduce`; it reads ``results.json`` and imports only ``core``, ``stats``,
+``detectors`` (the metrics' names and labels) and ``evaluation.paper_ref``, never a model, an attack run or the
+pipeline.
 """
 
 from __future__ import annotations
@@ -14,13 +24,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .core.errors import CheckpointError
-from .core.io import atomic_write_bytes, read_json
-from .evaluation import paper_ref
-from .report_adaptive import adaptive_blocks, operating_blocks
-from .report_claims import claims_blocks
-from .report_compare import compare_blocks
-from .report_format import (
+from ..core.errors import CheckpointError
+from ..core.io import atomic_write_bytes, read_json
+from ..evaluation import paper_ref
+from .adaptive import adaptive_blocks, operating_blocks
+from .claims import claims_blocks
+from .compare import compare_blocks
+from .format import (
     DASH,
     NOT_RECORDED,
     Notes,
@@ -35,8 +45,8 @@ from .report_format import (
     table2_record,
     why_missing,
 )
-from .report_render import to_html, to_markdown
-from .report_table2 import disagreements, table2
+from .render import to_html, to_markdown
+from .table2 import disagreements, table2
 
 RESULTS = "results.json"
 TABLE2_ATTACKS = paper_ref.TABLE2_ATTACKS
@@ -75,7 +85,7 @@ def arch_label(arch: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- blocks
 def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tuple]:
-    """The report as blocks (:mod:`.report_format`). ``figures`` = [(key, file, caption)]."""
+    """The report as blocks (:mod:`.format`). ``figures`` = [(key, file, caption)]."""
     col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
     figs = {k: (f, c) for k, f, c in figures}
     v = results.get("versions", {})

@@ -1,7 +1,7 @@
 """What the report's sections share: number formatting, record lookups in a results dict, and footnotes that
 say why a cell is empty.
 
-Blocks (rendered by :mod:`rcedetect.report_render`): ``("h", level, text)``, ``("p", text)``, ``("ul", items)``,
+Blocks (rendered by :mod:`.render`): ``("h", level, text)``, ``("p", text)``, ``("ul", items)``,
 ``("table", head, rows)``, ``("notes", items)`` (the footnotes of the table above) and ``("img", key, file,
 caption)``.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from .report_render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
-from .stats.operating_point import MIN_PAIRS, too_few_pairs
+from ..stats.operating_point import MIN_PAIRS, too_few_pairs
+from .render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
 
 DASH = "—"
 SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import itertools
 
-from . import detectors
-from .evaluation import paper_ref
-from .evaluation.paper_ref import TABLE2_ATTACKS
-from .report_format import (
+from .. import detectors
+from ..evaluation import paper_ref
+from ..evaluation.paper_ref import TABLE2_ATTACKS
+from ..stats.operating_point import MIN_PAIRS
+from .format import (
     Notes,
     auc_cell,
     auc_of,
@@ -27,7 +28,6 @@ from .report_format import (
     table2_record,
     why_missing,
 )
-from .stats.operating_point import MIN_PAIRS
 
 METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
 LABELS = tuple(detectors.REGISTRY[m].label for m in METRICS)

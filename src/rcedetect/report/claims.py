@@ -19,9 +19,9 @@ Wilson intervals; the C&W-wb distortion has a percentile-bootstrap interval of i
 
 from __future__ import annotations
 
-from .evaluation import paper_ref
-from .report_format import auc_of, enough_pairs, interval, main_models, missing, record, table2_record
-from .stats.metrics import wilson_interval
+from ..evaluation import paper_ref
+from ..stats.metrics import wilson_interval
+from .format import auc_of, enough_pairs, interval, main_models, missing, record, table2_record
 
 #: the transfer-rate bounds the paper's text gives (Table 4's text, §4.5)
 TRANSFER_BOUND = {"cifar10": 0.15, "mnist": 0.50}

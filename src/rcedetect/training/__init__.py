@@ -6,10 +6,17 @@ it batch-wise. Batches and augmentation draw from generators seeded by (seed, ep
 run resumed from a checkpoint at step k continues with exactly the batches an uninterrupted run would see,
 and on CPU the same seed gives the same weights.
 
-Adversarial training (``adversarial``, ``trades_beta``; protocol §19, :mod:`.adversarial_training`): each step
+Adversarial training (``adversarial``, ``trades_beta``; protocol §19, :mod:`.adversarial`): each step
 crafts its batch's adversarial examples with the network in eval mode, from a start seeded by (seed, step), then
 updates in train mode on them (PGD-AT, Madry et al. 2018) or on TRADES' loss (Zhang et al. 2019). The final
 metrics record ``seconds_per_step`` and, for adversarial runs, the attack's ``adv_seconds`` and ``adv_share``.
+
+The package: here the training loop (``fit``); :mod:`.config` (``TrainConfig``, presets and ``--set``
+overrides), :mod:`.adversarial` (PGD-AT and TRADES steps), :mod:`.posthoc` (a model trained elsewhere imported
+as a run, and its detectors evaluated on ``rce attack`` folders).
+
+Layer: above :mod:`rcedetect.evaluation`; imports ``core``, ``stats``, ``data``, ``models``, ``detectors``,
+``attacks`` and ``evaluation``, never the reproduce pipeline, the report, the server or the commands.
 """
 
 from __future__ import annotations
@@ -23,15 +30,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import adversarial_training, data, models
+from .. import data, models
+from ..core import distributed
+from ..core.device import resolve
+from ..core.errors import CheckpointError, ConfigError, TrainingError
+from ..core.io import write_json
+from ..models import checkpoint
+from ..models.classifier import Classifier
+from ..models.losses import objective_loss
+from . import adversarial as adversarial_training
 from .config import TrainConfig, without_later_defaults
-from .core import distributed
-from .core.device import resolve
-from .core.errors import CheckpointError, ConfigError, TrainingError
-from .core.io import write_json
-from .models import checkpoint
-from .models.classifier import Classifier
-from .models.losses import objective_loss
 
 
 def parameter_groups(net: torch.nn.Module) -> list[dict]:

@@ -14,9 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
-PRESET_DIR = Path(__file__).parent / "configs"
+PRESET_DIR = Path(__file__).parent.parent / "configs"
 
 
 def preset_names() -> list[str]:
@@ -217,8 +217,8 @@ class TrainConfig:
     trades_beta: float | None = None
 
     def __post_init__(self):
-        from .models import check_arch
-        from .models.losses import check_objective
+        from ..models import check_arch
+        from ..models.losses import check_objective
 
         check_objective(self.objective)
         if not isinstance(self.arch, str):

@@ -1,7 +1,7 @@
 """Figures of images and feature distributions: C&W-wb examples (the paper's Fig. 3), the t-SNE of the final
 hidden vectors (Fig. 1b/c), error under random noise and the log K-density histograms (Appendix B.3, Figs. 4-6).
 
-Drawn from the results dict alone, like :mod:`rcedetect.figures` (whose helpers and style they use); each returns
+Drawn from the results dict alone, like :mod:`.figures` (with the style and helpers of :mod:`.figure_style`); each returns
 ``(key, file, caption)`` or ``None`` when the results lack its data.
 """
 
@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from .evaluation import paper_ref
-from .figures import _models, _save
-from .stats.operating_point import MIN_PAIRS
+from ..evaluation import paper_ref
+from ..stats.operating_point import MIN_PAIRS
+from .figure_style import main_models, save_figure
 
 KD_STYLES = {"normal": {"color": "black", "lw": 2.2}, "noisy": {"color": "0.5", "lw": 1.6, "ls": "--"}}
 
@@ -34,7 +34,7 @@ def _blank(ax) -> None:
 
 def fig_3(results: dict, out_dir: Path):
     fig3 = results.get("figure3") or {}
-    models = [(m, o) for m, o in _models(results) if fig3.get(m, {}).get("clean")]
+    models = [(m, o) for m, o in main_models(results) if fig3.get(m, {}).get("clean")]
     if not models:
         return None
     n = max(len(fig3[m]["clean"]) for m, _ in models)
@@ -62,12 +62,12 @@ def fig_3(results: dict, out_dir: Path):
                "each model (the paper's Fig. 3); above each: the target class and the L2 distortion on the [0, 255] "
                "scale. 'failed' (red) = the attack did not fool both classifier and detector"
                + (f" ({n_failed} of {n * len(models)} images)." if n_failed else "; none failed."))
-    return "fig3", _save(fig, out_dir, "fig3_cw_wb_examples.png"), caption
+    return "fig3", save_figure(fig, out_dir, "fig3_cw_wb_examples.png"), caption
 
 
 def fig_tsne(results: dict, out_dir: Path):
     tsne = results.get("tsne") or {}
-    models = [(m, o) for m, o in _models(results) if m in tsne]
+    models = [(m, o) for m, o in main_models(results) if m in tsne]
     if not models:
         return None
     fig, axes = plt.subplots(1, len(models), figsize=(3.9 * len(models) + 1.4, 3.9), squeeze=False,
@@ -88,12 +88,12 @@ def fig_tsne(results: dict, out_dir: Path):
                f"({sizes}), one colour per true class "
                "(legend); no adversarial example is embedded (the paper's Fig. 1b/c). The axes of t-SNE carry no "
                "unit; what reads is how tight and separated the classes are.")
-    return "tsne", _save(fig, out_dir, "fig1_tsne.png"), caption
+    return "tsne", save_figure(fig, out_dir, "fig1_tsne.png"), caption
 
 
 def fig_noise(results: dict, out_dir: Path):
     noise = results.get("noise") or {}
-    models = [(m, o) for m, o in _models(results) if m in noise]
+    models = [(m, o) for m, o in main_models(results) if m in noise]
     if not models:
         return None
     fig, ax = plt.subplots(figsize=(4.2, 3), layout="constrained")
@@ -108,7 +108,7 @@ def fig_noise(results: dict, out_dir: Path):
     n = ", ".join(f"{o.upper()} {noise[m]['n']}" for m, o in models)
     caption = (f"Test error on clean images and under uniform noise U(−ε, ε), ε = {eps} (the paper's Fig. 4); "
                f"images: {n}.")
-    return "noise", _save(fig, out_dir, "figB3_noise_error.png"), caption
+    return "noise", save_figure(fig, out_dir, "figB3_noise_error.png"), caption
 
 
 def _kd_series(results: dict, m: str) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
@@ -134,7 +134,7 @@ def fig_kd_hist(results: dict, out_dir: Path):
     """Histograms of the K-density detector's score −log KD on a log axis: the normal images sit within a few units
     of zero while attacks reach hundreds, so a linear axis would put every normal image in one bin."""
     normal = results.get("log_kd_normal") or {}
-    models = [(m, o) for m, o in _models(results) if normal.get(m)]
+    models = [(m, o) for m, o in main_models(results) if normal.get(m)]
     if not models:
         return None
     fig, axes = plt.subplots(len(models), 1, figsize=(10.4, 2.9 * len(models) + 0.6), squeeze=False, sharex=True)
@@ -178,4 +178,4 @@ def fig_kd_hist(results: dict, out_dir: Path):
                "detector rejects inputs on the right."
                + (f" No histogram for {', '.join(missing)}: 0 pairs, the attack never succeeded at this budget."
                   if missing else ""))
-    return "kd_hist", _save(fig, out_dir, "figB3_kd_hist.png"), caption
+    return "kd_hist", save_figure(fig, out_dir, "figB3_kd_hist.png"), caption

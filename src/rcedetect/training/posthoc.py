@@ -16,21 +16,21 @@ from typing import Any
 
 import torch
 
-from .core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 
 #: what an evaluation record keeps of each detector's operating point
 KEEP = ("auc", "tpr_success", "n_pairs", "threshold", "clean_rejection_rate", "attack_success_rate", "too_few_pairs")
 
 
 def import_model(run_dir: str | Path, cfg, dataset=None, progress: bool = False) -> Path:
-    """Write the run folder of an already trained model: ``cfg`` (a :class:`~rcedetect.config.TrainConfig`) names
+    """Write the run folder of an already trained model: ``cfg`` (a :class:`~rcedetect.training.config.TrainConfig`) names
     its ``arch``, ``weights`` (or ``init``), ``dataset`` and ``objective``; nothing is trained (step 0). Returns
     the checkpoint index; the test accuracy is measured and recorded."""
-    from . import data, models
-    from .core.io import write_json
-    from .models import checkpoint
-    from .models.classifier import Classifier
-    from .training import accuracy
+    from .. import data, models
+    from ..core.io import write_json
+    from ..models import checkpoint
+    from ..models.classifier import Classifier
+    from . import accuracy
 
     run_dir = Path(run_dir)
     if (run_dir / checkpoint.INDEX).exists():
@@ -57,8 +57,8 @@ def evaluate(detectors: dict[str, Any], attack_dir: str | Path, dataset, calibra
     """Each calibrated detector of ``detectors`` ({metric: Detector}) on the images of ``attack_dir`` (an ``rce
     attack`` folder of the same run and dataset): AUC and TPR at the detector's FPR with bootstrap intervals.
     ``calibration``: the clean held-out images the thresholds were chosen on; they must not be attacked images."""
-    from .evaluation.transfer import load_adversarial
-    from .stats.operating_point import operating_points
+    from ..evaluation.transfer import load_adversarial
+    from ..stats.operating_point import operating_points
 
     adv = load_adversarial(attack_dir, dataset)
     n_test, n_cal = len(dataset.x_test), len(calibration)

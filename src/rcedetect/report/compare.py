@@ -9,9 +9,10 @@ is marked; every other column is an attack they never saw.
 
 from __future__ import annotations
 
-from . import detectors
-from .evaluation.paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
-from .report_format import (
+from .. import detectors
+from ..evaluation.paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
+from ..stats.operating_point import MIN_PAIRS
+from .format import (
     NOT_RECORDED,
     Notes,
     interval,
@@ -22,7 +23,6 @@ from .report_format import (
     table2_record,
     why_missing,
 )
-from .stats.operating_point import MIN_PAIRS
 
 
 def _label(metric: str) -> str:

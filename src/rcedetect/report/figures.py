@@ -5,55 +5,31 @@ to ``OUT/figures/``. The report numbers the figures in order of appearance; a ca
 on how many images or pairs, and why a point or bar is missing where one is. Every figure is drawn with
 :data:`STYLE` (no text under 9 pt) and no wider than :data:`MAX_WIDTH_PX` at :data:`DPI`, so the page never scales
 it down. Here: the ε-grid figures (detection AUC and accuracy against ε, the paper's Fig. 2a/2b); the images and
-feature distributions are in :mod:`.figures_samples`, ROC and the adaptive attacks in :mod:`.figures_detection`.
+feature distributions are in :mod:`.figures_samples`, ROC and the adaptive attacks in :mod:`.figures_detection`, the style and the file
+writing they share in :mod:`.figure_style`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
-from .core.io import atomic_write_bytes
-from .evaluation import paper_ref
-from .evaluation.paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
-from .stats.operating_point import MIN_PAIRS
+from ..evaluation import paper_ref
+from ..evaluation.paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
+from ..stats.operating_point import MIN_PAIRS
+from .figure_style import COLORS, STYLE, main_models, save_figure
 
-FIGDIR = "figures"
-COLORS = {"ce": "tab:blue", "rce": "tab:red"}
-DPI = 100
-MAX_WIDTH_PX = 1100
-MIN_FONT_PT = 9
-STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-         "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11}
 #: the paper's detectors and their line styles
 PAPER_METRICS = {"kd": ("K-density", "-"), "non_me": ("non-ME", "--"), "confidence": ("confidence", ":")}
-
-
-def _models(results: dict) -> list[tuple[str, str]]:
-    """[(model name, objective)] of the main models."""
-    return [(m, r["objective"]) for m, r in results.get("models", {}).items() if r.get("role") == "main"]
 
 
 def _grid(results: dict, model: str, attack: str) -> list[dict]:
     recs = [r for r in results.get("attacks", []) if r["model"] == model and r["attack"] == attack
             and r.get("eps") is not None]
     return sorted(recs, key=lambda r: r["eps"])
-
-
-def _save(fig, out_dir: Path, name: str) -> str:
-    (out_dir / FIGDIR).mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=DPI, bbox_inches="tight", pad_inches=0.05, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out_dir / FIGDIR / name, buf.getvalue())
-    return f"{FIGDIR}/{name}"
 
 
 def _counts(values: dict[str, set]) -> str:
@@ -73,7 +49,7 @@ def _auc(r: dict, metric: str) -> float | None:
 def fig_auc_vs_eps(results: dict, out_dir: Path):
     """Detection AUC of the paper's three detectors against ε, one panel per gradient attack with an ε grid (a
     single ε is Table 2 already)."""
-    attacks = [a for a in EPS_FIGURE_ATTACKS if any(len(_grid(results, m, a)) > 1 for m, _ in _models(results))]
+    attacks = [a for a in EPS_FIGURE_ATTACKS if any(len(_grid(results, m, a)) > 1 for m, _ in main_models(results))]
     if not attacks:
         return None
     cols = 2 if len(attacks) > 1 else 1
@@ -82,7 +58,7 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
                              layout="constrained")
     pairs, missing = [], []
     for ax, attack in zip(axes.flat, attacks):
-        for model, obj in _models(results):
+        for model, obj in main_models(results):
             recs = _grid(results, model, attack)
             for metric, (_, style) in PAPER_METRICS.items():
                 pts = [(r["eps"], _auc(r, metric), r["n_pairs"]) for r in recs if _auc(r, metric) is not None]
@@ -113,7 +89,7 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
         handles.append(Line2D([], [], ls="", marker="x", color="k", label="0 pairs: no AUC"))
     handles.append(Line2D([], [], color="0.6", lw=0.8, label="50: chance"))
     fig.legend(handles=handles, loc="outside right upper")
-    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in _models(results) for r in _grid(results, m, a)}
+    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in main_models(results) for r in _grid(results, m, a)}
                 for a in attacks}
     caption = ("Detection AUC (strict ties) of the paper's three detectors against the attack's ε, CE (blue) vs "
                "RCE (red); ε on pixels in [0, 1] (for JSMA the increase of each changed pixel). The grey line at 50 is chance, and below it a detector ranks the adversarial examples as "
@@ -121,18 +97,18 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
                f"adversarial misclassified): {min(pairs, default=0)} to {max(pairs, default=0)} pairs from "
                f"{_counts(n_images)} attacked images per ε; hollow points have fewer than {MIN_PAIRS} pairs."
                + _missing_text(missing, "0 pairs (marked ×), the attack never succeeded at that ε"))
-    return "auc_vs_eps", _save(fig, out_dir, "auc_vs_eps.png"), caption
+    return "auc_vs_eps", save_figure(fig, out_dir, "auc_vs_eps.png"), caption
 
 
 def fig_2a(results: dict, out_dir: Path):
-    attacks = [a for a in EPS_FIGURE_ATTACKS if any(_grid(results, m, a) for m, _ in _models(results))]
+    attacks = [a for a in EPS_FIGURE_ATTACKS if any(_grid(results, m, a) for m, _ in main_models(results))]
     if not attacks:
         return None
     fig, axes = plt.subplots(1, len(attacks), figsize=(2.55 * len(attacks), 2.8), squeeze=False, sharey=True,
                              layout="constrained")
     missing = []
     for ax, attack in zip(axes[0], attacks):
-        for model, obj in _models(results):
+        for model, obj in main_models(results):
             recs = _grid(results, model, attack)
             ok = [r for r in recs if r.get("accuracy") is not None]
             ax.plot([r["eps"] for r in ok], [100 * r["accuracy"] for r in ok], "o-", ms=3.5, color=COLORS.get(obj),
@@ -144,18 +120,18 @@ def fig_2a(results: dict, out_dir: Path):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][0].legend()
-    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in _models(results) for r in _grid(results, m, a)}
+    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in main_models(results) for r in _grid(results, m, a)}
                 for a in attacks}
     caption = ("Classification accuracy on the adversarial images against ε with the detector disabled, CE vs RCE "
                f"(the paper's Fig. 2a); attacked test images per ε and model: {_counts(n_images)}."
                + _missing_text(missing, "results.json records no accuracy there"))
-    return "fig2a", _save(fig, out_dir, "fig2a_accuracy_vs_eps.png"), caption
+    return "fig2a", save_figure(fig, out_dir, "fig2a_accuracy_vs_eps.png"), caption
 
 
 def fig_2b(results: dict, out_dir: Path):
     bars, missing = [], []
     for attack in MIN_DISTORTION_ATTACKS:
-        for model, obj in _models(results):
+        for model, obj in main_models(results):
             r = next((r for r in results.get("attacks", []) if r["model"] == model and r["attack"] == attack), None)
             if r is None:
                 continue
@@ -179,7 +155,7 @@ def fig_2b(results: dict, out_dir: Path):
     caption = ("Mean minimal L2 distortion ‖x − x*‖₂/√d on the [0, 255] scale of C&W and C&W-hc (the paper's "
                "Fig. 2b), over the efficient examples: attack succeeded and clean image correct; n on each bar."
                + (f" No bar for {', '.join(missing)}: no efficient example, so no distortion." if missing else ""))
-    return "fig2b", _save(fig, out_dir, "fig2b_min_distortion.png"), caption
+    return "fig2b", save_figure(fig, out_dir, "fig2b_min_distortion.png"), caption
 
 
 FIGURES = (fig_auc_vs_eps, fig_2a, fig_2b)

@@ -40,11 +40,11 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from .attacks import create
-from .attacks.base import seeded_generator
-from .attacks.pgd import project, random_start, resolve_step_size, run_pgd
+from ..attacks import create
+from ..attacks.base import seeded_generator
+from ..attacks.pgd import project, random_start, resolve_step_size, run_pgd
+from ..models.losses import objective_loss
 from .config import AdversarialSettings
-from .models.losses import objective_loss
 
 #: TRADES' start: x + TRADES_START_STD · N(0, I) (Zhang et al.'s reference code)
 TRADES_START_STD = 0.001

@@ -1,6 +1,6 @@
 """Figures of detection beyond the paper: ROC curves per attack, and attack success at a fixed FPR against ε.
 
-Drawn from the results dict alone, like :mod:`rcedetect.figures` (whose helpers and style they use); each returns
+Drawn from the results dict alone, like :mod:`.figures` (with the style and helpers of :mod:`.figure_style`); each returns
 ``(key, file, caption)`` or ``None`` when the results lack its data.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
-from . import detectors
-from .evaluation import paper_ref
-from .figures import COLORS, _save
+from .. import detectors
+from ..evaluation import paper_ref
+from .figure_style import COLORS, save_figure
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
                  "mahalanobis": (0, (1, 3))}
@@ -73,7 +73,7 @@ def fig_roc(results: dict, out_dir: Path):
                "C&W-hc at their one budget): CE (blue) and RCE (red), one line style per detector; pairs per model "
                "in each title; the grey diagonal is chance. A curve below it is the ROC of an AUC below 50."
                + (f" No curve for {', '.join(empty)}: no pairs to score." if empty else ""))
-    return "roc", _save(fig, out_dir, "roc.png"), caption
+    return "roc", save_figure(fig, out_dir, "roc.png"), caption
 
 
 def fig_adaptive(results: dict, out_dir: Path):
@@ -124,4 +124,4 @@ def fig_adaptive(results: dict, out_dir: Path):
                f"{100 * fpr:g} % FPR threshold, against ε; thin lines per attack, the thick black line the worst case "
                "over them (an image fooled at a smaller ε counts at every larger ε)."
                + (f" No point for {'; '.join(missing)}: no clean-correct image, so no rate." if missing else ""))
-    return "adaptive", _save(fig, out_dir, "adaptive_sr_vs_eps.png"), caption
+    return "adaptive", save_figure(fig, out_dir, "adaptive_sr_vs_eps.png"), caption

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 
-from . import detectors
-from .evaluation.paper_ref import TABLE2_ATTACKS, label
-from .report_format import (
+from .. import detectors
+from ..evaluation.paper_ref import TABLE2_ATTACKS, label
+from ..stats.operating_point import MIN_PAIRS
+from .format import (
     FEW_PAIRS,
     NO_PAIRS,
     NOT_RECORDED,
@@ -21,7 +22,6 @@ from .report_format import (
     pct,
     table2_record,
 )
-from .stats.operating_point import MIN_PAIRS
 
 TARGET_LEVELS = (0.5, 0.9)
 PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)

@@ -1,7 +1,7 @@
 """The two renderings of one list of blocks: ``report.md`` (plain markdown) and ``report.html`` (the same markdown
 through Python-Markdown, with a table of contents and a small style sheet).
 
-Block kinds are listed in :mod:`rcedetect.report_format`. Figures are numbered 1, 2, … in the order they appear
+Block kinds are listed in :mod:`.format`. Figures are numbered 1, 2, … in the order they appear
 (:func:`number_figures`); a text refers to one as ``{fig:KEY}``.
 """
 
@@ -14,7 +14,7 @@ import markdown
 
 FIG_REF = re.compile(r"\{fig:(\w+)\}")
 NUMERIC = re.compile(r"^[-+−–—\d.\[(]")
-MAX_PAGE_PX = 1120  # figures are drawn no wider than this (rcedetect.figures.MAX_WIDTH_PX), so never scaled down
+MAX_PAGE_PX = 1120  # figures are drawn no wider than this (rcedetect.report.figure_style.MAX_WIDTH_PX), so never scaled down
 
 STYLE = f"""
 body {{ font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; color: #1d1d1f;
