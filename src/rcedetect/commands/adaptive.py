@@ -6,10 +6,10 @@ chosen share of clean held-out images (the end of the test split). The attack ge
 (the detector as deployed) and attacks ``N`` test images drawn by a seeded permutation of the images *before*
 the calibration ones; the output is the same part files as ``rce attack`` plus ``summary.json`` with the operating
 point: SR@N (attacked, clean-correct images that end misclassified AND accepted), TPR, robust accuracy with
-rejection and bootstrap intervals (:mod:`rcedetect.operating_point`), and the classifier's robust accuracy alone.
+rejection and bootstrap intervals (:mod:`rcedetect.stats.operating_point`), and the classifier's robust accuracy alone.
 
 ``--attack torchattacks:NAME`` (or ``foolbox:NAME``) runs a library's attack, unchanged and with the true labels, on
-the defended K+1-class model (:func:`rcedetect.defended.defend`, Carlini & Wagner 2017); ``--set on="classifier"``
+the defended K+1-class model (:func:`rcedetect.detectors.defended.defend`, Carlini & Wagner 2017); ``--set on="classifier"``
 runs it on the classifier alone (e.g. AutoAttack's robust accuracy); its other ``--set`` settings are the keyword
 arguments of the library's class. Success is counted by the detector's verdict, as for every attack here.
 """

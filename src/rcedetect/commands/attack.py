@@ -1,20 +1,20 @@
 """``rce attack RUN_DIR --attack NAME [--eps E] [--n N] [--export FILE.npz] ...``: attack a trained run's test
 images (protocol §5, §6).
 
-The same attack run as ``rce reproduce`` (:mod:`rcedetect.attack_store`): ``N`` test images chosen by a seeded
+The same attack run as ``rce reproduce`` (:mod:`rcedetect.evaluation.attack_store`): ``N`` test images chosen by a seeded
 random permutation of the test set (``--seed``; ``--first`` takes the first N in file order instead), attacked in
 batches of ``--batch-size``, one part file per batch, seeded attacks seeded ``seed · 1000 + batch``.
 
 Output, in ``RUN_DIR/attacks/<name>-<hash of the settings>/``:
 - ``part-NNNN.safetensors``: x_adv, success, iterations, target (targeted attacks), the attack's extras, the
   labels y and the test-set indices of the batch's images (read them back with
-  :func:`rcedetect.attack_store.load_parts` or :func:`rcedetect.transfer.load_adversarial`);
-- ``summary.json``: the scored record of :func:`rcedetect.scoring.score_attack` (success rate, clean and
+  :func:`rcedetect.evaluation.attack_store.load_parts` or :func:`rcedetect.evaluation.transfer.load_adversarial`);
+- ``summary.json``: the scored record of :func:`rcedetect.evaluation.scoring.score_attack` (success rate, clean and
   adversarial accuracy, the pairs of the paper's AUC mask, mean L2 over the pairs, the AUCs of the detectors that
   need no fitting), mean and max L∞, seconds per example, the settings and versions.
 
 ``--export FILE.npz`` also writes the examples to one portable file of plain arrays (x_adv, y, indices, success,
-success_8bit: whether a success survives rounding to 8 bits; :mod:`rcedetect.adv_export`), checked writable
+success_8bit: whether a success survives rounding to 8 bits; :mod:`rcedetect.evaluation.adv_export`), checked writable
 before the attack starts; ``rce detect --input`` reads it, or the folder itself.
 
 Resumable: a rerun of the same command skips the parts that exist.

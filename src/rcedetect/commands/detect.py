@@ -17,7 +17,7 @@ in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the de
 Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npy`` arrays, ``.npz`` files with
 an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` files with a tensor ``x``
 (same layouts); the ``.npz`` of ``rce attack --export`` (array ``x_adv``) or an ``rce attack`` output folder
-(``RUN/attacks/NAME-HASH``), both read by :func:`rcedetect.adv_export.load_adversarial`. These carry the true
+(``RUN/attacks/NAME-HASH``), both read by :func:`rcedetect.evaluation.adv_export.load_adversarial`. These carry the true
 labels: each such input also gets one summary line (``summaries`` with ``--json``): the shares NOT SURE, accepted
 with the true label and accepted with another, and the accuracy with rejection; its JSON results add ``y`` and
 ``test_index``.
@@ -91,7 +91,7 @@ def _check_shape(path, x, shape) -> None:
 def read_input(path: str, channels: int) -> dict:
     """One ``--input``: {"x": float NCHW images in [0, 1], "y": true labels or None, "indices": test-set indices
     or None, "single": one image file}. Exports of ``rce attack --export`` and ``rce attack`` folders bring their
-    labels (:func:`rcedetect.adv_export.load_adversarial`); every other file is read by
+    labels (:func:`rcedetect.evaluation.adv_export.load_adversarial`); every other file is read by
     :func:`rcedetect.data.read_images`."""
     from .. import data
     from ..core.validation import check_images
@@ -113,7 +113,7 @@ def read_input(path: str, channels: int) -> dict:
 def labelled_summary(path: str, rows: list[dict]) -> dict:
     """What the detector made of the images of one input with true labels: the shares NOT SURE, accepted with
     the true label, accepted with another label, and the accuracy with rejection (right label or NOT SURE, as
-    :func:`rcedetect.operating_point.operating_point` counts it)."""
+    :func:`rcedetect.stats.operating_point.operating_point` counts it)."""
     n = len(rows)
     not_sure = sum(r["not_sure"] for r in rows)
     right = sum((not r["not_sure"]) and r["label"] == r["y"] for r in rows)

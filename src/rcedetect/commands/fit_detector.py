@@ -2,7 +2,7 @@
 [--evaluate ATTACK_DIR ...]``: defend an existing model post hoc, without retraining.
 
 With ``--model``, the trained model you already have (a torchvision / timm architecture and its weights in a local
-safetensors file) becomes the run folder ``RUN_DIR`` first (:func:`rcedetect.posthoc.import_model`). Then each
+safetensors file) becomes the run folder ``RUN_DIR`` first (:func:`rcedetect.training.posthoc.import_model`). Then each
 ``--metric`` (default: K-density, non-ME and confidence) is fitted on the run's training features and calibrated so
 that ``--fpr`` of clean held-out images (the last ``--calibration-size`` of the test split) are rejected, cached in
 ``RUN_DIR/detector-<metric>/`` where ``rce detect`` and ``rce adaptive`` find it. ``--evaluate`` scores ``rce attack``

@@ -2,7 +2,7 @@
 
 Your own model and data: ``rce train --objective rce --model torchvision:resnet18 --dataset imagefolder:PATH --out
 RUN`` (``--weights FILE.safetensors`` to start from local weights, ``--init RUN_DIR`` to fine-tune a CE run with
-RCE). Without ``--preset`` the paper's schedule applies (the defaults of :class:`rcedetect.config.TrainConfig`), with
+RCE). Without ``--preset`` the paper's schedule applies (the defaults of :class:`rcedetect.training.config.TrainConfig`), with
 the paper's CIFAR augmentation on colour images of at most 64x64 pixels and none on others unless ``--set augment``.
 """
 

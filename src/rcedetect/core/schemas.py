@@ -2,7 +2,7 @@
 detector.json, an attack's summary.json and results.json.
 
 A schema maps a field name to a :class:`Field` (its allowed kinds and whether it may be absent). :func:`check`
-returns the object unchanged when it fits and raises :class:`~rcedetect.errors.CheckpointError` naming the file,
+returns the object unchanged when it fits and raises :class:`~rcedetect.core.errors.CheckpointError` naming the file,
 the field, what was expected and what was found when it does not, so a foreign, hand-edited or corrupted file is
 refused before any of its values is used.
 """

@@ -56,7 +56,7 @@ def run_parts(folder: Path, factory: Callable[[int], Any], classifier, x: torch.
 
     A part holds x_adv, success, iterations, target (when the attack has one), the attack's per-example extras
     (``extra.<name>``), the labels ``y`` and, when given, the test-set ``indices`` of the images. Under torchrun
-    the batches are dealt out over the ranks (:mod:`rcedetect.distributed`) and every rank returns once all parts
+    the batches are dealt out over the ranks (:mod:`rcedetect.core.distributed`) and every rank returns once all parts
     exist.
     """
     device = classifier.device

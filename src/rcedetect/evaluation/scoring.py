@@ -1,7 +1,7 @@
 """Scoring an attack run: the record behind paper Table 2 (Table 3 for C&W-wb, Table 4 for transferred images).
 
 One function for every caller (``rce attack``, ``rce reproduce``, the black-box transfer of :mod:`.transfer`):
-the features of the adversarial images, the pair mask of :func:`rcedetect.metrics.pair_mask` (clean correct AND
+the features of the adversarial images, the pair mask of :func:`rcedetect.stats.metrics.pair_mask` (clean correct AND
 adversarial misclassified, protocol §4.6), each detector's AUCs and TPR over those pairs, accuracy and distortion.
 """
 
@@ -27,7 +27,7 @@ def rounded(v: float | None, digits: int = 6) -> float | None:
 
 
 def roc_points(s_clean, s_adv, mask, most: int = 60) -> dict | None:
-    """The ROC curve over the pairs (:func:`rcedetect.metrics.roc_curve`), thinned to at most ``most`` points."""
+    """The ROC curve over the pairs (:func:`rcedetect.stats.metrics.roc_curve`), thinned to at most ``most`` points."""
     import numpy as np
 
     m = torch.as_tensor(mask, dtype=torch.bool)
@@ -50,7 +50,7 @@ def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank
     """({metric: record}, {metric: adversarial scores}): per detector the Table-2 numbers over the pairs (AUC
     strict and ½, TPR at 5 % FPR of the pairs' own clean scores, n_pairs) and, given the scores of clean held-out
     images (``heldout``), its operating points at 5 % and 1 % FPR with bootstrap intervals
-    (:func:`rcedetect.operating_point.operating_points`: thresholds from the held-out images alone); ``roc`` adds
+    (:func:`rcedetect.stats.operating_point.operating_points`: thresholds from the held-out images alone); ``roc`` adds
     the ROC curve over the pairs. Detectors that must see images (input pre-processing) score ``x_clean`` and
     ``x_adv``; the others score the banks."""
     mask = metrics.pair_mask(y, clean.predictions, adv.predictions)
@@ -132,7 +132,7 @@ def table3_stats(result: AttackResult, y_true: torch.Tensor, pred_clean: torch.T
       reaches the target, the fraction with f2 = −log KD_t(x*) − η_t > 0 (the detector was not fooled);
     - ``mean_distortion``: ‖x − x*‖₂/√d on [0, 255], averaged over "efficient" examples (success, i.e.
       target reached and f2 ≤ 0, AND clean image correct), as ``test_adv.py`` prints it; ``distortion_interval``
-      its percentile-bootstrap 95 % interval (:func:`rcedetect.metrics.mean_interval`).
+      its percentile-bootstrap 95 % interval (:func:`rcedetect.stats.metrics.mean_interval`).
     """
     if "f2" not in result.extra or "target_reached" not in result.extra:
         raise InputError("table3_stats needs a C&W-wb result (extra['f2'] and extra['target_reached'])")

@@ -1,8 +1,8 @@
 """Black-box transfer (paper §4.5, protocol §8): adversarial images crafted on a substitute run, fed to a target run.
 
 The substitute's images are read back from an ``rce attack`` output folder (:func:`load_adversarial`, the part
-files of :mod:`rcedetect.attack_store`); the target's predictions and detector scores on the clean and adversarial
-images are computed by :func:`rcedetect.scoring.transfer_record`, the evaluator ``rce reproduce`` uses for Table 4.
+files of :mod:`rcedetect.evaluation.attack_store`); the target's predictions and detector scores on the clean and adversarial
+images are computed by :func:`rcedetect.evaluation.scoring.transfer_record`, the evaluator ``rce reproduce`` uses for Table 4.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Classifier(nn.Module):
         self.net = net
         self.objective = objective
         #: (C, H, W) of the images the net was trained on, where known (checkpoints record it); inputs of another
-        #: size are refused by :func:`rcedetect.validation.check_model_input`
+        #: size are refused by :func:`rcedetect.core.validation.check_model_input`
         self.input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
 
     @property

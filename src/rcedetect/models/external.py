@@ -2,7 +2,7 @@
 
 :func:`create` builds the architecture with random weights, ``num_classes`` outputs and the package's input
 convention (images in [0, 1], normalised inside the classifier; 1-channel images repeated for a 3-channel model), and
-wraps it in :class:`rcedetect.wrapping.Wrapped`. No hub is ever contacted: pretrained weights come only from a local
+wraps it in :class:`rcedetect.models.wrapping.Wrapped`. No hub is ever contacted: pretrained weights come only from a local
 safetensors file (:func:`load_weights`), whose final layer is left freshly initialised when its class count differs
 (fine-tuning to another label set).
 """

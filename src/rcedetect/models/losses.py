@@ -2,7 +2,7 @@
 
 Both take the *raw* network logits Z. RCE trains a "reverse classifier": softmax(Z) is pushed to put zero
 mass on the true class and 1/(L-1) on every other class. At inference the sign is reversed, which lives in
-:meth:`rcedetect.classifier.Classifier.logits` and nowhere else.
+:meth:`rcedetect.models.classifier.Classifier.logits` and nowhere else.
 """
 
 from __future__ import annotations

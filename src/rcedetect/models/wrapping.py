@@ -1,4 +1,4 @@
-"""Any image classifier as an rcedetect :class:`~rcedetect.classifier.Classifier`: ``wrap(model, head="fc")``.
+"""Any image classifier as an rcedetect :class:`~rcedetect.models.classifier.Classifier`: ``wrap(model, head="fc")``.
 
 The paper's method needs one split: the final hidden layer z (what K-density reads, paper §3.3) and the last linear
 layer, whose output Z the CE / RCE sign convention applies to (paper §3.2). :class:`Wrapped` finds that split in the
@@ -219,7 +219,7 @@ class Wrapped(nn.Module):
 def wrap(model: nn.Module, head: str | None = None, objective: str = "ce", *, mean: Sequence[float] | None = None,
          std: Sequence[float] | None = None, input_shape: Sequence[int] | None = None,
          in_channels: int | None = None):
-    """An rcedetect :class:`~rcedetect.classifier.Classifier` around ``model`` (not copied: it shares the weights).
+    """An rcedetect :class:`~rcedetect.models.classifier.Classifier` around ``model`` (not copied: it shares the weights).
 
     ``head``: the module name of the final linear layer (``"fc"``, ``"classifier.6"``), or None to find it (a timm
     model's ``forward_head``); ``objective``: how the model was (or will be) trained, "ce" or "rce", which fixes

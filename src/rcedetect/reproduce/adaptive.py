@@ -7,10 +7,10 @@ every main model, metric of ``[adaptive] metrics`` and attack of ``[adaptive.att
 - the threshold T is chosen on the clean held-out images alone at ``fpr`` (5 % by default, protocol §4.5);
 - the attack gets the detector term score − T (``detectors.ScoreTerm``; the deployed detector, not the paper's η);
   a library's attack (``attack = "torchattacks:APGD"`` in the table, :mod:`rcedetect.attacks.thirdparty`) runs
-  unchanged on the defended K+1-class model built from that term (:func:`rcedetect.defended.defend`);
+  unchanged on the defended K+1-class model built from that term (:func:`rcedetect.detectors.defended.defend`);
 - the record holds the operating point (SR@N = attacked, clean-correct images that end misclassified AND accepted;
   TPR; robust accuracy with rejection; bootstrap intervals), the classifier's robust accuracy alone and, per
-  image, whether it fooled both (:func:`rcedetect.operating_point.adaptive_success`, the one success rule, for
+  image, whether it fooled both (:func:`rcedetect.stats.operating_point.adaptive_success`, the one success rule, for
   every attack, a library's included: for the worst case over attacks).
 """
 

@@ -1,6 +1,6 @@
 """Where every artifact of a reproduce run lives, and the short config hash that names it.
 
-Each stage's artifact is named by a hash of everything that determines it (:func:`rcedetect.io.config_hash`), so
+Each stage's artifact is named by a hash of everything that determines it (:func:`rcedetect.core.io.config_hash`), so
 changing a setting makes a new artifact beside the old one and a finished artifact is never recomputed:
 
 - ``models/<name>-<hash>/``                        a training run (checkpoints; resumable mid-training)
@@ -33,7 +33,7 @@ SANITY_VERSION = 3
 #: settings added after the first release, left out of the hash at their default so earlier runs keep their hashes
 def train_dict_for_hash(train: dict) -> dict:
     """The training config without device and data folder (where it runs and reads does not change the result),
-    and without settings added later at their default (:data:`~rcedetect.config.LATER_DEFAULTS`), so earlier
+    and without settings added later at their default (:data:`~rcedetect.training.config.LATER_DEFAULTS`), so earlier
     runs keep their hashes."""
     return {k: v for k, v in without_later_defaults(train).items() if k not in ("device", "data_dir")}
 

@@ -1,5 +1,5 @@
 """Images for the page to try: the run's test split, its stored adversarial examples, and those ``--examples``
-names (exported ``.npz`` files or ``rce attack`` folders, read by :func:`rcedetect.adv_export.load_adversarial`).
+names (exported ``.npz`` files or ``rce attack`` folders, read by :func:`rcedetect.evaluation.adv_export.load_adversarial`).
 
 An adversarial example is served as the float array the attack wrote (not a re-quantised PNG), so that what the
 page sends back is exactly the image the detector was evaluated on offline.
@@ -129,7 +129,7 @@ class Examples:
 def load_given(paths, offered=()) -> dict[str, dict]:
     """{source id ``given:<name>``: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and,
     where known, y, indices, success, "path"}} of the ``--examples`` paths, read by
-    :func:`rcedetect.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
+    :func:`rcedetect.evaluation.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
     if not paths:
         return {}
     for path in paths:

@@ -2,11 +2,11 @@
 
 Pang, Du, Dong, Zhu (NeurIPS 2018) report threshold-free ROC-AUCs; a deployed detector, however, runs at
 one threshold T, and what matters then is what an attacker still gets through. This module fixes T on
-CLEAN HELD-OUT scores only (:func:`rcedetect.metrics.threshold_for_fpr`, so T never depends on the attack
+CLEAN HELD-OUT scores only (:func:`rcedetect.stats.metrics.threshold_for_fpr`, so T never depends on the attack
 being evaluated) and reports, over the attacked images:
 
 * the clean rejection rate and the true-positive rates (all attacked images, and the paper's pairs of
-  :func:`rcedetect.metrics.pair_mask`: clean correct AND adversarial misclassified);
+  :func:`rcedetect.stats.metrics.pair_mask`: clean correct AND adversarial misclassified);
 * the attack success rate at N (SR@N) of Bryniarski, Hingun, Pachuca, Wang, Carlini, "Evading adversarial
   example detection defenses with orthogonal projected gradient descent" (ICLR 2022): among images whose
   clean version is classified correctly, the share where the attack succeeds AND the detector accepts;
@@ -18,7 +18,7 @@ being evaluated) and reports, over the attacked images:
 the Bootstrap", 1993, ch. 13) that resample both the attacked images and the held-out clean set, and
 :func:`operating_points` rounds everything for ``results.json``.
 
-Conventions (as :mod:`rcedetect.metrics`): every score is "higher = more likely adversarial", an input is
+Conventions (as :mod:`rcedetect.stats.metrics`): every score is "higher = more likely adversarial", an input is
 REJECTED (answered NOT SURE) when ``score > T`` and accepted when ``score <= T``. Plain numpy; torch tensors
 are accepted and moved to the CPU.
 """
@@ -108,7 +108,7 @@ def operating_point(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=
     """Detector behaviour at the threshold that rejects the share ``fpr`` of CLEAN HELD-OUT inputs.
 
     ``heldout_clean``: detector scores of clean held-out inputs, used ONLY to choose
-    T = :func:`rcedetect.metrics.threshold_for_fpr` (``heldout_clean``, ``fpr``), never the attacked images.
+    T = :func:`rcedetect.stats.metrics.threshold_for_fpr` (``heldout_clean``, ``fpr``), never the attacked images.
     Over the n attacked images: ``clean`` / ``adv`` are the scores of the clean and attacked version of each
     image, ``y`` the true labels, ``pred_clean`` / ``pred_adv`` the classifier's predictions, and ``success``
     the attack's own success flag (e.g. "target reached" for a targeted attack; None: ``pred_adv != y``).
@@ -120,8 +120,8 @@ def operating_point(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=
       evaluated clean images, which may differ from ``fpr``);
     * ``tpr_all``: share of all attacked images rejected (``adv`` > T);
     * ``tpr_success``: share rejected among the pairs of Pang et al. (NeurIPS 2018), clean correct AND
-      adversarial misclassified (:func:`rcedetect.metrics.pair_mask`), NaN without pairs; ``n_pairs``;
-    * ``auc``: strict ROC-AUC over the same pairs (:func:`rcedetect.metrics.auc`, independent of T);
+      adversarial misclassified (:func:`rcedetect.stats.metrics.pair_mask`), NaN without pairs; ``n_pairs``;
+    * ``auc``: strict ROC-AUC over the same pairs (:func:`rcedetect.stats.metrics.auc`, independent of T);
     * ``attack_success_rate``: SR@N of Bryniarski et al. (ICLR 2022), among the ``n_clean_correct`` images
       whose clean version is classified correctly, the share where the attack succeeded (``success``) AND
       ``adv`` <= T (accepted); NaN when no clean image is classified correctly;
@@ -130,7 +130,7 @@ def operating_point(heldout_clean, clean, adv, y, pred_clean, pred_adv, success=
     * ``clean_accuracy_with_rejection`` (Tramèr, ICML 2022): share of clean inputs classified right AND
       accepted (``clean`` <= T).
 
-    Rates over zero images are NaN. Raises :class:`rcedetect.errors.InputError` on mismatched lengths,
+    Rates over zero images are NaN. Raises :class:`rcedetect.core.errors.InputError` on mismatched lengths,
     non-1-D arrays, NaN scores, an empty held-out set or ``fpr`` outside [0, 1).
     """
     fpr = _check_fpr(fpr)
@@ -177,7 +177,7 @@ def _resample_statistics(d: dict, fpr: float, heldout_idx: np.ndarray, image_idx
     the sorted held-out scores are monotone in their rank, it is ``sorted_h[r-th smallest resampled rank]``
     (an integer partition instead of a sort of the scores).
     AUC: with w the multiplicity of each pair in the resample, sum_j w_j · (weight of pairs whose clean
-    score is strictly below adv_j) / (sum w)², the weighted strict rank sum of :func:`rcedetect.metrics.auc`.
+    score is strictly below adv_j) / (sum w)², the weighted strict rank sum of :func:`rcedetect.stats.metrics.auc`.
     """
     order_h = np.argsort(d["h"], kind="stable")
     m = len(order_h)
@@ -218,13 +218,13 @@ def bootstrap_intervals(heldout_clean, clean, adv, y, pred_clean, pred_adv, succ
                         resample_heldout: bool = True) -> dict:
     """Percentile-bootstrap intervals (Efron and Tibshirani, "An Introduction to the Bootstrap", 1993,
     ch. 13) for three statistics of :func:`operating_point`: the strict ``auc`` over the pairs
-    (:func:`rcedetect.metrics.auc`), ``tpr_success`` (TPR over the pairs at the held-out threshold) and
+    (:func:`rcedetect.stats.metrics.auc`), ``tpr_success`` (TPR over the pairs at the held-out threshold) and
     ``attack_success_rate`` (SR@N of Bryniarski et al., ICLR 2022).
 
     Each of the ``n_boot`` resamples draws, with replacement, n attacked images (the clean and adversarial
     scores, labels, predictions and success flag of one image move together, so pairs stay pairs) AND,
     independently, the held-out clean set, on which the threshold is re-chosen
-    (:func:`rcedetect.metrics.threshold_for_fpr`): the intervals cover the uncertainty of T as well.
+    (:func:`rcedetect.stats.metrics.threshold_for_fpr`): the intervals cover the uncertainty of T as well.
     The resamples are vectorised (n_boot = 1000 on 1,000 images takes a fraction of a second).
     ``resample_heldout=False`` keeps T fixed: the right interval for an ADAPTIVE attack, which optimised its images
     to sit just below that very T (a re-chosen T would reject them, but the attacker would have aimed at it).

@@ -5,7 +5,7 @@ of its weights, trained with CE elsewhere) into an rcedetect run folder, so that
 ``rce calibrate`` / ``rce fit-detector`` then fit K-density, non-ME or confidence on its training features and choose
 the threshold on clean held-out images. :func:`evaluate` measures such a detector against an ``rce attack`` folder at
 its operating point: the strict AUC over the pairs and the TPR at the calibrated FPR, with percentile-bootstrap 95 %
-intervals (:func:`rcedetect.operating_point.operating_points`, the threshold re-chosen in every resample). Compare
+intervals (:func:`rcedetect.stats.operating_point.operating_points`, the threshold re-chosen in every resample). Compare
 it with the same numbers on an RCE run of the same architecture and data to see what training with RCE adds.
 """
 
