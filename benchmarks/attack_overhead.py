@@ -28,9 +28,10 @@ import statistics
 import torch
 from _timing import median_time
 
-from rcedetect import Classifier, attacks, checkpoint, data, models
+from rcedetect import Classifier, attacks, data, models
+from rcedetect.core.device import resolve
 from rcedetect.detectors import Detector, ScoreTerm
-from rcedetect.device import resolve
+from rcedetect.models import checkpoint
 
 #: the demo's images per batch: BIM 100, the adaptive attacks 48, C&W 24 (src/rcedetect/configs/demo.toml)
 BATCH = {"bim": 100, "pgd": 48, "pgd_detector": 48, "pgd_detector (6 runs)": 48, "cw": 24}

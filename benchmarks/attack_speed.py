@@ -33,11 +33,12 @@ from pathlib import Path
 import torch
 from _timing import median_time, ratio_line
 
-from rcedetect import checkpoint, data
+from rcedetect import data
 from rcedetect.attacks import REGISTRY, create, l2_distortion
-from rcedetect.config import train_config_from_preset
-from rcedetect.errors import CheckpointError
+from rcedetect.core.errors import CheckpointError
+from rcedetect.models import checkpoint
 from rcedetect.training import fit
+from rcedetect.training.config import train_config_from_preset
 
 #: (label, settings) of our JSMA rows; every row uses eps and max_steps of the run
 JSMA_ROWS = (("faithful default", {}),

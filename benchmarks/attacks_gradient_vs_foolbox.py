@@ -22,7 +22,7 @@ from _timing import ratio_line
 from rcedetect import Classifier, models
 from rcedetect.attacks.gradient import BIM, FGSM, ILCM
 from rcedetect.attacks.jsma import JSMA
-from rcedetect.device import resolve
+from rcedetect.core.device import resolve
 
 
 def timed(fn, device):

@@ -155,8 +155,8 @@ def run_in_child(cell: dict, args) -> dict:
 
 
 def resolve_in_child(name: str) -> str:
-    """``rcedetect.device.resolve(name)`` run in a child process, so that the parent need not import torch."""
-    code = "import sys; from rcedetect.device import resolve; print(resolve(sys.argv[1]))"
+    """``rcedetect.core.device.resolve(name)`` run in a child process, so that the parent need not import torch."""
+    code = "import sys; from rcedetect.core.device import resolve; print(resolve(sys.argv[1]))"
     done = subprocess.run([sys.executable, "-c", code, name], check=False, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit((done.stderr.strip().splitlines() or [f"cannot resolve device {name!r}"])[-1])
@@ -199,7 +199,7 @@ def main() -> None:
     if args.cell:
         import torch
 
-        from rcedetect.device import resolve
+        from rcedetect.core.device import resolve
 
         torch.set_num_threads(args.threads)
         print(json.dumps(run_cell(json.loads(args.cell), resolve(args.device), args.repeat, args.arch)))
@@ -210,7 +210,7 @@ def main() -> None:
     if on_cuda:  # only then does the parent import torch (module docstring)
         import torch
 
-        from rcedetect.device import resolve
+        from rcedetect.core.device import resolve
 
         torch.set_num_threads(args.threads)
         device = resolve(device_name)

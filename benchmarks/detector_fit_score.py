@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from _timing import median_time
 
-from rcedetect import checkpoint, data
+from rcedetect import data
 from rcedetect.detectors import Detector, score_features
 from rcedetect.detectors.lid import lid_mle
 from rcedetect.detectors.mahalanobis import squared_distances, tied_gaussian
-from rcedetect.features import extract
+from rcedetect.models import checkpoint
+from rcedetect.models.features import extract
 
 
 def lid_reference(acts: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:

@@ -86,8 +86,8 @@ def bench_kd(device: torch.device, s: dict, repeat: int) -> dict:
 
 
 def _classifier(arch: str, device: torch.device, objective: str = "ce"):
-    from rcedetect.classifier import Classifier
     from rcedetect.models import create
+    from rcedetect.models.classifier import Classifier
 
     torch.manual_seed(0)
     return Classifier(create(arch, 1, 10), objective, input_shape=(1, 28, 28)).to(device).eval()
@@ -95,9 +95,9 @@ def _classifier(arch: str, device: torch.device, objective: str = "ce"):
 
 def bench_attacks(device: torch.device, s: dict, repeat: int) -> list[dict]:
     """Seconds per example of each attack of Table 5 on a ResNet of MNIST shape, beside the paper's P100 figure."""
-    from rcedetect import paper_ref
     from rcedetect.attacks import create
     from rcedetect.detectors import Detector
+    from rcedetect.evaluation import paper_ref
 
     n, out = s["attack_images"], []
     g = torch.Generator().manual_seed(1)

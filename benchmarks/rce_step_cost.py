@@ -16,8 +16,8 @@ import time
 import torch
 
 from rcedetect import models
-from rcedetect.device import resolve
-from rcedetect.losses import objective_loss
+from rcedetect.core.device import resolve
+from rcedetect.models.losses import objective_loss
 from rcedetect.training import parameter_groups
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"  RCE / CE step time ratio: {out['rce_over_ce']:.4f}  (goal <= 1.02)")
     print(f"  loss + backward alone: CE {loss_times['ce'] * 1e6:.0f} us, RCE {loss_times['rce'] * 1e6:.0f} us")
     if args.json:
-        from rcedetect.io import write_json
+        from rcedetect.core.io import write_json
 
         write_json(args.json, out)
 

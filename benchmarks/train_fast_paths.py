@@ -23,8 +23,8 @@ import torch
 from _timing import ratio_line
 
 from rcedetect import models
-from rcedetect.device import resolve
-from rcedetect.losses import objective_loss
+from rcedetect.core.device import resolve
+from rcedetect.models.losses import objective_loss
 from rcedetect.training import parameter_groups
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rcedetect import data
-from rcedetect.config import TrainConfig
 from rcedetect.training import fit
+from rcedetect.training.config import TrainConfig
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -39,14 +39,14 @@ def trained_runs(tmp_path_factory, synthetic):
 
 @pytest.fixture(scope="session")
 def ce_classifier(trained_runs):
-    from rcedetect import checkpoint
+    from rcedetect.models import checkpoint
 
     return checkpoint.load(trained_runs["ce"]).classifier
 
 
 @pytest.fixture(scope="session")
 def rce_classifier(trained_runs):
-    from rcedetect import checkpoint
+    from rcedetect.models import checkpoint
 
     return checkpoint.load(trained_runs["rce"]).classifier
 

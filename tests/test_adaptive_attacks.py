@@ -16,10 +16,10 @@ from rcedetect.attacks.orthogonal_pgd import OrthogonalPGD, orthogonal_component
 from rcedetect.attacks.pgd import class_margin, random_start
 from rcedetect.attacks.pgd_detector import PGDDetector
 from rcedetect.attacks.random_search import objective
+from rcedetect.core.errors import ConfigError
 from rcedetect.detectors import KDTerm, KernelDensity, ScoreTerm
 from rcedetect.detectors import create as create_metric
 from rcedetect.detectors.base import View, observe
-from rcedetect.errors import ConfigError
 
 ADAPTIVE = ("pgd_detector", "selective_pgd", "orthogonal_pgd", "feature_pgd", "random_search_detector")
 NAMES = ("pgd", *ADAPTIVE)
@@ -542,7 +542,7 @@ def sequential_pgd_defended(attack, clf, x):
     from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
     from rcedetect.attacks.pgd_defended import target_classes
     from rcedetect.attacks.pgd_detector import Best, begin, evaluate
-    from rcedetect.defended import defend
+    from rcedetect.detectors.defended import defend
 
     x, label, term = begin(attack, clf, x, None)
     model = defend(clf, term, scale=attack.reject_scale)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from rcedetect.detectors import ScoreTerm, create
-from rcedetect.report_adaptive import eps_reaching
+from rcedetect.report.adaptive import eps_reaching
 from rcedetect.reproduce import sanity
 from rcedetect.reproduce.adaptive import worst_case
 
@@ -68,7 +68,7 @@ def test_worst_case_is_the_union_over_attacks_at_each_eps():
 
 
 def test_wilson_interval_known_values():
-    from rcedetect.metrics import wilson_interval
+    from rcedetect.stats.metrics import wilson_interval
 
     lo, hi = wilson_interval(5, 10)  # the classic 95 % Wilson interval of 5/10: 0.2366 .. 0.7634
     assert abs(lo - 0.2366) < 1e-4 and abs(hi - 0.7634) < 1e-4

@@ -11,10 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from rcedetect import InputError, adv_export, attack_store, checkpoint, wrap
+from rcedetect import InputError, wrap
 from rcedetect.attacks import AttackResult
 from rcedetect.cli import main
-from rcedetect.io import save_tensors
+from rcedetect.core.io import save_tensors
+from rcedetect.evaluation import adv_export, attack_store
+from rcedetect.models import checkpoint
 
 #: the decision threshold of the constructed model: sum of the 4 pixels against 4 · 100.15 / 255
 EDGE = 100.15 / 255

@@ -15,22 +15,28 @@ import torch
 from conftest import tiny_train_config
 from tiny_nets import LinearNet
 
-from rcedetect import attacks, checkpoint, models
-from rcedetect.adversarial_training import (
+from rcedetect import attacks, models
+from rcedetect.cli import main
+from rcedetect.core.errors import ConfigError
+from rcedetect.core.io import config_hash
+from rcedetect.models import checkpoint
+from rcedetect.models.classifier import Classifier
+from rcedetect.models.losses import reverse_cross_entropy
+from rcedetect.reproduce.layout import train_dict_for_hash
+from rcedetect.training import fit
+from rcedetect.training.adversarial import (
     adversarial_batch,
     attack_seed,
     kl_divergence,
     objective_loss_fn,
     trades_loss,
 )
-from rcedetect.classifier import Classifier
-from rcedetect.cli import main
-from rcedetect.config import AdversarialSettings, TrainConfig, apply_overrides, train_config_from_preset
-from rcedetect.errors import ConfigError
-from rcedetect.io import config_hash
-from rcedetect.losses import reverse_cross_entropy
-from rcedetect.reproduce.layout import train_dict_for_hash
-from rcedetect.training import fit
+from rcedetect.training.config import (
+    AdversarialSettings,
+    TrainConfig,
+    apply_overrides,
+    train_config_from_preset,
+)
 
 #: a short PGD-AT run of the tiny preset (synthetic 12x12, ResNet-8)
 SHORT = {"steps": 8, "eval_every": 8, "checkpoint_every": 8}

@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import tiny_train_config
 
-from rcedetect import TrainingError, attacks, checkpoint
+from rcedetect import TrainingError, attacks
+from rcedetect.core.errors import CheckpointError, ConfigError, InputError
+from rcedetect.core.io import write_json
 from rcedetect.detectors import Detector
-from rcedetect.errors import CheckpointError, ConfigError, InputError
-from rcedetect.io import write_json
+from rcedetect.models import checkpoint
 from rcedetect.training import fit
 
 
@@ -96,7 +97,7 @@ def test_nan_weights_never_load(trained_runs, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from rcedetect.io import sha256_file, write_json
+    from rcedetect.core.io import sha256_file, write_json
 
     run = tmp_path / "run"
     shutil.copytree(trained_runs["rce"], run)
@@ -121,7 +122,7 @@ def test_written_files_get_the_users_permissions(tmp_path):
 
 
 def test_all_finite_is_exact_where_the_sum_overflows():
-    from rcedetect.validation import all_finite
+    from rcedetect.core.validation import all_finite
 
     big = torch.full((4,), 3e38)  # every element finite, the float32 sum is inf
     assert all_finite(big)

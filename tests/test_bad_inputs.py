@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rcedetect.cli import main
-from rcedetect.io import sha256_file
+from rcedetect.core.io import sha256_file
 
 TRAIN = ["train", "--preset", "cpu-mnist5k-ce", "--set", 'dataset="synthetic"', "--set", "steps=4", "--set",
          "eval_every=2", "--set", "checkpoint_every=2", "--set", "lr_boundaries=[2]", "--set", "lr_values=[0.05,0.01]",

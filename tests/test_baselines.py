@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rcedetect import detectors
+from rcedetect.core.errors import ConfigError, InputError, NotFittedError
 from rcedetect.detectors import (
     Detector,
     FitData,
@@ -21,8 +22,7 @@ from rcedetect.detectors import (
     non_me,
     score_features,
 )
-from rcedetect.errors import ConfigError, InputError, NotFittedError
-from rcedetect.features import extract
+from rcedetect.models.features import extract
 
 
 def spec_non_me(logits: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,12 @@ from tiny_nets import LinearNet
 from rcedetect import Classifier
 from rcedetect.attacks import REGISTRY, create
 from rcedetect.attacks.carlini_wagner import CarliniWagnerL2, random_targets
+from rcedetect.core.errors import ConfigError, InputError
 from rcedetect.detectors import KDTerm, ScoreTerm
 from rcedetect.detectors import create as create_metric
 from rcedetect.detectors.bandwidth import default_sigma2
 from rcedetect.detectors.density import KernelDensity
-from rcedetect.errors import ConfigError, InputError
-from rcedetect.scoring import table3_stats
+from rcedetect.evaluation.scoring import table3_stats
 
 
 def linear_classifier(objective="ce", classes=3, d=16, scale=1.0, seed=0):

@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from rcedetect import checkpoint
-from rcedetect.errors import CheckpointError
+from rcedetect.core.errors import CheckpointError
+from rcedetect.models import checkpoint
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_corrupted_weights_with_matching_hash_are_still_caught(run_copy):
     w = _weights_file(run_copy)
     w.write_bytes(b"\x00" * 64)
     meta = json.loads((run_copy / "checkpoint.json").read_text())
-    from rcedetect.io import sha256_file
+    from rcedetect.core.io import sha256_file
 
     meta["weights_sha256"] = sha256_file(w)
     (run_copy / "checkpoint.json").write_text(json.dumps(meta))
@@ -75,7 +75,7 @@ def test_pickle_file_is_never_unpickled(run_copy):
     w = _weights_file(run_copy)
     torch.save({"x": torch.zeros(1)}, w)
     meta = json.loads((run_copy / "checkpoint.json").read_text())
-    from rcedetect.io import sha256_file
+    from rcedetect.core.io import sha256_file
 
     meta["weights_sha256"] = sha256_file(w)
     (run_copy / "checkpoint.json").write_text(json.dumps(meta))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from rcedetect.cli import main
+from rcedetect.core.errors import ConfigError
 from rcedetect.data import make_synthetic
-from rcedetect.errors import ConfigError
 from rcedetect.reproduce import plan, preset_config, reproduce
 
 

@@ -8,7 +8,7 @@ from tiny_nets import LinearNet
 from torch import nn
 
 from rcedetect import Classifier, models
-from rcedetect.errors import ConfigError, InputError
+from rcedetect.core.errors import ConfigError, InputError
 
 
 def identity3() -> LinearNet:

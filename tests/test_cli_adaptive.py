@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from rcedetect import attack_store, checkpoint
 from rcedetect.cli import main
 from rcedetect.detectors import Detector
+from rcedetect.evaluation import attack_store
+from rcedetect.models import checkpoint
 
 
 def test_adaptive_needs_a_calibrated_detector(trained_runs, capsys, tmp_path):

@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 
-from rcedetect import CheckpointError, attack_store, checkpoint, features
+from rcedetect import CheckpointError
 from rcedetect.attacks.gradient import FGSM
 from rcedetect.cli import main
+from rcedetect.core.io import load_tensors
 from rcedetect.detectors import Detector, create
-from rcedetect.io import load_tensors
-from rcedetect.scoring import score_attack
+from rcedetect.evaluation import attack_store
+from rcedetect.evaluation.scoring import score_attack
+from rcedetect.models import checkpoint, features
 
 FIELDS = {"x_adv", "success", "iterations", "indices", "y", "extra.label", "extra.pred_adv"}
 
@@ -134,7 +136,8 @@ def test_cw_wb_builds_the_detector_from_the_run(trained_runs):
 
 
 def test_transfer_to_another_run(trained_runs, synthetic):
-    from rcedetect import metrics, transfer
+    from rcedetect.evaluation import transfer
+    from rcedetect.stats import metrics
 
     src, dst = trained_runs["ce"], trained_runs["rce"]
     assert main(["attack", str(src), "--attack", "bim", "--eps", "0.3", "--n", "24", "--batch-size", "24",

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rcedetect import checkpoint
 from rcedetect.cli import main
-from rcedetect.io import save_tensors
+from rcedetect.core.io import save_tensors
+from rcedetect.models import checkpoint
 
 
 @pytest.fixture()

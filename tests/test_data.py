@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rcedetect import data
-from rcedetect.errors import ConfigError, DataError
+from rcedetect.core.errors import ConfigError, DataError
 
 
 def test_mnist5k_is_embedded_and_split_4000_1000():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import rcedetect.defended
-from rcedetect.defended import adaptive_success, defend
+import rcedetect.detectors.defended
+from rcedetect.core.errors import InputError, NotFittedError
 from rcedetect.detectors import NOT_SURE, Detector, ScoreTerm, observe
-from rcedetect.errors import InputError, NotFittedError
-from rcedetect.operating_point import operating_point
+from rcedetect.detectors.defended import adaptive_success, defend
+from rcedetect.stats.operating_point import operating_point
 
 
 def _classifier(request, objective):

@@ -9,15 +9,15 @@ import torch
 from scipy.spatial.distance import cdist, mahalanobis
 
 from rcedetect import attacks, detectors
-from rcedetect.classifier import Classifier
+from rcedetect.core.errors import CheckpointError, ConfigError, InputError
 from rcedetect.detectors import Detector, View, create, observe
 from rcedetect.detectors import combiner as combiner_module
 from rcedetect.detectors.kd_bu import bayesian_uncertainty
 from rcedetect.detectors.lid import lid_mle
 from rcedetect.detectors.mahalanobis import squared_distances, tied_gaussian
-from rcedetect.errors import CheckpointError, ConfigError, InputError
-from rcedetect.features import extract
 from rcedetect.models import create as create_model
+from rcedetect.models.classifier import Classifier
+from rcedetect.models.features import extract
 
 FAST = {"fit_images": 120, "fit_eps": 0.3}
 
@@ -264,7 +264,7 @@ def test_mahalanobis_choice_of_eps_reuses_the_direction_and_equals_the_plain_com
     chose by, the ε and the final regression are those of the plain computation (:func:`raw_features` run again at
     each ε, its own gradient each time)."""
     from rcedetect.detectors.combiner import LogisticCombiner, raw_features
-    from rcedetect.metrics import auc as roc_auc
+    from rcedetect.stats.metrics import auc as roc_auc
 
     x, y = synthetic.train_images(), synthetic.y_train
     m = Detector(ce_classifier, "mahalanobis", **FAST, noise=[0.0, 0.002, 0.01]).fit(x, y).scorer
@@ -293,8 +293,8 @@ def test_mahalanobis_choice_of_eps_reuses_the_direction_and_equals_the_plain_com
 
 
 def test_the_dropout_variant_drops_z_only_in_training_and_kd_bu_reads_its_rate():
-    from rcedetect.config import TrainConfig
     from rcedetect.detectors.kd_bu import model_dropout
+    from rcedetect.training.config import TrainConfig
 
     net = create_model("resnet8", in_channels=1, num_classes=4, dropout=0.3)
     z = torch.randn(16, 64, generator=torch.Generator().manual_seed(6))
@@ -326,8 +326,8 @@ def test_the_tiny_run_compares_every_detector_fit_on_a_split_it_never_scores(tin
         assert "baselines" not in results["detectors"][model]
     recs = [r for r in results["adaptive"]["records"] if r["metric"] in ("lid", "mahalanobis", "kd_bu")]
     assert {r["attack"] for r in recs} == {"pgd_detector"} and len(recs) == 2 * 3 * 2  # models × baselines × ε
-    from rcedetect.report_compare import compare_blocks
-    from rcedetect.report_format import to_markdown
+    from rcedetect.report.compare import compare_blocks
+    from rcedetect.report.format import to_markdown
 
     report = to_markdown(compare_blocks(results))
     assert "## Detectors compared" in report and "FGSM (fit)" in report and "| LID | RCE |" in report

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from rcedetect.attacks import create
-from rcedetect.classifier import Classifier
 from rcedetect.detectors import Detector
 from rcedetect.models import create as create_net
+from rcedetect.models.classifier import Classifier
 
 
 def _device() -> torch.device | None:
@@ -73,9 +73,9 @@ def test_gradient_attacks_agree_with_the_cpu(name):
 
 
 def test_training_on_the_device_saves_a_checkpoint_that_loads_on_the_cpu(tmp_path):
-    from rcedetect import checkpoint
-    from rcedetect.config import train_config_from_preset
+    from rcedetect.models import checkpoint
     from rcedetect.training import fit
+    from rcedetect.training.config import train_config_from_preset
 
     cfg = train_config_from_preset("cpu-mnist5k-rce", ['dataset="synthetic"', "steps=6", "eval_every=6",
                                                        "checkpoint_every=6", "lr_boundaries=[3]",

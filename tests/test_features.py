@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from rcedetect import Classifier, features
-from rcedetect.errors import CheckpointError, InputError
-from rcedetect.features import FeatureBank, cached, extract
+from rcedetect import Classifier
+from rcedetect.core.errors import CheckpointError, InputError
+from rcedetect.models import features
+from rcedetect.models.features import FeatureBank, cached, extract
 
 
 def test_extract_matches_the_classifier(ce_classifier, test_batch):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.neighbors import KernelDensity as SkKernelDensity
 
+from rcedetect.core.errors import CheckpointError, ConfigError, InputError
 from rcedetect.detectors.bandwidth import default_sigma2, log_density, select_sigma2
 from rcedetect.detectors.density import KernelDensity
-from rcedetect.errors import CheckpointError, ConfigError, InputError
 
 
 def clustered(n: int, d: int, classes: int, seed: int = 0, dtype=torch.float64):
@@ -215,7 +215,7 @@ def test_save_load_round_trip(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CheckpointError):
         KernelDensity.load(tmp_path / "junk.safetensors")
-    from rcedetect.io import save_tensors
+    from rcedetect.core.io import save_tensors
 
     save_tensors(tmp_path / "foreign.safetensors", {"kernels": kd.kernels})
     with pytest.raises(CheckpointError, match="not an rcedetect"):

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rcedetect.losses import cross_entropy, reverse_cross_entropy, reverse_label_vector
+from rcedetect.models.losses import cross_entropy, reverse_cross_entropy, reverse_label_vector
 
 
 def test_rce_equals_cross_entropy_against_reverse_labels():

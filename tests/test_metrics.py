@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from rcedetect.errors import InputError
-from rcedetect.metrics import auc, detection_record, pair_mask, roc_curve, threshold_for_fpr, tpr_at_fpr
+from rcedetect.core.errors import InputError
+from rcedetect.stats.metrics import auc, detection_record, pair_mask, roc_curve, threshold_for_fpr, tpr_at_fpr
 
 
 def auc_m(normal: np.ndarray, adversarial: np.ndarray) -> float:

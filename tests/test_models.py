@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rcedetect import models
-from rcedetect.errors import ConfigError
+from rcedetect.core.errors import ConfigError
 from rcedetect.models.resnet import BN_EPS, LEAKINESS
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rcedetect.errors import InputError
-from rcedetect.metrics import auc, pair_mask, threshold_for_fpr
-from rcedetect.operating_point import (
+from rcedetect.core.errors import InputError
+from rcedetect.stats.metrics import auc, pair_mask, threshold_for_fpr
+from rcedetect.stats.operating_point import (
     MIN_PAIRS,
     _inputs,
     _resample_statistics,

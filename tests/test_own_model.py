@@ -81,7 +81,7 @@ def test_train_detect_attack_evaluate(rce_run, capsys):
 
 
 def test_posthoc_import_of_local_weights(rce_run, folder, tmp_path, capsys):
-    from rcedetect import checkpoint
+    from rcedetect.models import checkpoint
 
     weights = tmp_path / "mine.safetensors"
     from safetensors.torch import save_file

@@ -8,8 +8,8 @@ import torch
 
 from rcedetect import attacks
 from rcedetect.attacks.pgd_defended import target_classes
+from rcedetect.core.errors import ConfigError
 from rcedetect.detectors import NOT_SURE, Detector
-from rcedetect.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY_OVERRIDES
 
 from rcedetect.cli import main
-from rcedetect.errors import ConfigError
-from rcedetect.io import read_json
+from rcedetect.core.errors import ConfigError
+from rcedetect.core.io import read_json
 from rcedetect.reproduce import reproduce, resolve_config
 
 

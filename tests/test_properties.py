@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save
 
-from rcedetect import checkpoint, data, schemas
-from rcedetect.config import TrainConfig, train_config_from_preset
+from rcedetect import data
+from rcedetect.core import schemas
+from rcedetect.core.errors import RceError
+from rcedetect.core.io import load_tensors, read_json, sha256_file
 from rcedetect.detectors import Detector
-from rcedetect.errors import RceError
-from rcedetect.io import load_tensors, read_json, sha256_file
+from rcedetect.models import checkpoint
 from rcedetect.reproduce import resolve_config
+from rcedetect.training.config import TrainConfig, train_config_from_preset
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

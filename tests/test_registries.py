@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from rcedetect import attack_store, attacks, paper_ref
+from rcedetect import attacks
 from rcedetect.attacks.base import AttackResult, check_eps, prepare
+from rcedetect.core.errors import ConfigError, NotFittedError
 from rcedetect.detectors import (
     REGISTRY,
     Detector,
@@ -26,8 +27,8 @@ from rcedetect.detectors import (
     resolve_sigma2,
     score_features,
 )
-from rcedetect.errors import ConfigError, NotFittedError
-from rcedetect.features import extract
+from rcedetect.evaluation import attack_store, paper_ref
+from rcedetect.models.features import extract
 from rcedetect.reproduce import resolve_config
 
 
@@ -158,8 +159,8 @@ class Shift:
 def test_a_new_attack_is_one_registered_class_and_a_preset_table(tiny_run, tmp_path):
     """Run the tiny preset plus ``[attacks.shift]`` in a copy of a finished tiny run: the cached stages stay
     cached, the new attack runs and is scored by every registered detector."""
-    from rcedetect.config import PRESET_DIR
     from rcedetect.reproduce import reproduce
+    from rcedetect.training.config import PRESET_DIR
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)

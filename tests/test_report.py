@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rcedetect import paper_ref, report
+from rcedetect import report
 from rcedetect.cli import main
-from rcedetect.io import write_json
+from rcedetect.core.io import write_json
+from rcedetect.evaluation import paper_ref
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -131,7 +132,7 @@ def test_partial_results_render_without_missing_figures(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"format": "other"}, [1, 2]])
 def test_foreign_results_file_is_refused(tmp_path, bad):
-    from rcedetect.errors import CheckpointError
+    from rcedetect.core.errors import CheckpointError
 
     write_json(tmp_path / "results.json", bad)
     with pytest.raises(CheckpointError):
@@ -141,7 +142,7 @@ def test_foreign_results_file_is_refused(tmp_path, bad):
 def test_cells_with_too_few_pairs_are_shown_but_never_compared():
     """A 4-pair cell far from the paper is marked "too few pairs (4)" and is neither a disagreement nor a
     reversal of the paper's claims; the same cell with 40 pairs is both."""
-    from rcedetect.report_table2 import disagreements, table2
+    from rcedetect.report.table2 import disagreements, table2
 
     results = fake_results()
     rce_jsma = next(r for r in results["attacks"] if r["model"] == "rce" and r["attack"] == "jsma"

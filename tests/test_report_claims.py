@@ -3,7 +3,7 @@ results), "does not hold" only where the intervals resolve it."""
 
 from __future__ import annotations
 
-from rcedetect.report_claims import claims_blocks
+from rcedetect.report.claims import claims_blocks
 
 
 def _det(auc: float, lo: float, hi: float) -> dict:

@@ -11,10 +11,12 @@ import matplotlib.image
 import pytest
 from test_report import fake_results
 
-from rcedetect import figures, paper_ref, report
-from rcedetect.report_format import NO_PAIRS
-from rcedetect.report_render import esc, to_html, to_markdown
-from rcedetect.report_table2 import LOW_AUC_TITLE
+from rcedetect import report
+from rcedetect.evaluation import paper_ref
+from rcedetect.report import figure_style, figures
+from rcedetect.report.format import NO_PAIRS
+from rcedetect.report.render import esc, to_html, to_markdown
+from rcedetect.report.table2 import LOW_AUC_TITLE
 
 
 def _find(results: dict, model: str, attack: str, eps: float | None) -> dict:
@@ -88,9 +90,9 @@ def test_figure_text_is_never_under_9_points_and_never_scaled_down(tmp_path, mon
     monkeypatch.setattr(Figure, "savefig", checked)
     made = figures.make_all(fake_results(), tmp_path)
     assert len(made) == len(sizes) == 7
-    assert min(sizes.values()) >= figures.MIN_FONT_PT
+    assert min(sizes.values()) >= figure_style.MIN_FONT_PT
     for _, file, _ in made:
-        assert matplotlib.image.imread(tmp_path / file).shape[1] <= figures.MAX_WIDTH_PX
+        assert matplotlib.image.imread(tmp_path / file).shape[1] <= figure_style.MAX_WIDTH_PX
 
 
 def test_table1_shows_the_paper_value_beside_ours():

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 from test_pipeline import strip_timings
 
 from rcedetect.cli import main
-from rcedetect.errors import ConfigError
+from rcedetect.core.errors import ConfigError
 from rcedetect.reproduce import check_writable, output_lock, recipe, reproduce, runner
 from rcedetect.reproduce.lock import LOCK_NAME
 

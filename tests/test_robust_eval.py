@@ -9,18 +9,18 @@ import itertools
 
 import pytest
 import torch
+from rcedetect.classifier import Classifier
 from tiny_nets import LinearNet
 
 from rcedetect import attack_store, report
-from rcedetect.classifier import Classifier
 from rcedetect.cli import main
-from rcedetect.errors import ConfigError
-from rcedetect.io import write_json
-from rcedetect.metrics import wilson_interval
-from rcedetect.report_robust import CONSISTENT, UNRESOLVED, WEAK, robust_blocks, tramer_verdict
+from rcedetect.core.errors import ConfigError
+from rcedetect.core.io import write_json
+from rcedetect.evaluation.robust import cascade
+from rcedetect.report.robust import CONSISTENT, UNRESOLVED, WEAK, robust_blocks, tramer_verdict
 from rcedetect.reproduce import plan, resolve_config
 from rcedetect.reproduce.robust import detector_rows
-from rcedetect.robust_eval import cascade
+from rcedetect.stats.metrics import wilson_interval
 
 
 # ----------------------------------------------------------------------------------------------- the cascade

@@ -22,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serve_bodies import ONLY_CHECKPOINT, malformed, multipart, npy, png
 from test_serve_units import FAMILIES, parse_metrics
 
-from rcedetect import attack_store, checkpoint
 from rcedetect.cli import build_parser, main
+from rcedetect.core.io import save_tensors
 from rcedetect.detectors import Detector
-from rcedetect.io import save_tensors
+from rcedetect.evaluation import attack_store
+from rcedetect.models import checkpoint
 from rcedetect.serve import engine, runs
 from rcedetect.serve.spawn import ServerProcess
 

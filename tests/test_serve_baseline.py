@@ -16,10 +16,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from test_serve_bodies import ONLY_CHECKPOINT, npy, png
 
-from rcedetect import attack_store, checkpoint
-from rcedetect.adv_export import export_attack
 from rcedetect.cli import build_parser, main
 from rcedetect.detectors import Detector
+from rcedetect.evaluation import attack_store
+from rcedetect.evaluation.adv_export import export_attack
+from rcedetect.models import checkpoint
 from rcedetect.serve import engine, runs
 from rcedetect.serve.spawn import ServerProcess
 

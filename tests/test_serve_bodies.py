@@ -15,7 +15,7 @@ from PIL import Image
 
 pytest.importorskip("python_multipart")
 
-from rcedetect.io import save_tensors
+from rcedetect.core.io import save_tensors
 from rcedetect.serve import parsing
 from rcedetect.serve.limits import HttpError
 

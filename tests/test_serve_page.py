@@ -60,8 +60,9 @@ def answer_text(label: int) -> str:
 def test_upload_pick_and_draw(page_server, browser, synthetic, tmp_path):
     from PIL import Image
 
-    from rcedetect import attack_store, checkpoint
     from rcedetect.detectors import Detector
+    from rcedetect.evaluation import attack_store
+    from rcedetect.models import checkpoint
 
     run, server = page_server
     det = Detector.load(run / "detector-kd", checkpoint.load(run).classifier)

@@ -23,8 +23,8 @@ pytest.importorskip("fastapi")
 from test_serve_bodies import ONLY_CHECKPOINT, npy, png
 
 from rcedetect.cli import build_parser, main
-from rcedetect.errors import CheckpointError, ConfigError
-from rcedetect.io import write_json
+from rcedetect.core.errors import CheckpointError, ConfigError
+from rcedetect.core.io import write_json
 from rcedetect.serve import engine, runs, server
 from rcedetect.serve.batching import MicroBatcher
 from rcedetect.serve.limits import HttpError, Limits
@@ -254,8 +254,8 @@ def test_a_token_guards_every_route_but_healthz_and_the_page(tiny_engine):
 
 
 def test_lid_answers_equal_detector_predict(trained_runs, tmp_path, synthetic):
-    from rcedetect import checkpoint
     from rcedetect.detectors import Detector
+    from rcedetect.models import checkpoint
 
     shutil.copytree(trained_runs["rce"], tmp_path / "run", ignore=ONLY_CHECKPOINT)
     run = tmp_path / "run"

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rcedetect import attack_store, attacks, checkpoint
+from rcedetect import attacks
 from rcedetect.cli import main
-from rcedetect.defended import defend
+from rcedetect.core.errors import ConfigError
 from rcedetect.detectors import NOT_SURE, Detector
-from rcedetect.errors import ConfigError
-from rcedetect.operating_point import fpr_key, operating_points
+from rcedetect.detectors.defended import defend
+from rcedetect.evaluation import attack_store
+from rcedetect.models import checkpoint
+from rcedetect.stats.operating_point import fpr_key, operating_points
 
 torchattacks = pytest.importorskip("torchattacks")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rcedetect import data
+from rcedetect.core.errors import CheckpointError, ConfigError, InputError, NotFittedError
 from rcedetect.detectors import NOT_SURE, Detector
-from rcedetect.errors import CheckpointError, ConfigError, InputError, NotFittedError
-from rcedetect.features import FeatureBank, extract
+from rcedetect.models.features import FeatureBank, extract
 
 
 @pytest.fixture(scope="module")

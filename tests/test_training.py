@@ -2,10 +2,10 @@ import pytest
 import torch
 from conftest import tiny_train_config
 
-from rcedetect import checkpoint
-from rcedetect.config import TrainConfig, apply_overrides, train_config_from_preset
-from rcedetect.errors import ConfigError
+from rcedetect.core.errors import ConfigError
+from rcedetect.models import checkpoint
 from rcedetect.training import fit, parameter_groups
+from rcedetect.training.config import TrainConfig, apply_overrides, train_config_from_preset
 
 
 def _weights(run_dir):

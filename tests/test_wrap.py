@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 
 import rcedetect
-from rcedetect import checkpoint, models
+from rcedetect import models
 from rcedetect.attacks import create as attack
-from rcedetect.errors import CheckpointError, ConfigError
-from rcedetect.models import external
-from rcedetect.wrapping import wrap
+from rcedetect.core.errors import CheckpointError, ConfigError
+from rcedetect.models import checkpoint, external
+from rcedetect.models.wrapping import wrap
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -165,7 +165,7 @@ def test_timm_is_optional(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'rcedetect\[timm\]'"):
         models.check_arch("timm:resnet18")
-    from rcedetect.config import TrainConfig
+    from rcedetect.training.config import TrainConfig
 
     with pytest.raises(ConfigError, match="timm"):
         TrainConfig(arch="timm:resnet18")

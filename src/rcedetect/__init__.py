@@ -15,16 +15,25 @@ The names of the package, all reachable as ``rcedetect.NAME``:
 
 Only the classifier, the errors and ``wrap`` are imported with the package; every other name is imported when it
 is first used.
+
+The parts, lowest first (each imports only its own part and the parts below it; ``tests/test_imports.py``):
+``core`` (errors, files, checks, schemas, processes, device), ``stats`` (AUC, ROC, operating points), ``data``,
+``models`` (networks, losses, classifier, wrapping, checkpoint, features), ``detectors`` (with ``defend``),
+``attacks``, ``evaluation`` (attack runs on disk, scoring, transfer, export, the paper's numbers), ``training``
+(the loop, its config, adversarial training, imported models), ``reproduce``, ``report``, ``serve``,
+``commands`` and ``cli``. The module paths from before the parts (``rcedetect.checkpoint``,
+``rcedetect.metrics``, ...: :data:`MOVED`) still import, as the same module objects.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
+import sys
 from typing import TYPE_CHECKING, Any
 
-from .classifier import Classifier
-from .errors import (
+from .core.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -33,38 +42,70 @@ from .errors import (
     RceError,
     TrainingError,
 )
-from .io import package_version
-from .wrapping import wrap
+from .core.io import package_version
+from .models.classifier import Classifier
+from .models.wrapping import wrap
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from . import (  # noqa: F401
-        adv_export,
-        attacks,
-        checkpoint,
-        config,
-        data,
-        detectors,
-        features,
-        models,
-        training,
-        transfer,
-    )
-    from .defended import defend  # noqa: F401
+    from . import attacks, data, detectors, models, training  # noqa: F401
+    from .detectors.defended import defend  # noqa: F401
     from .detectors.threshold import Detector
+    from .models import checkpoint, features  # noqa: F401
 
 __version__ = package_version()
 
-#: submodules reachable as attributes without an explicit import
-_MODULES = ("adv_export", "attacks", "checkpoint", "config", "data", "detectors", "features", "models", "training",
-            "transfer")
+#: submodules reachable as attributes without an explicit import (name -> where it lives)
+_MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkpoint": "models.checkpoint",
+            "config": "training.config", "data": "data", "detectors": "detectors", "features": "models.features",
+            "models": "models", "training": "training", "transfer": "evaluation.transfer"}
 #: lazy names -> (module, attribute)
-_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("defended", "defend")}
+_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend")}
+#: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
+#: rcedetect.checkpoint import load``) still give the module where it lives now
+MOVED = {
+    "errors": "core.errors", "io": "core.io", "validation": "core.validation", "schemas": "core.schemas",
+    "distributed": "core.distributed", "device": "core.device",
+    "metrics": "stats.metrics", "operating_point": "stats.operating_point",
+    "data_folder": "data.folder",
+    "losses": "models.losses", "classifier": "models.classifier", "wrapping": "models.wrapping",
+    "checkpoint": "models.checkpoint", "features": "models.features",
+    "defended": "detectors.defended",
+    "attack_store": "evaluation.attack_store", "scoring": "evaluation.scoring", "transfer": "evaluation.transfer",
+    "adv_export": "evaluation.adv_export", "paper_ref": "evaluation.paper_ref",
+    "config": "training.config", "adversarial_training": "training.adversarial", "posthoc": "training.posthoc",
+    "report_table2": "report.table2", "report_compare": "report.compare", "report_adaptive": "report.adaptive",
+    "report_claims": "report.claims", "report_format": "report.format", "report_render": "report.render",
+    "figures": "report.figures", "figures_detection": "report.figures_detection",
+    "figures_samples": "report.figures_samples",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``rcedetect.OLD`` of :data:`MOVED` and hands back the module at its new path (the same object:
+    imported once, patched once)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package == __name__ and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        # the import system returns what sys.modules holds under the name after this call
+        sys.modules[module.__name__] = importlib.import_module(f"{__name__}.{MOVED[module.__name__.rpartition('.')[2]]}")
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:
     """Import a submodule or a lazy name on first use (keeps ``import rcedetect`` light)."""
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+    if name in _MODULES or name in MOVED:
+        return importlib.import_module(f"{__name__}.{_MODULES.get(name) or MOVED[name]}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
@@ -82,15 +123,15 @@ def train(preset: str, run_dir, overrides: list[str] | None = None, *, progress:
     """Train the training preset ``preset`` (e.g. ``"cpu-mnist5k-rce"``, or a TOML file) with ``--set``-style
     ``overrides`` (``["steps=100"]``), checkpointing into ``run_dir``; returns the trained classifier, in eval
     mode. ``resume`` continues from the checkpoint in ``run_dir``. Raises ConfigError on bad settings."""
-    from .config import train_config_from_preset
     from .training import fit
+    from .training.config import train_config_from_preset
 
     return fit(train_config_from_preset(preset, overrides), run_dir, progress=progress, resume=resume).eval()
 
 
 def load(run_dir, device: str = "cpu") -> Classifier:
     """The classifier of the trained run in ``run_dir`` (weights verified, eval mode) on ``device``."""
-    from .checkpoint import load as load_checkpoint
+    from .models.checkpoint import load as load_checkpoint
 
     return load_checkpoint(run_dir, device=device).classifier
 
@@ -113,5 +154,5 @@ __all__ = [
     "train",
     "wrap",
 ]
-if importlib.util.find_spec(f"{__name__}.defended") is not None:  # ``from rcedetect import *`` works without it
+if importlib.util.find_spec(f"{__name__}.detectors.defended") is not None:  # ``from rcedetect import *`` works without it
     __all__.append("defend")

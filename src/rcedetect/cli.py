@@ -13,8 +13,8 @@ import pkgutil
 import sys
 
 from . import commands
-from .errors import RceError
-from .io import package_version
+from .core.errors import RceError
+from .core.io import package_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _speaks() -> bool:
     """Under torchrun every rank meets the same bad input: only rank 0 says so."""
-    from .distributed import world
+    from .core.distributed import world
 
     return world().main
 

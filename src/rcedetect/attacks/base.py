@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError
-from ..validation import check_labels, check_model_input
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_labels, check_model_input
 
 
 @dataclass
@@ -169,20 +169,3 @@ def register(name: str, *, requires: tuple[str, ...] = (), **defaults: Any):
         return cls
 
     return wrap
-
-
-def spec(name: str) -> AttackSpec:
-    """The registered attack ``name``, or a library's attack ``torchattacks:NAME`` / ``foolbox:NAME``
-    (:mod:`.thirdparty`); unknown names raise ConfigError."""
-    if isinstance(name, str) and ":" in name and name not in REGISTRY:
-        from .thirdparty import thirdparty_spec
-
-        return thirdparty_spec(name)
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
-
-
-def create(name: str, **settings: Any):
-    """Build the attack registered as ``name`` with ``settings`` (unknown names and settings raise ConfigError)."""
-    return spec(name).create(**settings)

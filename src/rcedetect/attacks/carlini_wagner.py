@@ -49,9 +49,9 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_images, check_labels
 from ..detectors.base import observe
-from ..errors import ConfigError, InputError
-from ..validation import check_images, check_labels
 from .base import AttackResult, check_common, prepare, register
 from .cw_margins import margin_reached, random_targets, unconfirmed
 from .precision import autocast, check_precision

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 from .base import AttackResult, check_common, prepare, register
 from .precision import autocast, check_precision
 
@@ -80,7 +80,7 @@ def predict(classifier, x: torch.Tensor) -> torch.Tensor:
     return classifier.logits(x).argmax(1)
 
 
-def _labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: str, lazy: bool = False
+def prepare_labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: str, lazy: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(prepared x, the label to move away from); with ``lazy``, None stands for the clean prediction, for the
     caller to read off its first forward pass (:func:`sign_steps`)."""
@@ -123,7 +123,7 @@ class BIM:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, label = _labels(classifier, x, y, self.label, lazy=self.precision == "fp32")
+        x, label = prepare_labels(classifier, x, y, self.label, lazy=self.precision == "fp32")
         x_adv, label = sign_steps(classifier, x, label, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
                                   direction=1.0, precision=self.precision)
         pred_adv = predict(classifier, x_adv)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackResult, check_common, prepare, register
 from .gradient import check_steps, finish
 from .precision import autocast, check_precision

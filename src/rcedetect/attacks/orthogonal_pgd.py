@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError
 from ..detectors.base import observe
-from ..errors import ConfigError
 from .base import AttackResult, check_common, register
 from .gradient import check_steps
 from .pgd import (

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackResult, check_common, register, seeded_generator
-from .gradient import _labels, check_label, check_steps, finish, predict
+from .gradient import check_label, check_steps, finish, predict, prepare_labels
 from .variants import MAX_BATCH, check_max_batch, chunks
 
 NORMS = ("linf", "l2")
@@ -206,7 +206,7 @@ class PGD:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
-        x, label = _labels(classifier, x, y, self.label)
+        x, label = prepare_labels(classifier, x, y, self.label)
         direction = self.direction
         alpha = resolve_step_size(self.step_size, self.eps, self.steps)
         best = x.clone()

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackResult, check_common, register
 from .gradient import check_steps
 from .pgd import check_norm, check_step_size, per_example, pgd_step, resolve_step_size, starts
@@ -95,7 +95,7 @@ class PGDDefended:
         return (3.0 * self.steps + 1.0) * self.restarts * self.targets
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
-        from ..defended import defend
+        from ..detectors.defended import defend
 
         x_in = x
         x, label, term = begin(self, classifier, x, y)

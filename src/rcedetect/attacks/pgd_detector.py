@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError
 from ..detectors.base import View, observe
-from ..errors import ConfigError
 from .base import AttackResult, check_common, prepare, register
 from .gradient import check_steps, finish, predict
 from .pgd import (

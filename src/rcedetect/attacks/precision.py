@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
 

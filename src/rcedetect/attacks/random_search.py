@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError
 from ..detectors.base import observe
-from ..errors import ConfigError
 from .base import AttackResult, check_common, register, seeded_generator
 from .gradient import check_steps
 from .pgd import class_margin

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import AttackSpec, check_eps, check_seed, prepare
 
 LIBRARIES = {"torchattacks": "attacks", "foolbox": "peers"}  # library -> the rcedetect extra that installs it
@@ -258,7 +258,7 @@ class ThirdPartyAttack:
         if self.detector is None:
             raise ConfigError(f"{self.name} on the defended model needs a detector (a calibrated Detector or its "
                               "term); set on=\"classifier\" to attack the classifier alone")
-        from ..defended import defend
+        from ..detectors.defended import defend
 
         return defend(classifier, self.detector, scale=self.reject_scale)
 
@@ -297,7 +297,7 @@ class ThirdPartyAttack:
         return (label + shift) % k
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None):
-        from ..operating_point import adaptive_success
+        from ..stats.operating_point import adaptive_success
         from .gradient import finish
         from .pgd import distortion, per_example, project
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 #: images per pass by default: bounded memory on a GPU (a few GiB for CIFAR-sized ResNets) and on a CPU
 MAX_BATCH = 4096

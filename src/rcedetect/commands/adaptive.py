@@ -6,10 +6,10 @@ chosen share of clean held-out images (the end of the test split). The attack ge
 (the detector as deployed) and attacks ``N`` test images drawn by a seeded permutation of the images *before*
 the calibration ones; the output is the same part files as ``rce attack`` plus ``summary.json`` with the operating
 point: SR@N (attacked, clean-correct images that end misclassified AND accepted), TPR, robust accuracy with
-rejection and bootstrap intervals (:mod:`rcedetect.operating_point`), and the classifier's robust accuracy alone.
+rejection and bootstrap intervals (:mod:`rcedetect.stats.operating_point`), and the classifier's robust accuracy alone.
 
 ``--attack torchattacks:NAME`` (or ``foolbox:NAME``) runs a library's attack, unchanged and with the true labels, on
-the defended K+1-class model (:func:`rcedetect.defended.defend`, Carlini & Wagner 2017); ``--set on="classifier"``
+the defended K+1-class model (:func:`rcedetect.detectors.defended.defend`, Carlini & Wagner 2017); ``--set on="classifier"``
 runs it on the classifier alone (e.g. AutoAttack's robust accuracy); its other ``--set`` settings are the keyword
 arguments of the library's class. Success is counted by the detector's verdict, as for every attack here.
 """
@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 
 
 def _check_eps(eps: float | None, norm: str) -> None:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if eps is None:
         return
@@ -56,8 +56,8 @@ def _check_gradient(classifier, term, x) -> None:
     """Refuse a detector whose score gives no usable gradient: the attack would be blind to it."""
     import torch
 
+    from ..core.errors import ConfigError
     from ..detectors import observe
-    from ..errors import ConfigError
 
     x = x.to(classifier.device).requires_grad_(True)
     with torch.enable_grad():
@@ -73,14 +73,16 @@ def _check_gradient(classifier, term, x) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, checkpoint, data, features
+    from .. import attacks, data
     from ..attacks.thirdparty import attack_norm
-    from ..classifier import FINAL
+    from ..core.device import resolve
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
-    from ..device import resolve
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, config_hash, versions, write_json
-    from ..operating_point import fpr_key, operating_points
+    from ..evaluation import attack_store
+    from ..models import checkpoint, features
+    from ..models.classifier import FINAL
+    from ..stats.operating_point import fpr_key, operating_points
     from .attack import parse_settings
 
     spec = attacks.spec(args.attack)

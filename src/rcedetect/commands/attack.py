@@ -1,20 +1,20 @@
 """``rce attack RUN_DIR --attack NAME [--eps E] [--n N] [--export FILE.npz] ...``: attack a trained run's test
 images (protocol §5, §6).
 
-The same attack run as ``rce reproduce`` (:mod:`rcedetect.attack_store`): ``N`` test images chosen by a seeded
+The same attack run as ``rce reproduce`` (:mod:`rcedetect.evaluation.attack_store`): ``N`` test images chosen by a seeded
 random permutation of the test set (``--seed``; ``--first`` takes the first N in file order instead), attacked in
 batches of ``--batch-size``, one part file per batch, seeded attacks seeded ``seed · 1000 + batch``.
 
 Output, in ``RUN_DIR/attacks/<name>-<hash of the settings>/``:
 - ``part-NNNN.safetensors``: x_adv, success, iterations, target (targeted attacks), the attack's extras, the
   labels y and the test-set indices of the batch's images (read them back with
-  :func:`rcedetect.attack_store.load_parts` or :func:`rcedetect.transfer.load_adversarial`);
-- ``summary.json``: the scored record of :func:`rcedetect.scoring.score_attack` (success rate, clean and
+  :func:`rcedetect.evaluation.attack_store.load_parts` or :func:`rcedetect.evaluation.transfer.load_adversarial`);
+- ``summary.json``: the scored record of :func:`rcedetect.evaluation.scoring.score_attack` (success rate, clean and
   adversarial accuracy, the pairs of the paper's AUC mask, mean L2 over the pairs, the AUCs of the detectors that
   need no fitting), mean and max L∞, seconds per example, the settings and versions.
 
 ``--export FILE.npz`` also writes the examples to one portable file of plain arrays (x_adv, y, indices, success,
-success_8bit: whether a success survives rounding to 8 bits; :mod:`rcedetect.adv_export`), checked writable
+success_8bit: whether a success survives rounding to 8 bits; :mod:`rcedetect.evaluation.adv_export`), checked writable
 before the attack starts; ``rce detect --input`` reads it, or the folder itself.
 
 Resumable: a rerun of the same command skips the parts that exist.
@@ -85,8 +85,8 @@ def add_parser(sub) -> None:
 
 
 def parse_settings(items: list[str]) -> dict:
-    from ..config import parse_value
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
+    from ..training.config import parse_value
 
     out = {}
     for item in items:
@@ -99,8 +99,8 @@ def parse_settings(items: list[str]) -> dict:
 
 def detector_term(classifier, ds, seed: int, progress: bool):
     """The run's K-density detector term with the paper's settings (protocol §4.2-4.4)."""
-    from .. import features
     from ..detectors import Detector
+    from ..models import features
 
     m = min(KD_TRAIN_IMAGES, len(ds.x_train))
     bank = features.extract(classifier, ds.train_images()[:m], ds.y_train[:m], progress=progress)
@@ -110,13 +110,16 @@ def detector_term(classifier, ds, seed: int, progress: bool):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import attack_store, attacks, checkpoint, data, distributed, features
+    from .. import attacks, data
+    from ..core import distributed
+    from ..core.device import resolve
+    from ..core.errors import ConfigError, InputError
+    from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
-    from ..device import resolve
-    from ..errors import ConfigError, InputError
-    from ..io import check_writable_dir, config_hash, versions, write_json
-    from ..scoring import score_attack
+    from ..evaluation import attack_store
+    from ..evaluation.scoring import score_attack
+    from ..models import checkpoint, features
 
     name = args.attack
     spec = attacks.spec(name)
@@ -129,7 +132,7 @@ def run(args) -> int:
         raise ConfigError(f"{name} builds its detector term from the run itself; do not pass detector with --set")
     attack_store.probe(name, settings, seed=args.seed)  # fail early on bad settings, before loading anything
     if args.export is not None:
-        from ..adv_export import check_export_path
+        from ..evaluation.adv_export import check_export_path
 
         check_export_path(args.export)  # a path that cannot take the file fails before the work
 
@@ -191,7 +194,7 @@ def _export(out: Path, path: str, classifier) -> None:
     """Write the attack folder ``out`` to the portable ``.npz`` ``path`` and say so in one line."""
     import numpy as np
 
-    from ..adv_export import export_attack
+    from ..evaluation.adv_export import export_attack
 
     written = export_attack(out, path, classifier)
     with np.load(written, allow_pickle=False) as f:

@@ -19,10 +19,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .. import checkpoint
-    from ..device import resolve
-    from ..io import check_writable_dir
-    from .detect import calibrated_detector, checked_settings, describe
+    from ..core.device import resolve
+    from ..core.io import check_writable_dir
+    from ..evaluation.calibrated import calibrated_detector, checked_settings
+    from ..models import checkpoint
+    from .detect import describe
 
     checked_settings(args)
     ckpt = checkpoint.load(Path(args.run_dir), device=resolve(args.device))

@@ -17,7 +17,7 @@ in ``RUN_DIR/detector-<metric>/``; it is rebuilt only when the weights or the de
 Inputs: image files (PNG/JPEG/...; converted to the model's channels, size checked), ``.npy`` arrays, ``.npz`` files with
 an array ``x`` (uint8 NHW or NHWC, or float NCHW in [0, 1]) or ``.safetensors`` files with a tensor ``x``
 (same layouts); the ``.npz`` of ``rce attack --export`` (array ``x_adv``) or an ``rce attack`` output folder
-(``RUN/attacks/NAME-HASH``), both read by :func:`rcedetect.adv_export.load_adversarial`. These carry the true
+(``RUN/attacks/NAME-HASH``), both read by :func:`rcedetect.evaluation.adv_export.load_adversarial`. These carry the true
 labels: each such input also gets one summary line (``summaries`` with ``--json``): the shares NOT SURE, accepted
 with the true label and accepted with another, and the accuracy with rejection; its JSON results add ``y`` and
 ``test_index``.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEFAULT_CALIBRATION = 1000
+from ..evaluation.calibrated import DEFAULT_CALIBRATION, calibrated_detector, checked_settings
 
 
 def add_detector_options(p) -> None:
@@ -69,109 +69,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-# -- the detector ---------------------------------------------------------------------------------------
-def _calibration_slice(n_test: int, requested: int | None) -> int:
-    from ..errors import ConfigError
-
-    if requested is not None and requested < 1:
-        raise ConfigError(f"--calibration-size must be >= 1, got {requested}")
-    size = min(requested or DEFAULT_CALIBRATION, max(1, n_test // 2))
-    return size
-
-
-def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
-    from .. import data, features
-    from ..detectors import Detector, select_sigma2
-    from ..errors import InputError
-
-    cfg = ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=args.data_dir or cfg.get("data_dir") or None,
-                   data_file=args.data_file or cfg.get("data_file") or None)
-    clf = ckpt.classifier
-    if ds.channels != clf.in_channels:
-        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
-    n_cal = _calibration_slice(len(ds.x_test), args.calibration_size)
-    det = Detector(clf, args.metric, progress=not args.quiet, **metric_settings(args, key))
-    extra = {}
-    if args.metric == "kd":
-        bank = features.cached(clf, ds.train_images(), ds.y_train,
-                               folder / f"train-features-{key['weights_sha256'][:12]}.safetensors",
-                               progress=not args.quiet)
-        det.fit(bank)
-        auto = det.bandwidth_selection or select_sigma2(bank.features, bank.labels, clf.num_classes,
-                                                         per_class=key["per_class"], seed=args.seed)
-        extra["sigma2_auto"] = auto.sigma2
-    elif det.scorer.needs_fit:
-        det.fit(ds.train_images(), ds.y_train)
-    else:
-        det.fit(None)
-    det.calibrate(ds.test_images()[-n_cal:], fpr=args.fpr)
-    extra.update({"key": key, "dataset": ds.name, "image_shape": list(ds.image_shape),
-                  "calibration": f"last {n_cal} images of the {ds.name} test split"})
-    det.save(folder, extra=extra)
-    det.extra = extra
-    return det
-
-
-def metric_settings(args, key: dict) -> dict:
-    """The constructor settings of ``args.metric`` from the options."""
-    from ..detectors import REGISTRY
-
-    kd = {"per_class": key["per_class"], "sigma2": key["sigma2"], "seed": args.seed}
-    if args.metric == "kd":
-        return kd
-    if REGISTRY[args.metric].needs_fit_images:
-        fit = {"fit_on": args.fit_on, "fit_eps": args.fit_eps, "fit_images": args.fit_images, "seed": args.seed}
-        return {**fit, **({"per_class": key["per_class"], "sigma2": key["sigma2"]} if args.metric == "kd_bu" else {})}
-    return {}
-
-
-def checked_settings(args) -> tuple:
-    """(per_class, sigma2) from the options, checked before anything is loaded."""
-    from ..errors import ConfigError
-
-    if not 0.0 <= args.fpr < 1.0:
-        raise ConfigError(f"--fpr must be in [0, 1), got {args.fpr}")
-    per_class = args.per_class if args.per_class == "all" else None
-    if per_class is None:
-        try:
-            per_class = int(args.per_class)
-        except ValueError:
-            raise ConfigError(f"--per-class must be a positive integer or 'all', got {args.per_class!r}") from None
-    sigma2 = args.sigma2
-    if sigma2 is not None and sigma2 != "auto":
-        try:
-            sigma2 = float(sigma2)
-        except ValueError:
-            raise ConfigError(f"--sigma2 must be a number or 'auto', got {args.sigma2!r}") from None
-    return per_class, sigma2
-
-
-def calibrated_detector(args, ckpt):
-    """The run's detector for ``args.metric``, fitted and calibrated at ``args.fpr`` on clean held-out test
-    images, loaded from ``RUN/detector-<metric>/`` when its settings and the weights match, else (re)built."""
-    from ..detectors import REGISTRY, Detector, create
-    from ..errors import RceError
-
-    per_class, sigma2 = checked_settings(args)
-    run_dir = Path(args.run_dir)
-    key = {"weights_sha256": ckpt.meta["weights_sha256"], "metric": args.metric, "fpr": args.fpr,
-           "calibration_size": args.calibration_size, "per_class": per_class, "sigma2": sigma2,
-           "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
-    if REGISTRY[args.metric].needs_fit_images:
-        key.update(fit_on=args.fit_on, fit_eps=args.fit_eps, fit_images=args.fit_images)
-    create(args.metric, **metric_settings(args, key))  # bad settings fail here, before any work
-    folder = run_dir / f"detector-{args.metric}"
-    if not args.refit and (folder / "detector.json").is_file():
-        try:
-            det = Detector.load(folder, ckpt.classifier)
-            if det.extra.get("key") == key and det.calibrated:
-                return det
-        except RceError:
-            pass  # a stale or broken cache is rebuilt
-    return _fit(args, ckpt, run_dir, key, folder)
-
-
 def describe(det, folder: Path, sigma2_setting) -> str:
     """One line: the detector, its bandwidth, its threshold and where it is cached."""
     bw = ""
@@ -184,7 +81,7 @@ def describe(det, folder: Path, sigma2_setting) -> str:
 
 
 def _check_shape(path, x, shape) -> None:
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     if tuple(x.shape[1:]) != tuple(shape):
         raise InputError(f"input {path} holds {x.shape[2]}x{x.shape[3]} images with {x.shape[1]} channel(s) but "
@@ -194,17 +91,17 @@ def _check_shape(path, x, shape) -> None:
 def read_input(path: str, channels: int) -> dict:
     """One ``--input``: {"x": float NCHW images in [0, 1], "y": true labels or None, "indices": test-set indices
     or None, "single": one image file}. Exports of ``rce attack --export`` and ``rce attack`` folders bring their
-    labels (:func:`rcedetect.adv_export.load_adversarial`); every other file is read by
+    labels (:func:`rcedetect.evaluation.adv_export.load_adversarial`); every other file is read by
     :func:`rcedetect.data.read_images`."""
     from .. import data
-    from ..adv_export import is_export, load_adversarial
-    from ..validation import check_images
+    from ..core.validation import check_images
+    from ..evaluation.adv_export import is_export, load_adversarial
 
     p = Path(path)
     if p.is_dir() or is_export(p):
         x, y, meta = load_adversarial(p)
         if len(x) == 0:
-            from ..errors import InputError
+            from ..core.errors import InputError
 
             raise InputError(f"input {path} holds no images")
         check_images(x, channels=channels, name=f"input {path}")
@@ -216,7 +113,7 @@ def read_input(path: str, channels: int) -> dict:
 def labelled_summary(path: str, rows: list[dict]) -> dict:
     """What the detector made of the images of one input with true labels: the shares NOT SURE, accepted with
     the true label, accepted with another label, and the accuracy with rejection (right label or NOT SURE, as
-    :func:`rcedetect.operating_point.operating_point` counts it)."""
+    :func:`rcedetect.stats.operating_point.operating_point` counts it)."""
     n = len(rows)
     not_sure = sum(r["not_sure"] for r in rows)
     right = sum((not r["not_sure"]) and r["label"] == r["y"] for r in rows)
@@ -225,9 +122,9 @@ def labelled_summary(path: str, rows: list[dict]) -> dict:
 
 
 def run(args) -> int:
-    from .. import checkpoint
-    from ..device import resolve
-    from ..io import check_writable_dir
+    from ..core.device import resolve
+    from ..core.io import check_writable_dir
+    from ..models import checkpoint
 
     checked_settings(args)
     run_dir = Path(args.run_dir)

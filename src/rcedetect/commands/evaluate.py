@@ -17,10 +17,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import checkpoint, data
-    from ..device import resolve
-    from ..errors import InputError
-    from ..io import check_writable_dir, write_json
+    from .. import data
+    from ..core.device import resolve
+    from ..core.errors import InputError
+    from ..core.io import check_writable_dir, write_json
+    from ..models import checkpoint
     from ..training import accuracy
 
     run_dir = Path(args.run_dir)

@@ -2,7 +2,7 @@
 [--evaluate ATTACK_DIR ...]``: defend an existing model post hoc, without retraining.
 
 With ``--model``, the trained model you already have (a torchvision / timm architecture and its weights in a local
-safetensors file) becomes the run folder ``RUN_DIR`` first (:func:`rcedetect.posthoc.import_model`). Then each
+safetensors file) becomes the run folder ``RUN_DIR`` first (:func:`rcedetect.training.posthoc.import_model`). Then each
 ``--metric`` (default: K-density, non-ME and confidence) is fitted on the run's training features and calibrated so
 that ``--fpr`` of clean held-out images (the last ``--calibration-size`` of the test split) are rejected, cached in
 ``RUN_DIR/detector-<metric>/`` where ``rce detect`` and ``rce adaptive`` find it. ``--evaluate`` scores ``rce attack``
@@ -49,8 +49,8 @@ def add_parser(sub) -> None:
 
 
 def _import(args) -> None:
-    from ..config import TrainConfig, apply_overrides
-    from ..posthoc import import_model
+    from ..training.config import TrainConfig, apply_overrides
+    from ..training.posthoc import import_model
     from .train import absolute
 
     values = {"arch": args.model, "objective": args.objective, "head": args.head or "", "device": args.device,
@@ -72,13 +72,15 @@ def _detector_args(args, metric: str) -> argparse.Namespace:
 
 
 def run(args) -> int:
-    from .. import checkpoint, data
+    from .. import data
+    from ..core.device import resolve
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, write_json
     from ..detectors import REGISTRY, check_metric
-    from ..device import resolve
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, write_json
-    from ..posthoc import evaluate, lines
-    from .detect import _calibration_slice, calibrated_detector, checked_settings, describe
+    from ..evaluation.calibrated import calibrated_detector, calibration_slice, checked_settings
+    from ..models import checkpoint
+    from ..training.posthoc import evaluate, lines
+    from .detect import describe
 
     metrics = args.metric or list(DEFAULT_METRICS)
     for m in metrics:
@@ -108,7 +110,7 @@ def run(args) -> int:
     cfg = ckpt.config
     ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=cfg.get("data_dir") or None,
                    data_file=cfg.get("data_file") or None)
-    calibration = ds.test_images()[-_calibration_slice(len(ds.x_test), args.calibration_size):]
+    calibration = ds.test_images()[-calibration_slice(len(ds.x_test), args.calibration_size):]
     records = []
     for path in args.evaluate:
         records.append(evaluate(detectors, path, ds, calibration, n_boot=args.bootstrap, seed=args.seed))

@@ -12,10 +12,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..errors import CheckpointError
-    from ..io import check_writable_dir
+    from ..core.errors import CheckpointError
+    from ..core.io import check_writable_dir
+    from ..core.schemas import check_results
     from ..report import RESULTS, load, render, summary
-    from ..schemas import check_results
 
     path = Path(args.out_dir) / RESULTS
     results = check_results(load(args.out_dir), path)

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..distributed import world
+    from ..core.distributed import world
     from ..report import render, summary
     from ..reproduce import check_writable, output_lock, preset_config
     from ..reproduce import run as run_recipe

@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
 
 
 def _require_extra() -> None:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     try:
         import fastapi  # noqa: F401
@@ -85,7 +85,7 @@ def run(args) -> int:
 
     import torch
 
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
     from ..serve import auth, engine, runs, server
     from ..serve.examples import load_given
     from ..serve.limits import MIB, Limits

@@ -2,7 +2,7 @@
 
 Your own model and data: ``rce train --objective rce --model torchvision:resnet18 --dataset imagefolder:PATH --out
 RUN`` (``--weights FILE.safetensors`` to start from local weights, ``--init RUN_DIR`` to fine-tune a CE run with
-RCE). Without ``--preset`` the paper's schedule applies (the defaults of :class:`rcedetect.config.TrainConfig`), with
+RCE). Without ``--preset`` the paper's schedule applies (the defaults of :class:`rcedetect.training.config.TrainConfig`), with
 the paper's CIFAR augmentation on colour images of at most 64x64 pixels and none on others unless ``--set augment``.
 """
 
@@ -38,8 +38,8 @@ OWN_OPTIONS = {"model": "arch", "weights": "weights", "init": "init", "dataset":
 def _without_preset(extra: list[str]):
     """The paper's schedule (TrainConfig defaults) with the overrides; augmentation on CIFAR-like data unless set."""
     from .. import data
-    from ..config import TrainConfig, apply_overrides
-    from ..data_folder import cifar_like
+    from ..data.folder import cifar_like
+    from ..training.config import TrainConfig, apply_overrides
 
     cfg = TrainConfig.from_dict(apply_overrides({"train": TrainConfig().to_dict()}, [f"train.{o}" for o in extra])
                                 ["train"])
@@ -71,11 +71,11 @@ def many_classes_note(cfg, ds) -> None:
 
 
 def run(args) -> int:
-    from .. import schemas
-    from ..config import TrainConfig, train_config_from_preset
-    from ..errors import ConfigError
-    from ..io import check_writable_dir, read_json
+    from ..core import schemas
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable_dir, read_json
     from ..training import fit
+    from ..training.config import TrainConfig, train_config_from_preset
 
     extra = list(args.overrides)
     if args.device:
@@ -95,7 +95,7 @@ def run(args) -> int:
         run_dir = Path(args.resume)
         saved = schemas.check(read_json(run_dir / "config.json", "run config"), schemas.RUN_CONFIG,
                               run_dir / "config.json", "run config")["train"]
-        from ..config import apply_overrides
+        from ..training.config import apply_overrides
 
         cfg = TrainConfig.from_dict(apply_overrides({"train": saved}, [f"train.{o}" for o in extra])["train"])
         fit(cfg, run_dir, resume=(run_dir / "checkpoint.json").exists(), progress=not args.quiet)
@@ -117,7 +117,7 @@ def run(args) -> int:
         many_classes_note(cfg, ds)
         check_writable_dir(run_dir, "run folder (--out)")
         fit(cfg, run_dir, dataset=ds, progress=not args.quiet)
-    from ..distributed import world
+    from ..core.distributed import world
 
     if not world().main:
         return 0

@@ -14,7 +14,13 @@ scored (:mod:`.combiner`):
 Every score is "higher = more likely adversarial" (:mod:`.base` sets that convention, metrics and thresholds
 never flip it). A metric scores a :class:`View` of a batch (z, effective logits, the layers it reads, the images
 where it needs them), so one forward pass serves every metric. :class:`Detector` adds a threshold calibrated on
-clean data and the NOT SURE answer.
+clean data and the NOT SURE answer; :func:`defend` (:mod:`.defended`) puts a calibrated detector into the
+model as a K+1-th "reject" class.
+
+Layer: above :mod:`rcedetect.models`; imports ``core``, ``stats`` and ``models``. One exception, deferred on
+purpose: the combined detectors (:mod:`.combiner`) make the adversarial examples of their fitting split with an
+attack by name (``attacks.spec``, ``attacks.attack_factory``), imported inside the functions that construct and
+fit them; the attacks they may name need no detector, and attacks see detectors only through ``View`` and a term.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, InputError
-from ..validation import check_features, check_labels
-from .density import KernelDensity, _check_sigma2
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_features, check_labels
+from .density import KernelDensity, check_sigma2
 
 #: σ² of the original code and the paper's Table 2 caption (protocol §4.3).
 SIGMA2 = {"ce": 1.0 / 0.26, "rce": 0.1 / 0.26}
@@ -47,7 +47,7 @@ def resolve_sigma2(setting: float | str | None, objective: str, features: torch.
         return sel.sigma2, sel
     if isinstance(setting, str):
         raise ConfigError(f"sigma2 must be a number, 'auto' or None (the paper's), got {setting!r}")
-    return _check_sigma2(setting), None
+    return check_sigma2(setting), None
 
 
 # -- automatic bandwidth --------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
     if not cands:
         raise ConfigError("select_sigma2 needs at least one candidate")
     for c in cands:
-        _check_sigma2(c)
+        check_sigma2(c)
     labels = labels.cpu()
     g = torch.Generator().manual_seed(int(seed))
     chosen, held = [], []

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..classifier import FINAL
-from ..errors import ConfigError, InputError
-from ..validation import check_features
+from ..core.errors import ConfigError, InputError
+from ..core.validation import check_features
+from ..models.classifier import FINAL
 
 #: name -> metric class, in registration order
 REGISTRY: dict[str, type[Metric]] = {}
@@ -182,7 +182,7 @@ def ready_made() -> dict[str, Metric]:
 def observe(classifier, x: torch.Tensor, needs=None) -> View:
     """The view of images ``x`` for ``needs`` (a metric or a detector term, or None for z and logits only): ONE
     forward pass capturing its layers, differentiable in ``x`` (what attacks call at every step)."""
-    from ..features import pool_activation
+    from ..models.features import pool_activation
 
     layers = tuple(getattr(needs, "layers", ()) or ())
     if layers:
@@ -205,7 +205,7 @@ def bank_view(classifier, bank, rows: slice | None = None, device=None) -> View:
 def score_features(metric: Metric, classifier, z, batch_size: int = 4096) -> torch.Tensor:
     """Scores of cached features, without gradients, batched on the classifier's device, returned on the CPU:
     ``z`` is the (N, D) final hidden features or a FeatureBank (which must hold the metric's layers)."""
-    from ..features import FeatureBank
+    from ..models.features import FeatureBank
 
     bank = z if isinstance(z, FeatureBank) else None
     feats = bank.features if bank is not None else z
@@ -234,7 +234,7 @@ def score_features(metric: Metric, classifier, z, batch_size: int = 4096) -> tor
 def score_images(metric: Metric, classifier, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Scores of images ``x`` (validated NCHW in [0, 1]) in eval mode, batched on the classifier's device,
     returned on the CPU, without gradients (input pre-processing turns them on for its own inner step)."""
-    from ..validation import check_images
+    from ..core.validation import check_images
 
     check_images(x, channels=getattr(classifier, "in_channels", None))
     device, was_training = classifier.device, classifier.training

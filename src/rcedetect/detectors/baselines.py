@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .base import Metric, View, register
 
 

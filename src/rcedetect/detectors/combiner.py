@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
-from ..io import load_tensors, save_tensors
+from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.io import load_tensors, save_tensors
 from .base import FitData, Metric, View, observe
 
 #: how many training images the fitting split takes by default
@@ -50,12 +50,12 @@ def adversarial_split(classifier, x: torch.Tensor, y: torch.Tensor, attack: str,
                       batch: int = 100) -> tuple[torch.Tensor, torch.Tensor, FitSplit]:
     """(clean images, adversarial images, what was done) of the fitting split ``x``: the clean-correct images
     and the adversarial images that fool the classifier (all noise images of clean-correct inputs)."""
-    from .. import attack_store, attacks
+    from .. import attacks
 
     spec = attacks.spec(attack)
     if spec.needs_detector:
         raise ConfigError(f"fit_on={attack!r} needs a detector; fit the regression on an attack without one")
-    factory = attack_store.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
+    factory = attacks.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
     x, y = x.float(), y.long()
     clean_ok, adv, fooled = [], [], []
     for b, i in enumerate(range(0, len(x), batch)):
@@ -126,7 +126,7 @@ RAW_BATCH = 250
 
 def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> torch.Tensor:
     """The raw features (N, F) of images ``x`` in eval mode, on the CPU."""
-    from ..features import extract
+    from ..models.features import extract
 
     was_training = classifier.training
     classifier.eval()
@@ -266,7 +266,7 @@ class LayeredMetric(CombinedMetric):
         self._asked = layers is not None
 
     def bind(self, classifier) -> LayeredMetric:
-        from ..classifier import FINAL
+        from ..models.classifier import FINAL
 
         if not self._asked:
             self.layers = (*classifier.stage_names(), FINAL)

@@ -18,16 +18,16 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError
-from ..io import load_tensors, read_metadata, save_tensors
-from ..validation import all_finite, check_features, check_labels
+from ..core.errors import CheckpointError, ConfigError, InputError
+from ..core.io import load_tensors, read_metadata, save_tensors
+from ..core.validation import all_finite, check_features, check_labels
 from .logsumexp import bounded_lse, exact_lse, gathered_lse
 
 FORMAT = "rcedetect-kd"
 FORMAT_VERSION = 1
 
 
-def _check_sigma2(sigma2) -> float:
+def check_sigma2(sigma2) -> float:
     try:
         s = float(sigma2)
     except (TypeError, ValueError):
@@ -73,7 +73,7 @@ class KernelDensity:
             raise InputError(f"counts must be {c} integers in [1, {k}], got {counts.tolist()}")
         if not all_finite(kernels):
             raise InputError("kernel points contain NaN or infinite values")
-        self.sigma2 = _check_sigma2(sigma2)
+        self.sigma2 = check_sigma2(sigma2)
         self.kernels = kernels.detach()
         self.counts = counts
         self.chunk_elements = int(chunk_elements)
@@ -118,7 +118,7 @@ class KernelDensity:
         """
         if sigma2 is None:
             raise ConfigError("KernelDensity.fit needs sigma2; the paper's is default_sigma2('ce' or 'rce')")
-        sigma2 = _check_sigma2(sigma2)
+        sigma2 = check_sigma2(sigma2)
         features = check_features(features, None, "features")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")

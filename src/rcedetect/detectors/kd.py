@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .bandwidth import BandwidthSelection, resolve_sigma2
 from .base import FitData, Metric, View, register
 from .density import KernelDensity

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, NotFittedError
+from ..core.errors import CheckpointError, ConfigError, NotFittedError
 from .base import FitData, View, register
 from .combiner import CombinedMetric
 from .kd import PER_CLASS, KDensity

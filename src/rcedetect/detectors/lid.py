@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError, NotFittedError
+from ..core.errors import ConfigError, InputError, NotFittedError
 from .base import FitData, View, register
 from .combiner import LayeredMetric
 
@@ -88,7 +88,7 @@ class LID(LayeredMetric):
         return {f"ref.{n}": r.cpu() for n, r in self.reference.items()}
 
     def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
-        from ..errors import CheckpointError
+        from ..core.errors import CheckpointError
 
         missing = [n for n in self.layers if f"ref.{n}" not in t]
         if missing:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .base import FitData, View, register
 from .combiner import RAW_BATCH, LayeredMetric, LogisticCombiner, raw_features
 
@@ -106,7 +106,7 @@ class Mahalanobis(LayeredMetric):
         if len(self.noise_grid) == 1:
             super().fit_combiner(classifier, x_clean, x_adv)
             return
-        from ..metrics import auc as roc_auc
+        from ..stats.metrics import auc as roc_auc
 
         g = torch.Generator().manual_seed(self.seed)
         pc, pa = torch.randperm(len(x_clean), generator=g), torch.randperm(len(x_adv), generator=g)
@@ -176,8 +176,8 @@ class Mahalanobis(LayeredMetric):
     @staticmethod
     def _act(classifier, x: torch.Tensor, layer: str) -> torch.Tensor:
         """The (N, C) activation of ``layer`` (the channel means of a stage; z for the final layer)."""
-        from ..classifier import FINAL
-        from ..features import pool_activation
+        from ..models.classifier import FINAL
+        from ..models.features import pool_activation
 
         if layer == FINAL:
             return classifier.features(x)

@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
-from .. import metrics, schemas
-from ..errors import CheckpointError, ConfigError, InputError, NotFittedError
-from ..features import FeatureBank, extract, feature_dim
-from ..io import read_json, write_json
-from ..validation import check_model_input
+from ..core import schemas
+from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.io import read_json, write_json
+from ..core.validation import check_model_input
+from ..models.features import FeatureBank, extract, feature_dim
+from ..stats import metrics
 from .base import FitData, Metric, check_metric, create, observe, score_features, score_images
 
 FORMAT = "rcedetect-detector"

@@ -2,7 +2,7 @@
 
 :func:`create` builds the architecture with random weights, ``num_classes`` outputs and the package's input
 convention (images in [0, 1], normalised inside the classifier; 1-channel images repeated for a 3-channel model), and
-wraps it in :class:`rcedetect.wrapping.Wrapped`. No hub is ever contacted: pretrained weights come only from a local
+wraps it in :class:`rcedetect.models.wrapping.Wrapped`. No hub is ever contacted: pretrained weights come only from a local
 safetensors file (:func:`load_weights`), whose final layer is left freshly initialised when its class count differs
 (fine-tuning to another label set).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
-from ..wrapping import Wrapped
+from ..core.errors import ConfigError, DataError
+from .wrapping import Wrapped
 
 SOURCES = ("torchvision", "timm")
 #: the normalisation of torchvision's ImageNet weights (every classification model of torchvision.models)
@@ -89,7 +89,7 @@ def load_weights(net: Wrapped, path: str | Path) -> dict[str, list[str]]:
     The final linear layer is kept freshly initialised when its shape differs (another class count: fine-tuning);
     any other missing, unexpected or misshapen tensor is a ConfigError naming it. Returns ``{"skipped": [...]}``.
     """
-    from ..io import load_tensors
+    from ..core.io import load_tensors
 
     path = Path(path)
     if not path.is_file():

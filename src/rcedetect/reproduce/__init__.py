@@ -8,6 +8,10 @@
 - :mod:`.runner`  the run loop: cached stages skipped, time-left estimates from measured stage rates
 - :mod:`.lock`    the output folder: checked writable, locked for one run at a time
 - :mod:`.results` ``results.json``
+
+Layer: above :mod:`rcedetect.training`; imports ``core``, ``stats``, ``data``, ``models``, ``detectors``,
+``attacks``, ``evaluation`` and ``training``, never the report, the server or the commands (``rce reproduce``
+renders the report after the run).
 """
 
 from __future__ import annotations

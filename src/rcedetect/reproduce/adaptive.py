@@ -7,10 +7,10 @@ every main model, metric of ``[adaptive] metrics`` and attack of ``[adaptive.att
 - the threshold T is chosen on the clean held-out images alone at ``fpr`` (5 % by default, protocol §4.5);
 - the attack gets the detector term score − T (``detectors.ScoreTerm``; the deployed detector, not the paper's η);
   a library's attack (``attack = "torchattacks:APGD"`` in the table, :mod:`rcedetect.attacks.thirdparty`) runs
-  unchanged on the defended K+1-class model built from that term (:func:`rcedetect.defended.defend`);
+  unchanged on the defended K+1-class model built from that term (:func:`rcedetect.detectors.defended.defend`);
 - the record holds the operating point (SR@N = attacked, clean-correct images that end misclassified AND accepted;
   TPR; robust accuracy with rejection; bootstrap intervals), the classifier's robust accuracy alone and, per
-  image, whether it fooled both (:func:`rcedetect.operating_point.adaptive_success`, the one success rule, for
+  image, whether it fooled both (:func:`rcedetect.stats.operating_point.adaptive_success`, the one success rule, for
   every attack, a library's included: for the worst case over attacks).
 """
 
@@ -20,14 +20,16 @@ from collections.abc import Callable
 
 import torch
 
-from .. import attack_store, features, metrics
 from ..attacks.base import l2_distortion
 from ..attacks.thirdparty import attack_norm
-from ..classifier import FINAL
 from ..detectors import ScoreTerm, score_any
-from ..metrics import wilson_interval
-from ..operating_point import adaptive_success, fpr_key, operating_points
-from ..scoring import rounded
+from ..evaluation import attack_store
+from ..evaluation.scoring import rounded
+from ..models import features
+from ..models.classifier import FINAL
+from ..stats import metrics
+from ..stats.metrics import wilson_interval
+from ..stats.operating_point import adaptive_success, fpr_key, operating_points
 from .inputs import Inputs
 from .steps import write_record
 
@@ -101,7 +103,7 @@ def metrics_of(inp: Inputs, attack: str) -> tuple[str, ...]:
 
 
 def records(inp: Inputs) -> list[dict]:
-    from ..io import read_json
+    from ..core.io import read_json
 
     ad = inp.plan.adaptive
     return [read_json(r.record, "adaptive record") for model in inp.plan.mains for attack in ad.attacks

@@ -21,9 +21,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from .. import attack_store, attacks
-from ..config import TrainConfig, apply_overrides, load_preset
-from ..errors import ConfigError
+from .. import attacks
+from ..core.errors import ConfigError
+from ..evaluation import attack_store
+from ..training.config import TrainConfig, apply_overrides, load_preset
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 from .model_like import expand_like, inherit_like
 from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, robust_plan

@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, checkpoint, data, features
+from .. import data
+from ..core.device import resolve
+from ..core.errors import ConfigError, DataError
 from ..detectors import REGISTRY, Detector, FitData, Metric, create, score_any
-from ..device import resolve
-from ..errors import ConfigError, DataError
+from ..evaluation import attack_store
+from ..models import checkpoint, features
 from .layout import Layout
 
 

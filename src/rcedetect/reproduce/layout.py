@@ -1,6 +1,6 @@
 """Where every artifact of a reproduce run lives, and the short config hash that names it.
 
-Each stage's artifact is named by a hash of everything that determines it (:func:`rcedetect.io.config_hash`), so
+Each stage's artifact is named by a hash of everything that determines it (:func:`rcedetect.core.io.config_hash`), so
 changing a setting makes a new artifact beside the old one and a finished artifact is never recomputed:
 
 - ``models/<name>-<hash>/``                        a training run (checkpoints; resumable mid-training)
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import without_later_defaults
-from ..io import config_hash
+from ..core.io import config_hash
+from ..training.config import without_later_defaults
 from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
@@ -33,7 +33,7 @@ SANITY_VERSION = 3
 #: settings added after the first release, left out of the hash at their default so earlier runs keep their hashes
 def train_dict_for_hash(train: dict) -> dict:
     """The training config without device and data folder (where it runs and reads does not change the result),
-    and without settings added later at their default (:data:`~rcedetect.config.LATER_DEFAULTS`), so earlier
+    and without settings added later at their default (:data:`~rcedetect.training.config.LATER_DEFAULTS`), so earlier
     runs keep their hashes."""
     return {k: v for k, v in without_later_defaults(train).items() if k not in ("device", "data_dir")}
 
@@ -96,7 +96,7 @@ class Layout:
 
     def _find_layers(self, name: str) -> tuple[str, ...]:
         from .. import detectors, models
-        from ..classifier import FINAL, Classifier
+        from ..models.classifier import FINAL, Classifier
 
         tc = self.plan.models[name].train
         clf = Classifier(models.create(tc.arch, **models.wrapped_options(tc) if ":" in tc.arch else {}),

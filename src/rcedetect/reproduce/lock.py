@@ -16,8 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..distributed import world
-from ..io import check_writable_dir
+from ..core.distributed import world
+from ..core.io import check_writable_dir
 
 LOCK_NAME = ".rce.lock"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def expand_like(cfg: dict, defaults: dict) -> dict[str, tuple[set, dict]]:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-from .. import attack_store, distributed, paper_ref
-from ..io import write_json
+from ..core import distributed
+from ..core.io import write_json
+from ..evaluation import attack_store, paper_ref
 from . import adaptive, robust, sanity, steps
 from .config import Plan, plan
+from .cost import pass_size as _size
 from .inputs import Inputs
 from .layout import Layout
 from .lock import check_writable, note, output_lock
@@ -39,16 +41,6 @@ from .runner import (
     merged_stage_seconds,
     run_stages,
 )
-
-_PIXELS = 784.0  # the image size the rates were first measured on (28×28)
-
-
-def _size(tc, shape: tuple[int, int, int]) -> float:
-    """Relative cost of one image pass of model ``tc`` on images of ``shape`` (C, H, W): depth × pixels ×
-    (1 + C/8), a ResNet-8 on 28×28×1 = 1."""
-    depth = int("".join(c for c in tc.arch if c.isdigit()) or 8)
-    c, h, w = shape
-    return depth / 8 * (h * w / _PIXELS) * (1 + c / 8) / (1 + 1 / 8)
 
 
 def _detector_cost(inp: Inputs, name: str) -> float:

@@ -15,9 +15,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint, paper_ref, schemas
+from ..core import schemas
+from ..core.io import config_hash, read_json, versions
 from ..detectors import KDensity, score_features
-from ..io import config_hash, read_json, versions
+from ..evaluation import paper_ref
+from ..models import checkpoint
 from . import adaptive, robust
 from .inputs import Inputs
 

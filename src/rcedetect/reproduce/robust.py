@@ -1,7 +1,7 @@
 """Robust accuracy in a reproduce run (protocol §20): every main and robust model under the ``[robust]`` attacks,
 and each detector's robust accuracy with rejection under the adaptive attacks that already ran.
 
-- Classifiers: :func:`rcedetect.robust_eval.cascade` on the first ``robust.images`` pool images (the images the
+- Classifiers: :func:`rcedetect.evaluation.robust.cascade` on the first ``robust.images`` pool images (the images the
   adaptive attacks attack), the attacks of ``[robust.attacks]`` in order at every ε of the robust grid (by default
   the adaptive L∞ grid and its halves), true labels, no detector. One stage per model; each (ε, attack) step is kept
   in ``robust/<model>-<hash>/`` so a killed run resumes at its first missing step, the record in
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from .. import attack_store
+from ..core.io import config_hash, read_json, write_json
 from ..detectors import score_any
-from ..io import config_hash, read_json, write_json
-from ..metrics import wilson_interval
-from ..robust_eval import cascade
+from ..evaluation import attack_store
+from ..evaluation.robust import cascade
+from ..stats.metrics import wilson_interval
 from .inputs import Inputs
 from .robust_config import close
 from .runner import Stage
@@ -63,7 +63,7 @@ def record_path(inp: Inputs, model: str) -> Path:
 
 
 class _Steps:
-    """The steps of one cascade as small JSON files (:class:`rcedetect.robust_eval.StepStore`)."""
+    """The steps of one cascade as small JSON files (:class:`rcedetect.evaluation.robust.StepStore`)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -99,7 +99,7 @@ def run_model(inp: Inputs, model: str, hook: Callable[[str], None]) -> None:
 
 def stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
     """One stage per model whose robust accuracy is evaluated (none without a [robust] section)."""
-    from .recipe import _size
+    from .cost import pass_size as _size
 
     p, out = inp.plan, []
     if p.robust is None:

@@ -1,6 +1,6 @@
 """The ``[robust]`` section of a reproduce config and the ``role = "robust"`` of a model, typed and checked.
 
-Robust accuracy without a detector (protocol §20, :mod:`rcedetect.robust_eval`) of every main model and every
+Robust accuracy without a detector (protocol §20, :mod:`rcedetect.evaluation.robust`) of every main model and every
 model with ``role = "robust"``: an adversarially trained classifier (PGD-AT, TRADES; protocol §19) that is
 trained and evaluated for robust accuracy only, with no detector, no paper table and no adaptive attack. ::
 
@@ -25,7 +25,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .detector_config import int_setting, number_setting
 
 ROBUST_ROLE = "robust"
@@ -136,8 +136,9 @@ def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> Ro
 
 
 def _attack(name: str, a: dict, grid: tuple[float, ...], seed: int) -> RobustAttack:
-    from .. import attack_store, attacks
+    from .. import attacks
     from ..attacks.thirdparty import attack_norm, is_thirdparty
+    from ..evaluation import attack_store
 
     where = f"robust.attacks.{name}"
     unknown = sorted(set(a) - set(ATTACK_KEYS))

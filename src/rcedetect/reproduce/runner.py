@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..distributed import barrier, world
-from ..errors import RceError
-from ..io import read_json, write_json
+from ..core.distributed import barrier, world
+from ..core.errors import RceError
+from ..core.io import read_json, write_json
 
 RATES_NAME = ".stage-rates.json"
 #: the reference rates shipped with the package (relative to the package folder)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import attack_store, attacks
+from .. import attacks
 from ..detectors.base import observe
+from ..evaluation import attack_store
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record
@@ -124,7 +125,7 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     ad = inp.plan.adaptive
     if GRADIENT_ATTACK not in ad.attacks:
         return [_check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
-    from ..io import read_json
+    from ..core.io import read_json
 
     metric = _primary(inp)
     a = ad.attacks[GRADIENT_ATTACK]
@@ -166,7 +167,7 @@ def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[d
     sources = [s for s in p.mains if p.models[s].train.objective == "ce"]
     if not sources:
         return []
-    from ..io import read_json
+    from ..core.io import read_json
 
     src = next(r for r in inp.layout.adaptive_runs(sources[0], metric, GRADIENT_ATTACK) if r.eps == run.eps)
     a = p.adaptive.attacks[GRADIENT_ATTACK]

@@ -14,10 +14,13 @@ from typing import Any
 
 import torch
 
-from .. import attack_store, checkpoint, data, distributed, features, paper_ref
-from ..config import TrainConfig, without_later_defaults
-from ..io import write_json
-from ..scoring import rounded, score_attack, table3_stats, transfer_record
+from .. import data
+from ..core import distributed
+from ..core.io import write_json
+from ..evaluation import attack_store, paper_ref
+from ..evaluation.scoring import rounded, score_attack, table3_stats, transfer_record
+from ..models import checkpoint, features
+from ..training.config import TrainConfig, without_later_defaults
 from .inputs import Inputs
 
 

@@ -12,4 +12,7 @@
 
 Needs the ``serve`` extra (``pip install 'rcedetect[serve]'``: FastAPI, uvicorn, python-multipart,
 prometheus-client).
+
+Layer: above :mod:`rcedetect.report`; imports every part below it (``reproduce`` for which model a run folder
+names, ``evaluation.calibrated`` for the command line's detectors), never the commands.
 """

@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError
-from ..io import package_version
+from ..core.errors import InputError
+from ..core.io import package_version
 from . import page, parsing
 from .auth import BearerAuth
 from .batching import MicroBatcher

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .limits import error_body
 
 #: paths answered without the token: liveness, and the page's static files (no data)

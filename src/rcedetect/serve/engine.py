@@ -1,6 +1,6 @@
 """The model side of the service: a run's classifier and its calibrated detectors, loaded once.
 
-The detectors are the command line's (:func:`rcedetect.commands.detect.calibrated_detector`): fitted on the run's
+The detectors are the command line's (:func:`rcedetect.evaluation.calibrated.calibrated_detector`): fitted on the run's
 training split and calibrated on the last ``--calibration-size`` test images at ``--fpr``, cached in
 ``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. The served metric is any
 registered detector (the paper's three, or a baseline: LID, Mahalanobis, KD+BU, fitted on ``--fit-on`` at
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import RceError
+from ..core.io import package_version
+from ..core.validation import check_model_input
 from ..detectors.threshold import NOT_SURE
-from ..errors import RceError
-from ..features import extract
-from ..io import package_version
-from ..validation import check_model_input
+from ..models.features import extract
 from .runs import PAPER_METRICS, ServedRun
 
 
@@ -134,8 +134,8 @@ def served_metrics(metric: str) -> tuple[str, ...]:
 def check_settings(run_dir: Path, opts) -> None:
     """The detector options, checked before anything is loaded: the served metric's settings (its fitting
     attack and ε too) and the K-density ones."""
-    from ..commands.detect import checked_settings, metric_settings
     from ..detectors import check_metric, create
+    from ..evaluation.calibrated import checked_settings, metric_settings
 
     check_metric(opts.metric)
     args = detector_args(run_dir, opts.metric, opts)
@@ -146,9 +146,10 @@ def check_settings(run_dir: Path, opts) -> None:
 def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = None) -> Engine:
     """The classifier of ``run`` and its calibrated detectors (fitted and cached on first use);
     ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
-    from .. import checkpoint, data
-    from ..commands.detect import calibrated_detector
-    from ..device import resolve
+    from .. import data
+    from ..core.device import resolve
+    from ..evaluation.calibrated import calibrated_detector
+    from ..models import checkpoint
 
     check_settings(run.model_dir, opts)
     ckpt = checkpoint.load(run.model_dir, device=resolve(opts.device))

@@ -1,5 +1,5 @@
 """Images for the page to try: the run's test split, its stored adversarial examples, and those ``--examples``
-names (exported ``.npz`` files or ``rce attack`` folders, read by :func:`rcedetect.adv_export.load_adversarial`).
+names (exported ``.npz`` files or ``rce attack`` folders, read by :func:`rcedetect.evaluation.adv_export.load_adversarial`).
 
 An adversarial example is served as the float array the attack wrote (not a re-quantised PNG), so that what the
 page sends back is exactly the image the detector was evaluated on offline.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, InputError, RceError
-from ..io import load_tensors, read_json, read_metadata
+from ..core.errors import ConfigError, InputError, RceError
+from ..core.io import load_tensors, read_json, read_metadata
 from .limits import HttpError
 
 TAG = re.compile(r"^(?P<name>.+?)(?:-e(?P<eps>[0-9.]+))?$")
@@ -129,14 +129,14 @@ class Examples:
 def load_given(paths, offered=()) -> dict[str, dict]:
     """{source id ``given:<name>``: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and,
     where known, y, indices, success, "path"}} of the ``--examples`` paths, read by
-    :func:`rcedetect.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
+    :func:`rcedetect.evaluation.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
     if not paths:
         return {}
     for path in paths:
         if not Path(path).exists():
             raise ConfigError(f"--examples {path} does not exist")
     try:
-        from ..adv_export import load_adversarial
+        from ..evaluation.adv_export import load_adversarial
     except ImportError as e:
         raise ConfigError(f"--examples needs rcedetect.adv_export, which cannot be imported here ({e})") from None
     known = {Path(p).resolve() for p in offered}
@@ -157,7 +157,7 @@ def load_given(paths, offered=()) -> dict[str, dict]:
 
 
 def _given_tensors(path: Path, x, y, meta: dict) -> dict[str, torch.Tensor]:
-    from ..validation import check_images
+    from ..core.validation import check_images
 
     x = torch.as_tensor(x)
     if x.dtype == torch.uint8:

@@ -38,7 +38,7 @@ class Limits:
     max_inflight: int = 256
 
     def check(self) -> Limits:
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         for name in ("max_body_bytes", "max_batch", "max_queue_images", "max_inflight"):
             if getattr(self, name) < 1:

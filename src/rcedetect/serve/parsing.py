@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.errors import InputError
 from ..data import CORRUPT, images_from_array
-from ..errors import InputError
 from .limits import HttpError
 
 NPY_MAGIC = b"\x93NUMPY"

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError, RceError
+from ..core.errors import CheckpointError, ConfigError, RceError
 
 PAPER_METRICS = ("kd", "non_me", "confidence")
 
@@ -51,7 +51,7 @@ def resolve(run_dir: str | Path, model: str | None = None) -> ServedRun:
 
 
 def _plan(out: Path):
-    from ..io import read_json
+    from ..core.io import read_json
     from ..reproduce.config import plan
 
     return plan(read_json(out / "config.json", "reproduce config"))

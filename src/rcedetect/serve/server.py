@@ -8,7 +8,7 @@ import ipaddress
 import socket
 import sys
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 LOOPBACK = {"localhost"}
 

@@ -1,0 +1,145 @@
+"""The one typed check of every JSON file rcedetect reads back: checkpoint.json, a run's config.json,
+detector.json, an attack's summary.json and results.json.
+
+A schema maps a field name to a :class:`Field` (its allowed kinds and whether it may be absent). :func:`check`
+returns the object unchanged when it fits and raises :class:`~rcedetect.core.errors.CheckpointError` naming the file,
+the field, what was expected and what was found when it does not, so a foreign, hand-edited or corrupted file is
+refused before any of its values is used.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+#: the kinds a field may have: name -> (test, how it is said in an error)
+KINDS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str) and bool(re.fullmatch(r"[\w.\-]+", v)), "a plain file name"),
+    "sha256": (lambda v: isinstance(v, str) and bool(re.fullmatch(r"[0-9a-f]{64}", v)), "a sha256 hex digest"),
+    "int": (_is_int, "an integer"),
+    "count": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "positive": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "number": (_is_number, "a finite number"),
+    "rate": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(d) and d >= 1 for d in v),
+              "a list [channels, height, width] of positive integers"),
+    "null": (lambda v: v is None, "null"),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    kinds: tuple[str, ...]
+    required: bool = True
+
+    def accepts(self, value: Any) -> bool:
+        return any(KINDS[k][0](value) for k in self.kinds)
+
+    def expected(self) -> str:
+        return " or ".join(KINDS[k][1] for k in self.kinds)
+
+
+def need(*kinds: str) -> Field:
+    return Field(kinds)
+
+
+def may(*kinds: str) -> Field:
+    """A field that may be absent (and, when present, has one of ``kinds``)."""
+    return Field(kinds, required=False)
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '…' if len(text) > 40 else text}"
+
+
+def check(obj: Any, schema: dict[str, Field], where: str | Path, what: str = "file") -> dict:
+    """``obj`` if it is an object whose fields fit ``schema``; else :class:`CheckpointError` naming the first misfit."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {where} must hold a JSON object, found {_found(obj)}")
+    for name, f in schema.items():
+        if name not in obj:
+            if f.required:
+                raise CheckpointError(f"{what} {where} lacks the field {name!r} (truncated, foreign or hand-edited?)")
+            continue
+        if not f.accepts(obj[name]):
+            raise CheckpointError(f"{what} {where}: field {name!r} must be {f.expected()}, found {_found(obj[name])}")
+    return obj
+
+
+def check_items(items: Any, schema: dict[str, Field], where: str | Path, what: str, field: str) -> list:
+    """Each entry of the list ``items`` (field ``field`` of a file) checked against ``schema``."""
+    if not isinstance(items, list):
+        raise CheckpointError(f"{what} {where}: field {field!r} must be a list, found {_found(items)}")
+    for i, item in enumerate(items):
+        check(item, schema, f"{where} ({field}[{i}])", what)
+    return items
+
+
+CHECKPOINT = {
+    "format": need("str"), "format_version": need("int"), "arch": need("str"), "in_channels": need("positive"),
+    "num_classes": need("positive"), "objective": need("str"), "dataset": may("str"), "step": need("count"),
+    "config": may("dict"), "metrics": may("dict"), "versions": may("dict"), "weights": need("name"),
+    "weights_sha256": need("sha256"), "optimizer": may("name"), "optimizer_sha256": may("sha256"),
+    "input_shape": may("shape", "null"), "model": may("dict"),
+}
+
+RUN_CONFIG = {"train": need("dict")}
+
+DETECTOR = {
+    "format": need("str"), "metric": need("str"), "objective": need("str"), "num_classes": need("positive"),
+    "feature_dim": may("positive"), "settings": need("dict"), "state": need("dict"),
+    "threshold": may("number", "null"), "fpr": may("rate", "null"), "n_calibration": may("count", "null"),
+    "clean_rejection_rate": may("rate", "null"), "input_shape": may("shape", "null"), "extra": may("dict"),
+}
+
+ATTACK_SUMMARY = {"attack": need("str"), "n": need("count"), "batch_size": need("positive"), "dataset": may("str"),
+                  "eps": may("number", "null"), "settings": may("dict"), "seed": may("int")}
+
+RESULTS = {
+    "format": need("str"), "format_version": may("int"), "preset": may("str"), "dataset": may("str"),
+    "paper_dataset": may("str", "null"),
+    "seed": may("int"), "config": may("dict"), "versions": may("dict"), "table2_eps": may("number", "null"),
+    "cuts": may("list"), "timings": may("dict"), "models": need("dict"), "detectors": may("dict"),
+    "attacks": need("list"), "transfer": may("list"), "tsne": may("dict"), "figure3": may("dict"),
+    "noise": may("dict"), "log_kd_normal": may("dict"), "adaptive": may("dict", "null"),
+}
+
+RESULTS_MODEL = {"role": need("str"), "arch": need("str"), "objective": need("str"),
+                 "test_accuracy": may("rate", "null"), "test_error_percent": may("number", "null")}
+
+RESULTS_ATTACK = {"model": need("str"), "attack": need("str"), "objective": may("str"), "eps": may("number", "null"),
+                  "n_images": may("count"), "n_pairs": may("count"), "success_rate": may("rate", "null"),
+                  "detection": may("dict"), "settings": may("dict")}
+
+
+def check_results(results: Any, where: str | Path) -> dict:
+    """results.json: its top level, every model entry and every attack record (what the report reads)."""
+    what = "results file"
+    check(results, RESULTS, where, what)
+    for name, model in results["models"].items():
+        check(model, RESULTS_MODEL, f"{where} (models.{name})", what)
+    check_items(results["attacks"], RESULTS_ATTACK, where, what, "attacks")
+    for i, rec in enumerate(results["attacks"]):
+        if rec["model"] not in results["models"]:
+            raise CheckpointError(f"{what} {where}: attacks[{i}] names model {rec['model']!r}, which is not in "
+                                  f"models ({', '.join(results['models'])})")
+    return results

@@ -1,0 +1,9 @@
+"""What runs on a trained model and its attacks, and the numbers it gives: attack runs on disk, one part file
+per batch (:mod:`.attack_store`); every detector scored on an attack, the records (:mod:`.scoring`); an
+``rce attack`` folder scored on another run (:mod:`.transfer`); adversarial images exported and read back
+(:mod:`.adv_export`); the command line's calibrated detector of a run (:mod:`.calibrated`); which attacks feed
+which table of the paper, and the paper's numbers (:mod:`.paper_ref`).
+
+Layer: above :mod:`rcedetect.attacks`; imports ``core``, ``stats``, ``data``, ``models``, ``detectors`` and
+``attacks``, never the training, the reproduce pipeline, the report, the server or the commands.
+"""

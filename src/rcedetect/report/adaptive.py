@@ -1,0 +1,161 @@
+"""The report's sections beyond the paper: detectors at an operating point, and the adaptive evaluation.
+
+Operating point (all from ``results.json``): the threshold is chosen on clean held-out images alone at 5 % FPR;
+TPR over the pairs, SR@5 (attacked, clean-correct images that end misclassified AND accepted), robust accuracy
+with rejection (Tramèr, ICML 2022) and bootstrap 95 % intervals. Cells with fewer than 30 pairs say so.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from .. import detectors
+from ..evaluation.paper_ref import TABLE2_ATTACKS, label
+from ..stats.operating_point import MIN_PAIRS
+from .format import (
+    FEW_PAIRS,
+    NO_PAIRS,
+    NOT_RECORDED,
+    Notes,
+    interval,
+    main_models,
+    pct,
+    table2_record,
+)
+
+TARGET_LEVELS = (0.5, 0.9)
+PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
+
+
+def _ci(ci) -> str:
+    return f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""
+
+
+def _op(rec: dict, metric: str) -> dict:
+    return ((rec.get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
+
+
+def _label(metric: str) -> str:
+    cls = detectors.REGISTRY.get(metric)
+    return cls.label if cls else metric
+
+
+def operating_blocks(results: dict, figs: dict) -> list[tuple]:
+    rows, notes = [], Notes()
+    for attack in TABLE2_ATTACKS:
+        for model in main_models(results):
+            rec = table2_record(results, model, attack)
+            if rec is None:
+                continue
+            for metric, d in rec.get("detection", {}).items():
+                op = _op(rec, metric)
+                if metric not in PAPER_METRICS:
+                    continue  # the baselines of other papers: the "Detectors compared" section
+                if not op:
+                    continue
+                n = op.get("n_pairs", 0)
+                why = NO_PAIRS if n == 0 else NOT_RECORDED
+
+                vals = [(d.get("auc_strict"), "auc"), (op.get("tpr_success"), "tpr_success"),
+                        (op.get("attack_success_rate"), "attack_success_rate"),
+                        (op.get("robust_accuracy_with_rejection"), None), (op.get("clean_rejection_rate"), None)]
+                cells = [notes.value(pct(v), why if stat in ("auc", "tpr_success") else NOT_RECORDED)
+                         + (_ci(interval(rec, metric, stat)) if stat else "")
+                         for v, stat in vals]
+                cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
+                rows.append([label(attack), rec["objective"].upper(), _label(metric), *cells, str(n)])
+    if not rows:
+        return []
+    out = [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
+           ("p", ("The threshold of each detector is chosen on clean test images that no attack touches, so that 5 % "
+                  "of them are rejected; it never sees the attack evaluated. TPR: adversarial images rejected among "
+                  "the pairs. SR@5: attacked images, correct when clean, that end misclassified AND accepted. Robust "
+                  "accuracy with rejection (Tramèr 2022): an attacked image counts correct if classified right or "
+                  "rejected. Clean rejected: the attacked images' clean versions the threshold rejects. All in %; "
+                  "brackets: bootstrap 95 % intervals.")),
+           ("table", ["attack", "objective", "detector", "AUC", "TPR@5%", "SR@5", "robust acc. w/ rejection",
+                      "clean rejected", "pairs"], rows), *notes.blocks()]
+    if "roc" in figs:
+        out.append(("img", "roc", *figs["roc"]))
+    return out
+
+
+def eps_reaching(points: list[tuple[float, float]], level: float) -> str:
+    """The ε where a success-rate curve first reaches ``level`` (linear between grid points), in words."""
+    points = sorted(points)
+    if not points:
+        return "–"
+    if points[0][1] >= level:
+        return f"≤ {points[0][0]:g}"
+    for (e0, s0), (e1, s1) in itertools.pairwise(points):
+        if s1 >= level:
+            return f"{e0 + (level - s0) * (e1 - e0) / (s1 - s0):.3g}"
+    return f"> {points[-1][0]:g}"
+
+
+def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
+    ad = results.get("adaptive")
+    if not ad or not ad.get("records"):
+        return []
+    fpr = 100 * ad.get("fpr", 0.05)
+    out = [("h", 2, "Adaptive evaluation: attacks that know the detector"),
+           ("p", (f"Every attack below targets the classifier and the detector together, against each detector's "
+                  f"threshold at {fpr:g} % FPR on clean held-out images. SR@{fpr:g} = the share of attacked images, "
+                  "correct when clean, that end misclassified AND accepted; the worst case counts an image as lost if "
+                  "any attack at that ε or a smaller one fooled both (Carlini & Wagner 2017; Bryniarski et al. "
+                  "2022)."))]
+    if "adaptive" in figs:
+        out.append(("img", "adaptive", *figs["adaptive"]))
+    rows, verdicts, notes = [], [], Notes()
+    for w in ad.get("worst_case", []):
+        norm = w.get("norm", "linf")
+        recs = [r for r in ad["records"] if r["model"] == w["model"] and r["metric"] == w["metric"]
+                and r.get("eps") == w["eps"] and (r.get("norm") or "linf") == norm]
+        robust = min((r["operating_point"].get("robust_accuracy_with_rejection") for r in recs), default=None,
+                     key=lambda v: 2.0 if v is None else v)
+        none_correct = "no attacked image is correctly classified when clean, so there is no rate"
+        per = ", ".join(f"{label(r['attack'])} " + notes.value(pct(r["operating_point"].get("attack_success_rate")),
+                                                                none_correct, 0) for r in recs)
+        ci = w.get("interval") or [None, None]
+        worst = notes.value(pct(w["attack_success_rate"]), none_correct) + (
+            _ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
+        rows.append([w["objective"].upper(), _label(w["metric"]),
+                     f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst, per,
+                     notes.value(pct(robust), none_correct), f"{w['n_fooled']} / {w['n_clean_correct']}"])
+    note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
+            "intervals are in results.json (adaptive.records[*].operating_point).")
+    out.append(("p", note))
+    out.append(("table", ["objective", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
+                          "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
+    out += notes.blocks()
+    curves: dict[tuple, list] = {}
+    for w in ad.get("worst_case", []):
+        if w["attack_success_rate"] is not None and w.get("norm", "linf") == "linf":
+            curves.setdefault((w["model"], w["objective"], w["metric"]), []).append((w["eps"], w["attack_success_rate"]))
+    failed = {(m, c.get("metric", "kd")) for m, cs in (ad.get("sanity") or {}).items() for c in cs if not c["passed"]}
+    for (model, obj, metric), pts in sorted(curves.items(), key=lambda kv: (kv[0][1] != "ce", kv[0][2] != "kd")):
+        reach = ", ".join(f"{100 * lv:.0f} % at ε {eps_reaching(pts, lv)}" for lv in TARGET_LEVELS)
+        top = max(pts)
+        verdict = "falls to" if top[1] >= 0.5 else "holds against"
+        doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
+                 "that." if (model, metric) in failed and top[1] < 0.5 else "")
+        verdicts.append(f"{obj.upper()} + {_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
+                        f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
+    out += [("p", "In plain words:"), ("ul", verdicts),
+            ("p", ("Tramèr (ICML 2022) shows that a detector robust at distance ε yields an (inefficient) classifier "
+                   "robust at ε/2. A detector that kept SR low at ε would therefore imply a robust classifier at ε/2 "
+                   "that this undefended network is not; low SR at large ε is a reason to suspect a weak attack "
+                   "(see the sanity checks), not a proof of robustness."))]
+    checks = ad.get("sanity") or {}
+    items, warnings = [], []
+    for model, cs in checks.items():
+        for c in cs:
+            who = f"{model}, {_label(c['metric'])}" if c.get("metric") else model
+            (items if c["passed"] else warnings).append(f"{who}: {c['check']}: {c['detail']}")
+    if checks:
+        out.append(("h", 3, "Sanity checks"))
+        if warnings:
+            out += [("p", "WARNING: these checks failed; the numbers above may overstate robustness:"),
+                    ("ul", warnings)]
+        out += [("p", "Passed:"), ("ul", items or ["none"])]
+    return out

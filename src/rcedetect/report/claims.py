@@ -1,0 +1,176 @@
+"""The paper's claims, checked one by one against a run: a plain sentence each, "holds" or "does not hold at this
+scale", with the n behind it and 95 % intervals (report section "The paper's claims at this scale").
+
+The claims (Pang et al. 2018, §4.3-4.5 and Table 4's text):
+
+1. RCE + K-density detects at least as well as CE + K-density, on every attack of Table 2 (AUC, RCE ≥ CE);
+2. RCE raises non-ME: the non-ME detector's AUC is higher with RCE on every attack, and clean images of the RCE
+   model have the higher non-ME;
+3. C&W-wb needs larger distortions on RCE than on CE (Table 3);
+4. few C&W-wb examples transfer from the substitute to the target: < 15 % on CIFAR-10, < 50 % on MNIST (§4.5);
+5. MNIST only: the target's K-density AUC on the transferred examples exceeds 95 for all four pairs.
+
+A verdict says "does not hold" only where the run resolves it: the two sides' intervals apart (or a share's whole
+interval past the paper's bound); a reversal inside the intervals is "not resolved", and a share whose interval
+reaches the bound is said to hold only within the uncertainty of its n. AUC
+intervals are the records' percentile-bootstrap intervals (held-out threshold images resampled too); shares have
+Wilson intervals; the C&W-wb distortion has a percentile-bootstrap interval of its mean. Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+from ..evaluation import paper_ref
+from ..stats.metrics import wilson_interval
+from .format import auc_of, enough_pairs, interval, main_models, missing, record, table2_record
+
+#: the transfer-rate bounds the paper's text gives (Table 4's text, §4.5)
+TRANSFER_BOUND = {"cifar10": 0.15, "mnist": 0.50}
+#: the MNIST claim on the black-box AUCs (Table 4's text)
+MNIST_TRANSFER_AUC = 95.0
+
+
+def _span(lo, hi, digits: int = 1) -> str:
+    return "" if lo is None or hi is None else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _auc_text(rec: dict, metric: str) -> tuple[float | None, tuple | None, str]:
+    ours, iv = auc_of(rec, metric), interval(rec, metric, "auc")
+    if missing(ours):
+        return None, None, "—"
+    return ours, iv, f"{ours:.1f}{_span(*(iv or (None, None)))} ({rec.get('n_pairs', 0)} pairs)"
+
+
+def _overlap(a: tuple | None, b: tuple | None) -> bool:
+    return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
+
+
+def _objectives(results: dict) -> dict[str, str]:
+    return {results["models"][m]["objective"]: m for m in main_models(results)}
+
+
+def _auc_claim(results: dict, metric: str, label: str) -> str | None:
+    """RCE ≥ CE for ``metric``'s AUC on every Table 2 attack with enough pairs on both sides."""
+    objs = _objectives(results)
+    if not {"ce", "rce"} <= set(objs):
+        return None
+    parts, fails, below = [], [], []
+    for attack in paper_ref.TABLE2_ATTACKS:
+        recs = [table2_record(results, objs[o], attack) for o in ("ce", "rce")]
+        if not all(enough_pairs(r) for r in recs):
+            continue
+        (ce, ce_iv, ce_t), (rce, rce_iv, rce_t) = (_auc_text(r, metric) for r in recs)
+        if ce is None or rce is None:
+            continue
+        name = paper_ref.label(attack)
+        parts.append(f"{name}: RCE {rce_t} vs CE {ce_t}")
+        if rce < ce:
+            (below if _overlap(ce_iv, rce_iv) else fails).append(name)
+    if not parts:
+        return None
+    if fails:
+        verdict = f"does not hold at this scale (RCE < CE, the intervals apart, under {', '.join(fails)})"
+    elif below:
+        verdict = (f"not resolved at this scale: RCE is below CE under {', '.join(below)}, by less than the "
+                   "intervals resolve, and not below it elsewhere")
+    else:
+        verdict = "holds at this scale"
+    tie = ""
+    return f"{label}: {verdict}{tie}. " + "; ".join(parts) + "."
+
+
+def _non_me_clean(results: dict) -> str:
+    """The mean non-ME of the clean images behind Table 2's FGSM row, CE against RCE (the score is −non-ME)."""
+    objs, out = _objectives(results), []
+    for o in ("ce", "rce"):
+        rec = table2_record(results, objs[o], "fgsm") if o in objs else None
+        mean = ((rec or {}).get("detection", {}).get("non_me", {}).get("score_summary") or {}).get("clean", {})
+        if rec is None or mean.get("mean") is None:
+            return ""
+        out.append(f"{o.upper()} {-mean['mean']:.3f}")
+    return f" Mean non-ME of the clean images (max log 9 ≈ 2.197 for 10 classes): {', '.join(out)}."
+
+
+def _distortion_claim(results: dict) -> str | None:
+    objs = _objectives(results)
+    recs = {o: record(results, objs[o], paper_ref.WHITEBOX_ATTACK) for o in ("ce", "rce") if o in objs}
+    wbs = {o: (r or {}).get("wb") for o, r in recs.items()}
+    if set(wbs) != {"ce", "rce"} or not all(wbs.values()):
+        return None
+    d = {o: wb.get("mean_distortion") for o, wb in wbs.items()}
+    texts = {o: (f"{d[o]:.2f}{_span(*(wbs[o].get('distortion_interval') or (None, None)), 2)} over "
+                 f"{wbs[o].get('n_efficient', 0)} images" if not missing(d[o]) else "none (no image fooled both)")
+             for o in ("ce", "rce")}
+    body = f"RCE {texts['rce']} vs CE {texts['ce']} (‖x − x*‖₂/√d on [0, 255])"
+    if missing(d["ce"]) or missing(d["rce"]):
+        return f"C&W-wb needs larger distortions on RCE: not decided at this scale. {body}."
+    overlap = _overlap(wbs["ce"].get("distortion_interval"), wbs["rce"].get("distortion_interval"))
+    verdict = ("holds at this scale" if d["rce"] > d["ce"] else
+               "not resolved at this scale (RCE not above CE, inside the intervals)" if overlap else
+               "does not hold at this scale")
+    tie = "; the intervals overlap" if overlap and d["rce"] > d["ce"] else ""
+    return f"C&W-wb needs larger distortions on RCE: {verdict}{tie}. {body}."
+
+
+def _pair(t: dict) -> str:
+    return (f"{t['substitute_objective'].upper()} {t['substitute_arch']} → "
+            f"{t['target_objective'].upper()} {t['target_arch']}")
+
+
+def _transfer_claims(results: dict, col: str) -> list[str]:
+    transfers = results.get("transfer") or []
+    if not transfers:
+        return []
+    bound, parts, over, at, straddle = TRANSFER_BOUND[col], [], [], [], []
+    for t in transfers:
+        n, rate = t.get("n_substitute_success", 0), t.get("transfer_rate")
+        if missing(rate) or not n:
+            parts.append(f"{_pair(t)}: no substitute success to transfer")
+            continue
+        lo, hi = wilson_interval(round(rate * n), n)
+        parts.append(f"{_pair(t)}: {100 * rate:.1f} %{_span(100 * lo, 100 * hi)} of {n}")
+        (over if lo >= bound else at if rate >= bound else straddle if hi >= bound else []).append(_pair(t))
+    out = []
+    decided = [p for p in parts if "no substitute" not in p]
+    verdict = ("not decided (nothing transferred)" if not decided else
+               f"does not hold at this scale ({', '.join(over)}: the whole interval at or above the bound)" if over
+               else f"not resolved at this scale ({', '.join(at)} at or above the bound, its interval reaching "
+                    "below it)" if at else "holds at this scale")
+    tie = (f"; the interval reaches the bound for {', '.join(straddle)}, so there it holds only within the "
+           "uncertainty of this n" if straddle else "")
+    out.append(f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
+               f"target): {verdict}{tie}. " + "; ".join(parts) + ".")
+    if col == "mnist":
+        aucs, low, unsure = [], [], []
+        for t in transfers:
+            ours, _, text = _auc_text(t, "kd")
+            if ours is None:
+                continue
+            aucs.append(f"{_pair(t)}: {text}")
+            if ours <= MNIST_TRANSFER_AUC:
+                (low if enough_pairs(t) else unsure).append(_pair(t))
+        if aucs:
+            v = (f"does not hold at this scale ({', '.join(low)})" if low else
+                 f"not resolved at this scale ({', '.join(unsure)} at or below {MNIST_TRANSFER_AUC:.0f} on fewer "
+                 "than 30 pairs)" if unsure else "holds at this scale")
+            out.append(f"The target's K-density AUC on transferred examples exceeds {MNIST_TRANSFER_AUC:.0f} for all "
+                       f"four pairs: {v}. " + "; ".join(aucs) + ".")
+    return out
+
+
+def claims_blocks(results: dict, col: str | None) -> list[tuple]:
+    """The section "The paper's claims at this scale" (empty without a paper column)."""
+    if col not in TRANSFER_BOUND:
+        return []
+    items = [_auc_claim(results, "kd", "RCE ≥ CE for K-density on every attack (Table 2)"),
+             _auc_claim(results, "non_me", "RCE raises non-ME: its AUC is higher with RCE on every attack (Table 2)"),
+             _distortion_claim(results), *_transfer_claims(results, col)]
+    if items[1] is not None:
+        items[1] += _non_me_clean(results)
+    items = [i for i in items if i]
+    if not items:
+        return []
+    return [("h", 2, "The paper's claims at this scale"),
+            ("p", ("Each claim is read off our point estimates with 95 % intervals (AUC: bootstrap; shares: Wilson; "
+                   "distortion: bootstrap of the mean) and the n behind them. Where the intervals overlap the run "
+                   "cannot tell the two sides apart, whatever the verdict.")),
+            ("ul", items)]

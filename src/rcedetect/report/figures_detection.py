@@ -1,0 +1,127 @@
+"""Figures of detection beyond the paper: ROC curves per attack, and attack success at a fixed FPR against ε.
+
+Drawn from the results dict alone, like :mod:`.figures` (with the style and helpers of :mod:`.figure_style`); each returns
+``(key, file, caption)`` or ``None`` when the results lack its data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+
+from .. import detectors
+from ..evaluation import paper_ref
+from .figure_style import COLORS, save_figure
+
+METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
+                 "mahalanobis": (0, (1, 3))}
+
+
+def _label(metric: str) -> str:
+    cls = detectors.REGISTRY.get(metric)
+    return cls.label if cls else metric
+
+
+def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return (n + cols - 1) // cols, cols
+
+
+def fig_roc(results: dict, out_dir: Path):
+    """One panel per Table-2 attack: the ROC curve over the pairs, CE vs RCE (colour), detector by detector (line)."""
+    panels = []
+    for attack in paper_ref.TABLE2_ATTACKS:
+        recs = [r for r in results.get("attacks", []) if r["attack"] == attack
+                and (r.get("eps") is None or abs(r["eps"] - results.get("table2_eps", 0)) < 1e-9)]
+        if any(d.get("roc") for r in recs for d in r.get("detection", {}).values()):
+            panels.append((attack, recs))
+    if not panels:
+        return None
+    rows, cols = _grid_shape(len(panels), 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.75 * cols + 1.9, 2.75 * rows), squeeze=False, sharex=True,
+                             sharey=True, layout="constrained")
+    metrics, empty = {}, []
+    for ax, (attack, recs) in zip(axes.flat, panels):
+        for r in recs:
+            drawn = False
+            for metric, d in r.get("detection", {}).items():
+                if d.get("roc"):
+                    metrics[metric] = True
+                    drawn = True
+                    ax.plot(d["roc"]["fpr"], d["roc"]["tpr"], ls=METRIC_STYLES.get(metric, "-."),
+                            color=COLORS.get(r["objective"]), lw=1.2)
+            if not drawn:
+                empty.append(f"{paper_ref.label(attack)} {r['objective'].upper()} ({r['n_pairs']} pairs)")
+        ax.plot([0, 1], [0, 1], color="0.75", lw=0.8)
+        pairs = " / ".join(f"{r['objective'].upper()} {r['n_pairs']}" for r in recs)
+        ax.set_title(f"{paper_ref.label(attack)}: pairs {pairs}")
+        ax.set_aspect("equal")
+    for ax in axes[-1]:
+        ax.set_xlabel("FPR (clean rejected)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("TPR (adversarial rejected)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=c, lw=2, label=o.upper()) for o, c in COLORS.items()]
+    handles += [Line2D([], [], color="k", lw=1.2, ls=METRIC_STYLES.get(m, "-."), label=_label(m))
+                for m in detectors.names() if m in metrics]
+    fig.legend(handles=handles, loc="outside right upper")
+    t2 = results.get("table2_eps")
+    caption = (f"ROC curves over the pairs at the Table-2 budget (FGSM, BIM, ILCM, JSMA at ε = {t2}; C&W and "
+               "C&W-hc at their one budget): CE (blue) and RCE (red), one line style per detector; pairs per model "
+               "in each title; the grey diagonal is chance. A curve below it is the ROC of an AUC below 50."
+               + (f" No curve for {', '.join(empty)}: no pairs to score." if empty else ""))
+    return "roc", save_figure(fig, out_dir, "roc.png"), caption
+
+
+def fig_adaptive(results: dict, out_dir: Path):
+    """SR@N against ε: one panel per model × detector, a line per adaptive attack and the worst case over them."""
+    ad = results.get("adaptive") or {}
+    recs = [r for r in ad.get("records", []) if r.get("eps") is not None and r.get("norm", "linf") == "linf"]
+    objs = sorted({(r["objective"], r["model"]) for r in recs}, key=lambda p: (p[0] != "ce", p[1]))
+    order = {m: i for i, m in enumerate(detectors.names())}
+    metrics = sorted({r["metric"] for r in recs}, key=lambda m: order.get(m, len(order)))
+    if not objs:
+        return None
+    fpr = ad.get("fpr", 0.05)
+    attacks = list(dict.fromkeys(r["attack"] for r in recs))
+    colors = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(attacks)}
+    fig, axes = plt.subplots(len(objs), len(metrics), figsize=(min(1.65 * len(metrics) + 1.2, 10.8),
+                                                               1.9 * len(objs) + 0.9),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    missing, n_images = [], {}
+    for i, (obj, model) in enumerate(objs):
+        for j, metric in enumerate(metrics):
+            ax, mine = axes[i][j], [r for r in recs if r["model"] == model and r["metric"] == metric]
+            for attack in attacks:
+                pts = sorted((r["eps"], r["operating_point"]["attack_success_rate"]) for r in mine
+                             if r["attack"] == attack and r["operating_point"]["attack_success_rate"] is not None)
+                ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "o-", ms=2.5, lw=1, color=colors[attack])
+            worst = [w for w in ad.get("worst_case", []) if w["model"] == model and w["metric"] == metric
+                     and w.get("norm", "linf") == "linf"]
+            n_images.setdefault(obj.upper(), set()).update(w["n_clean_correct"] for w in worst)
+            pts = sorted((w["eps"], w["attack_success_rate"]) for w in worst if w["attack_success_rate"] is not None)
+            missing += [f"{obj.upper()} + {_label(metric)} at ε {w['eps']:g}" for w in worst
+                        if w["attack_success_rate"] is None]
+            ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "k-", lw=2.2)
+            if not mine:
+                ax.text(0.5, 0.5, "not attacked", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_ylim(-3, 103)
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title(_label(metric))
+            if i == len(objs) - 1:
+                ax.set_xlabel("ε (L∞)")
+        axes[i][0].set_ylabel(f"{obj.upper()}: SR@{100 * fpr:g} (%)")
+    handles = [Line2D([], [], color=colors[a], marker="o", ms=3, lw=1, label=a) for a in attacks]
+    handles.append(Line2D([], [], color="k", lw=2.2, label="worst case"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    n = ", ".join(f"{o} {'/'.join(str(v) for v in sorted(vs))}" for o, vs in n_images.items())
+    caption = (f"Adaptive attacks, one panel per objective (row) and detector (column): SR@{100 * fpr:g}, the share "
+               f"of the attacked, clean-correct images ({n}) that end misclassified AND accepted by the detector at its "
+               f"{100 * fpr:g} % FPR threshold, against ε; thin lines per attack, the thick black line the worst case "
+               "over them (an image fooled at a smaller ε counts at every larger ε)."
+               + (f" No point for {'; '.join(missing)}: no clean-correct image, so no rate." if missing else ""))
+    return "adaptive", save_figure(fig, out_dir, "adaptive_sr_vs_eps.png"), caption

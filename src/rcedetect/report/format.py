@@ -1,0 +1,144 @@
+"""What the report's sections share: number formatting, record lookups in a results dict, and footnotes that
+say why a cell is empty.
+
+Blocks (rendered by :mod:`.render`): ``("h", level, text)``, ``("p", text)``, ``("ul", items)``,
+``("table", head, rows)``, ``("notes", items)`` (the footnotes of the table above) and ``("img", key, file,
+caption)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..stats.operating_point import MIN_PAIRS, too_few_pairs
+from .render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
+
+DASH = "—"
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+#: why a cell or a point is empty, in the words of its footnote
+NO_PAIRS = ("0 pairs: the attack turned no correctly classified image into a misclassified one at this budget, "
+            "so there is nothing to score")
+NOT_RUN = "not run in this preset"
+NOT_SCORED = "this detector was not scored on this attack's images"
+NOT_RECORDED = "results.json holds no value here"
+FEW_PAIRS = (f"too few pairs (fewer than {MIN_PAIRS}; see the pairs column): shown with its bootstrap 95 % interval "
+             "in brackets, never compared with the paper")
+
+
+def missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def num(v: float | None, digits: int = 1) -> str:
+    return DASH if missing(v) else f"{v:.{digits}f}"
+
+
+def cell(ours: float | None, paper: float | None, digits: int = 1) -> str:
+    """``ours (paper, Δ)``; just ``ours`` where the paper has no value."""
+    if paper is None:
+        return num(ours, digits)
+    if missing(ours):
+        return f"{DASH} ({num(paper, digits)})"
+    return f"{num(ours, digits)} ({num(paper, digits)}, {ours - paper:+.{digits}f})"
+
+
+def seconds(v: float | None) -> str:
+    """A duration in the unit that reads best: ``29 s``, ``4.1 ms``, ``670 µs``."""
+    if missing(v):
+        return DASH
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if v >= scale or unit == "µs":
+            x = v / scale
+            return f"{x:.2g} {unit}" if x < 9.95 else f"{x:.0f} {unit}"
+    return DASH
+
+
+def pct(v: float | None) -> float | None:
+    return None if missing(v) else 100.0 * v
+
+
+class Notes:
+    """The footnotes of one table: ``mark(text)`` gives the superscript of ``text`` (one number per distinct text)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        return str(self.texts.index(text) + 1).translate(SUPERSCRIPT)
+
+    def empty(self, why: str) -> str:
+        """An empty cell that says why: ``—¹``."""
+        return DASH + self.mark(why)
+
+    def value(self, v: float | None, why: str, digits: int = 1) -> str:
+        """``v`` formatted, or an empty cell with its reason."""
+        return self.empty(why) if missing(v) else num(v, digits)
+
+    def blocks(self) -> list[tuple]:
+        return [("notes", [f"{str(i).translate(SUPERSCRIPT)} {t}" for i, t in enumerate(self.texts, 1)])] \
+            if self.texts else []
+
+
+def why_missing(rec: dict | None, metric: str | None = None) -> str:
+    """The reason a value of ``rec`` (for ``metric``) is absent, from what the record says."""
+    if rec is None:
+        return NOT_RUN
+    if rec.get("n_pairs", 1) == 0:
+        return NO_PAIRS
+    if metric is not None and metric not in rec.get("detection", {}):
+        return NOT_SCORED
+    return NOT_RECORDED
+
+
+# ----------------------------------------------------------------------------------------------- lookups
+def main_models(results: dict) -> list[str]:
+    return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
+
+
+def record(results: dict, model: str, attack: str, eps: float | None = None) -> dict | None:
+    for r in results.get("attacks", []):
+        if r["model"] == model and r["attack"] == attack and (eps is None or _close(r.get("eps"), eps)):
+            return r
+    return None
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) < 1e-9
+
+
+def table2_record(results: dict, model: str, attack: str) -> dict | None:
+    """The record of ``attack`` on ``model`` behind Table 2: its run at table2_eps when it has an ε grid."""
+    has_grid = any(r["attack"] == attack and r.get("eps") is not None for r in results.get("attacks", []))
+    return record(results, model, attack, results.get("table2_eps") if has_grid else None)
+
+
+def enough_pairs(rec: dict | None) -> bool:
+    """A cell is read as a result only with at least MIN_PAIRS pairs (else it is shown, but never compared)."""
+    return rec is not None and not too_few_pairs(rec.get("n_pairs", 0))
+
+
+def interval(rec: dict | None, metric: str, stat: str, fpr_key: str = "fpr_5") -> tuple | None:
+    """The bootstrap 95 % interval (×100) of ``stat`` of ``metric`` in a record, if it has one."""
+    op = ((rec or {}).get("detection", {}).get(metric, {}).get("operating_points") or {}).get(fpr_key) or {}
+    lo, hi = (op.get("bootstrap") or {}).get(stat) or (None, None)
+    return None if lo is None or hi is None else (100 * lo, 100 * hi)
+
+
+def auc_cell(rec: dict, metric: str, paper: float | None, notes: Notes) -> str:
+    """``ours (paper, Δ)``; below MIN_PAIRS pairs ``ours [interval]`` with a footnote; an empty cell says why."""
+    ours = auc_of(rec, metric)
+    if missing(ours):
+        return notes.empty(why_missing(rec, metric)) + (f" ({num(paper)})" if paper is not None else "")
+    if enough_pairs(rec):
+        return cell(ours, paper)
+    ci = interval(rec, metric, "auc")
+    return num(ours) + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "") + notes.mark(FEW_PAIRS)
+
+
+def auc_of(rec: dict | None, metric: str, key: str = "auc_strict") -> float | None:
+    if not rec:
+        return None
+    return pct(rec.get("detection", {}).get(metric, {}).get(key))

@@ -1,0 +1,259 @@
+"""The report's "Detection or robust training?" section: robust accuracy of every classifier, each detector's
+robust accuracy with rejection beside it, and Tramèr's check (all from ``results.json``'s ``robust``).
+
+- Robust accuracy (no detector; Madry et al. 2018, RobustBench's figure): the share of attacked images classified
+  right clean and under every attack of the cascade at every ε' ≤ ε (:mod:`rcedetect.evaluation.robust`).
+- Robust accuracy with rejection (Tramèr, "Detecting adversarial examples is (nearly) as hard as classifying
+  them", ICML 2022): the clean image classified right and accepted, and no adaptive attack at any ε' ≤ ε made it
+  misclassified and accepted (:mod:`rcedetect.reproduce.robust`). A classifier without a detector is the detector
+  that rejects nothing, so both are one number and one column.
+- Tramèr's check: a detector robust at ε implies an (inefficient) classifier robust at ε/2 with the same accuracy.
+  A detector that claims more robust accuracy with rejection at ε than the best classifier we trained on the same
+  backbone reaches at ε/2 claims more than robust training achieved, "a sign of a weak attack" when the Wilson
+  intervals separate the two, "not resolved" when they overlap; "consistent" otherwise. The reduction builds a
+  classifier that is inefficient and that we did not train, so a claim above our best classifier is a sign, not a
+  proof, that the adaptive attacks were too weak.
+"""
+
+from __future__ import annotations
+
+from .. import detectors
+from ..stats.metrics import wilson_interval
+from .format import DASH, Notes
+
+REL_TOL = 1e-3  # two ε closer than this (relatively) are one budget (rcedetect.reproduce.robust_config.close)
+
+CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
+NONE = "none"
+
+
+def metric_label(metric: str) -> str:
+    """A detector's display name (its registry label)."""
+    cls = detectors.REGISTRY.get(metric)
+    return cls.label if cls else metric
+
+
+def close(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-12)
+
+
+def arch_text(arch: str) -> str:
+    return f"ResNet-{arch[6:]}" if arch.startswith("resnet") and arch[6:].isdigit() else arch
+
+
+def training_text(m: dict) -> str:
+    """"standard", "PGD-AT ε 0.3 (7 steps)", "TRADES β 6, ε 0.3 (7 steps)"."""
+    t = m.get("training")
+    if not t:
+        return "standard"
+    budget = f"ε {t['eps']:g}{' L2' if t.get('norm') == 'l2' else ''} ({t['steps']} steps)"
+    return f"TRADES β {t['beta']:g}, {budget}" if t.get("kind") == "trades" else f"PGD-AT {budget}"
+
+
+def model_label(m: dict) -> str:
+    """"ResNet-8 CE" or "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)"."""
+    base = f"{arch_text(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}"
+    return base if not m.get("training") else f"{base}, {training_text(m)}"
+
+
+def _short(m: dict) -> str:
+    """"CE", "RCE", "CE PGD-AT", "CE TRADES": what a sentence calls a model."""
+    kind = {"pgd-at": " PGD-AT", "trades": " TRADES"}.get((m.get("training") or {}).get("kind"), "")
+    return f"{str(m.get('objective', '?')).upper()}{kind}"
+
+
+def tramer_verdict(claim: tuple | None, best: tuple | None) -> str:
+    """Tramèr's check of a detector's claimed robust accuracy with rejection at ε, ``claim`` = (value, lo, hi),
+    against the best classifier's robust accuracy at ε/2 on the same backbone, ``best`` = (value, lo, hi):
+    "consistent" where the claim is no higher, "a sign of a weak attack" where its interval lies above the
+    classifier's, "not resolved" in between; "" where either is missing."""
+    if claim is None or best is None or claim[0] is None or best[0] is None:
+        return ""
+    if claim[0] <= best[0] + 1e-12:
+        return CONSISTENT
+    if claim[1] is not None and best[2] is not None and claim[1] > best[2]:
+        return WEAK
+    return UNRESOLVED
+
+
+def _triple(row: dict | None, key: str) -> tuple | None:
+    if row is None or row.get(key) is None:
+        return None
+    lo, hi = row.get("interval") or (None, None)
+    return (row[key], lo, hi)
+
+
+def _cell(t: tuple | None) -> str:
+    if t is None:
+        return DASH
+    return f"{100 * t[0]:.1f}" + (f" [{100 * t[1]:.0f}, {100 * t[2]:.0f}]" if t[1] is not None else "")
+
+
+def _find(rows: list[dict], eps: float, **match) -> dict | None:
+    return next((r for r in rows if close(r["eps"], eps) and all(r.get(k) == v for k, v in match.items())), None)
+
+
+def best_classifier(classifiers: list[dict], arch: str, eps: float) -> dict | None:
+    """The classifier (no detector) with the highest robust accuracy at ``eps`` on backbone ``arch``."""
+    rows = [r for r in classifiers if r.get("arch") == arch and close(r["eps"], eps)
+            and r.get("robust_accuracy") is not None]
+    return max(rows, key=lambda r: r["robust_accuracy"], default=None)
+
+
+def _clean(results: dict, model: str) -> str:
+    m = results.get("models", {}).get(model, {})
+    acc, n = m.get("test_accuracy"), m.get("n_test")
+    if acc is None or not n:
+        return DASH
+    lo, hi = wilson_interval(round(acc * n), n)
+    return f"{100 * acc:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _model(results: dict, model: str, row: dict) -> dict:
+    return {**row, **results.get("models", {}).get(model, {})}
+
+
+def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
+    rows_in = rb.get("classifiers") or []
+    models = list(dict.fromkeys(r["model"] for r in rows_in))
+    grid = list(rb.get("eps") or [])
+    rows = []
+    for model in models:
+        mine = [r for r in rows_in if r["model"] == model]
+        m = _model(results, model, mine[0])
+        rec = (rb.get("records") or {}).get(model) or {}
+        by: dict[str, int] = {}
+        for b in rec.get("broken_by") or []:
+            if b is not None and b != "clean":
+                by[b] = by.get(b, 0) + 1
+        order = [a["name"] for a in rb.get("attacks") or []]
+        broken = ", ".join(f"{a} {by.get(a, 0)}" for a in order) or DASH
+        rows.append([model_label(m), _clean(results, model), str(mine[0].get("n_images", "")),
+                     *[_cell(_triple(_find(mine, e), "robust_accuracy")) for e in grid], broken])
+    attacks = ", ".join(f"{a['name']} ({a['attack']})" for a in rb.get("attacks") or [])
+    return [("h", 3, "Robust accuracy of every classifier (no detector)"),
+            ("p", (f"Robust accuracy (%) under the attacks {attacks}, run one after another at each ε on the images "
+                   "still classified right, true labels, on the classifier alone; an image broken at a smaller ε "
+                   "counts as broken at every larger one. n attacked test images (the adaptive evaluation's); "
+                   "brackets: 95 % Wilson intervals. Clean accuracy on the whole test set. The last column: how many "
+                   "images each attack broke first (an attack that breaks none after the first adds nothing; one "
+                   "that breaks many a sign that the earlier ones are weak).")),
+            ("table", ["model", "clean acc. (test set)", "n", *[f"ε {e:g}" for e in grid], "broken first by"], rows)]
+
+
+def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
+    """One entry per (ε of the adaptive grid, model, detector or none): the section's table and its words."""
+    classifiers, detectors = rb.get("classifiers") or [], rb.get("detectors") or []
+    grid = list(rb.get("adaptive_eps") or []) or list(rb.get("eps") or [])
+    notes, out = Notes(), []
+    for eps in grid:
+        for model in dict.fromkeys(r["model"] for r in classifiers):
+            row = _find(classifiers, eps, model=model)
+            if row is None:
+                continue
+            m = _model(results, model, row)
+            half = _find(classifiers, eps / 2, model=model)
+            out.append({"eps": eps, "model": model, "m": m, "metric": NONE, "at": _triple(row, "robust_accuracy"),
+                        "half": _triple(half, "robust_accuracy"), "n": row.get("n_images"), "rejected": None,
+                        "verdict": "", "best": None,
+                        "half_note": "" if half else notes.mark("no robust accuracy at ε/2 in this run")})
+            metrics = dict.fromkeys(d["metric"] for d in detectors if d["model"] == model)
+            for metric in metrics:
+                d = _find(detectors, eps, model=model, metric=metric)
+                if d is None:
+                    continue
+                h = _find(detectors, eps / 2, model=model, metric=metric)
+                half, half_note = _triple(h, "robust_accuracy_with_rejection"), ""
+                if h is None or h.get("eps_attacked") is None:
+                    half, half_note = None, notes.mark("no adaptive attack ran at or below ε/2")
+                elif not close(h["eps_attacked"], eps / 2):
+                    half_note = notes.mark("no adaptive attack ran at ε/2: the worst case over the grid's ε′ below "
+                                           "it, an upper bound")
+                claim = _triple(d, "robust_accuracy_with_rejection")
+                best = best_classifier(classifiers, m.get("arch"), eps / 2)
+                rej = d.get("clean_rejection_rate")
+                rej_ci = d.get("clean_rejection_interval") or (None, None)
+                out.append({"eps": eps, "model": model, "m": m, "metric": metric, "at": claim, "half": half,
+                            "half_note": half_note, "n": d.get("n_images"),
+                            "rejected": None if rej is None else (rej, *rej_ci),
+                            "verdict": tramer_verdict(claim, _triple(best, "robust_accuracy")), "best": best})
+    return out, notes
+
+
+def _verdict_cell(results: dict, r: dict) -> str:
+    if r["metric"] == NONE:
+        return DASH
+    if not r["verdict"]:
+        return "not checked (no classifier at ε/2)"
+    b = r["best"]
+    return f"{r['verdict']} (best at ε/2: {_short(_model(results, b['model'], b))} {100 * b['robust_accuracy']:.0f})"
+
+
+def robust_blocks(results: dict) -> list[tuple]:
+    rb = results.get("robust")
+    if not rb or not rb.get("classifiers"):
+        return []
+    fpr = 100 * (rb.get("fpr") or 0.05)
+    out = [("h", 2, "Detection or robust training?"),
+           ("p", ("Beyond the paper: each model as it would be deployed, alone or behind each detector fitted on it, "
+                  "under the strongest attacks this run has. For a classifier alone, robust accuracy under the "
+                  "robust-accuracy attacks below; for a detector, robust accuracy with rejection under the adaptive "
+                  "attacks (Tramèr, ICML 2022): the clean image classified right and accepted, and no adaptive "
+                  "attack at ε or below made it misclassified and accepted. Each detector's threshold rejects "
+                  f"{fpr:g} % of clean held-out images; 'clean rejected' is the share of the attacked images' clean "
+                  "versions it rejects, measured. All in %, brackets 95 % Wilson intervals over the n attacked "
+                  "images (given the attacks and the threshold)."))]
+    out += classifier_blocks(results, rb)
+    rows, notes = detection_rows(results, rb)
+    table = [[f"{r['eps']:g}", model_label(r["m"]), metric_label(r["metric"]) if r["metric"] != NONE else NONE,
+              _clean(results, r["model"]), _cell(r["rejected"]) if r["rejected"] else DASH, str(r["n"] or ""),
+              _cell(r["at"]), _cell(r["half"]) + r["half_note"], _verdict_cell(results, r)] for r in rows]
+    out += [("h", 3, "Detection or robust training, side by side"),
+            ("p", ("Robust accuracy (with rejection where there is a detector) at ε and at ε/2. Tramèr's check "
+                   "(ICML 2022): a detector robust at ε implies an inefficient classifier robust at ε/2, so a detector "
+                   "claiming more at ε than the best classifier trained here reaches at ε/2 on the same backbone is "
+                   f"'{WEAK}' (intervals apart) or '{UNRESOLVED}' (intervals overlap); '{CONSISTENT}' otherwise.")),
+            ("table", ["ε", "model", "detector", "clean acc.", "clean rejected", "n", "robust acc. at ε",
+                       "at ε/2", "Tramèr check"], table), *notes.blocks()]
+    out += [("p", "In plain words:"), ("ul", plain_words(results, rows))]
+    return out
+
+
+def _who(results: dict, r: dict) -> str:
+    name = _short(r["m"])
+    return name if r["metric"] == NONE else f"{name} + {metric_label(r['metric'])}"
+
+
+def plain_words(results: dict, rows: list[dict]) -> list[str]:
+    """Per ε: which defence keeps the most, by how much and whether the intervals separate it; Tramèr's flags."""
+    words = []
+    for eps in dict.fromkeys(r["eps"] for r in rows):
+        at = [r for r in rows if r["eps"] == eps and r["at"] is not None]
+        if not at:
+            continue
+        top = max(at, key=lambda r: r["at"][0])
+        other = [r for r in at if (r["metric"] == NONE) != (top["metric"] == NONE)]
+        kind = ("robust training" if top["m"].get("training") else "the standard classifier alone") \
+            if top["metric"] == NONE else "detection"
+        line = f"At ε {eps:g}, {kind} keeps the most: {_who(results, top)} {_cell(top['at'])}"
+        if other:
+            best_other = max(other, key=lambda r: r["at"][0])
+            apart = top["at"][1] is not None and best_other["at"][2] is not None and top["at"][1] > best_other["at"][2]
+            line += (f"; the best {'detector' if top['metric'] == NONE else 'classifier alone'} "
+                     f"({_who(results, best_other)}) keeps {_cell(best_other['at'])}, "
+                     + ("the intervals apart." if apart else "within the intervals of each other: not resolved."))
+        else:
+            line += "."
+        words.append(line)
+    flagged = [r for r in rows if r["verdict"] in (WEAK, UNRESOLVED)]
+    checked = [r for r in rows if r["verdict"]]
+    if checked:
+        if flagged:
+            words.append("Tramèr's check flags " + "; ".join(
+                f"{_who(results, r)} at ε {r['eps']:g} ({r['verdict']}: {_cell(r['at'])} against "
+                f"{100 * r['best']['robust_accuracy']:.0f} for {_short(_model(results, r['best']['model'], r['best']))}"
+                " at ε/2)" for r in flagged) + ".")
+        else:
+            words.append(f"Tramèr's check: all {len(checked)} detector claims are consistent: no detector claims "
+                         "more at ε than the best classifier trained here reaches at ε/2.")
+    return words
