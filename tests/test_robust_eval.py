@@ -216,9 +216,12 @@ def test_robust_demo_plan_and_stages(tmp_path):
     from rcedetect.reproduce.recipe import stage_list
 
     p = plan(resolve_config("robust-demo"))
-    assert p.mains == ["ce", "rce"] and p.robusts == ["pgd_at", "trades"]
-    assert p.robust_evaluated == ["ce", "rce", "pgd_at", "trades"]
+    assert p.mains == ["ce", "rce"] and p.robusts == ["pgd_at", "rce_at", "trades"]
+    assert p.robust_evaluated == ["ce", "rce", "pgd_at", "rce_at", "trades"]
+    assert p.detected == ["ce", "rce", "pgd_at", "rce_at"]  # TRADES: robust accuracy alone
     at, tr = p.models["pgd_at"].train, p.models["trades"].train
+    rat = p.models["rce_at"].train
+    assert (rat.objective, rat.adversarial.eps, rat.steps, rat.arch) == ("rce", 0.3, 600, "resnet8")
     assert (at.adversarial.eps, at.adversarial.norm, at.adversarial.steps, at.trades_beta) == (0.3, "linf", 7, None)
     assert (tr.adversarial.eps, tr.trades_beta, tr.objective, at.arch) == (0.3, 6.0, "ce", "resnet8")
     assert p.robust.eps == (0.015, 0.03, 0.05, 0.06, 0.08, 0.1, 0.16, 0.3)  # grid, halves, training ε
@@ -227,10 +230,13 @@ def test_robust_demo_plan_and_stages(tmp_path):
     assert p.robust.attacks[0].settings["label"] == "true" and "label" not in p.robust.attacks[2].settings
     inp = Inputs(Layout(p, tmp_path, lambda: 1000))
     names = [s.name for s in stage_list(inp, False, lambda e: None)]
-    assert {"train pgd_at", "train trades"} <= {n.split(" (")[0] for n in names}
-    assert not [n for n in names if n.startswith(("features pgd_at", "detector pgd_at", "features trades"))]
+    assert {"train pgd_at", "train rce_at", "train trades"} <= {n.split(" (")[0] for n in names}
+    assert not [n for n in names if n.startswith(("features trades", "detector trades")) or " on trades " in n]
+    for m in ("pgd_at", "rce_at"):  # detect = true: the detectors and every adaptive attack on them
+        assert {f"features {m}", f"detector {m}"} <= set(names)
+        assert len([n for n in names if n.startswith("adaptive") and f" on {m} " in n]) == 4 * 3
     assert [n.split(" (")[0] for n in names if n.startswith("robust")] == [
-        f"robust accuracy {m}" for m in ("ce", "rce", "pgd_at", "trades")]
+        f"robust accuracy {m}" for m in ("ce", "rce", "pgd_at", "rce_at", "trades")]
     assert inp.layout.pool_size() == 48
 
 
@@ -295,6 +301,29 @@ def test_bad_robust_setting_is_one_line_and_exit_2(setting, word, tmp_path, caps
     assert not (out / "results.json").exists() and not (out / "models").exists()
 
 
+@pytest.mark.parametrize("model, key, value, word", [
+    ("ce", "detect", True, "only a model with role"),
+    ("ce", "detect", False, "only a model with role"),
+    ("pgd_at", "detect", "yes", "true or false"),
+    ("trades", "detekt", True, "unknown models.trades setting"),
+])
+def test_bad_detect_setting_is_refused(model, key, value, word):
+    cfg = resolve_config("robust-demo")
+    cfg["models"][model][key] = value
+    with pytest.raises(ConfigError, match=word):
+        plan(cfg)
+
+
+def test_detect_on_a_main_model_in_a_preset_file_is_one_line_and_exit_2(tmp_path, capsys):
+    preset = tmp_path / "p.toml"
+    preset.write_text(SMALL.replace('[models.ce]\npreset = "cpu-mnist5k-ce"', '[models.ce]\npreset = "cpu-mnist5k-ce"\n'
+                                    'detect = false'))
+    out = tmp_path / "o"
+    assert main(["reproduce", "--preset", str(preset), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "models.ce.detect" in err and not out.exists(), err
+
+
 def test_a_robust_model_needs_a_robust_section():
     cfg = resolve_config("robust-demo")
     del cfg["robust"]
@@ -336,6 +365,13 @@ lr_values = [0.05, 0.005]
 eval_every = 30
 checkpoint_every = 30
 adversarial = { eps = 0.1, steps = 2 }
+
+[models.rce_at]
+like = "at"
+role = "robust"
+detect = true
+[models.rce_at.train]
+objective = "rce"
 
 [detector]
 per_class = 50
@@ -380,13 +416,18 @@ def test_pipeline_with_a_robust_model_resumes_and_reports(tmp_path):
     lines: list[str] = []
     results = reproduce(str(preset), out, progress=False, echo=lines.append)
     assert not any(line.split(": ")[0].endswith(("features at", "detector at")) for line in lines)
+    assert any(line.split(": ")[0].endswith("detector rce_at") for line in lines)
     rb = results["robust"]
     assert rb["eps"] == [0.05, 0.1, 0.2] and rb["adaptive_eps"] == [0.1, 0.2]
-    assert {(r["model"], r["eps"]) for r in rb["classifiers"]} == {(m, e) for m in ("ce", "at") for e in rb["eps"]}
-    assert {(r["metric"], r["eps"]) for r in rb["detectors"]} == {(m, e) for m in ("kd", "confidence")
-                                                                 for e in rb["eps"]}
-    assert all(r["model"] == "ce" and r["n_images"] == 8 for r in rb["detectors"])
+    assert {(r["model"], r["eps"]) for r in rb["classifiers"]} == {(m, e) for m in ("ce", "at", "rce_at")
+                                                                   for e in rb["eps"]}
+    assert {(r["model"], r["metric"], r["eps"]) for r in rb["detectors"]} == {
+        (d, m, e) for d in ("ce", "rce_at") for m in ("kd", "confidence") for e in rb["eps"]}
+    assert all(r["n_images"] == 8 for r in rb["detectors"])
+    assert {r["role"] for r in rb["detectors"] if r["model"] == "rce_at"} == {"robust"}
     assert "at" not in results["detectors"] and results["models"]["at"]["training"]["kind"] == "pgd-at"
+    assert "rce_at" in results["detectors"] and results["models"]["rce_at"]["objective"] == "rce"
+    assert {r["model"] for r in results["adaptive"]["records"]} == {"ce", "rce_at"}
     for rows in (rb["classifiers"], rb["detectors"]):  # robust accuracy never grows with ε
         for m in {(r["model"], r.get("metric")) for r in rows}:
             k = [r["n_robust"] for r in rows if (r["model"], r.get("metric")) == m]
@@ -397,4 +438,8 @@ def test_pipeline_with_a_robust_model_resumes_and_reports(tmp_path):
     reproduce(str(preset), out, progress=False, echo=again.append)
     assert all(line.endswith(": cached") for line in again)
     md, _ = report.render(out)
-    assert "Detection or robust training?" in md.read_text()
+    text = md.read_text()
+    assert "Detection or robust training?" in text
+    adaptive_rows = [line for line in text.splitlines() if line.startswith("| RCE PGD-AT | K-density |")]
+    assert len(adaptive_rows) == len(rb["adaptive_eps"]), text  # its own rows in the adaptive table
+    assert "| ResNet-8 RCE, PGD-AT ε 0.1 (2 steps) | K-density |" in text  # and in the side-by-side table

@@ -19,6 +19,7 @@ from .format import (
     Notes,
     interval,
     main_models,
+    model_short,
     pct,
     table2_record,
 )
@@ -119,13 +120,13 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         ci = w.get("interval") or [None, None]
         worst = notes.value(pct(w["attack_success_rate"]), none_correct) + (
             _ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
-        rows.append([w["objective"].upper(), _label(w["metric"]),
+        rows.append([model_short(results, w["model"], w), _label(w["metric"]),
                      f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst, per,
                      notes.value(pct(robust), none_correct), f"{w['n_fooled']} / {w['n_clean_correct']}"])
     note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
             "intervals are in results.json (adaptive.records[*].operating_point).")
     out.append(("p", note))
-    out.append(("table", ["objective", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
+    out.append(("table", ["model", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
                           "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
     out += notes.blocks()
     curves: dict[tuple, list] = {}
@@ -139,12 +140,13 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         verdict = "falls to" if top[1] >= 0.5 else "holds against"
         doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
                  "that." if (model, metric) in failed and top[1] < 0.5 else "")
-        verdicts.append(f"{obj.upper()} + {_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
+        verdicts.append(f"{model_short(results, model, {'objective': obj})} + {_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
                         f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
     out += [("p", "In plain words:"), ("ul", verdicts),
             ("p", ("Tramèr (ICML 2022) shows that a detector robust at distance ε yields an (inefficient) classifier "
                    "robust at ε/2. A detector that kept SR low at ε would therefore imply a robust classifier at ε/2 "
-                   "that this undefended network is not; low SR at large ε is a reason to suspect a weak attack "
+                   "that the network alone is not (its robust accuracy, where this run measures it: \"Detection or "
+                   "robust training?\"); low SR at large ε is a reason to suspect a weak attack "
                    "(see the sanity checks), not a proof of robustness."))]
     checks = ad.get("sanity") or {}
     items, warnings = [], []

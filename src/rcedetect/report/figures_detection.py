@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from .. import detectors
 from ..evaluation import paper_ref
 from .figure_style import COLORS, save_figure
+from .format import model_short
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
                  "mahalanobis": (0, (1, 3))}
@@ -80,7 +81,9 @@ def fig_adaptive(results: dict, out_dir: Path):
     """SR@N against ε: one panel per model × detector, a line per adaptive attack and the worst case over them."""
     ad = results.get("adaptive") or {}
     recs = [r for r in ad.get("records", []) if r.get("eps") is not None and r.get("norm", "linf") == "linf"]
-    objs = sorted({(r["objective"], r["model"]) for r in recs}, key=lambda p: (p[0] != "ce", p[1]))
+    objs = sorted({(r["objective"], r["model"]) for r in recs},
+                  key=lambda p: ("training" in results.get("models", {}).get(p[1], {}), p[0] != "ce", p[1]))
+    names = {m: model_short(results, m, {"objective": o}) for o, m in objs}
     order = {m: i for i, m in enumerate(detectors.names())}
     metrics = sorted({r["metric"] for r in recs}, key=lambda m: order.get(m, len(order)))
     if not objs:
@@ -101,9 +104,9 @@ def fig_adaptive(results: dict, out_dir: Path):
                 ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "o-", ms=2.5, lw=1, color=colors[attack])
             worst = [w for w in ad.get("worst_case", []) if w["model"] == model and w["metric"] == metric
                      and w.get("norm", "linf") == "linf"]
-            n_images.setdefault(obj.upper(), set()).update(w["n_clean_correct"] for w in worst)
+            n_images.setdefault(names[model], set()).update(w["n_clean_correct"] for w in worst)
             pts = sorted((w["eps"], w["attack_success_rate"]) for w in worst if w["attack_success_rate"] is not None)
-            missing += [f"{obj.upper()} + {_label(metric)} at ε {w['eps']:g}" for w in worst
+            missing += [f"{names[model]} + {_label(metric)} at ε {w['eps']:g}" for w in worst
                         if w["attack_success_rate"] is None]
             ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "k-", lw=2.2)
             if not mine:
@@ -114,12 +117,12 @@ def fig_adaptive(results: dict, out_dir: Path):
                 ax.set_title(_label(metric))
             if i == len(objs) - 1:
                 ax.set_xlabel("ε (L∞)")
-        axes[i][0].set_ylabel(f"{obj.upper()}: SR@{100 * fpr:g} (%)")
+        axes[i][0].set_ylabel(f"{names[model]}: SR@{100 * fpr:g} (%)")
     handles = [Line2D([], [], color=colors[a], marker="o", ms=3, lw=1, label=a) for a in attacks]
     handles.append(Line2D([], [], color="k", lw=2.2, label="worst case"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
     n = ", ".join(f"{o} {'/'.join(str(v) for v in sorted(vs))}" for o, vs in n_images.items())
-    caption = (f"Adaptive attacks, one panel per objective (row) and detector (column): SR@{100 * fpr:g}, the share "
+    caption = (f"Adaptive attacks, one panel per model (row) and detector (column): SR@{100 * fpr:g}, the share "
                f"of the attacked, clean-correct images ({n}) that end misclassified AND accepted by the detector at its "
                f"{100 * fpr:g} % FPR threshold, against ε; thin lines per attack, the thick black line the worst case "
                "over them (an image fooled at a smaller ε counts at every larger ε)."

@@ -98,6 +98,18 @@ def main_models(results: dict) -> list[str]:
     return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
 
 
+def short_label(m: dict) -> str:
+    """What a table or a sentence calls a model: its objective and its robust training, "CE", "RCE", "CE PGD-AT",
+    "RCE TRADES" (``m``: a model of results.json, or a record with ``objective`` and ``training``)."""
+    kind = {"pgd-at": " PGD-AT", "trades": " TRADES"}.get((m.get("training") or {}).get("kind"), "")
+    return f"{str(m.get('objective', '?')).upper()}{kind}"
+
+
+def model_short(results: dict, model: str, record: dict | None = None) -> str:
+    """:func:`short_label` of the model named ``model`` in results.json (else of ``record``)."""
+    return short_label(results.get("models", {}).get(model) or record or {})
+
+
 def record(results: dict, model: str, attack: str, eps: float | None = None) -> dict | None:
     for r in results.get("attacks", []):
         if r["model"] == model and r["attack"] == attack and (eps is None or _close(r.get("eps"), eps)):

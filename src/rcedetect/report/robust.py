@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .. import detectors
 from ..stats.metrics import wilson_interval
-from .format import DASH, Notes
+from .format import DASH, Notes, short_label
 
 REL_TOL = 1e-3  # two ε closer than this (relatively) are one budget (rcedetect.reproduce.robust_config.close)
 
@@ -54,12 +54,6 @@ def model_label(m: dict) -> str:
     """"ResNet-8 CE" or "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)"."""
     base = f"{arch_text(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}"
     return base if not m.get("training") else f"{base}, {training_text(m)}"
-
-
-def _short(m: dict) -> str:
-    """"CE", "RCE", "CE PGD-AT", "CE TRADES": what a sentence calls a model."""
-    kind = {"pgd-at": " PGD-AT", "trades": " TRADES"}.get((m.get("training") or {}).get("kind"), "")
-    return f"{str(m.get('objective', '?')).upper()}{kind}"
 
 
 def tramer_verdict(claim: tuple | None, best: tuple | None) -> str:
@@ -186,7 +180,7 @@ def _verdict_cell(results: dict, r: dict) -> str:
     if not r["verdict"]:
         return "not checked (no classifier at ε/2)"
     b = r["best"]
-    return f"{r['verdict']} (best at ε/2: {_short(_model(results, b['model'], b))} {100 * b['robust_accuracy']:.0f})"
+    return f"{r['verdict']} (best at ε/2: {short_label(_model(results, b['model'], b))} {100 * b['robust_accuracy']:.0f})"
 
 
 def robust_blocks(results: dict) -> list[tuple]:
@@ -220,7 +214,7 @@ def robust_blocks(results: dict) -> list[tuple]:
 
 
 def _who(results: dict, r: dict) -> str:
-    name = _short(r["m"])
+    name = short_label(r["m"])
     return name if r["metric"] == NONE else f"{name} + {metric_label(r['metric'])}"
 
 
@@ -233,8 +227,10 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
             continue
         top = max(at, key=lambda r: r["at"][0])
         other = [r for r in at if (r["metric"] == NONE) != (top["metric"] == NONE)]
-        kind = ("robust training" if top["m"].get("training") else "the standard classifier alone") \
-            if top["metric"] == NONE else "detection"
+        if top["metric"] == NONE:
+            kind = "robust training" if top["m"].get("training") else "the standard classifier alone"
+        else:
+            kind = "robust training with a detector" if top["m"].get("training") else "detection"
         line = f"At ε {eps:g}, {kind} keeps the most: {_who(results, top)} {_cell(top['at'])}"
         if other:
             best_other = max(other, key=lambda r: r["at"][0])
@@ -251,7 +247,7 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
         if flagged:
             words.append("Tramèr's check flags " + "; ".join(
                 f"{_who(results, r)} at ε {r['eps']:g} ({r['verdict']}: {_cell(r['at'])} against "
-                f"{100 * r['best']['robust_accuracy']:.0f} for {_short(_model(results, r['best']['model'], r['best']))}"
+                f"{100 * r['best']['robust_accuracy']:.0f} for {short_label(_model(results, r['best']['model'], r['best']))}"
                 " at ε/2)" for r in flagged) + ".")
         else:
             words.append(f"Tramèr's check: all {len(checked)} detector claims are consistent: no detector claims "

@@ -106,7 +106,7 @@ def records(inp: Inputs) -> list[dict]:
     from ..core.io import read_json
 
     ad = inp.plan.adaptive
-    return [read_json(r.record, "adaptive record") for model in inp.plan.mains for attack in ad.attacks
+    return [read_json(r.record, "adaptive record") for model in inp.plan.detected for attack in ad.attacks
             for metric in metrics_of(inp, attack) for r in inp.layout.adaptive_runs(model, metric, attack)]
 
 

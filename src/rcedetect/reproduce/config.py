@@ -27,7 +27,7 @@ from ..evaluation import attack_store
 from ..training.config import TrainConfig, apply_overrides, load_preset
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 from .model_like import expand_like, inherit_like
-from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, robust_plan
+from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, detect_setting, robust_plan
 from .robust_config import expand as expand_robust
 
 EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
@@ -46,6 +46,7 @@ ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
                      "bootstrap": 1000, "sanity": True, "attacks": {}}
 ROLES = ("main", "target", ROBUST_ROLE)
+MODEL_KEYS = ("preset", "like", "role", "train", "detect")
 
 
 def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
@@ -116,6 +117,7 @@ class ModelPlan:
     name: str
     role: str
     train: TrainConfig
+    detect: bool = True  # features, detectors and the adaptive attacks (a robust model only with detect = true)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,12 @@ class Plan:
         return [n for n, m in self.models.items() if m.role == ROBUST_ROLE]
 
     @property
+    def detected(self) -> list[str]:
+        """The models with features, detectors and the adaptive attacks against them: every main model and each
+        robust model with ``detect = true`` (detection on an adversarially trained classifier, protocol §20)."""
+        return [n for n, m in self.models.items() if m.role == "main" or (m.role == ROBUST_ROLE and m.detect)]
+
+    @property
     def robust_evaluated(self) -> list[str]:
         """The models whose robust accuracy is evaluated: every main and robust model (with a [robust] section)."""
         return [n for n, m in self.models.items() if m.role in ("main", ROBUST_ROLE)] if self.robust else []
@@ -201,10 +209,13 @@ def plan(cfg: dict) -> Plan:
     for name, m in cfg["models"].items():
         if m["role"] not in ROLES:
             raise ConfigError(f"models.{name}.role must be \"main\", \"target\" or \"robust\", got {m['role']!r}")
+        unknown = sorted(set(m) - set(MODEL_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown models.{name} setting(s) {unknown}; known: {', '.join(MODEL_KEYS)}")
         tc = TrainConfig.from_dict(m["train"])
         if m["role"] == ROBUST_ROLE:
             check_robust_model(name, tc)
-        models[name] = ModelPlan(name, m["role"], tc)
+        models[name] = ModelPlan(name, m["role"], tc, detect_setting(name, m))
         datasets.add((tc.dataset, tc.data_dir, tc.data_file))
     if not any(m.role == "main" for m in models.values()):
         raise ConfigError("a reproduce preset needs at least one model with role = \"main\"")

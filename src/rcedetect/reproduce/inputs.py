@@ -81,7 +81,7 @@ class Inputs:
 
     def baselines(self, name: str) -> tuple[str, ...]:
         """The baseline detectors of model ``name`` (protocol §15): those of ``detector.baselines`` on a main model."""
-        return self.plan.detector.baselines if name in self.plan.mains else ()
+        return self.plan.detector.baselines if name in self.plan.detected else ()
 
     def layers(self, name: str) -> tuple[str, ...]:
         """The intermediate layers its baselines read (cached in its feature banks beside z)."""

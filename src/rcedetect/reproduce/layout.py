@@ -88,7 +88,7 @@ class Layout:
     def baseline_layers(self, name: str) -> tuple[str, ...]:
         """The intermediate layers the baselines of model ``name`` read (its feature banks hold them beside z);
         layer names depend on the architecture only, so they are known before the model is trained."""
-        if name not in self.plan.mains or not self.plan.detector.baselines:
+        if name not in self.plan.detected or not self.plan.detector.baselines:
             return ()
         if name not in self._layers:  # every feature path asks: build the network once per model
             self._layers[name] = self._find_layers(name)
@@ -142,7 +142,7 @@ class Layout:
     def baselines_hash(self, name: str) -> str | None:
         """One hash of every baseline detector of model ``name`` (None without baselines): the scored records
         depend on it."""
-        names = self.plan.detector.baselines if name in self.plan.mains else ()
+        names = self.plan.detector.baselines if name in self.plan.detected else ()
         return config_hash([self.baseline_hash(name, m) for m in names]) if names else None
 
     def attack_runs(self, model: str, attack: str) -> list[AttackRun]:

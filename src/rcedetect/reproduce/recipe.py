@@ -70,7 +70,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
                          lambda n=name: shutil.rmtree(lay.model_dir(n), ignore_errors=True), "train"))
     for name, m in p.models.items():  # 2. features, 3. detectors
-        if m.role == "robust":
+        if name not in p.detected and m.role != "target":
             continue  # trained for robust accuracy alone (8.): no features, no detector
         kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
         out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train, shape) / 2,
@@ -116,7 +116,7 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
 
 def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
     p, lay, out, shape = inp.plan, inp.layout, [], inp.dataset().image_shape
-    for name in p.mains:
+    for name in p.detected:
         size = _size(p.models[name].train, shape)
         for attack, a in p.adaptive.attacks.items():
             passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
@@ -130,7 +130,7 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
                                  lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
                                                      r.record.unlink(missing_ok=True)) for r in runs],
                                  f"adaptive {attack}"))
-    for name in p.mains if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
+    for name in p.detected if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
         out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train, shape),
                          lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
                          lambda n=name: lay.sanity_path(n).unlink(missing_ok=True), "sanity"))

@@ -35,7 +35,7 @@ def _models_and_detectors(inp: Inputs) -> tuple[dict, dict]:
                         "test_error_percent": None if acc is None else round(100 * (1 - acc), 4),
                         "train_seconds": met.get("train_seconds"), "config_hash": inp.layout.model_hash(name),
                         **robust.training_fields(tc)}
-        if m.role == "robust":
+        if name not in inp.plan.detected and m.role != "target":
             continue  # no detector: robust accuracy alone (:mod:`.robust`)
         info = _detector_record(inp.layout.detector_dir(name, "kd"))
         s, state = info["settings"], info["state"]
@@ -131,7 +131,7 @@ def _adaptive(inp: Inputs) -> dict:
     if ad is None:
         return {}
     recs = adaptive.records(inp)
-    sanity = {m: read_json(inp.layout.sanity_path(m), "sanity checks")["checks"] for m in inp.plan.mains
+    sanity = {m: read_json(inp.layout.sanity_path(m), "sanity checks")["checks"] for m in inp.plan.detected
               if ad.sanity}
     return {"adaptive": {"fpr": ad.fpr, "metrics": list(ad.metrics), "records": recs,
                          "worst_case": adaptive.worst_case(recs), "sanity": sanity}}

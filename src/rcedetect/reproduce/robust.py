@@ -177,9 +177,9 @@ def results(inp: Inputs) -> dict:
         from .adaptive import records
 
         adaptive = records(inp)
-        for model in p.mains:
+        for model in p.detected:
             tc = p.models[model].train
-            info = {"model": model, "role": "main", "arch": tc.arch, "objective": tc.objective, **training_fields(tc)}
+            info = {"model": model, "role": p.models[model].role, "arch": tc.arch, "objective": tc.objective, **training_fields(tc)}
             for metric in p.adaptive.metrics:
                 mine = [a for a in adaptive if a["model"] == model and a["metric"] == metric]
                 if not mine:

@@ -2,7 +2,8 @@
 
 Robust accuracy without a detector (protocol §20, :mod:`rcedetect.evaluation.robust`) of every main model and every
 model with ``role = "robust"``: an adversarially trained classifier (PGD-AT, TRADES; protocol §19) that is
-trained and evaluated for robust accuracy only, with no detector, no paper table and no adaptive attack. ::
+trained and evaluated for robust accuracy, with no paper table, and with no detector unless ``detect = true``
+(then it gets features, the detectors and the adaptive attacks against them, as a main model does). ::
 
     [robust]
     images = 0     # attacked pool images (0: as many as [adaptive] attacks, else 100)
@@ -94,6 +95,20 @@ def check_robust_model(name: str, train) -> None:
         raise ConfigError(f"models.{name}.role = \"robust\" needs adversarial training: give "
                           f"models.{name}.train.adversarial = {{eps = ..., steps = ...}} (PGD-AT; add trades_beta "
                           "for TRADES), or make it a \"main\" model")
+
+
+def detect_setting(name: str, m: dict) -> bool:
+    """``detect`` of a model table: a robust model gets the detectors and their adaptive attacks only with
+    ``detect = true`` (detection on an adversarially trained classifier); a main model always has them and a
+    target never does, so there the key is refused."""
+    if "detect" not in m:
+        return m["role"] != "target" and m["role"] != ROBUST_ROLE
+    if not isinstance(m["detect"], bool):
+        raise ConfigError(f"models.{name}.detect must be true or false, got {m['detect']!r}")
+    if m["role"] != ROBUST_ROLE:
+        raise ConfigError(f"models.{name}.detect: only a model with role = \"robust\" takes detect (a \"main\" "
+                          "model always has its detectors, a \"target\" none)")
+    return m["detect"]
 
 
 def adaptive_linf_grid(adaptive) -> tuple[float, ...]:
