@@ -205,6 +205,28 @@ def test_report_section_from_hand_built_results_says_each_tramer_verdict(tmp_pat
     assert "—" in table1
 
 
+def test_cascade_words_count_what_the_later_attacks_found_and_flag_a_gradient_free_win():
+    results = robust_results()
+    rb = results["robust"]
+    rb["attacks"] = [{"name": "pgd_ce", "attack": "pgd", "settings": {}},
+                     {"name": "apgd", "attack": "torchattacks:APGD", "settings": {}},
+                     {"name": "square", "attack": "torchattacks:Square", "settings": {}}]
+    rb["records"] = {  # 100 images each: PGD-AT loses 10 to PGD, 6 to APGD and 4 to Square, at ε up to 0.1
+        "pgd_at": {"broken_by": ["clean"] * 5 + ["pgd_ce"] * 10 + ["apgd"] * 6 + ["square"] * 4 + [None] * 75,
+                   "broken_at": [0.0] * 5 + [0.05] * 10 + [0.05] * 6 + [0.1] * 4 + [None] * 75},
+        "ce": {"broken_by": ["clean"] + ["pgd_ce"] * 97 + [None] * 2, "broken_at": [0.0] + [0.05] * 97 + [None] * 2}}
+    md = report.to_markdown(robust_blocks(results))
+    words = md.split("What the cascade says of the evaluation:")[1].split("###")[0]
+    at = next(line for line in words.splitlines() if line.startswith("- CE PGD-AT:"))
+    assert "broke 10 of the 100 images that pgd_ce left standing" in at and "(apgd 6, square 4)" in at, at
+    assert "at ε up to 0.1" in at and "overstate robust accuracy by up to 10.0 points" in at, at
+    assert "4 of them fell only to the gradient-free square" in at and "gradient masking" in at, at
+    assert "- CE: every image broken was broken first by pgd_ce" in words, words
+    rb["records"]["pgd_at"]["broken_by"] = ["clean"] * 5 + ["pgd_ce"] * 10 + ["apgd"] * 10 + [None] * 75
+    md = report.to_markdown(robust_blocks(results))
+    assert "gradient masking" not in md and "(apgd 10)" in md  # no gradient-free success: no flag
+
+
 def test_section_is_absent_without_robust_results():
     assert robust_blocks({"models": {}}) == []
 

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 from .. import detectors
 from ..stats.metrics import wilson_interval
-from .format import DASH, Notes, short_label
+from .format import DASH, Notes, model_short, short_label
 
 REL_TOL = 1e-3  # two ε closer than this (relatively) are one budget (rcedetect.reproduce.robust_config.close)
 
 CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
+#: attacks that use no gradient: an image only they break, after the gradient attacks failed on it, is a sign of
+#: gradient masking (the random search of rcedetect.attacks.random_search, Square, SPSA, and foolbox's decision-based)
+GRADIENT_FREE = ("random_search_detector", "torchattacks:Square", "torchattacks:SPSA", "torchattacks:OnePixel",
+                 "torchattacks:Pixle", "foolbox:BoundaryAttack", "foolbox:HopSkipJumpAttack")
 NONE = "none"
 
 
@@ -132,7 +136,46 @@ def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
                    "brackets: 95 % Wilson intervals. Clean accuracy on the whole test set. The last column: how many "
                    "images each attack broke first (an attack that breaks none after the first adds nothing; one "
                    "that breaks many a sign that the earlier ones are weak).")),
-            ("table", ["model", "clean acc. (test set)", "n", *[f"ε {e:g}" for e in grid], "broken first by"], rows)]
+            ("table", ["model", "clean acc. (test set)", "n", *[f"ε {e:g}" for e in grid], "broken first by"], rows),
+            *cascade_words(results, rb, models)]
+
+
+def cascade_words(results: dict, rb: dict, models: list[str]) -> list[tuple]:
+    """What the cascade's later attacks say of each model's evaluation: the images they broke that the first
+    attack left standing (an evaluation with the first alone could overstate robust accuracy by up to that share),
+    and those a gradient-free attack broke after every gradient attack (a sign of gradient masking; Athalye et al.
+    2018, Carlini et al. 2019)."""
+    order = [a["name"] for a in rb.get("attacks") or []]
+    free = {a["name"] for a in rb.get("attacks") or [] if a["attack"] in GRADIENT_FREE}
+    if len(order) < 2:
+        return []
+    words, clean_first = [], []
+    for model in models:
+        rec = (rb.get("records") or {}).get(model) or {}
+        by, at = rec.get("broken_by") or [], rec.get("broken_at") or []
+        n = len(by)
+        if not n:
+            continue  # no record of this model's cascade
+        later = [(b, e) for b, e in zip(by, at, strict=False) if b not in (None, "clean", order[0])]
+        label = model_short(results, model, rec)
+        if not later:
+            clean_first.append(label)
+            continue
+        counts = {a: sum(b == a for b, _ in later) for a in order[1:]}
+        line = (f"{label}: the later attacks broke {len(later)} of the {n} images that {order[0]} left standing at "
+                f"their ε (" + ", ".join(f"{a} {k}" for a, k in counts.items() if k) + f"), at ε up to "
+                f"{max(e for _, e in later):g}: an evaluation by {order[0]} alone could overstate robust accuracy by "
+                f"up to {100 * len(later) / n:.1f} points.")
+        k_free = sum(counts.get(a, 0) for a in free)
+        if k_free:
+            line += (f" {k_free} of them fell only to the gradient-free "
+                     + ", ".join(a for a in order if a in free and counts.get(a)) + " after every gradient attack "
+                     "before it: a sign of gradient masking, so its gradient attacks alone are not to be trusted.")
+        words.append(line)
+    if clean_first:
+        words.append(f"{', '.join(clean_first)}: every image broken was broken first by {order[0]}; the later attacks "
+                     "found nothing it missed.")
+    return [("p", "What the cascade says of the evaluation:"), ("ul", words)]
 
 
 def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
