@@ -227,6 +227,24 @@ def test_cascade_words_count_what_the_later_attacks_found_and_flag_a_gradient_fr
     assert "gradient masking" not in md and "(apgd 10)" in md  # no gradient-free success: no flag
 
 
+def test_plain_words_set_detectors_on_a_robust_model_against_the_model_alone():
+    results = robust_results()
+    rb, n = results["robust"], 100
+    info = {"arch": "resnet8", "objective": "ce", "training": results["models"]["pgd_at"]["training"]}
+    rb["detectors"] += [_row(k, n, model="pgd_at", role="robust", metric=metric, eps=0.1, eps_attacked=0.1,
+                             robust_accuracy_with_rejection=k / n, n_robust=k, clean_rejection_rate=0.05,
+                             clean_rejection_interval=list(wilson_interval(5, n)), **info)
+                        for metric, k in (("kd", 50), ("confidence", 53))]  # the model alone: 55 at ε 0.1
+    words = report.to_markdown(robust_blocks(results)).split("In plain words:")[1]
+    assert ("A detector on CE PGD-AT: at best -2.0 points over the model alone (confidence at ε 0.1: 53.0 [43, 62] "
+            "against 55.0 [45, 64]); no detector adds") in words, words
+    # the ε line weighs classifiers alone against detectors on standard models, not on the robust one
+    assert "At ε 0.1, detection keeps the most: CE + non-ME 90.0" in words
+    rb["detectors"][-1]["robust_accuracy_with_rejection"] = 0.60
+    words = report.to_markdown(robust_blocks(results)).split("In plain words:")[1]
+    assert "at best +5.0 points over the model alone" in words and "not resolved" in words.split("A detector on")[1]
+
+
 def test_section_is_absent_without_robust_results():
     assert robust_blocks({"models": {}}) == []
 

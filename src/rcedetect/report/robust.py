@@ -170,7 +170,7 @@ def cascade_words(results: dict, rb: dict, models: list[str]) -> list[tuple]:
         if k_free:
             line += (f" {k_free} of them fell only to the gradient-free "
                      + ", ".join(a for a in order if a in free and counts.get(a)) + " after every gradient attack "
-                     "before it: a sign of gradient masking, so its gradient attacks alone are not to be trusted.")
+                     "before it: a sign of gradient masking: the more such images, the less its gradient attacks alone can be trusted.")
         words.append(line)
     if clean_first:
         words.append(f"{', '.join(clean_first)}: every image broken was broken first by {order[0]}; the later attacks "
@@ -261,11 +261,34 @@ def _who(results: dict, r: dict) -> str:
     return name if r["metric"] == NONE else f"{name} + {metric_label(r['metric'])}"
 
 
+def on_robust_words(results: dict, rows: list[dict]) -> list[str]:
+    """Per robust-trained model with detectors: the most any of its detectors keeps above (or the least below) the
+    model alone, over the grid: what detection adds on top of robust training."""
+    words = []
+    for model in dict.fromkeys(r["model"] for r in rows if r["metric"] != NONE and r["m"].get("training")):
+        alone = {r["eps"]: r for r in rows if r["model"] == model and r["metric"] == NONE and r["at"] is not None}
+        pairs = [(r["at"][0] - alone[r["eps"]]["at"][0], r) for r in rows if r["model"] == model
+                 and r["metric"] != NONE and r["at"] is not None and r["eps"] in alone]
+        if not pairs:
+            continue
+        gain, r = max(pairs, key=lambda p: p[0])
+        base = alone[r["eps"]]
+        words.append(f"A detector on {short_label(r['m'])}: at best {100 * gain:+.1f} points over the model alone "
+                     f"({metric_label(r['metric'])} at ε {r['eps']:g}: {_cell(r['at'])} against {_cell(base['at'])})"
+                     + ("; no detector adds to robust training here (its clean rejection costs more than it catches)."
+                        if gain <= 0 else "; within the intervals of each other: not resolved."
+                        if r["at"][1] is not None and base["at"][2] is not None and r["at"][1] <= base["at"][2]
+                        else ", the intervals apart."))
+    return words
+
+
 def plain_words(results: dict, rows: list[dict]) -> list[str]:
-    """Per ε: which defence keeps the most, by how much and whether the intervals separate it; Tramèr's flags."""
+    """Per ε: which defence keeps the most, a classifier alone or a detector on a standard model, by how much and
+    whether the intervals separate it; what the detectors on robust-trained models add to them; Tramèr's flags."""
     words = []
     for eps in dict.fromkeys(r["eps"] for r in rows):
-        at = [r for r in rows if r["eps"] == eps and r["at"] is not None]
+        at = [r for r in rows if r["eps"] == eps and r["at"] is not None
+              and (r["metric"] == NONE or not r["m"].get("training"))]  # the question: one or the other
         if not at:
             continue
         top = max(at, key=lambda r: r["at"][0])
@@ -273,7 +296,7 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
         if top["metric"] == NONE:
             kind = "robust training" if top["m"].get("training") else "the standard classifier alone"
         else:
-            kind = "robust training with a detector" if top["m"].get("training") else "detection"
+            kind = "detection"
         line = f"At ε {eps:g}, {kind} keeps the most: {_who(results, top)} {_cell(top['at'])}"
         if other:
             best_other = max(other, key=lambda r: r["at"][0])
@@ -284,6 +307,7 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
         else:
             line += "."
         words.append(line)
+    words += on_robust_words(results, rows)
     flagged = [r for r in rows if r["verdict"] in (WEAK, UNRESOLVED)]
     checked = [r for r in rows if r["verdict"]]
     if checked:
