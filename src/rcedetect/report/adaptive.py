@@ -17,6 +17,7 @@ from .format import (
     NO_PAIRS,
     NOT_RECORDED,
     Notes,
+    detector_label,
     interval,
     main_models,
     model_short,
@@ -34,11 +35,6 @@ def _ci(ci) -> str:
 
 def _op(rec: dict, metric: str) -> dict:
     return ((rec.get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
-
-
-def _label(metric: str) -> str:
-    cls = detectors.REGISTRY.get(metric)
-    return cls.label if cls else metric
 
 
 def operating_blocks(results: dict, figs: dict) -> list[tuple]:
@@ -64,7 +60,7 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                          + (_ci(interval(rec, metric, stat)) if stat else "")
                          for v, stat in vals]
                 cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
-                rows.append([label(attack), rec["objective"].upper(), _label(metric), *cells, str(n)])
+                rows.append([label(attack), rec["objective"].upper(), detector_label(metric), *cells, str(n)])
     if not rows:
         return []
     out = [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
@@ -120,7 +116,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         ci = w.get("interval") or [None, None]
         worst = notes.value(pct(w["attack_success_rate"]), none_correct) + (
             _ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
-        rows.append([model_short(results, w["model"], w), _label(w["metric"]),
+        rows.append([model_short(results, w["model"], w), detector_label(w["metric"]),
                      f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst, per,
                      notes.value(pct(robust), none_correct), f"{w['n_fooled']} / {w['n_clean_correct']}"])
     note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
@@ -140,7 +136,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         verdict = "falls to" if top[1] >= 0.5 else "holds against"
         doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
                  "that." if (model, metric) in failed and top[1] < 0.5 else "")
-        verdicts.append(f"{model_short(results, model, {'objective': obj})} + {_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
+        verdicts.append(f"{model_short(results, model, {'objective': obj})} + {detector_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
                         f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
     out += [("p", "In plain words:"), ("ul", verdicts),
             ("p", ("Tramèr (ICML 2022) shows that a detector robust at distance ε yields an (inefficient) classifier "
@@ -152,7 +148,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
     items, warnings = [], []
     for model, cs in checks.items():
         for c in cs:
-            who = f"{model}, {_label(c['metric'])}" if c.get("metric") else model
+            who = f"{model}, {detector_label(c['metric'])}" if c.get("metric") else model
             (items if c["passed"] else warnings).append(f"{who}: {c['check']}: {c['detail']}")
     if checks:
         out.append(("h", 3, "Sanity checks"))

@@ -15,6 +15,7 @@ from ..stats.operating_point import MIN_PAIRS
 from .format import (
     NOT_RECORDED,
     Notes,
+    detector_label,
     interval,
     main_models,
     missing,
@@ -23,11 +24,6 @@ from .format import (
     table2_record,
     why_missing,
 )
-
-
-def _label(metric: str) -> str:
-    cls = detectors.REGISTRY.get(metric)
-    return cls.label if cls else metric
 
 
 def _op(rec: dict | None, metric: str) -> dict:
@@ -77,8 +73,8 @@ def best_by_attack(results: dict, metrics: list[str], attacks: list[str]) -> lis
             ci1, ci2 = interval(rec, m1, "auc"), interval(rec, m2, "auc")
             clear = ci1 is not None and ci2 is not None and ci1[0] > ci2[1]
             n = _op(rec, m1).get("n_pairs")
-            out.append(f"{obj}, {label(attack)} ({n} pairs): {_label(m1)} {a1:.1f} "
-                       + ("beats" if clear else "ties within the intervals with") + f" {_label(m2)} {a2:.1f}.")
+            out.append(f"{obj}, {label(attack)} ({n} pairs): {detector_label(m1)} {a1:.1f} "
+                       + ("beats" if clear else "ties within the intervals with") + f" {detector_label(m2)} {a2:.1f}.")
     return out
 
 
@@ -91,7 +87,7 @@ def compare_blocks(results: dict) -> list[tuple]:
     fit_names = {s.get("attack") for s in fits.values()}
     head = [f"{label(a) or ATTACK_LABELS.get(a, a)}{' (fit)' if a in fit_names else ''}" for a in attacks]
     fit_text = "; ".join(
-        f"{_label(m)}: {label(s.get('attack', ''))} at ε {s.get('eps')} on {s.get('n_images')} training images "
+        f"{detector_label(m)}: {label(s.get('attack', ''))} at ε {s.get('eps')} on {s.get('n_images')} training images "
         f"({s.get('n_clean')} clean-correct, {s.get('n_adversarial')} adversarial)" for m, s in fits.items())
     out = [("h", 2, "Detectors compared: the paper's and other papers' detectors on the same backbone"),
            ("p", ("LID (Ma et al. 2018), Mahalanobis (Lee et al. 2018) and KD+BU (Feinman et al. 2017) each combine "
@@ -106,7 +102,7 @@ def compare_blocks(results: dict) -> list[tuple]:
         for model in main_models(results):
             obj = results["models"][model]["objective"].upper()
             for m in metrics:
-                rows.append([_label(m), obj, *[_cell(table2_record(results, model, a), m, stat, notes)
+                rows.append([detector_label(m), obj, *[_cell(table2_record(results, model, a), m, stat, notes)
                                                for a in attacks]])
         out += [("h", 3, title), ("table", ["detector", "objective", *head], rows), *notes.blocks()]
     out += _adaptive_table(results, metrics)
@@ -145,7 +141,7 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
             n = next(iter(ws.values())).get("n_clean_correct")
             failed = [c["check"] for c in (ad.get("sanity") or {}).get(model, [])
                       if c.get("metric") == m and not c["passed"]]
-            rows.append([_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells,
+            rows.append([detector_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells,
                          "failed: " + ", ".join(failed) if failed else "passed"])
     return [("h", 3, f"Worst-case SR@{fpr:g} under the adaptive attacks (%, lower is better)"),
             ("p", (f"The share of attacked, clean-correct images that some adaptive attack at that L∞ ε turned into a "

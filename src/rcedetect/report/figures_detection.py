@@ -14,15 +14,10 @@ from matplotlib.lines import Line2D
 from .. import detectors
 from ..evaluation import paper_ref
 from .figure_style import COLORS, save_figure
-from .format import model_short
+from .format import detector_label, model_short
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
                  "mahalanobis": (0, (1, 3))}
-
-
-def _label(metric: str) -> str:
-    cls = detectors.REGISTRY.get(metric)
-    return cls.label if cls else metric
 
 
 def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
@@ -66,7 +61,7 @@ def fig_roc(results: dict, out_dir: Path):
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=c, lw=2, label=o.upper()) for o, c in COLORS.items()]
-    handles += [Line2D([], [], color="k", lw=1.2, ls=METRIC_STYLES.get(m, "-."), label=_label(m))
+    handles += [Line2D([], [], color="k", lw=1.2, ls=METRIC_STYLES.get(m, "-."), label=detector_label(m))
                 for m in detectors.names() if m in metrics]
     fig.legend(handles=handles, loc="outside right upper")
     t2 = results.get("table2_eps")
@@ -106,7 +101,7 @@ def fig_adaptive(results: dict, out_dir: Path):
                      and w.get("norm", "linf") == "linf"]
             n_images.setdefault(names[model], set()).update(w["n_clean_correct"] for w in worst)
             pts = sorted((w["eps"], w["attack_success_rate"]) for w in worst if w["attack_success_rate"] is not None)
-            missing += [f"{names[model]} + {_label(metric)} at ε {w['eps']:g}" for w in worst
+            missing += [f"{names[model]} + {detector_label(metric)} at ε {w['eps']:g}" for w in worst
                         if w["attack_success_rate"] is None]
             ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "k-", lw=2.2)
             if not mine:
@@ -114,7 +109,7 @@ def fig_adaptive(results: dict, out_dir: Path):
             ax.set_ylim(-3, 103)
             ax.grid(alpha=0.3)
             if i == 0:
-                ax.set_title(_label(metric))
+                ax.set_title(detector_label(metric))
             if i == len(objs) - 1:
                 ax.set_xlabel("ε (L∞)")
         axes[i][0].set_ylabel(f"{names[model]}: SR@{100 * fpr:g} (%)")

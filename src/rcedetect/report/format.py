@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from .. import detectors
 from ..stats.operating_point import MIN_PAIRS, too_few_pairs
 from .render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
 
@@ -96,6 +97,19 @@ def why_missing(rec: dict | None, metric: str | None = None) -> str:
 # ----------------------------------------------------------------------------------------------- lookups
 def main_models(results: dict) -> list[str]:
     return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
+
+
+def detector_label(metric: str) -> str:
+    """A detector's display name: its registry label ("K-density", "non-ME"), else the name as given."""
+    cls = detectors.REGISTRY.get(metric)
+    return cls.label if cls else metric
+
+
+def share_cell(t: tuple | None) -> str:
+    """(value, lo, hi) of shares as "value [lo, hi]" in % (one decimal, the interval rounded), "—" for None."""
+    if t is None:
+        return DASH
+    return f"{100 * t[0]:.1f}" + (f" [{100 * t[1]:.0f}, {100 * t[2]:.0f}]" if t[1] is not None else "")
 
 
 def short_label(m: dict) -> str:

@@ -17,24 +17,12 @@ robust accuracy with rejection beside it, and Tramèr's check (all from ``result
 
 from __future__ import annotations
 
-from .. import detectors
 from ..stats.metrics import wilson_interval
-from .format import DASH, Notes, model_short, short_label
+from .format import DASH, Notes, detector_label, share_cell, short_label
+from .robust_words import CONSISTENT, NONE, UNRESOLVED, WEAK, apart, cascade_words, model_of, plain_words
 
 REL_TOL = 1e-3  # two ε closer than this (relatively) are one budget (rcedetect.reproduce.robust_config.close)
 
-CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
-#: attacks that use no gradient: an image only they break, after the gradient attacks failed on it, is a sign of
-#: gradient masking (the random search of rcedetect.attacks.random_search, Square, SPSA, and foolbox's decision-based)
-GRADIENT_FREE = ("random_search_detector", "torchattacks:Square", "torchattacks:SPSA", "torchattacks:OnePixel",
-                 "torchattacks:Pixle", "foolbox:BoundaryAttack", "foolbox:HopSkipJumpAttack")
-NONE = "none"
-
-
-def metric_label(metric: str) -> str:
-    """A detector's display name (its registry label)."""
-    cls = detectors.REGISTRY.get(metric)
-    return cls.label if cls else metric
 
 
 def close(a: float | None, b: float | None) -> bool:
@@ -69,9 +57,7 @@ def tramer_verdict(claim: tuple | None, best: tuple | None) -> str:
         return ""
     if claim[0] <= best[0] + 1e-12:
         return CONSISTENT
-    if claim[1] is not None and best[2] is not None and claim[1] > best[2]:
-        return WEAK
-    return UNRESOLVED
+    return WEAK if apart(claim, best) else UNRESOLVED
 
 
 def _triple(row: dict | None, key: str) -> tuple | None:
@@ -79,12 +65,6 @@ def _triple(row: dict | None, key: str) -> tuple | None:
         return None
     lo, hi = row.get("interval") or (None, None)
     return (row[key], lo, hi)
-
-
-def _cell(t: tuple | None) -> str:
-    if t is None:
-        return DASH
-    return f"{100 * t[0]:.1f}" + (f" [{100 * t[1]:.0f}, {100 * t[2]:.0f}]" if t[1] is not None else "")
 
 
 def _find(rows: list[dict], eps: float, **match) -> dict | None:
@@ -107,10 +87,6 @@ def _clean(results: dict, model: str) -> str:
     return f"{100 * acc:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
-def _model(results: dict, model: str, row: dict) -> dict:
-    return {**row, **results.get("models", {}).get(model, {})}
-
-
 def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
     rows_in = rb.get("classifiers") or []
     models = list(dict.fromkeys(r["model"] for r in rows_in))
@@ -118,7 +94,7 @@ def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
     rows = []
     for model in models:
         mine = [r for r in rows_in if r["model"] == model]
-        m = _model(results, model, mine[0])
+        m = model_of(results, model, mine[0])
         rec = (rb.get("records") or {}).get(model) or {}
         by: dict[str, int] = {}
         for b in rec.get("broken_by") or []:
@@ -127,7 +103,7 @@ def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
         order = [a["name"] for a in rb.get("attacks") or []]
         broken = ", ".join(f"{a} {by.get(a, 0)}" for a in order) or DASH
         rows.append([model_label(m), _clean(results, model), str(mine[0].get("n_images", "")),
-                     *[_cell(_triple(_find(mine, e), "robust_accuracy")) for e in grid], broken])
+                     *[share_cell(_triple(_find(mine, e), "robust_accuracy")) for e in grid], broken])
     attacks = ", ".join(f"{a['name']} ({a['attack']})" for a in rb.get("attacks") or [])
     return [("h", 3, "Robust accuracy of every classifier (no detector)"),
             ("p", (f"Robust accuracy (%) under the attacks {attacks}, run one after another at each ε on the images "
@@ -140,44 +116,6 @@ def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
             *cascade_words(results, rb, models)]
 
 
-def cascade_words(results: dict, rb: dict, models: list[str]) -> list[tuple]:
-    """What the cascade's later attacks say of each model's evaluation: the images they broke that the first
-    attack left standing (an evaluation with the first alone could overstate robust accuracy by up to that share),
-    and those a gradient-free attack broke after every gradient attack (a sign of gradient masking; Athalye et al.
-    2018, Carlini et al. 2019)."""
-    order = [a["name"] for a in rb.get("attacks") or []]
-    free = {a["name"] for a in rb.get("attacks") or [] if a["attack"] in GRADIENT_FREE}
-    if len(order) < 2:
-        return []
-    words, clean_first = [], []
-    for model in models:
-        rec = (rb.get("records") or {}).get(model) or {}
-        by, at = rec.get("broken_by") or [], rec.get("broken_at") or []
-        n = len(by)
-        if not n:
-            continue  # no record of this model's cascade
-        later = [(b, e) for b, e in zip(by, at, strict=False) if b not in (None, "clean", order[0])]
-        label = model_short(results, model, rec)
-        if not later:
-            clean_first.append(label)
-            continue
-        counts = {a: sum(b == a for b, _ in later) for a in order[1:]}
-        line = (f"{label}: the later attacks broke {len(later)} of the {n} images that {order[0]} left standing at "
-                f"their ε (" + ", ".join(f"{a} {k}" for a, k in counts.items() if k) + f"), at ε up to "
-                f"{max(e for _, e in later):g}: an evaluation by {order[0]} alone could overstate robust accuracy by "
-                f"up to {100 * len(later) / n:.1f} points.")
-        k_free = sum(counts.get(a, 0) for a in free)
-        if k_free:
-            line += (f" {k_free} of them fell only to the gradient-free "
-                     + ", ".join(a for a in order if a in free and counts.get(a)) + " after every gradient attack "
-                     "before it: a sign of gradient masking: the more such images, the less its gradient attacks alone can be trusted.")
-        words.append(line)
-    if clean_first:
-        words.append(f"{', '.join(clean_first)}: every image broken was broken first by {order[0]}; the later attacks "
-                     "found nothing it missed.")
-    return [("p", "What the cascade says of the evaluation:"), ("ul", words)]
-
-
 def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
     """One entry per (ε of the adaptive grid, model, detector or none): the section's table and its words."""
     classifiers, detectors = rb.get("classifiers") or [], rb.get("detectors") or []
@@ -188,7 +126,7 @@ def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
             row = _find(classifiers, eps, model=model)
             if row is None:
                 continue
-            m = _model(results, model, row)
+            m = model_of(results, model, row)
             half = _find(classifiers, eps / 2, model=model)
             out.append({"eps": eps, "model": model, "m": m, "metric": NONE, "at": _triple(row, "robust_accuracy"),
                         "half": _triple(half, "robust_accuracy"), "n": row.get("n_images"), "rejected": None,
@@ -217,13 +155,13 @@ def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
     return out, notes
 
 
-def _verdict_cell(results: dict, r: dict) -> str:
+def _verdictcell(results: dict, r: dict) -> str:
     if r["metric"] == NONE:
         return DASH
     if not r["verdict"]:
         return "not checked (no classifier at ε/2)"
     b = r["best"]
-    return f"{r['verdict']} (best at ε/2: {short_label(_model(results, b['model'], b))} {100 * b['robust_accuracy']:.0f})"
+    return f"{r['verdict']} (best at ε/2: {short_label(model_of(results, b['model'], b))} {100 * b['robust_accuracy']:.0f})"
 
 
 def robust_blocks(results: dict) -> list[tuple]:
@@ -242,9 +180,9 @@ def robust_blocks(results: dict) -> list[tuple]:
                   "images (given the attacks and the threshold)."))]
     out += classifier_blocks(results, rb)
     rows, notes = detection_rows(results, rb)
-    table = [[f"{r['eps']:g}", model_label(r["m"]), metric_label(r["metric"]) if r["metric"] != NONE else NONE,
-              _clean(results, r["model"]), _cell(r["rejected"]) if r["rejected"] else DASH, str(r["n"] or ""),
-              _cell(r["at"]), _cell(r["half"]) + r["half_note"], _verdict_cell(results, r)] for r in rows]
+    table = [[f"{r['eps']:g}", model_label(r["m"]), detector_label(r["metric"]) if r["metric"] != NONE else NONE,
+              _clean(results, r["model"]), share_cell(r["rejected"]) if r["rejected"] else DASH, str(r["n"] or ""),
+              share_cell(r["at"]), share_cell(r["half"]) + r["half_note"], _verdictcell(results, r)] for r in rows]
     out += [("h", 3, "Detection or robust training, side by side"),
             ("p", ("Robust accuracy (with rejection where there is a detector) at ε and at ε/2. Tramèr's check "
                    "(ICML 2022): a detector robust at ε implies an inefficient classifier robust at ε/2, so a detector "
@@ -254,69 +192,3 @@ def robust_blocks(results: dict) -> list[tuple]:
                        "at ε/2", "Tramèr check"], table), *notes.blocks()]
     out += [("p", "In plain words:"), ("ul", plain_words(results, rows))]
     return out
-
-
-def _who(results: dict, r: dict) -> str:
-    name = short_label(r["m"])
-    return name if r["metric"] == NONE else f"{name} + {metric_label(r['metric'])}"
-
-
-def on_robust_words(results: dict, rows: list[dict]) -> list[str]:
-    """Per robust-trained model with detectors: the most any of its detectors keeps above (or the least below) the
-    model alone, over the grid: what detection adds on top of robust training."""
-    words = []
-    for model in dict.fromkeys(r["model"] for r in rows if r["metric"] != NONE and r["m"].get("training")):
-        alone = {r["eps"]: r for r in rows if r["model"] == model and r["metric"] == NONE and r["at"] is not None}
-        pairs = [(r["at"][0] - alone[r["eps"]]["at"][0], r) for r in rows if r["model"] == model
-                 and r["metric"] != NONE and r["at"] is not None and r["eps"] in alone]
-        if not pairs:
-            continue
-        gain, r = max(pairs, key=lambda p: p[0])
-        base = alone[r["eps"]]
-        words.append(f"A detector on {short_label(r['m'])}: at best {100 * gain:+.1f} points over the model alone "
-                     f"({metric_label(r['metric'])} at ε {r['eps']:g}: {_cell(r['at'])} against {_cell(base['at'])})"
-                     + ("; no detector adds to robust training here (its clean rejection costs more than it catches)."
-                        if gain <= 0 else "; within the intervals of each other: not resolved."
-                        if r["at"][1] is not None and base["at"][2] is not None and r["at"][1] <= base["at"][2]
-                        else ", the intervals apart."))
-    return words
-
-
-def plain_words(results: dict, rows: list[dict]) -> list[str]:
-    """Per ε: which defence keeps the most, a classifier alone or a detector on a standard model, by how much and
-    whether the intervals separate it; what the detectors on robust-trained models add to them; Tramèr's flags."""
-    words = []
-    for eps in dict.fromkeys(r["eps"] for r in rows):
-        at = [r for r in rows if r["eps"] == eps and r["at"] is not None
-              and (r["metric"] == NONE or not r["m"].get("training"))]  # the question: one or the other
-        if not at:
-            continue
-        top = max(at, key=lambda r: r["at"][0])
-        other = [r for r in at if (r["metric"] == NONE) != (top["metric"] == NONE)]
-        if top["metric"] == NONE:
-            kind = "robust training" if top["m"].get("training") else "the standard classifier alone"
-        else:
-            kind = "detection"
-        line = f"At ε {eps:g}, {kind} keeps the most: {_who(results, top)} {_cell(top['at'])}"
-        if other:
-            best_other = max(other, key=lambda r: r["at"][0])
-            apart = top["at"][1] is not None and best_other["at"][2] is not None and top["at"][1] > best_other["at"][2]
-            line += (f"; the best {'detector' if top['metric'] == NONE else 'classifier alone'} "
-                     f"({_who(results, best_other)}) keeps {_cell(best_other['at'])}, "
-                     + ("the intervals apart." if apart else "within the intervals of each other: not resolved."))
-        else:
-            line += "."
-        words.append(line)
-    words += on_robust_words(results, rows)
-    flagged = [r for r in rows if r["verdict"] in (WEAK, UNRESOLVED)]
-    checked = [r for r in rows if r["verdict"]]
-    if checked:
-        if flagged:
-            words.append("Tramèr's check flags " + "; ".join(
-                f"{_who(results, r)} at ε {r['eps']:g} ({r['verdict']}: {_cell(r['at'])} against "
-                f"{100 * r['best']['robust_accuracy']:.0f} for {short_label(_model(results, r['best']['model'], r['best']))}"
-                " at ε/2)" for r in flagged) + ".")
-        else:
-            words.append(f"Tramèr's check: all {len(checked)} detector claims are consistent: no detector claims "
-                         "more at ε than the best classifier trained here reaches at ε/2.")
-    return words
