@@ -273,3 +273,87 @@ def test_rce_report_on_any_mutated_results_file_renders_or_says_why(tiny_results
     out = tmp_path_factory.mktemp("report")
     (out / "results.json").write_text(json.dumps(results))
     assert main(["report", str(out)]) in (0, 2)
+
+
+# ------------------------------------------------------------------------------------------- text readers (Hardening II)
+nested_text = st.builds(lambda depth, opener, tail: opener * depth + tail, st.integers(0, 3000),
+                        st.sampled_from(["[", "{\"a\": ", "{a = "]), st.text(max_size=20))
+
+
+@SETTINGS
+@given(blob=st.binary(max_size=300) | st.text(max_size=300).map(str.encode) | nested_text.map(str.encode)
+       | json_values.map(lambda v: json.dumps(v).encode()))
+def test_the_json_reader_takes_any_bytes(blob):
+    from rcedetect.core.textfiles import MAX_DEPTH, loads_json
+
+    obj = only_our_errors(loads_json, blob, "the body")
+    if obj is not None:  # whatever it returns, the rest of the package can copy and hash
+        import copy
+
+        from rcedetect.core.io import config_hash
+
+        copy.deepcopy(obj)
+        config_hash(obj)
+        assert MAX_DEPTH >= 1
+
+
+@SETTINGS
+@given(blob=st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+       | nested_text.map(lambda t: ("a = " + t).encode()))
+def test_the_toml_reader_and_preset_loader_take_any_bytes(tmp_path, blob):
+    from rcedetect.core.textfiles import loads_toml
+
+    only_our_errors(loads_toml, blob, "the preset")
+    (tmp_path / "p.toml").write_bytes(blob)
+    only_our_errors(train_config_from_preset, str(tmp_path / "p.toml"))
+    only_our_errors(resolve_config, str(tmp_path / "p.toml"))
+
+
+@SETTINGS
+@given(key=st.sampled_from(["experiment", "detector", "adaptive", "cuts", "attacks.fgsm", "models.ce",
+                            "models.ce.train"]), name=st.text(min_size=1, max_size=10), value=set_values)
+def test_any_key_added_to_a_preset_table_is_taken_or_refused(tmp_path, key, name, value):
+    from rcedetect.core.textfiles import loads_toml
+    from rcedetect.training.config import PRESET_DIR
+
+    text = (PRESET_DIR / "tiny.toml").read_text()
+    line = f"{json.dumps(name)} = {value}\n"
+    only = only_our_errors(loads_toml, line, "line")
+    assume(only is not None)
+    header = f"[{key}]\n"
+    assume(header in text)
+    (tmp_path / "p.toml").write_text(text.replace(header, header + line, 1))
+    cfg = only_our_errors(resolve_config, str(tmp_path / "p.toml"))
+    if cfg is not None:  # taken: only a key the code reads
+        assert name in {"experiment": cfg["experiment"], "detector": cfg["detector"], "cuts": cfg["cuts"],
+                        "adaptive": cfg.get("adaptive", {}), "attacks.fgsm": cfg["attacks"]["fgsm"],
+                        "models.ce": cfg["models"]["ce"], "models.ce.train": cfg["models"]["ce"]["train"]}[key]
+
+
+@SETTINGS
+@given(width=st.integers(1, 70_000), height=st.integers(1, 70_000), m=mutations)
+def test_image_headers_claiming_any_size_are_read_or_refused(tmp_path, width, height, m):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path = tmp_path / "claim.png"
+    path.write_bytes(mutate(blob, m[0], m[1]) if m[1] else blob)
+    from rcedetect.data.images import MAX_PIXELS
+
+    x = only_our_errors(data.read_images, path, 1)
+    if x is not None:
+        assert x.shape[2] * x.shape[3] <= MAX_PIXELS
+
+
+@SETTINGS
+@given(value=json_values, field=st.sampled_from(["n_images", "n_pairs", "attack_seconds", "success_rate", "n"]))
+def test_results_values_are_checked_or_refused(tmp_path, value, field):
+    results = {"format": "rcedetect-results", "models": {"ce": {"role": "main", "arch": "resnet8", "objective": "ce"}},
+               "attacks": [{"model": "ce", "attack": "fgsm", "eps": 0.1, "detection": {"kd": {field: value}}}],
+               "timings": {"stage_seconds": {"train": value}}}
+    only_our_errors(schemas.check_result_values, results, tmp_path / "results.json")

@@ -87,8 +87,10 @@ def check_eps(eps: float, name: str = "eps", norm: str = "linf") -> float:
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {seed!r}")
+    from ..core.settings import SEED_RANGE
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"{name} must be an integer in [0, {SEED_RANGE[1]}], got {str(seed)[:40]!r}")
     return seed
 
 

@@ -212,6 +212,9 @@ class ThirdPartyAttack:
         if missing:
             raise ConfigError(f"{self.name} needs the setting {', '.join(missing)} (give it with --set "
                               f"{missing[0]}=... or in the attack's settings table)")
+        for key, value in self.options:
+            if key in params:
+                _check_option_type(self.name, key, value, params[key].default)
 
     # -- what the attack is -------------------------------------------------------------------------------
     @property
@@ -335,6 +338,24 @@ class ThirdPartyAttack:
         its = torch.zeros(len(x), dtype=torch.long, device=x.device)
         extra = {"accepted": accepted, "misclassified": out[:, :k].argmax(1) != label}
         return finish(x_in, x, x_adv, success, its, target=target, **extra)
+
+
+def _check_option_type(name: str, key: str, value: Any, default: Any) -> None:
+    """A library setting of the kind its default has (a number for a number, true/false for a flag, a string for a
+    string): ``steps = "ten"`` is refused before the run, not in the library's loop after training."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):  # an int default may take a float (torchattacks' CW: c=1, c=0.5)
+        ok, kind = number(value), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return  # no default, or None: the library's own check
+    if not ok:
+        raise ConfigError(f"{name}: setting {key} must be {kind} (its default is {default!r}), got {str(value)[:40]!r}")
 
 
 def attack_norm(name: str, settings: dict) -> str:

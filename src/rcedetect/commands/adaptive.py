@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..core.settings import int64_arg, seed_arg
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)")
@@ -29,11 +31,11 @@ def add_parser(sub) -> None:
                         "torchattacks:APGD, torchattacks:AutoAttack), foolbox:NAME")
     p.add_argument("--metric", required=True, help="the calibrated detector to attack (see rce calibrate)")
     p.add_argument("--eps", type=float, help="L∞ budget on the [0, 1] scale (an L2 radius with --set norm=\"l2\")")
-    p.add_argument("--n", "--images", dest="n", type=int, default=500,
+    p.add_argument("--n", "--images", dest="n", type=int64_arg, default=500,
                    help="number of test images (default 500; --images under torchrun, whose own options take --n)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per attack batch (one part file each)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image choice and of each batch's attack")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.add_argument("--batch-size", type=int64_arg, default=100, help="images per attack batch (one part file each)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the image choice and of each batch's attack")
+    p.add_argument("--bootstrap", type=int64_arg, default=1000, help="bootstrap resamples for the intervals (0: none)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="an attack setting, e.g. --set steps=200 --set lambdas=[0,10,100]")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
@@ -90,6 +92,8 @@ def run(args) -> int:
     if args.n < 1 or args.batch_size < 1 or args.bootstrap < 0:
         raise ConfigError(f"--n and --batch-size must be >= 1 and --bootstrap >= 0, got {args.n}, {args.batch_size}, "
                           f"{args.bootstrap}")
+    if "eps" in settings:  # one budget, said once: --set eps beside --eps would be overridden yet hashed
+        raise ConfigError("give the budget with --eps, not --set eps")
     if "detector" in settings or "detector" not in spec.fields:
         raise ConfigError(f"{args.attack} is not an attack on a detector"
                           if "detector" not in spec.fields else "the detector comes from the run; drop --set detector")
@@ -110,12 +114,13 @@ def run(args) -> int:
     det = Detector.load(folder, clf)
     if not det.calibrated or not det.n_calibration:
         raise ConfigError(f"the {args.metric} detector in {folder} has no threshold; run rce calibrate first")
-    cfg = ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta["dataset"]), data_dir=cfg.get("data_dir") or None,
-                   data_file=cfg.get("data_file") or None)
+    ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), model=clf)
     n_free = len(ds.x_test) - det.n_calibration  # the calibration images sit at the end of the test split
     indices = attack_store.choose_images(n_free, args.n, args.seed)
     x, y = ds.test_images()[indices], ds.y_test[indices]
+    if not bool((clf.predict_batched(x) == y).any()):  # SR@N counts clean-correct images: refuse before the attack
+        raise ConfigError(f"none of the {len(indices)} chosen test images is classified correctly, so the attack "
+                          "has nothing to measure (SR@N counts clean-correct images); check the run and its data")
     term = ScoreTerm(det.scorer, det.threshold)
     _check_gradient(clf, term, x[: min(8, len(x))])
 
@@ -145,8 +150,12 @@ def run(args) -> int:
                "seconds": seconds, "seconds_per_example": seconds / n, "versions": versions()}
     write_json(out / "summary.json", summary)
     ci = (op.get("bootstrap") or {}).get("attack_success_rate") or [None, None]
-    band = f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci[0] is not None else ""
+    band = f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if None not in ci else ""
+
+    def percent(v) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
     print(f"{args.attack} vs {args.metric} at ε {args.eps}: SR@{100 * det.fpr:g} = "
-          f"{100 * op['attack_success_rate']:.1f}%{band} of {op['n_clean_correct']} clean-correct images; robust "
-          f"accuracy with rejection {100 * op['robust_accuracy_with_rejection']:.1f}% -> {out}")
+          f"{percent(op['attack_success_rate'])}{band} of {op['n_clean_correct']} clean-correct images; robust "
+          f"accuracy with rejection {percent(op['robust_accuracy_with_rejection'])} -> {out}")
     return 0

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..core.settings import int64_arg, seed_arg
+
 #: first training images used for the K-density detector (protocol §4.1: the original's 500 batches of 100)
 KD_TRAIN_IMAGES = 50_000
 
@@ -68,10 +70,10 @@ def add_parser(sub) -> None:
                    help="the attack's budget (or step, for FGSM) ε: an L∞ distance in [0, 1] pixel units, or an L2 "
                         "distance on that scale where the attack's norm setting says l2 (--set norm=\"l2\"); for "
                         "attacks that take one (gradient attacks, PGD variants, JSMA, noise)")
-    p.add_argument("--n", "--images", dest="n", type=int, default=1000,
+    p.add_argument("--n", "--images", dest="n", type=int64_arg, default=1000,
                    help="number of test images (default 1000, as the paper; --images under torchrun, whose options take --n)")
-    p.add_argument("--batch-size", type=int, default=200, help="images per batch and per part file (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image choice and of seeded attacks")
+    p.add_argument("--batch-size", type=int64_arg, default=200, help="images per batch and per part file (default 200)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the image choice and of seeded attacks")
     p.add_argument("--first", action="store_true", help="take the first N test images instead of a seeded subset")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="an attack setting, e.g. --set steps=20 --set saliency=\"pairwise\"")
@@ -113,7 +115,7 @@ def run(args) -> int:
     from .. import attacks, data
     from ..core import distributed
     from ..core.device import resolve
-    from ..core.errors import ConfigError, InputError
+    from ..core.errors import ConfigError
     from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import ready_made
     from ..detectors.kd import ATTACK_PER_CLASS, PER_CLASS
@@ -140,10 +142,7 @@ def run(args) -> int:
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf, cfg = ckpt.classifier, ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta["dataset"]), data_dir=cfg.get("data_dir") or None,
-                   data_file=cfg.get("data_file") or None)
-    if ds.channels != clf.in_channels:
-        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
+    ds = data.load_for_run(cfg, ckpt.meta.get("dataset"), model=clf)
     indices = attack_store.choose_images(len(ds.x_test), args.n, args.seed, args.first)
     n = len(indices)
     record = {"attack": name, "settings": settings, "n": n, "seed": args.seed,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.settings import int64_arg, seed_arg
 from ..evaluation.calibrated import DEFAULT_CALIBRATION, calibrated_detector, checked_settings
 
 
@@ -39,7 +40,7 @@ def add_detector_options(p) -> None:
                    help="a trained run folder (with checkpoint.json); the detector is cached in RUN_DIR/detector-<metric>/")
     p.add_argument("--metric", required=True, choices=names(), help="a registered detector (rcedetect.detectors)")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
-    p.add_argument("--calibration-size", type=int, default=None,
+    p.add_argument("--calibration-size", type=int64_arg, default=None,
                    help=f"clean images from the end of the test split used for T (default {DEFAULT_CALIBRATION}, "
                         "at most half of the split)")
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
@@ -48,9 +49,9 @@ def add_detector_options(p) -> None:
     p.add_argument("--fit-on", default="fgsm",
                    help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
     p.add_argument("--fit-eps", type=float, default=0.1, help="ε of --fit-on (default 0.1)")
-    p.add_argument("--fit-images", type=int, default=1000,
+    p.add_argument("--fit-images", type=int64_arg, default=1000,
                    help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the K-density kernel subset and of the baselines' fitting split (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore the cached detector")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
@@ -88,13 +89,13 @@ def _check_shape(path, x, shape) -> None:
                          f"the model takes {shape[1]}x{shape[2]} with {shape[0]}; resize it")
 
 
-def read_input(path: str, channels: int) -> dict:
+def read_input(path: str, channels: int, num_classes: int | None = None) -> dict:
     """One ``--input``: {"x": float NCHW images in [0, 1], "y": true labels or None, "indices": test-set indices
     or None, "single": one image file}. Exports of ``rce attack --export`` and ``rce attack`` folders bring their
     labels (:func:`rcedetect.evaluation.adv_export.load_adversarial`); every other file is read by
     :func:`rcedetect.data.read_images`."""
     from .. import data
-    from ..core.validation import check_images
+    from ..core.validation import check_images, check_labels
     from ..evaluation.adv_export import is_export, load_adversarial
 
     p = Path(path)
@@ -105,6 +106,8 @@ def read_input(path: str, channels: int) -> dict:
 
             raise InputError(f"input {path} holds no images")
         check_images(x, channels=channels, name=f"input {path}")
+        if y is not None and num_classes is not None:  # labels of another dataset would be scored as wrong answers
+            check_labels(y, len(x), num_classes, name=f"the labels (y) of input {path}")
         return {"x": x, "y": y, "indices": meta.get("indices"), "single": False}
     return {"x": data.read_images(p, channels), "y": None, "indices": None,
             "single": p.suffix.lower() in data.IMAGE_SUFFIXES}
@@ -131,7 +134,7 @@ def run(args) -> int:
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
     clf = ckpt.classifier
-    inputs = [(p, read_input(p, clf.in_channels)) for p in args.input]  # fail fast on bad input
+    inputs = [(p, read_input(p, clf.in_channels, clf.num_classes)) for p in args.input]  # fail fast on bad input
     if clf.input_shape is not None:  # checkpoints record the image shape: refuse before calibrating anything
         for path, inp in inputs:
             _check_shape(path, inp["x"], clf.input_shape)

@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .. import data
     from ..core.device import resolve
-    from ..core.errors import InputError
     from ..core.io import check_writable_dir, write_json
     from ..models import checkpoint
     from ..training import accuracy
@@ -27,13 +26,8 @@ def run(args) -> int:
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
-    cfg = ckpt.config
-    name = args.dataset or cfg.get("dataset", ckpt.meta["dataset"])
-    ds = data.load(name, data_dir=args.data_dir or cfg.get("data_dir") or None,
-                   data_file=args.data_file or (cfg.get("data_file") if not args.dataset else None) or None)
-    if ds.channels != ckpt.classifier.in_channels:
-        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes "
-                         f"{ckpt.classifier.in_channels}")
+    ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), dataset=args.dataset, data_dir=args.data_dir,
+                           data_file=args.data_file, model=ckpt.classifier)
     acc = accuracy(ckpt.classifier, ds.x_test, ds.y_test)
     record = {"run": str(run_dir), "dataset": ds.name, "arch": ckpt.meta["arch"], "objective": ckpt.meta["objective"],
               "n": len(ds.x_test), "test_accuracy": acc, "test_error_percent": 100 * (1 - acc)}

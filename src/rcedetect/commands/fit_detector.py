@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..core.settings import int64_arg, seed_arg
+
 DEFAULT_METRICS = ("kd", "non_me", "confidence")
 
 
@@ -32,15 +34,15 @@ def add_parser(sub) -> None:
                    help="another setting of the imported model, e.g. --set mean=[0.5] --set std=[0.5]")
     p.add_argument("--metric", action="append", help="detector(s) to fit (default: kd, non_me, confidence)")
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
-    p.add_argument("--calibration-size", type=int, default=None,
+    p.add_argument("--calibration-size", type=int64_arg, default=None,
                    help="clean images from the end of the test split used for the threshold (default 1000, at most "
                         "half of the split)")
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
     p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number or 'auto'; default: the paper's")
     p.add_argument("--evaluate", nargs="+", default=[], metavar="ATTACK_DIR",
                    help="rce attack folders of this run to score the detectors on")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals (default 1000)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--bootstrap", type=int64_arg, default=1000, help="bootstrap resamples of the intervals (default 1000)")
+    p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the K-density kernel subset and of the bootstrap resamples (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore cached detectors")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
@@ -107,9 +109,7 @@ def run(args) -> int:
         print(describe(detectors[m], run_dir / f"detector-{m}", args.sigma2))
     if not args.evaluate:
         return 0
-    cfg = ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=cfg.get("data_dir") or None,
-                   data_file=cfg.get("data_file") or None)
+    ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), model=ckpt.classifier)
     calibration = ds.test_images()[-calibration_slice(len(ds.x_test), args.calibration_size):]
     records = []
     for path in args.evaluate:

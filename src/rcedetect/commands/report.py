@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="re-render the report of a reproduce run from its results.json (no model)")
@@ -14,19 +16,40 @@ def run(args) -> int:
 
     from ..core.errors import CheckpointError
     from ..core.io import check_writable_dir
-    from ..core.schemas import check_results
+    from ..core.schemas import check_result_values, check_results
     from ..report import RESULTS, load, render, summary
 
     path = Path(args.out_dir) / RESULTS
-    results = check_results(load(args.out_dir), path)
-    check_writable_dir(args.out_dir, "report folder")
+    results = check_result_values(check_results(load(args.out_dir), path), path)
+    out = check_writable_dir(args.out_dir, "report folder")
     try:
-        md, page = render(args.out_dir, results)
-        line = summary(results)
+        with staged(out) as staging:  # drawn aside, moved in only when the whole report is drawn
+            md, page = render(staging, results)
+            line = summary(results)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
         # the schema checks what every report needs; a value deeper inside that is not what rcedetect writes ends here
         raise CheckpointError(f"results file {path} holds a value this rcedetect does not write "
                               f"({type(e).__name__}: {e}); re-run rce reproduce to rewrite it") from e
     print(line)
-    print(f"report: {page} (and {md})")
+    print(f"report: {out / page.name} (and {out / md.name})")
     return 0
+
+
+@contextmanager
+def staged(out):
+    """A hidden folder inside ``out`` to write into; on success its files replace their namesakes in ``out`` (each by
+    one rename), on any error it is removed: a refused report writes nothing."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        yield staging
+        for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = out / f.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

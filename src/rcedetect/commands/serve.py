@@ -18,6 +18,9 @@ status of each refusal.
 
 from __future__ import annotations
 
+from ..core.settings import float_arg, int64_arg, port_arg, seed_arg, threads_arg
+from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB
+
 
 def add_parser(sub) -> None:
     from ..detectors import names
@@ -31,35 +34,38 @@ def add_parser(sub) -> None:
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; another warns without a token)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=port_arg, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--token-file", metavar="PATH",
                    help="require 'Authorization: Bearer TOKEN' on every route but /healthz and the page's files; "
                         "TOKEN is the file's content, stripped (the page reads it from /#token=TOKEN or asks)")
     p.add_argument("--examples", action="append", default=[], metavar="PATH",
                    help="adversarial examples for the page's picker: an exported .npz or a rce attack folder "
                         "(repeat for more)")
-    p.add_argument("--calibration-size", type=int, default=None,
+    p.add_argument("--calibration-size", type=int64_arg, default=None,
                    help="clean images from the end of the test split used for the thresholds (as rce detect)")
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
     p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number, or 'auto'; default: the paper's")
     p.add_argument("--fit-on", default="fgsm",
                    help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
     p.add_argument("--fit-eps", type=float, default=0.1, help="LID / Mahalanobis / KD+BU: ε of --fit-on (default 0.1)")
-    p.add_argument("--fit-images", type=int, default=1000,
+    p.add_argument("--fit-images", type=int64_arg, default=1000,
                    help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the detectors' random choices (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the detectors' random choices (default 0)")
     p.add_argument("--refit", action="store_true", help="ignore the cached detectors")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained from")
     p.add_argument("--data-file", help="the run's dataset file, if not the one it was trained on")
-    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16)")
-    p.add_argument("--max-batch", type=int, default=256, help="most images per request and per model pass (256)")
+    p.add_argument("--max-body-mb", type=float_arg(0, MAX_BODY_MB, low_open=True), default=16.0,
+                   help=f"largest request body in MiB (default 16, at most {MAX_BODY_MB})")
+    p.add_argument("--max-batch", type=int64_arg, default=256, help="most images per request and per model pass (256)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model pass (default 5 ms)")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per-request time limit; 408 after it (default 10)")
-    p.add_argument("--max-queue", type=int, default=4096, help="most images waiting for the model; 429 beyond (default 4096)")
-    p.add_argument("--max-inflight", type=int, default=256, help="most requests in progress; 429 beyond (default 256)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: torch's)")
+    p.add_argument("--max-queue", type=int64_arg, default=4096, help="most images waiting for the model; 429 beyond (default 4096)")
+    p.add_argument("--max-memory-mb", type=float_arg(0, MAX_MEMORY_MB, low_open=True), default=1024.0,
+                   help="memory the bodies in progress may take to decode, all together; 429 beyond (default 1024)")
+    p.add_argument("--max-inflight", type=int64_arg, default=256, help="most requests in progress; 429 beyond (default 256)")
+    p.add_argument("--threads", type=threads_arg, default=None, help="CPU threads of the model (default: torch's)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default warning)")
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -95,7 +101,7 @@ def run(args) -> int:
         raise ConfigError(f"--max-body-mb must be a positive number, got {args.max_body_mb}")
     limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_batch=args.max_batch, timeout_s=args.timeout_s,
                     batch_window_s=args.batch_window_ms / 1000, max_queue_images=args.max_queue,
-                    max_inflight=args.max_inflight).check()
+                    max_inflight=args.max_inflight, max_memory_bytes=int(args.max_memory_mb * MIB)).check()
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")

@@ -115,8 +115,16 @@ def run(args) -> int:
         else:
             cfg, ds = _without_preset(extra)
         many_classes_note(cfg, ds)
+        fresh = not run_dir.exists()
         check_writable_dir(run_dir, "run folder (--out)")
-        fit(cfg, run_dir, dataset=ds, progress=not args.quiet)
+        try:
+            fit(cfg, run_dir, dataset=ds, progress=not args.quiet)
+        except Exception:
+            if fresh and not (run_dir / "checkpoint.json").exists():  # refused before a checkpoint: nothing kept
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     from ..core.distributed import world
 
     if not world().main:

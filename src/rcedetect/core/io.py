@@ -85,10 +85,9 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{what} {path} is not valid JSON (truncated or corrupted?): {e}") from e
+    from .textfiles import loads_json
+
+    return loads_json(path.read_bytes(), f"{what} {path}", CheckpointError)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:

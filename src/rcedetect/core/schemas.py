@@ -143,3 +143,44 @@ def check_results(results: Any, where: str | Path) -> dict:
             raise CheckpointError(f"{what} {where}: attacks[{i}] names model {rec['model']!r}, which is not in "
                                   f"models ({', '.join(results['models'])})")
     return results
+
+
+#: keys of results.json read as counts of images (``n``, ``n_pairs``, ...): an integer >= 0 or null
+_NOT_COUNTS = {"name", "noise", "norm", "notes", "numpy"}
+#: rates that are not shares of images
+_NOT_RATES = {"learning_rate", "dropout_rate"}
+
+
+def _value_misfit(key: str, value: Any) -> str | None:
+    """What a leaf ``value`` under ``key`` should be, when it is not (None when it fits or the key has no rule)."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if (key == "n" or key.startswith("n_")) and key not in _NOT_COUNTS:
+        return None if _is_int(value) and value >= 0 else "an integer >= 0 (a count of images)"
+    if key.endswith(("seconds", "seconds_per_example", "seconds_total")):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isnan(value)
+                                                                                  or 0 <= value < math.inf)
+        return None if ok else "a number of seconds >= 0"
+    if key.endswith("_rate") and key not in _NOT_RATES:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isnan(value) or 0 <= value <= 1)
+        return None if ok else "a rate in [0, 1]"
+    return None
+
+
+def check_result_values(results: dict, where: str | Path) -> dict:
+    """Every count (``n``, ``n_*``), time (``*seconds``) and rate (``*_rate``) anywhere in results.json outside its
+    ``config`` and ``versions``: a negative count, −1e308 seconds or a string where a number belongs is refused
+    (:class:`CheckpointError` naming the path) before a report draws it."""
+    stack: list[tuple[str, Any, str]] = [(k, v, k) for k, v in results.items() if k not in ("config", "versions")]
+    while stack:
+        key, value, path = stack.pop()
+        if isinstance(value, dict):
+            timing = key.endswith("seconds")  # {stage: seconds}
+            stack.extend((f"{k}_seconds" if timing else str(k), v, f"{path}.{k}") for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((key, v, f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            misfit = _value_misfit(key, value)
+            if misfit:
+                raise CheckpointError(f"results file {where}: {path} must be {misfit}, found {_found(value)}")
+    return results

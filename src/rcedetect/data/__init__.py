@@ -36,6 +36,9 @@ def load(name: str, data_dir: str | Path | None = None, data_file: str | Path | 
     """Load dataset ``name`` (see module docstring). Raises :class:`DataError` with the fix when it cannot."""
     if data_file is not None and name in ("npz", None):
         return load_npz(data_file)
+    if data_file is not None:  # never ignored: a data file is the dataset "npz"
+        raise ConfigError(f"a data file ({data_file}) is the dataset 'npz', not {name!r}: give one of the two "
+                          "(--dataset npz --data-file FILE, or the dataset alone)")
     if name == "mnist5k":
         return load_mnist5k()
     if name == "synthetic":
@@ -49,6 +52,43 @@ def load(name: str, data_dir: str | Path | None = None, data_file: str | Path | 
     raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
+#: the most classes a dataset may have (a label is a class index: label 2**40 would ask for a 2**40-way classifier)
+MAX_CLASSES = 100_000
+
+
+def load_for_run(config: dict, recorded: str | None = None, *, dataset: str | None = None,
+                 data_dir: str | Path | None = None, data_file: str | Path | None = None, download: bool = True,
+                 model=None) -> Dataset:
+    """The dataset a command reads for a trained run: the run's own (``config``: its saved train settings;
+    ``recorded``: the checkpoint's dataset name) unless ``dataset`` / ``data_file`` name another. A ``data_file``
+    alone is the dataset ``npz`` (never ignored); ``data_dir`` falls back to the run's. With ``model`` (a
+    Classifier) the dataset is checked to fit it (:func:`check_fits`)."""
+    own = config.get("dataset") or recorded
+    name = dataset or ("npz" if data_file else own)
+    if data_file is None and name == own:
+        data_file = config.get("data_file") or None
+    ds = load(name, data_dir=data_dir or config.get("data_dir") or None, data_file=data_file, download=download)
+    if model is not None:
+        check_fits(ds, model)
+    return ds
+
+
+def check_fits(ds: Dataset, model) -> Dataset:
+    """``ds`` when a classifier ``model`` can take its images and labels: its channels, its image size (where the
+    model records it) and labels below its class count; else :class:`InputError` naming the mismatch."""
+    if ds.channels != model.in_channels:
+        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {model.in_channels}")
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(ds.image_shape[1:]) != tuple(shape[1:]):
+        raise InputError(f"dataset {ds.name} holds {ds.image_shape[2]}x{ds.image_shape[1]} images but the model was "
+                         f"trained on {shape[2]}x{shape[1]}; give the dataset it was trained on")
+    top = max(int(ds.y_train.max()) if len(ds.y_train) else -1, int(ds.y_test.max()) if len(ds.y_test) else -1)
+    if top >= model.num_classes:
+        raise InputError(f"dataset {ds.name} has the label {top} but the model has {model.num_classes} classes "
+                         f"(0..{model.num_classes - 1}); give the dataset it was trained on")
+    return ds
+
+
 def _as_nchw_uint8(x: np.ndarray, what: str) -> torch.Tensor:
     if x.dtype != np.uint8:
         raise DataError(f"{what} must be uint8 images (0..255), got dtype {x.dtype}")
@@ -58,14 +98,19 @@ def _as_nchw_uint8(x: np.ndarray, what: str) -> torch.Tensor:
         x = x.transpose(0, 3, 1, 2)
     else:
         raise DataError(f"{what} must be NHW or NHWC with 1 or 3 channels, got shape {x.shape}")
+    if len(x) == 0 or 0 in x.shape[2:]:
+        raise DataError(f"{what} holds no images (shape {x.shape}); a dataset needs images in both splits")
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{what} must be {n} integer labels, got shape {y.shape} dtype {y.dtype}")
-    if n and int(y.min()) < 0:
+    if n and int(y.min()) < 0:  # numpy's min of an unsigned array is exact: no wrap to int64 before the check
         raise DataError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..K-1")
+    if n and int(y.max()) >= MAX_CLASSES:
+        raise DataError(f"{what} holds the label {int(y.max())}; labels are class indices 0..K-1 with K at most "
+                        f"{MAX_CLASSES:,}")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -230,13 +275,9 @@ def _read_images(path: Path, channels: int) -> torch.Tensor:
         raise InputError(f"input {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
+        from .images import decode
 
-        try:
-            with Image.open(path) as img:
-                a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, *CORRUPT) as e:
-            raise InputError(f"input {path} is not a readable image: {e}") from e
+        a = decode(path, f"input {path}", InputError, channels=channels)
         return images_from_array(a[None], channels, str(path))
     if suffix == ".npy":
         try:

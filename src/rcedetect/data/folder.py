@@ -10,6 +10,7 @@ one classifier input size is needed; resize them first.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,6 @@ PREFIX = "imagefolder:"
 SPLIT_SEED = 20180101
 TEST_SHARE = 0.2
 TEST_NAMES = ("test", "val")
-#: PIL modes read as one grey channel
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F"}
 
 
 def is_imagefolder(name: str | None) -> bool:
@@ -35,35 +34,73 @@ def cifar_like(image_shape) -> bool:
     return c == 3 and max(h, w) <= 64
 
 
-def _samples(root: Path, what: str) -> tuple[list[str], list[tuple[str, int]]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+def _samples(root: Path, what: str, seen: dict) -> tuple[list[str], list[tuple[str, int]]]:
+    """The class names and (path, class index) of every image under ``root``, in torchvision's order (sorted
+    class folders; within one, sorted by folder then file name). Symbolic links are followed, but a folder or file
+    reached twice (a link cycle, or one image under two names) is refused: ``seen`` maps each one met so far, across
+    the train and test folders, to its path."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
-        classes, class_to_idx = find_classes(str(root))
-        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise DataError(f"{what} {root}: {str(e).splitlines()[0]} (ImageFolder layout: {root}/<class>/<image>)") from e
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    except OSError as e:
+        raise DataError(f"{what} {root} cannot be read: {e.strerror or e}") from e
     if len(classes) < 2:
         raise DataError(f"{what} {root} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
                         "a classifier needs at least 2 (one sub-folder of images per class)")
+    samples = []
+    for index, name in enumerate(classes):
+        found = sorted(_walk(os.path.join(str(root), name), seen, IMG_EXTENSIONS))
+        if not found:
+            raise DataError(f"{what} {root}: class folder {name!r} holds no image file (extensions: "
+                            f"{', '.join(IMG_EXTENSIONS)})")
+        samples += [(os.path.join(folder, file), index) for folder, file in found]
     return classes, samples
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)  # follows links: the file or folder itself
+    return st.st_dev, st.st_ino
+
+
+def _walk(top: str, seen: dict, extensions: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(folder, file name) of every image file under ``top`` (an explicit stack; links followed once at most)."""
+    out, stack = [], [top]
+    while stack:
+        folder = stack.pop()
+        key = ("dir", *_identity(folder))
+        if key in seen:
+            raise DataError(f"image folder: {folder} is {seen[key]} again (a symbolic link cycle, or one folder linked "
+                            "twice); each image must be reached once, or it would be counted twice and could land in "
+                            "both the train and the test split")
+        seen[key] = folder
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            raise DataError(f"image folder: {folder} cannot be read: {e.strerror or e}") from e
+        for entry in entries:
+            path = os.path.join(folder, entry.name)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(path)
+            elif entry.name.lower().endswith(extensions) and os.path.isfile(path):
+                key = ("file", *_identity(path))
+                if key in seen:
+                    raise DataError(f"image folder: {path} is the same file as {seen[key]} (a link or hard link); "
+                                    "one image must be in one class and one split only: remove one of them")
+                seen[key] = path
+                out.append((folder, entry.name))
+    return out
 
 
 def _decode(paths: list[str]) -> list[np.ndarray]:
     """Each file as an HxW (grey) or HxWx3 (colour) uint8 array; DataError names an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    from .images import decode
 
-    from .dataset import CORRUPT
-
-    arrays = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                grey = img.mode in GREY_MODES
-                arrays.append(np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8))
-        except (UnidentifiedImageError, *CORRUPT) as e:
-            raise DataError(f"image {p} is not a readable image: {e}") from e
-    return arrays
+    return [decode(p, f"image {p}", DataError) for p in paths]
 
 
 def _stack(arrays: list[np.ndarray], paths: list[str], channels: int) -> torch.Tensor:
@@ -103,15 +140,16 @@ def load_imagefolder(name: str):
         raise DataError(f"image folder {root} does not exist (dataset = imagefolder:PATH, PATH/<class>/<image>)")
     test_dir = next((root / t for t in TEST_NAMES if (root / t).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
-        classes, train = _samples(root / "train", "training folder")
-        test_classes, test = _samples(test_dir, "test folder")
+        seen: dict = {}
+        classes, train = _samples(root / "train", "training folder", seen)
+        test_classes, test = _samples(test_dir, "test folder", seen)
         if test_classes != classes:
             extra = sorted(set(test_classes) ^ set(classes))[:4]
             raise DataError(f"{root}/train and {test_dir} have different class folders (e.g. {', '.join(extra)})")
         samples = train + test
         is_test = np.array([False] * len(train) + [True] * len(test))
     else:
-        classes, samples = _samples(root, "image folder")
+        classes, samples = _samples(root, "image folder", {})
         is_test = None
     paths = [p for p, _ in samples]
     labels = np.array([c for _, c in samples], dtype=np.int64)

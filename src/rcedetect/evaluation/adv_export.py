@@ -212,10 +212,13 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                          "export of rce attack")
     meta: dict[str, Any] = {}
     if "meta_json" in arrays:
+        from ..core.textfiles import loads_json
+
         try:
-            meta = json.loads(str(arrays["meta_json"].item()))
+            text = str(arrays["meta_json"].item())
         except (ValueError, TypeError) as e:
             raise InputError(f"{path}: its meta_json is not a JSON object: {e}") from e
+        meta = loads_json(text, f"{path}: its meta_json", InputError)
         if not isinstance(meta, dict):
             raise InputError(f"{path}: its meta_json is not a JSON object")
     for key in ("attack", "norm"):
@@ -266,6 +269,8 @@ def load_adversarial(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
         for key in ("y", "indices", "pred_8bit", "target"):
             if key in arrays:
                 t[key] = _labels(arrays[key], n, f"{key} of {path}")
+        if "y" in t and n and int(t["y"].min()) < 0:
+            raise InputError(f"y of {path} holds the label {int(t['y'].min())}; true labels are class indices >= 0")
         for key in ("success", "success_8bit"):
             if key in arrays:
                 a = arrays[key]

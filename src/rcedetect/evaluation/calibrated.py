@@ -21,16 +21,12 @@ def calibration_slice(n_test: int, requested: int | None) -> int:
 
 def _fit(args, ckpt, run_dir: Path, key: dict, folder: Path):
     from .. import data
-    from ..core.errors import InputError
     from ..detectors import Detector, select_sigma2
     from ..models import features
 
-    cfg = ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=args.data_dir or cfg.get("data_dir") or None,
-                   data_file=args.data_file or cfg.get("data_file") or None)
     clf = ckpt.classifier
-    if ds.channels != clf.in_channels:
-        raise InputError(f"dataset {ds.name} has {ds.channels}-channel images but the model takes {clf.in_channels}")
+    ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), data_dir=args.data_dir, data_file=args.data_file,
+                           model=clf)
     n_cal = calibration_slice(len(ds.x_test), args.calibration_size)
     det = Detector(clf, args.metric, progress=not args.quiet, **metric_settings(args, key))
     extra = {}
@@ -101,6 +97,8 @@ def calibrated_detector(args, ckpt):
            "seed": args.seed, "dataset": ckpt.config.get("dataset", ckpt.meta.get("dataset"))}
     if REGISTRY[args.metric].needs_fit_images:
         key.update(fit_on=args.fit_on, fit_eps=args.fit_eps, fit_images=args.fit_images)
+    if getattr(args, "data_file", None):  # other data: another detector (only then in the key: old caches stay valid)
+        key.update(dataset="npz", data_file=str(Path(args.data_file).resolve()))
     create(args.metric, **metric_settings(args, key))  # bad settings fail here, before any work
     folder = run_dir / f"detector-{args.metric}"
     if not args.refit and (folder / "detector.json").is_file():

@@ -38,6 +38,15 @@ def roc_points(s_clean, s_adv, mask, most: int = 60) -> dict | None:
     return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
 
 
+def pair_scores(s_clean, s_adv, mask) -> dict:
+    """{"clean": [...], "adv": [...]}: the scores of the pairs (clean correct AND adversarial misclassified), in
+    image order, exact to float32 (9 significant digits): what an AUC across seeds resamples
+    (:mod:`rcedetect.stats.replication`)."""
+    m = torch.as_tensor(mask, dtype=torch.bool)
+    return {side: [float(f"{float(v):.9g}") for v in torch.as_tensor(s)[m]] for side, s in (("clean", s_clean),
+                                                                                           ("adv", s_adv))}
+
+
 def layers_of(detectors: dict[str, Metric]) -> list[str]:
     """The intermediate layers any of ``detectors`` reads (what an adversarial bank must hold)."""
     return [n for n in dict.fromkeys(n for m in detectors.values() for n in m.layers) if n != FINAL]
@@ -51,7 +60,8 @@ def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank
     strict and ½, TPR at 5 % FPR of the pairs' own clean scores, n_pairs) and, given the scores of clean held-out
     images (``heldout``), its operating points at 5 % and 1 % FPR with bootstrap intervals
     (:func:`rcedetect.stats.operating_point.operating_points`: thresholds from the held-out images alone); ``roc`` adds
-    the ROC curve over the pairs. Detectors that must see images (input pre-processing) score ``x_clean`` and
+    the ROC curve over the pairs and the pairs' own scores (:func:`pair_scores`). Detectors that must see images
+    (input pre-processing) score ``x_clean`` and
     ``x_adv``; the others score the banks."""
     mask = metrics.pair_mask(y, clean.predictions, adv.predictions)
     out, adv_scores = {}, {}
@@ -66,6 +76,7 @@ def detection(classifier, clean: features.FeatureBank, adv: features.FeatureBank
                                                              adv.predictions, n_boot=n_boot, seed=seed)
         if roc:
             out[name]["roc"] = roc_points(s_clean, s_adv, mask)
+            out[name]["pair_scores"] = pair_scores(s_clean, s_adv, mask)
         adv_scores[name] = s_adv
     return out, adv_scores
 

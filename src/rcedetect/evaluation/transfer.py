@@ -70,9 +70,7 @@ def transfer(attack_dir: str | Path, target_run: str | Path, device: str = "cpu"
     from ..models import checkpoint, features
 
     ckpt = checkpoint.load(target_run, device=device)
-    cfg = ckpt.config
-    ds = data.load(cfg.get("dataset", ckpt.meta["dataset"]), data_dir=cfg.get("data_dir") or None,
-                   data_file=cfg.get("data_file") or None)
+    ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), model=ckpt.classifier)
     adv = load_adversarial(attack_dir, ds)
     if detectors is None:
         detectors = ready_made()

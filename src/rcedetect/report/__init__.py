@@ -46,6 +46,7 @@ from .format import (
     why_missing,
 )
 from .render import to_html, to_markdown
+from .replication import agreement_text, claims_across_seeds, replication_blocks
 from .robust import model_label, robust_blocks
 from .table2 import disagreements, table2
 
@@ -99,9 +100,10 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
                    "saying why.")))
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
-    b += _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
+    b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
     b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += adaptive_blocks(results, figs) + robust_blocks(results) + compare_blocks(results) + claims_blocks(results, col)
+    b += adaptive_blocks(results, figs) + robust_blocks(results) + compare_blocks(results)
+    b += claims_blocks(results, col, {label: agreement_text(a) for label, a in claims_across_seeds(results, col)})
     b += disagreements(results, col)
     return b
 

@@ -157,18 +157,38 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
     return out
 
 
-def claims_blocks(results: dict, col: str | None) -> list[tuple]:
-    """The section "The paper's claims at this scale" (empty without a paper column)."""
+def claim_items(results: dict, col: str | None) -> list[tuple[str, str]]:
+    """[(claim, sentence)]: each claim the report judges on ``results`` (none without a paper column); the
+    sentence opens with the claim, then its verdict (:func:`verdict_of`)."""
     if col not in TRANSFER_BOUND:
         return []
     items = [_auc_claim(results, "kd", "RCE ≥ CE for K-density on every attack (Table 2)"),
-             _auc_claim(results, "non_me", "RCE raises non-ME: its AUC is higher with RCE on every attack (Table 2)"),
+             _auc_claim(results, "non_me", "RCE raises non-ME (its AUC is higher with RCE on every attack, Table 2)"),
              _distortion_claim(results), *_transfer_claims(results, col)]
     if items[1] is not None:
         items[1] += _non_me_clean(results)
-    items = [i for i in items if i]
-    if not items:
+    return [(i.split(": ", 1)[0], i) for i in items if i]
+
+
+def verdict_of(sentence: str) -> bool | None:
+    """True where a claim's sentence says it holds, False where it does not, None where it is not resolved or
+    not decided."""
+    verdict = sentence.split(": ", 1)[-1]
+    if verdict.startswith("does not hold"):
+        return False
+    if verdict.startswith("holds"):
+        return True
+    return None
+
+
+def claims_blocks(results: dict, col: str | None, seed_by_seed: dict[str, str] | None = None) -> list[tuple]:
+    """The section "The paper's claims at this scale" (empty without a paper column); ``seed_by_seed``
+    ({claim: how many seeds agree}, :mod:`.replication`) is added to each claim it names."""
+    pairs = claim_items(results, col)
+    if not pairs:
         return []
+    seed_by_seed = seed_by_seed or {}
+    items = [f"{s} Seed by seed: {seed_by_seed[label]}." if label in seed_by_seed else s for label, s in pairs]
     return [("h", 2, "The paper's claims at this scale"),
             ("p", ("Each claim is read off our point estimates with 95 % intervals (AUC: bootstrap; shares: Wilson; "
                    "distortion: bootstrap of the mean) and the n behind them. Where the intervals overlap the run "

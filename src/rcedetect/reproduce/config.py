@@ -27,6 +27,8 @@ from ..evaluation import attack_store
 from ..training.config import TrainConfig, apply_overrides, load_preset
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
 from .model_like import expand_like, inherit_like
+from .preset_keys import check_cuts, check_preset
+from .replicates import seed_counts
 from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, detect_setting, robust_plan
 from .robust_config import expand as expand_robust
 
@@ -36,7 +38,9 @@ EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_i
                        # what the preset expects of its data, checked when it is loaded (before any training):
                        # image channels and class count (0 = any), and the paper column it is compared with
                        # ("" = by dataset name: a --data-file of CIFAR-10 images says "cifar10" here)
-                       "channels": 0, "classes": 0, "paper_dataset": ""}
+                       "channels": 0, "classes": 0, "paper_dataset": "",
+                       # trained models per objective (seeds as the unit of replication, :mod:`.replicates`)
+                       "seeds": 1}
 DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0,
                      # the baselines of other papers (protocol §15) and their regression's fitting split
                      "baselines": ["kd_bu", "lid", "mahalanobis"], "fit_on": "fgsm", "fit_eps": 0.0,
@@ -46,7 +50,7 @@ ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
                      "bootstrap": 1000, "sanity": True, "attacks": {}}
 ROLES = ("main", "target", ROBUST_ROLE)
-MODEL_KEYS = ("preset", "like", "role", "train", "detect")
+MODEL_KEYS = ("preset", "like", "role", "train", "detect", "seeds")
 
 
 def resolve_config(preset: str, overrides: list[str] | None = None, device: str | None = None,
@@ -58,12 +62,15 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
     if "experiment" not in raw or "models" not in raw:
         raise ConfigError(f"preset {preset!r} is not a reproduce preset (it needs [experiment] and [models.*]); "
                           "use `rce train` for training presets")
+    check_preset(raw, {"experiment": EXPERIMENT_DEFAULTS, "detector": DETECTOR_DEFAULTS, "adaptive": ADAPTIVE_DEFAULTS,
+                       "models": MODEL_KEYS})  # a typo in a table or key is refused, not run with the defaults
     cfg = copy.deepcopy(raw)
     cfg["experiment"] = {**EXPERIMENT_DEFAULTS, **cfg["experiment"]}
     cfg["detector"] = {**DETECTOR_DEFAULTS, **cfg.get("detector", {})}
     cfg.setdefault("cuts", {"notes": []})
     for name, m in cfg["models"].items():
         if isinstance(m, dict) and "like" in m:
+            m.setdefault("seeds", 0)
             continue  # trained as another model of the preset (.model_like)
         if not isinstance(m, dict) or "preset" not in m:
             raise ConfigError(f"models.{name} needs preset = \"<training preset>\" (or like = \"<model>\")")
@@ -72,6 +79,7 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
             raise ConfigError(f"models.{name}.preset {m['preset']!r} is not a training preset")
         m["train"] = {**TrainConfig().to_dict(), **base, **m.get("train", {})}
         m.setdefault("role", "main")
+        m.setdefault("seeds", 0)  # 0: as many as experiment.seeds (.replicates)
     for name, a in cfg.get("attacks", {}).items():
         cfg["attacks"][name] = {**copy.deepcopy(ATTACK_DEFAULTS), **a}
     if "adaptive" in cfg:
@@ -110,6 +118,7 @@ class Experiment:
     channels: int = 0  # the image channels the preset expects of its data (0 = any)
     classes: int = 0  # the class count it expects (0 = any)
     paper_dataset: str = ""  # the paper column ("mnist" / "cifar10"; "" = by dataset name)
+    seeds: int = 1  # replicates: each model trained this many times (its own ``seeds`` at most), :mod:`.replicates`
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,8 @@ def plan(cfg: dict) -> Plan:
                             int_setting(e, "batch_size", "experiment", 1), int_setting(e, "threads", "experiment"),
                             int_setting(e, "calibration_images", "experiment", 1),
                             int_setting(e, "channels", "experiment"), int_setting(e, "classes", "experiment"),
-                            _paper_dataset(e["paper_dataset"]))
+                            _paper_dataset(e["paper_dataset"]), seed_counts(cfg)[0])
+    check_cuts(cfg.get("cuts", {}))
     d = cfg["detector"]
     per_class = d.get("per_class")
     if per_class != "all":

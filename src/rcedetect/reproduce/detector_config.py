@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.settings import COUNT_RANGE, SEED_RANGE, THREADS_RANGE, int_in_range
+
+#: the largest value of an integer setting by its key (the rest are counts)
+HIGHEST = {"seed": SEED_RANGE[1], "threads": THREADS_RANGE[1]}
 
 
 def int_setting(section: dict, key: str, where: str, low: int = 0) -> int:
+    """The integer ``section[key]``, at least ``low`` and at most its key's :data:`HIGHEST` (else a count's)."""
     v = section.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {v!r}")
-    return v
+        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {str(v)[:40]!r}")
+    return int_in_range(v, f"{where}.{key}", low, HIGHEST.get(key, COUNT_RANGE[1]))
 
 
 def number_setting(v, where: str) -> float:

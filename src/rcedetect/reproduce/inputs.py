@@ -30,8 +30,11 @@ def check_expected(ds: data.Dataset, exp) -> data.Dataset:
 
 
 class Inputs:
-    def __init__(self, layout: Layout):
+    """``same_data``: another replicate's inputs (:mod:`.replicates`) whose dataset this one reads, loaded once."""
+
+    def __init__(self, layout: Layout, same_data: Inputs | None = None):
         self.layout, self.plan = layout, layout.plan
+        self._same_data = same_data
         self.device = resolve(self.plan.experiment.device)
         self._dataset: data.Dataset | None = None
         self._classifiers: dict[str, Any] = {}
@@ -40,6 +43,8 @@ class Inputs:
         self._pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def dataset(self) -> data.Dataset:
+        if self._dataset is None and self._same_data is not None:
+            self._dataset = self._same_data.dataset()
         if self._dataset is None:
             tc = next(iter(self.plan.models.values())).train
             self._dataset = check_expected(data.load(tc.dataset, data_dir=tc.data_dir or None,

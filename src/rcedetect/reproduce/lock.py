@@ -61,5 +61,21 @@ def output_lock(out: str | Path, echo: Callable[[str], None] | None = None) -> I
         lock.acquire()
     try:
         yield path
+    except BaseException:
+        _tidy(Path(out), path, lock)
+        raise
     finally:
-        lock.release()
+        if lock.is_locked:
+            lock.release()
+
+
+def _tidy(out: Path, path: Path, lock: FileLock) -> None:
+    """A run refused before it wrote anything leaves nothing behind: with only the lock file in ``out``, the lock
+    file goes (while still held) and ``out`` too when that leaves it empty."""
+    try:
+        if [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            path.unlink()
+            lock.release()
+            out.rmdir()
+    except OSError:
+        pass  # another process got there first, or the folder is not ours to remove

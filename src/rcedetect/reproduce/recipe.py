@@ -9,7 +9,9 @@
 7. black-box transfer of the white-box attack from each main model to each target model (Table 4)
 8. robust accuracy of every main and robust model under the [robust] attacks (:mod:`.robust`)
 
-then ``results.json`` (:mod:`.results`). Every stage is cached (:mod:`.layout` names its artifact), so a killed
+then ``results.json`` (:mod:`.results`). With ``[experiment] seeds = S`` the list is run once per replicate
+(:mod:`.replicates`), into the same folder, and ``results.json`` gains ``replication`` (:mod:`.replication`).
+Every stage is cached (:mod:`.layout` names its artifact), so a killed
 run resumes where it stopped and a finished run only re-renders the report.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +28,7 @@ import torch
 from ..core import distributed
 from ..core.io import write_json
 from ..evaluation import attack_store, paper_ref
-from . import adaptive, robust, sanity, steps
+from . import adaptive, replicates, replication, robust, sanity, steps
 from .config import Plan, plan
 from .cost import pass_size as _size
 from .inputs import Inputs
@@ -163,9 +166,16 @@ def run(cfg: dict, out: str | Path, *, force: bool = False, progress: bool = Tru
             torch.set_num_threads(threads)
         inp.calibration()  # the held-out clean images must exist before anything is trained
         write_json(out / "config.json", cfg)
+        others = [Inputs(Layout(plan(replicates.replicate(cfg, r)), out, inp.layout.n_test), same_data=inp)
+                  for r in range(1, p.experiment.seeds)]
         stages = stage_list(inp, progress, hook)
+        for r, other in enumerate(others, 2):  # a stage shared with an earlier replicate is found done and cached
+            stages += [replace(st, name=f"seed {r}: {st.name}") for st in stage_list(other, progress, hook)]
         now = run_stages(stages, force=force, hook=hook, echo=echo, rates_file=out / RATES_NAME)
         seconds = merged_stage_seconds(out / SECONDS_NAME, [st.name for st in stages], now)
         results = assemble(inp, time.perf_counter() - t_start, seconds, threads, measured_now=len(now))
+        if others:
+            reps = [(inp, results)] + [(o, assemble(o, 0.0, {}, threads)) for o in others]
+            results["replication"] = replication.summary(reps, replicates.model_seeds(cfg), p.experiment.seed)
         write_json(out / "results.json", results)
     return results

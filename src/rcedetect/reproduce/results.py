@@ -64,6 +64,8 @@ def _attack_records(inp: Inputs) -> tuple[list, dict, dict]:
         for attack in inp.plan.attacks:
             for r in inp.layout.attack_runs(name, attack):
                 rec = read_json(r.record, "attack record")
+                for d in rec.get("detection", {}).values():
+                    d.pop("pair_scores", None)  # what the seeds' intervals resample (.replication), not a result
                 if "figure3" in rec:
                     figure3[name] = rec.pop("figure3")
                 if attack == paper_ref.NOISE_ATTACK:

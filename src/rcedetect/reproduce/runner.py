@@ -153,6 +153,10 @@ def run_stages(stages: list[Stage], *, force: bool = False, echo: Callable[[str]
     seconds = {}
     for i, st in enumerate(stages, 1):
         head = f"[{i:>2}/{len(stages)}] {st.name}"
+        if st in pending:
+            barrier()  # every rank has finished the stages before, so all see the same artifacts
+            if st.done():  # made earlier in this run: the same artifact listed twice (a model every seed shares)
+                pending.remove(st)
         if st not in pending:
             echo(f"{head}: cached")
             continue

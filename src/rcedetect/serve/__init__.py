@@ -8,7 +8,8 @@
   and the one-line 4xx errors; :mod:`.auth`: the optional bearer token; :mod:`.metrics`: Prometheus metrics
   (prometheus-client, one registry per app); :mod:`.runs`: which model a folder names and its adversarial
   examples; :mod:`.examples`: images for the page (with ``--examples`` files); :mod:`.page`: the page's files;
-  :mod:`.server`: the socket and uvicorn; :mod:`.spawn`: the server in a child process (tests, benchmarks).
+  :mod:`.server`: the socket and uvicorn; :mod:`.protocol`: uvicorn's HTTP/1.1 with a header timeout and one-line
+  JSON refusals; :mod:`.spawn`: the server in a child process (tests, benchmarks).
 
 Needs the ``serve`` extra (``pip install 'rcedetect[serve]'``: FastAPI, uvicorn, python-multipart,
 prometheus-client).

@@ -24,7 +24,16 @@ from .auth import BearerAuth
 from .batching import MicroBatcher
 from .engine import Batch, Engine
 from .examples import Examples
-from .limits import REASONS, HttpError, Limits, error_body, read_body
+from .limits import (
+    REASONS,
+    HttpError,
+    Limits,
+    MemoryBudget,
+    declared_length,
+    error_body,
+    memory_cost,
+    read_body,
+)
 from .metrics import CONTENT_TYPE, Metrics
 
 PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the scores of the paper's three detectors
@@ -96,6 +105,7 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     examples = examples or Examples({}, engine.test, engine.shape)
     spec = parsing.ImageSpec(engine.shape, limits.max_batch)
     inflight, arriving = [0], [0]  # requests in progress; of them, those still being read or decoded
+    memory = MemoryBudget(limits.max_memory_bytes)
     batcher = MicroBatcher(engine.infer, lambda b, start, stop: b.rows(start, stop), max_batch=limits.max_batch,
                            window_s=limits.batch_window_s, max_queue=limits.max_queue_images, on_batch=metrics.batch,
                            arriving=lambda: arriving[0])
@@ -117,6 +127,7 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     app.add_middleware(Observe, metrics=metrics)  # added last, so outermost: it counts the 401s too
     metrics.gauge("rce_queue_images", "Images waiting for the model.", lambda: batcher.queued_images)
     metrics.gauge("rce_inflight_requests", "Prediction requests in progress.", lambda: inflight[0])
+    metrics.gauge("rce_body_memory_bytes", "Memory reserved for the bodies in progress.", lambda: memory.used)
 
     @app.exception_handler(HttpError)
     async def refused(request, e: HttpError):
@@ -144,13 +155,25 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
 
     @app.get("/v1/info", summary="the model, its detector, threshold, calibration and clean accuracy")
     async def info():
-        return {**engine.info(), "limits": limits.public(), "examples": len(examples.listing())}
+        public = engine.info()
+        if not token:  # the run folder is a path of this machine: only for clients that hold the token
+            public.pop("run_dir", None)
+        return {**public, "limits": limits.public(), "examples": len(examples.listing())}
 
     async def predict_body(request: Request, include_image: bool) -> dict:
+        content_type = request.headers.get("content-type")
+        size = min(declared_length(request) or limits.max_body_bytes, limits.max_body_bytes)
+        held = memory.reserve(memory_cost(content_type, size))  # before the body is read: 429 / 413 when full
+        try:
+            return await answer(request, content_type, include_image)
+        finally:
+            memory.release(held)
+
+    async def answer(request: Request, content_type: str | None, include_image: bool) -> dict:
         arriving[0] += 1
         try:
             body = await read_body(request, limits.max_body_bytes)
-            x = await run_in_threadpool(parsing.decode, body, request.headers.get("content-type"), spec)
+            x = await run_in_threadpool(parsing.decode, body, content_type, spec)
         finally:
             arriving[0] -= 1
         try:

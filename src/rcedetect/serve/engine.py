@@ -158,10 +158,9 @@ def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = Non
     detectors = {m: calibrated_detector(detector_args(run.model_dir, m, opts), ckpt)
                  for m in served_metrics(opts.metric)}
     test = None
-    cfg = ckpt.config
     try:
-        ds = data.load(cfg.get("dataset", ckpt.meta.get("dataset")), data_dir=opts.data_dir or cfg.get("data_dir") or None,
-                       data_file=opts.data_file or cfg.get("data_file") or None, download=False)
+        ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), data_dir=opts.data_dir,
+                               data_file=opts.data_file, download=False, model=ckpt.classifier)
         test = (ds.x_test, ds.y_test)
     except RceError:
         pass  # the page then offers no test images; everything else works

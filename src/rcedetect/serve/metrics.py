@@ -1,14 +1,15 @@
 """Prometheus metrics through ``prometheus_client``, kept in a registry of their own per app (several apps in one
 process never share or collide), rendered by ``generate_latest`` in the text format 0.0.4.
 
-- ``rce_http_requests_total{route,method,status}``: every answered request;
+- ``rce_http_requests_total{route,method,status}``: every answered request (known routes and methods by name, the
+  rest as ``other``);
 - ``rce_http_request_duration_seconds{route}``: a latency histogram per route;
 - ``rce_requests_refused_total{reason}``: requests answered with a 4xx, by reason (see :mod:`.limits`);
 - ``rce_images_total{decision}``: images answered with a label (``label``) or rejected as NOT SURE
   (``not_sure``) by the detector;
 - ``rce_model_batches_total``, ``rce_model_batch_images`` (histogram of images per model pass),
   ``rce_model_seconds_total``: the micro-batcher's model passes;
-- ``rce_queue_images``, ``rce_inflight_requests``: gauges read at scrape time;
+- ``rce_queue_images``, ``rce_inflight_requests``, ``rce_body_memory_bytes``: gauges read at scrape time;
 - ``process_resident_memory_bytes``: the server's RSS, where ``/proc`` has it.
 
 The client library's ``*_created`` series (the time each series was created) are left out: the names above are
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+#: the HTTP methods counted by name; any other token a client sends is counted as ``other`` (a label per made-up
+#: method would let clients create series without end). Routes are bounded the same way (``app.route_of``).
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,6 +86,7 @@ class Metrics:
         self._gauges.gauges[name] = (doc, read)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
         self.requests.labels(route=route, method=method, status=str(status)).inc()
         self.latency.labels(route=route).observe(seconds)
 

@@ -111,24 +111,27 @@ def _decode_file(data: bytes, where: str, spec: ImageSpec, kind: str | None = No
 
 
 def _from_image(data: bytes, where: str, spec: ImageSpec) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    """One PNG or JPEG through the package's decoder (:mod:`rcedetect.data.images`: pixel limit, faithful bit
+    depths): a bomb is 413, a mode without a faithful conversion or another size than the model's 422."""
+    from ..data.images import open_image, pixels
 
+    def status(code: int):
+        return lambda message: HttpError(code, message)
+
+    img = open_image(data, where, status(400), formats=["PNG", "JPEG"], too_large=status(413),
+                     unfaithful=status(422))
     try:
-        img = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
         if img.format == "PNG":  # every chunk's CRC and the end chunk: a truncated or altered PNG is refused
             if PNG_END not in data:
                 raise ValueError("no end chunk (truncated?)")
             img.verify()
-            img = Image.open(io.BytesIO(data), formats=["PNG"])
-    except (UnidentifiedImageError, *CORRUPT) as e:
+            img = open_image(data, where, status(400), formats=["PNG"])
+    except CORRUPT as e:
         raise HttpError(400, f"{where} is not a readable PNG or JPEG image: {e or type(e).__name__}") from e
     c, h, w = spec.shape
     if img.size != (w, h):  # checked on the header, before any pixel is decoded
         raise HttpError(422, f"{where} is a {img.size[0]}x{img.size[1]} image but the model takes {w}x{h}; resize it")
-    try:
-        a = np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
-    except CORRUPT as e:
-        raise HttpError(400, f"{where} is a truncated or corrupted image: {e}") from e
+    a = pixels(img, where, status(400), channels=c)
     return _from_array(a[None], where, spec)
 
 

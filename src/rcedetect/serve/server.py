@@ -54,6 +54,18 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def uvicorn_config(app, log_level: str = "warning", access_log: bool = False):
+    """uvicorn's settings of the service: its guarded HTTP protocol (:mod:`.protocol`: a header timeout, headers
+    at most 32 KiB, one-line JSON refusals), short keep-alive and shutdown."""
+    import uvicorn
+
+    from .protocol import MAX_HEADER_BYTES, GuardedH11Protocol
+
+    return uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on", server_header=False,
+                          timeout_keep_alive=5, timeout_graceful_shutdown=5, http=GuardedH11Protocol,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+
+
 def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str = "warning",
         access_log: bool = False, token: bool = False) -> int:
     """Serve ``app`` on ``sock`` until Ctrl-C (exit 0) or SIGTERM (the process ends by the signal, after the same
@@ -69,9 +81,7 @@ def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str 
     warning = exposure_warning(host, token)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on", server_header=False,
-                            timeout_keep_alive=5, timeout_graceful_shutdown=5)
-    server = Server(config)
+    server = Server(uvicorn_config(app, log_level=log_level, access_log=access_log))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down gracefully, then re-raised the signal

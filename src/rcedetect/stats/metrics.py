@@ -124,16 +124,22 @@ def _summary(s: np.ndarray) -> dict:
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
     """Wilson score interval of a share k/n (Wilson 1927): for counts whose resampling is not meaningful to
-    redo (the worst case over attacks, given the threshold). (None, None) for n = 0."""
+    redo (the worst case over attacks, given the threshold). (None, None) for n = 0.
+
+    The bounds are (p + z²/2n ∓ z √(p(1 − p)/n + z²/4n²)) / (1 + z²/n) with p = k/n and z the (1 + level)/2 normal
+    quantile; they are exactly 0 for k = 0 and exactly 1 for k = n (where the formula leaves rounding errors of
+    either sign, e.g. 0.9999999999999999 for 3 of 3 at 50 %, an interval missing its own k/n)."""
     from statistics import NormalDist
 
     if n <= 0:
         return None, None
+    if not 0 <= k <= n:
+        raise InputError(f"a share k/n needs 0 <= k <= n, got k={k}, n={n}")
     zq = NormalDist().inv_cdf(0.5 + level / 2)
     p = k / n
     centre = (p + zq * zq / (2 * n)) / (1 + zq * zq / n)
     half = zq * math.sqrt(p * (1 - p) / n + zq * zq / (4 * n * n)) / (1 + zq * zq / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
 
 
 def mean_interval(values, level: float = 0.95, n_boot: int = 1000, seed: int = 0

@@ -206,7 +206,9 @@ def _resample_statistics(d: dict, fpr: float, heldout_idx: np.ndarray, image_idx
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     defined = values[~np.isnan(values)]
-    if len(defined) == 0 or 1.0 - len(defined) / len(values) > MAX_UNDEFINED_SHARE:
+    # the share of undefined resamples as one correctly rounded division: exactly 5 % (50 of 1000) equals
+    # MAX_UNDEFINED_SHARE, whereas 1 − 950/1000 = 0.05000000000000004 would count it as exceeding it
+    if len(defined) == 0 or (len(values) - len(defined)) / len(values) > MAX_UNDEFINED_SHARE:
         return (math.nan, math.nan)
     alpha = 1.0 - level
     lo, hi = np.quantile(defined, [alpha / 2.0, 1.0 - alpha / 2.0])

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from ..core.errors import ConfigError
+from ..core.settings import COUNT_RANGE, check_keys, check_seed, did_you_mean, int_in_range
+from ..core.textfiles import is_toml_error, loads_toml
 
 PRESET_DIR = Path(__file__).parent.parent / "configs"
 
@@ -30,18 +26,17 @@ def load_preset(name: str) -> dict[str, Any]:
         path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())} or a .toml file")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"preset {path} is not valid TOML: {e}") from e
+    return loads_toml(path.read_bytes(), f"preset {path}")
 
 
 def parse_value(text: str) -> Any:
     """Parse the value of ``--set key=value`` as TOML (numbers, booleans, lists, quoted strings), else a string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+        return loads_toml(f"v = {text}", f"--set value {text[:40]!r}")["v"]
+    except ConfigError as e:
+        if is_toml_error(e):
+            return text
+        raise
 
 
 #: settings that are a table or absent (None): ``--set train.adversarial.eps=0.3`` starts the table; its keys are
@@ -64,12 +59,14 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
             if p in OPTIONAL_TABLES and p in node and node[p] is None:
                 node[p] = {}  # an absent optional table, started by its first key
             if not isinstance(node.get(p), dict):
-                raise ConfigError(f"unknown setting {key!r}: no section {p!r}; known: {', '.join(sorted(node))}")
+                raise ConfigError(f"unknown setting {key!r}: no section {p!r}{did_you_mean(p, node)}; known: "
+                                  f"{', '.join(sorted(node))}")
             node = node[p]
         # an attack's `settings` table is open (the attack itself refuses unknown names when it is built), and so
         # is an optional table (its dataclass refuses unknown keys)
         if parts[-1] not in node and not (len(parts) > 1 and parts[-2] in ("settings", *OPTIONAL_TABLES)):
-            raise ConfigError(f"unknown setting {key!r}; known keys here: {', '.join(sorted(node))}")
+            raise ConfigError(f"unknown setting {key!r}{did_you_mean(parts[-1], node)}; known keys here: "
+                              f"{', '.join(sorted(node))}")
         value, old = parse_value(text.strip()), node.get(parts[-1])
         if isinstance(old, dict) and old and not (isinstance(value, dict) and set(old) <= set(value)):
             raise ConfigError(f"{key} is a table of settings ({', '.join(sorted(old))}); set them one at a time, "
@@ -83,7 +80,9 @@ def build(cls, values: dict[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(fields)
     if unknown:
-        raise ConfigError(f"unknown {where} setting(s) {sorted(unknown)}; known: {', '.join(sorted(fields))}")
+        first = min(unknown)
+        raise ConfigError(f"unknown {where} setting(s) {sorted(unknown)}{did_you_mean(first, fields)}; known: "
+                          f"{', '.join(sorted(fields))}")
     clean = {}
     for k, v in values.items():
         default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
@@ -230,6 +229,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            int_in_range(getattr(self, name), name, 1, COUNT_RANGE[1])
         if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.lr_boundaries) or \
                 any(a >= b for a, b in zip(self.lr_boundaries, self.lr_boundaries[1:])):
             raise ConfigError(f"lr_boundaries must be strictly increasing positive step numbers, got {list(self.lr_boundaries)}")
@@ -239,16 +239,14 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not (_finite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        check_seed(self.seed, "seed")
         for name in ("dataset", "data_dir", "data_file", "device"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in ("augment", "amp", "channels_last", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.pad < 0:
-            raise ConfigError(f"pad must be >= 0, got {self.pad}")
+        int_in_range(self.pad, "pad", 0, 1024)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         self._check_adversarial()
@@ -304,9 +302,8 @@ def train_config_from_preset(name: str, overrides: list[str] | None = None) -> T
     if "train" not in preset:
         raise ConfigError(f"preset {name!r} has no [train] section; it is not a training preset")
     fixed = [o if o.startswith("train.") else f"train.{o}" for o in (overrides or [])]
-    unknown = set(preset["train"]) - set(TrainConfig().to_dict())
-    if unknown:
-        raise ConfigError(f"preset {name!r} has unknown [train] setting(s) {sorted(unknown)}")
+    check_keys(preset, ("train",), "")  # a training preset holds its [train] table alone
+    check_keys(preset["train"], TrainConfig().to_dict(), "train")
     preset["train"] = {**TrainConfig().to_dict(), **preset["train"]}  # every field can be --set
     resolved = apply_overrides(preset, fixed)
     return TrainConfig.from_dict(resolved["train"])

@@ -1,0 +1,150 @@
+"""RCE against CE at equal steps: test accuracy over training, what makes RCE RCE, and time to accuracy.
+
+Each variant is a training preset plus ``--set``-style overrides; every variant is trained once per seed and
+measured the same way:
+
+- ``test_accuracy`` at the end and at every ``eval_every`` step (the curve behind time to accuracy);
+- ``non_me``: the clean test images' mean non-maximal entropy (paper eq. 1), near log(L - 1) for an RCE model;
+- ``kd_auc``: the K-density AUC (paper §3.3; σ² the paper's value for the objective) of FGSM and BIM examples at
+  ``--eps`` on ``--attack-images`` clean-correct test images (pairs as in protocol §4.6);
+- ``steps_to`` / ``seconds_to``: the first evaluated step (and its share of the training time) at which the
+  variant reaches the reference variant's final accuracy minus ``--margin`` (protocol §21).
+
+Prints one JSON line per trained model and a summary table (mean over seeds, min and max); ``--out`` keeps the
+records. Example (the demo's budget)::
+
+    python benchmarks/rce_recipe.py --preset cpu-mnist5k-ce --seeds 0 1 2 \\
+        --variant ce:objective=ce --variant rce_paper:objective=rce,lr_values=[0.1,0.01,0.001] \\
+        --variant rce:objective=rce
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rcedetect import attacks, data
+from rcedetect.detectors.baselines import non_me
+from rcedetect.detectors.threshold import Detector
+from rcedetect.stats import metrics
+from rcedetect.training import fit
+from rcedetect.training.config import train_config_from_preset
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``name:key=value,key=value`` (a value may be a TOML list with commas inside brackets)."""
+    name, _, rest = text.partition(":")
+    overrides, depth, cur = [], 0, ""
+    for ch in rest:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            overrides.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        overrides.append(cur)
+    return name, overrides
+
+
+def detection_aucs(classifier, ds, eps: float, n: int, per_class: int) -> dict[str, float]:
+    """K-density AUC of FGSM and BIM at ``eps`` on the first ``n`` test images."""
+    det = Detector(classifier, "kd", per_class=per_class).fit(data.to_float(ds.x_train), ds.y_train)
+    x, y = data.to_float(ds.x_test[:n]), ds.y_test[:n]
+    clean_pred = classifier.predict(x)
+    s_clean = det.score(x)
+    out = {}
+    for name in ("fgsm", "bim"):
+        res = attacks.create(name, eps=eps)(classifier, x, y)
+        mask = metrics.pair_mask(y.numpy(), clean_pred.cpu().numpy(), classifier.predict(res.x_adv).cpu().numpy())
+        s_adv = det.score(res.x_adv)
+        out[name] = round(metrics.auc(s_clean.numpy()[mask], s_adv.numpy()[mask]), 4) if mask.any() else math.nan
+        out[f"{name}_pairs"] = int(mask.sum())
+    return out
+
+
+def train_one(preset: str, overrides: list[str], seed: int, args) -> dict:
+    cfg = train_config_from_preset(preset, [*args.set, *overrides, f"seed={seed}", f"eval_every={args.eval_every}"])
+    ds = data.load(cfg.dataset, data_dir=cfg.data_dir or None, data_file=cfg.data_file or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        clf = fit(cfg, tmp, dataset=ds, progress=False)
+        seconds = time.perf_counter() - t0
+        log = json.loads((Path(tmp) / "checkpoint.json").read_text())["metrics"]["log"] \
+            if (Path(tmp) / "checkpoint.json").exists() else []
+    with torch.no_grad():
+        xs = data.to_float(ds.x_test[:2000])
+        ent = non_me(clf.logits(xs)).mean().item()
+    rec = {"objective": cfg.objective, "seed": seed, "steps": cfg.steps, "seconds": round(seconds, 1),
+           "test_accuracy": log[-1]["test_accuracy"] if log else None,
+           "curve": [(e["step"], round(e["test_accuracy"], 4)) for e in log],
+           "non_me": round(ent, 4), "non_me_max": round(math.log(clf.num_classes - 1), 4)}
+    if args.attack_images:
+        rec["kd_auc"] = detection_aucs(clf, ds, args.eps, args.attack_images, args.per_class)
+    return rec
+
+
+def steps_to(curve, target: float):
+    return next((s for s, a in curve if a >= target), None)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", required=True, help="the training preset every variant starts from")
+    p.add_argument("--variant", action="append", required=True, help="name:key=value,... (first = reference)")
+    p.add_argument("--set", action="append", default=[], help="overrides for every variant")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--attack-images", type=int, default=200, help="0 = no detection AUCs")
+    p.add_argument("--per-class", type=int, default=1000)
+    p.add_argument("--margin", type=float, default=0.01, help="time to the reference's final accuracy minus this")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = []
+    for text in args.variant:
+        name, overrides = parse_variant(text)
+        for seed in args.seeds:
+            rec = {"variant": name, "overrides": overrides, **train_one(args.preset, overrides, seed, args)}
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(records, indent=1))
+    ref = args.variant and parse_variant(args.variant[0])[0]
+    ref_acc = statistics.mean(r["test_accuracy"] for r in records if r["variant"] == ref)
+    target = ref_acc - args.margin
+    print(f"\nreference {ref}: mean final accuracy {ref_acc:.4f}; target {target:.4f}", file=sys.stderr)
+    print("| variant | seeds | test acc % (mean [min, max]) | non-ME | KD AUC FGSM | KD AUC BIM | steps to target | s/step |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    names = list(dict.fromkeys(r["variant"] for r in records))
+    ref_steps = None
+    for name in names:
+        rs = [r for r in records if r["variant"] == name]
+        acc = [100 * r["test_accuracy"] for r in rs]
+        st = [steps_to(r["curve"], target) for r in rs]
+        reached = [s for s in st if s is not None]
+        med_steps = statistics.median(reached) if len(reached) == len(st) else None
+        ref_steps = med_steps if name == ref else ref_steps
+        ratio = f" ({med_steps / ref_steps:.2f}×)" if med_steps and ref_steps else ""
+        kd = {k: [r["kd_auc"][k] for r in rs if "kd_auc" in r] for k in ("fgsm", "bim")}
+        cell = {k: f"{100 * statistics.mean(v):.1f}" if v else "—" for k, v in kd.items()}
+        print(f"| {name} | {len(rs)} | {statistics.mean(acc):.2f} [{min(acc):.2f}, {max(acc):.2f}] | "
+              f"{statistics.mean(r['non_me'] for r in rs):.3f} | {cell['fgsm']} | {cell['bim']} | "
+              f"{med_steps if med_steps else 'not reached'}{ratio} | "
+              f"{statistics.mean(r['seconds'] / r['steps'] for r in rs):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

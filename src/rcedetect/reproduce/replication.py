@@ -1,0 +1,152 @@
+"""``results.json``'s ``replication``: every replicate's own numbers and their means with two-level intervals.
+
+With ``[experiment] seeds = S`` > 1 (:mod:`.replicates`), ``replication`` holds
+
+- ``seeds`` (S), ``model_seeds`` ({model: training seeds});
+- ``per_seed``: for each replicate, its models (Table 1), its records at the Table 2 ε and the white-box attack's
+  (detection without ROC points), its transfer records and its adaptive worst case: what the report's claims read,
+  so that each claim can be judged on every seed;
+- ``across``: the mean over seeds and the 95 % two-level bootstrap interval (seeds, then images:
+  :mod:`rcedetect.stats.replication`) of the test error (``table1``), each detector's AUC at the Table 2 ε
+  (``table2``), its oblivious SR@5 and robust accuracy with rejection there (``operating``), the adaptive
+  worst-case SR@5 (``adaptive``) and the transfer rate (``transfer``), each with its per-seed values and n.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..core.io import read_json
+from ..evaluation import paper_ref
+from ..stats import replication as rep
+from .inputs import Inputs
+
+N_BOOT = 1000
+
+
+def _compact_record(rec: dict) -> dict:
+    out = {k: v for k, v in rec.items() if k not in ("figure3", "log_kd_adv", "settings")}
+    out["detection"] = {m: {k: v for k, v in d.items() if k not in ("roc", "pair_scores")}
+                        for m, d in rec.get("detection", {}).items()}
+    return out
+
+
+def _table2_records(inp: Inputs) -> list[dict]:
+    """The scored records at the Table 2 ε and of the white-box attack, pair scores included."""
+    t2, out = inp.plan.experiment.table2_eps, []
+    for name in inp.plan.mains:
+        for attack in inp.plan.attacks:
+            for r in inp.layout.attack_runs(name, attack):
+                if (r.eps is None and attack == paper_ref.WHITEBOX_ATTACK) or \
+                        (r.eps is not None and abs(r.eps - t2) < 1e-9):
+                    out.append(read_json(r.record, "attack record"))
+    return out
+
+
+def per_seed(inp: Inputs, results: dict, r: int) -> dict:
+    """The numbers of one replicate that the claims and the across-seed table read."""
+    return {"replicate": r, "train_seeds": {n: m.train.seed for n, m in inp.plan.models.items()},
+            "models": results["models"], "attacks": [_compact_record(x) for x in _table2_records(inp)],
+            "transfer": [_compact_record(t) for t in results.get("transfer", [])],
+            "adaptive_worst_case": (results.get("adaptive") or {}).get("worst_case", [])}
+
+
+def _share_row(keys: dict, ks: list[int], ns: list[int], seed: int) -> dict:
+    return {**keys, **rep.two_level_share(ks, ns, n_boot=N_BOOT, seed=seed), "n": ns}
+
+
+def _table1(seeds: list[dict], model_seeds: dict[str, list[int]], seed: int) -> list[dict]:
+    """Test error per model over ITS replicates (a model with one seed is one model, not S copies of it)."""
+    rows = []
+    for name, m in seeds[0]["models"].items():
+        got = [s["models"][name] for s in seeds[: len(model_seeds[name])]]
+        if any(g.get("test_accuracy") is None for g in got):
+            continue
+        ns = [int(g["n_test"]) for g in got]
+        ks = [round((1 - g["test_accuracy"]) * n) for g, n in zip(got, ns)]
+        rows.append(_share_row({"model": name, "objective": m["objective"], "role": m["role"],
+                                "statistic": "test_error"}, ks, ns, seed))
+    return rows
+
+
+def _by_key(seeds: list[dict], field: str, key) -> dict[tuple, list]:
+    """{key(item): [the item of each seed]} over the items of ``field`` found in every seed."""
+    groups: dict[tuple, list] = {}
+    for s in seeds:
+        for item in s[field]:
+            groups.setdefault(key(item), []).append(item)
+    return {k: v for k, v in groups.items() if len(v) == len(seeds)}
+
+
+def _table2(seeds: list[dict], raw: list[list[dict]], seed: int) -> tuple[list[dict], list[dict]]:
+    """AUCs (from the pair scores) and the oblivious operating point at 5 % FPR, per model × attack × detector."""
+    aucs, ops = [], []
+    key = (lambda r: (r["model"], r["attack"], r["eps"]))
+    full = _by_key([{"attacks": x} for x in raw], "attacks", key)
+    for (model, attack, eps), recs in sorted(full.items(), key=lambda kv: str(kv[0])):
+        if attack == paper_ref.WHITEBOX_ATTACK and eps is None:
+            continue
+        head = {"model": model, "objective": recs[0]["objective"], "attack": attack, "eps": eps}
+        for metric in recs[0]["detection"]:
+            ds = [r["detection"].get(metric) or {} for r in recs]
+            if all("pair_scores" in d for d in ds):
+                aucs.append({**head, "metric": metric, "statistic": "auc",
+                             **rep.two_level_auc([d["pair_scores"]["clean"] for d in ds],
+                                                 [d["pair_scores"]["adv"] for d in ds], n_boot=N_BOOT, seed=seed),
+                             "n": [len(d["pair_scores"]["clean"]) for d in ds]})
+            points = [(d.get("operating_points") or {}).get("fpr_5") for d in ds]
+            if all(p and p.get("attack_success_rate") is not None for p in points):
+                ns = [p["n_clean_correct"] for p in points]
+                ops.append(_share_row({**head, "metric": metric, "statistic": "attack_success_rate"},
+                                      [round(p["attack_success_rate"] * n) for p, n in zip(points, ns)], ns, seed))
+            if all(p and p.get("robust_accuracy_with_rejection") is not None for p in points):
+                ns = [p["n_images"] for p in points]
+                ops.append(_share_row({**head, "metric": metric, "statistic": "robust_accuracy_with_rejection"},
+                                      [round(p["robust_accuracy_with_rejection"] * n) for p, n in zip(points, ns)],
+                                      ns, seed))
+    return aucs, ops
+
+
+def _adaptive(seeds: list[dict], seed: int) -> list[dict]:
+    groups = _by_key(seeds, "adaptive_worst_case", lambda w: (w["model"], w["metric"], w["norm"], w["eps"]))
+    rows = []
+    for (model, metric, norm, eps), ws in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        rows.append(_share_row({"model": model, "objective": ws[0]["objective"], "metric": metric, "norm": norm,
+                                "eps": eps, "statistic": "attack_success_rate"},
+                               [w["n_fooled"] for w in ws], [w["n_clean_correct"] for w in ws], seed))
+    return rows
+
+
+def _transfer(seeds: list[dict], seed: int) -> list[dict]:
+    groups = _by_key(seeds, "transfer", lambda t: (t["substitute"], t["target"]))
+    rows = []
+    for (sub, tgt), ts in sorted(groups.items()):
+        if any(t.get("transfer_rate") is None for t in ts):
+            continue
+        ns = [t["n_substitute_success"] for t in ts]
+        rows.append(_share_row({"substitute": sub, "target": tgt, "statistic": "transfer_rate"},
+                               [round(t["transfer_rate"] * n) for t, n in zip(ts, ns)], ns, seed))
+    return rows
+
+
+def summary(replicates: list[tuple[Inputs, dict]], model_seeds: dict[str, list[int]], seed: int = 0) -> dict[str, Any]:
+    """The ``replication`` entry of ``results.json`` from each replicate's (inputs, assembled results)."""
+    seeds = [per_seed(inp, res, r) for r, (inp, res) in enumerate(replicates)]
+    raw = [_table2_records(inp) for inp, _ in replicates]
+    aucs, ops = _table2(seeds, raw, seed)
+    across = {"table1": _table1(seeds, model_seeds, seed), "table2": aucs, "operating": ops, "adaptive": _adaptive(seeds, seed),
+              "transfer": _transfer(seeds, seed)}
+    return {"seeds": len(replicates), "model_seeds": model_seeds, "n_boot": N_BOOT, "per_seed": seeds,
+            "across": _json_ready(across)}
+
+
+def _json_ready(v):
+    """Floats to 6 digits and NaN to None, recursively (results.json holds no NaN)."""
+    if isinstance(v, dict):
+        return {k: _json_ready(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 6)
+    return v
