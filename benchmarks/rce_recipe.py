@@ -10,12 +10,18 @@ measured the same way:
 - ``steps_to`` / ``seconds_to``: the first evaluated step (and its share of the training time) at which the
   variant reaches the reference variant's final accuracy minus ``--margin`` (protocol §21).
 
-Prints one JSON line per trained model and a summary table (mean over seeds, min and max); ``--out`` keeps the
-records. Example (the demo's budget)::
+Prints one JSON line per trained model and a summary table (mean over seeds, min and max; steps and seconds to
+the target, and their ratio to the reference's); ``--out`` keeps the records. ``--suite`` runs the comparison of
+protocol §22 at a preset's budget (CE, RCE with the recipe, RCE at the paper's rates)::
 
-    python benchmarks/rce_recipe.py --preset cpu-mnist5k-ce --seeds 0 1 2 \\
-        --variant ce:objective=ce --variant rce_paper:objective=rce,lr_values=[0.1,0.01,0.001] \\
-        --variant rce:objective=rce
+    python benchmarks/rce_recipe.py --suite mnist5k --seeds 0 1 2          # the demo's budget, embedded data
+    python benchmarks/rce_recipe.py --suite mnist --data-dir DIR            # mnist-cpu's budget, DIR/MNIST/raw
+    python benchmarks/rce_recipe.py --suite cifar10 --data-file F.npz       # cifar10-cpu's budget
+
+or any variants by hand (the first is the reference)::
+
+    python benchmarks/rce_recipe.py --preset cpu-mnist5k-ce --variant ce:objective=ce \\
+        --variant rce3:objective=rce,rce_lr_scale=3
 """
 
 from __future__ import annotations
@@ -97,10 +103,22 @@ def steps_to(curve, target: float):
     return next((s for s, a in curve if a >= target), None)
 
 
+#: the comparisons of protocol §22: (training preset, settings for every variant, eval_every)
+SUITES = {
+    "mnist5k": ("cpu-mnist5k-ce", [], 100),
+    "mnist": ("cpu-mnist5k-ce", ["dataset=mnist", "steps=3000", "batch_size=128", "lr_boundaries=[2000,2600]"], 250),
+    "cifar10": ("cpu-cifar10-ce", [], 500),
+}
+SUITE_VARIANTS = ["ce:objective=ce", "rce:objective=rce", "rce_paper:objective=rce,rce_lr_scale=1"]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", required=True, help="the training preset every variant starts from")
-    p.add_argument("--variant", action="append", required=True, help="name:key=value,... (first = reference)")
+    p.add_argument("--suite", choices=sorted(SUITES), help="CE vs RCE (recipe) vs RCE (paper rates) at a budget")
+    p.add_argument("--preset", help="the training preset every variant starts from")
+    p.add_argument("--variant", action="append", default=[], help="name:key=value,... (first = reference)")
+    p.add_argument("--data-dir", default="", help="dataset folder (torchvision layout)")
+    p.add_argument("--data-file", default="", help=".npz dataset (dataset=npz)")
     p.add_argument("--set", action="append", default=[], help="overrides for every variant")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-every", type=int, default=100)
@@ -111,6 +129,17 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
+    if args.suite:
+        args.preset, extra, every = SUITES[args.suite]
+        args.set = [*extra, *args.set]
+        args.variant = args.variant or SUITE_VARIANTS
+        args.eval_every = every if args.eval_every == 100 else args.eval_every
+    if not args.preset or not args.variant:
+        p.error("give --suite, or --preset and at least one --variant")
+    if args.data_dir:
+        args.set.append(f"data_dir={args.data_dir}")
+    if args.data_file:
+        args.set += ["dataset=npz", f"data_file={args.data_file}"]
     if args.threads:
         torch.set_num_threads(args.threads)
     records = []
@@ -126,23 +155,28 @@ def main(argv=None) -> None:
     ref_acc = statistics.mean(r["test_accuracy"] for r in records if r["variant"] == ref)
     target = ref_acc - args.margin
     print(f"\nreference {ref}: mean final accuracy {ref_acc:.4f}; target {target:.4f}", file=sys.stderr)
-    print("| variant | seeds | test acc % (mean [min, max]) | non-ME | KD AUC FGSM | KD AUC BIM | steps to target | s/step |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| variant | seeds | test acc % (mean [min, max]) | non-ME | KD AUC FGSM | KD AUC BIM | steps to target | "
+          "seconds to target | s/step |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     names = list(dict.fromkeys(r["variant"] for r in records))
-    ref_steps = None
+    ref_steps = ref_secs = None
     for name in names:
         rs = [r for r in records if r["variant"] == name]
         acc = [100 * r["test_accuracy"] for r in rs]
         st = [steps_to(r["curve"], target) for r in rs]
         reached = [s for s in st if s is not None]
         med_steps = statistics.median(reached) if len(reached) == len(st) else None
-        ref_steps = med_steps if name == ref else ref_steps
+        secs = [s * r["seconds"] / r["steps"] for s, r in zip(st, rs) if s is not None]
+        med_secs = statistics.median(secs) if len(secs) == len(st) else None
+        if name == ref:
+            ref_steps, ref_secs = med_steps, med_secs
         ratio = f" ({med_steps / ref_steps:.2f}×)" if med_steps and ref_steps else ""
+        sratio = f"{med_secs:.0f} ({med_secs / ref_secs:.2f}×)" if med_secs and ref_secs else "not reached"
         kd = {k: [r["kd_auc"][k] for r in rs if "kd_auc" in r] for k in ("fgsm", "bim")}
         cell = {k: f"{100 * statistics.mean(v):.1f}" if v else "—" for k, v in kd.items()}
         print(f"| {name} | {len(rs)} | {statistics.mean(acc):.2f} [{min(acc):.2f}, {max(acc):.2f}] | "
               f"{statistics.mean(r['non_me'] for r in rs):.3f} | {cell['fgsm']} | {cell['bim']} | "
-              f"{med_steps if med_steps else 'not reached'}{ratio} | "
+              f"{med_steps if med_steps else 'not reached'}{ratio} | {sratio} | "
               f"{statistics.mean(r['seconds'] / r['steps'] for r in rs):.3f} |")
 
 

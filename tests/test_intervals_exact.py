@@ -426,27 +426,39 @@ def test_operating_point_hand_case_at_another_fpr():
     assert r["clean_accuracy_with_rejection"] == 6 / 7
 
 
-def test_operating_points_carry_the_exact_bootstrap_rounded():
-    success = [False, True, True, False, False, True, False]
+@pytest.mark.parametrize("resample_heldout", [False, True])
+def test_operating_points_carry_the_exact_bootstrap_rounded(resample_heldout):
+    success = [False, True, False, False, False, True, False]  # img2 misclassified but missed its target
     got = op.operating_points(**hand(success=success), fprs=(0.2,), n_boot=7, seed=3, level=0.8,
-                              resample_heldout=False)["fpr_20"]
+                              resample_heldout=resample_heldout)["fpr_20"]
     want = op.bootstrap_intervals(**hand(success=success), fpr=0.2, n_boot=7, seed=3, level=0.8,
-                                  resample_heldout=False)
-    ref = ref_bootstrap(hand(), 0.2, 7, 3, 0.8, False, chunk=7, success=success)
+                                  resample_heldout=resample_heldout)
+    ref = ref_bootstrap(hand(), 0.2, 7, 3, 0.8, resample_heldout, chunk=7, success=success)
     for k in KEYS:
         assert_interval(want[k], ref[k])
         assert got["bootstrap"][k] == [None if math.isnan(x) else round(x, 6) for x in want[k]]
     assert got["bootstrap"]["n_boot"] == 7 and got["bootstrap"]["level"] == 0.8
-    assert got["attack_success_rate"] == round(2 / 6, 6)  # success flags: img2, img5 accepted
+    assert got["attack_success_rate"] == round(1 / 6, 6)  # succeeded and accepted: img5 (img1 is rejected)
+
+
+def continuous_case(seed: int, n: int = 30, m: int = 40) -> dict:
+    """Continuous scores with adversarial ones around the held-out tail: re-choosing T on a resampled held-out set
+    (or one resample more) moves the TPR and SR@N intervals."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    return {"heldout_clean": rng.normal(size=m), "clean": rng.normal(-0.5, 1.0, n), "adv": rng.normal(1.2, 0.6, n),
+            "y": y, "pred_clean": np.where(rng.random(n) < 0.1, (y + 1) % 4, y),
+            "pred_adv": np.where(rng.random(n) < 0.2, y, (y + 2) % 4)}
 
 
 def test_operating_points_defaults():
     """Defaults: FPRs 5 % and 1 %, 1000 resamples, seed 0, 95 %, held-out set resampled."""
-    case = small_case(9, n=10, m=30)
+    case = continuous_case(0)
     got = op.operating_points(**case)
     assert list(got) == ["fpr_5", "fpr_1"]
     for key, fpr in (("fpr_5", 0.05), ("fpr_1", 0.01)):
         want = ref_bootstrap(case, fpr, 1000, 0, 0.95, True, chunk=1000)
+        assert got[key]["bootstrap"]["n_boot"] == 1000 and got[key]["bootstrap"]["level"] == 0.95
         for k in KEYS:
             assert got[key]["bootstrap"][k] == [None if math.isnan(x) else round(x, 6) for x in want[k]]
     one = op.operating_points(**case, fprs=(0.05,), n_boot=1)

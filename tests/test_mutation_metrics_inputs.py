@@ -129,3 +129,12 @@ def test_nothing_to_count_is_nan_without_a_warning():
         warnings.simplefilter("error")
         assert math.isnan(auc([], [1.0])) and math.isnan(auc([1.0], []))
         assert math.isnan(tpr_at_fpr([], [1.0])) and math.isnan(tpr_at_fpr([1.0], []))
+
+
+def test_rounding_for_results_json():
+    """Floats to ``digits`` decimals at every depth, NaN → None, tuples → lists, numpy scalars → Python ones."""
+    got = op._rounded({"a": [0.123456789, (0.1239, math.nan)], "b": np.float32(2.25), "c": np.bool_(True),
+                       "d": np.int64(3), "e": "text"}, 3)
+    assert got == {"a": [0.123, [0.124, None]], "b": 2.25, "c": True, "d": 3, "e": "text"}
+    assert type(got["c"]) is bool and type(got["d"]) is int and type(got["b"]) is float
+    assert op._rounded([1 / 3]) == [0.333333]

@@ -189,7 +189,8 @@ def test_cli_reproduce_on_a_finished_run_renders_the_report(finished, capsys):
     text = capsys.readouterr().out
     assert "report.html" in text and "K-density AUC" in text
     sources = check_html_figures(out)
-    assert len(sources) == 9 and {"figures/roc.png", "figures/adaptive_sr_vs_eps.png"} <= set(sources)
+    assert len(sources) == 10 and {"figures/roc.png", "figures/adaptive_sr_vs_eps.png",
+                                   "figures/bottom_line_sr_vs_eps.png"} <= set(sources)
     md = (out / "report.md").read_text()
     assert "Table 4" in md and "tiny test preset" in md
     assert "Adaptive evaluation" in md and "Sanity checks" in md and "too few pairs (" in md

@@ -14,9 +14,9 @@ from test_pipeline import Killed, strip_timings
 from rcedetect.cli import main
 from rcedetect.core.errors import ConfigError
 from rcedetect.reproduce import reproduce, resolve_config
+from rcedetect.reproduce.config import plan
 from rcedetect.reproduce.layout import Layout
 from rcedetect.reproduce.replicates import MAX_SEEDS, model_seeds, replicate, seed_counts
-from rcedetect.reproduce.config import plan
 
 PRESET = """
 [experiment]

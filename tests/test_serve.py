@@ -148,7 +148,7 @@ def test_metrics_parse_and_count_the_requests(served, synthetic):
     r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     after = parse_metrics(r.text)
-    assert {f.name for f in text_string_to_metric_families(r.text)} == {*FAMILIES, "rce_inflight_requests"}
+    assert {f.name for f in text_string_to_metric_families(r.text)} == {*FAMILIES, "rce_inflight_requests", "rce_body_memory_bytes"}
 
     def grew(name, key=()):
         return after[name].get(key, 0) - before.get(name, {}).get(key, 0)

@@ -11,14 +11,15 @@ baseline (``lid``, ``mahalanobis``, ``kd_bu``: their regression fitted on ``--fi
 ``rce detect`` fits it). Binds to 127.0.0.1 unless ``--host`` says otherwise; ``--token-file`` requires a bearer
 token on every route but ``/healthz`` and the page's files. ``--examples`` adds exported adversarial examples
 (``.npz``) or ``rce attack`` folders to the page's picker. Limits: ``--max-body-mb``, ``--max-batch`` (images per
-request and per model pass), ``--timeout-s`` per request, ``--max-queue`` images waiting and ``--max-inflight``
-requests; requests within ``--batch-window-ms`` share a model pass. See :mod:`rcedetect.serve.limits` for the
-status of each refusal.
+request and per model pass), ``--timeout-s`` per request (reading its body included), ``--max-queue`` images
+waiting, ``--max-inflight`` requests and ``--max-memory-mb`` for decoding the bodies in progress; requests within
+``--batch-window-ms`` share a model pass; a request's headers must arrive within 10 s (:mod:`rcedetect.serve.protocol`).
+See :mod:`rcedetect.serve.limits` for the status of each refusal.
 """
 
 from __future__ import annotations
 
-from ..core.settings import float_arg, int64_arg, port_arg, seed_arg, threads_arg
+from ..core.settings import float_arg, int64_arg, seed_arg, threads_arg
 from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB
 
 
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; another warns without a token)")
-    p.add_argument("--port", type=port_arg, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=int64_arg, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--token-file", metavar="PATH",
                    help="require 'Authorization: Bearer TOKEN' on every route but /healthz and the page's files; "
                         "TOKEN is the file's content, stripped (the page reads it from /#token=TOKEN or asks)")

@@ -28,6 +28,7 @@ from ..core.errors import CheckpointError
 from ..core.io import atomic_write_bytes, read_json
 from ..evaluation import paper_ref
 from .adaptive import adaptive_blocks, operating_blocks
+from .bottom_line import bottom_line_blocks
 from .claims import claims_blocks
 from .compare import compare_blocks
 from .format import (
@@ -98,6 +99,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
                    f"reads ours (paper, Δ = ours − paper); the paper column is "
                    f"{col or 'none (no paper value for this dataset)'}. An empty cell ({DASH}) carries a footnote "
                    "saying why.")))
+    b += bottom_line_blocks(results, figs)
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)

@@ -162,10 +162,10 @@ FIGURES = (fig_auc_vs_eps, fig_2a, fig_2b)
 
 
 def make_all(results: dict, out_dir: str | Path) -> list[tuple[str, str, str]]:
-    from .figures_detection import fig_adaptive, fig_roc
+    from .figures_detection import fig_adaptive, fig_bottom_line, fig_roc
     from .figures_samples import fig_3, fig_kd_hist, fig_noise, fig_tsne
 
     out_dir = Path(out_dir)
-    fns = (*FIGURES, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive)
+    fns = (fig_bottom_line, *FIGURES, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive)
     with plt.rc_context(STYLE):
         return [f for f in (fn(results, out_dir) for fn in fns) if f]

@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 
 from .. import detectors
 from ..evaluation import paper_ref
+from .bottom_line_numbers import adaptive_metrics, model_by_objective, n_seeds, worst_case_curve
 from .figure_style import COLORS, save_figure
 from .format import detector_label, model_short
 
@@ -123,3 +124,43 @@ def fig_adaptive(results: dict, out_dir: Path):
                "over them (an image fooled at a smaller ε counts at every larger ε)."
                + (f" No point for {'; '.join(missing)}: no clean-correct image, so no rate." if missing else ""))
     return "adaptive", save_figure(fig, out_dir, "adaptive_sr_vs_eps.png"), caption
+
+
+#: one colour per detector in the bottom line's figure (CE solid, RCE dashed)
+DETECTOR_COLORS = {"kd": "tab:blue", "non_me": "tab:orange", "confidence": "tab:green", "kd_bu": "tab:purple",
+                   "lid": "tab:brown", "mahalanobis": "tab:gray"}
+
+
+def fig_bottom_line(results: dict, out_dir: Path):
+    """The bottom line's figure: worst-case SR@N against ε under the adaptive attacks, every detector in one panel
+    (a colour each), CE solid and RCE dashed; across-seed means where there are several seeds."""
+    objs = model_by_objective(results)
+    curves = [(o, m, worst_case_curve(results, objs[o], m)) for m in adaptive_metrics(results)
+              for o in ("ce", "rce") if o in objs]
+    curves = [c for c in curves if c[2]]
+    if not curves:
+        return None
+    fpr = 100 * (results.get("adaptive") or {}).get("fpr", 0.05)
+    fig, ax = plt.subplots(figsize=(6.6, 3.1), layout="constrained")
+    cmap = plt.get_cmap("tab10")
+    colors = {m: DETECTOR_COLORS.get(m, cmap(i)) for i, m in enumerate(dict.fromkeys(m for _, m, _ in curves))}
+    for k, (obj, metric, pts) in enumerate(curves):  # the first detectors (K-density) drawn on top, widest
+        ax.plot([e for e, _ in pts], [100 * s.value for _, s in pts], "-" if obj == "ce" else "--", marker="o",
+                ms=3, lw=2.4 if metric == "kd" else 1.5, color=colors[metric], zorder=3 + len(curves) - k)
+    for level in (50, 90):
+        ax.axhline(level, color="0.6", lw=0.8, ls=":")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("ε (L∞, pixels in [0, 1])")
+    ax.set_ylabel(f"worst-case SR@{fpr:g} (%)")
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, lw=2, label=detector_label(m)) for m, c in colors.items()]
+    handles += [Line2D([], [], color="k", lw=1.6, ls=s, label=o) for o, s in (("CE", "-"), ("RCE", "--"))]
+    fig.legend(handles=handles, loc="outside right upper")
+    ns = sorted({str(s.n) for _, _, pts in curves for _, s in pts})
+    seeds = n_seeds(results)
+    caption = (f"Worst-case SR@{fpr:g} against ε under the attacks that know the detector: the share of attacked, "
+               f"clean-correct images ({'/'.join(ns)} per model"
+               + (f" and seed, mean over {seeds} seeds" if seeds > 1 else "")
+               + f") that end misclassified AND accepted at the detector's {fpr:g} % FPR threshold; one colour per "
+               "detector, CE solid, RCE dashed; dotted lines at 50 % and 90 %.")
+    return "bottom_line", save_figure(fig, out_dir, "bottom_line_sr_vs_eps.png"), caption

@@ -1,7 +1,8 @@
 """The two renderings of one list of blocks: ``report.md`` (plain markdown) and ``report.html`` (the same markdown
 through Python-Markdown, with a table of contents and a small style sheet).
 
-Block kinds are listed in :mod:`.format`. Figures are numbered 1, 2, … in the order they appear
+Block kinds are listed in :mod:`.format`; ``("div", id)`` … ``("end_div",)`` enclose a box (an HTML
+``<div class="box">``, a rule after it in markdown). Figures are numbered 1, 2, … in the order they appear
 (:func:`number_figures`); a text refers to one as ``{fig:KEY}``.
 """
 
@@ -35,6 +36,9 @@ p.caption {{ font-size: 14px; color: #333; margin-top: .2em; }}
 div.toc {{ background: #f6f8fa; border: 1px solid #d0d7de; padding: .3em 1.2em; font-size: 14px; }}
 div.toc ul {{ margin: .2em 0; }}
 code {{ background: #f3f4f6; padding: 0 .25em; border-radius: 3px; }}
+div.box {{ border: 2px solid #1f6feb; border-radius: 6px; background: #f5f9ff; padding: 0 1.1em .6em; margin: 1em 0; }}
+div.box h2 {{ margin-top: .6em; border-bottom: none; }}
+div.box p {{ margin: .45em 0; }}
 """
 
 
@@ -85,15 +89,27 @@ def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
     """The blocks as markdown; ``for_html`` adds the table of contents and the classes the style sheet uses."""
     out: list[str] = []
     toc = for_html
-    for blk in number_figures(blocks):
+    numbered = number_figures(blocks)
+    for k, blk in enumerate(numbered):
         kind = blk[0]
         if kind == "h":
             out.append("#" * blk[1] + " " + esc(blk[2]))
-        elif kind == "p":
-            out.append(esc(blk[1]))
-            if toc:  # the contents go after the first paragraph (the run's identity)
+        elif kind == "div":  # a box (the bottom line): an HTML div whose inside is markdown; nothing in report.md
+            if for_html:
+                out.append(f'<div class="box" id="{blk[1]}" markdown="1">')
+        elif kind == "end_div":
+            out.append("</div>" if for_html else "---")
+            if toc == "after box":
                 out.append("[TOC]")
                 toc = False
+        elif kind == "p":
+            out.append(esc(blk[1]))
+            if toc is True:  # the contents go after the first paragraph (the run's identity) or the box after it
+                if k + 1 < len(numbered) and numbered[k + 1][0] == "div":
+                    toc = "after box"
+                else:
+                    out.append("[TOC]")
+                    toc = False
         elif kind == "ul":
             out.append("\n".join(f"- {esc(i)}" for i in blk[1]))
         elif kind == "notes":
@@ -108,7 +124,8 @@ def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
 
 
 def to_html(blocks: list[tuple], title: str) -> str:
-    body = markdown.markdown(to_markdown(blocks, for_html=True), extensions=["tables", "attr_list", "toc"],
+    body = markdown.markdown(to_markdown(blocks, for_html=True),
+                             extensions=["tables", "attr_list", "toc", "md_in_html"],
                              extension_configs={"toc": {"toc_depth": "2-2", "title": "Contents"}},
                              output_format="html")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

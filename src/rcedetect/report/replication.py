@@ -97,8 +97,8 @@ def replication_blocks(results: dict) -> list[tuple]:
     rows = _side_by_side(across.get("adaptive", []),
                          lambda r: (detector_label(r["metric"]), r["norm"], f"{r['eps']:g}"))
     if rows:
-        b += [("h", 3, "Adaptive worst-case SR@5 (%), every attack that knows the detector (n = clean-correct "
-                       "images)"),
+        b += [("h", 3, ("Adaptive worst-case SR@5 (%), every attack that knows the detector (n = clean-correct "
+                        "images)")),
               ("table", ["detector", "norm", "ε", *SIDES], rows)]
     rows = [[r["substitute"], r["target"], _pct(r), _seeds(r), _n(r)] for r in across.get("transfer", [])]
     if rows:

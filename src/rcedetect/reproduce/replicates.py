@@ -53,5 +53,5 @@ def replicate(cfg: dict, r: int) -> dict:
 
 def model_seeds(cfg: dict) -> dict[str, list[int]]:
     """{model: the training seeds of its replicates}."""
-    total, per_model = seed_counts(cfg)
+    _, per_model = seed_counts(cfg)
     return {n: [m["train"]["seed"] + r for r in range(per_model[n])] for n, m in cfg["models"].items()}

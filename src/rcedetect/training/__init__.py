@@ -161,7 +161,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     groups = parameter_groups(net)
-    optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate(0, ds.num_classes), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     start, log = 0, []
     if resume:
@@ -200,7 +200,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     adv, trades = cfg.adversarial, cfg.trades_beta is not None
     adv_timer = adversarial_training.SectionTimer(device)
     for step in range(start, cfg.steps):
-        lr = cfg.learning_rate(step)
+        lr = cfg.learning_rate(step, ds.num_classes)
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = sampler.indices(step).to(device)
@@ -223,7 +223,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
                 raw_adv = model(x_adv)
             loss = adversarial_training.trades_loss(cfg.objective, raw.float(), raw_adv.float(), yb, cfg.trades_beta)
         else:
-            loss = objective_loss(cfg.objective, raw.float(), yb)
+            phase = cfg.step_objective(step)
+            loss = objective_loss("ce", -raw.float(), yb) if phase == "ce_reversed" else \
+                objective_loss(phase, raw.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

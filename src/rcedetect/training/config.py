@@ -115,13 +115,27 @@ def _finite(v: Any) -> bool:
 #: training settings added after the first runs, at their defaults: left out where configs are compared or hashed,
 #: so a run trained before a setting existed still matches (resume, cached stages)
 LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": "",
-                  "channels_last": False, "compile": False, "adversarial": None, "trades_beta": None}
+                  "channels_last": False, "compile": False, "adversarial": None, "trades_beta": None,
+                  "lr_warmup": 0, "rce_lr_scale": 1.0, "rce_ce_steps": 0}
+#: settings that only one objective reads, left out of the other's configs where they are compared or hashed
+OBJECTIVE_ONLY = {"rce_lr_scale": "rce", "rce_ce_steps": "rce"}
 
 
 def without_later_defaults(train: dict) -> dict:
     """``train`` (a :meth:`TrainConfig.to_dict`) without the :data:`LATER_DEFAULTS` settings at their default."""
     return {k: v for k, v in train.items()
-            if not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))}
+            if not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))
+            and OBJECTIVE_ONLY.get(k, train.get("objective")) == train.get("objective")}
+
+
+def auto_rce_lr_scale(num_classes: int) -> float:
+    """The factor on an RCE model's learning rates that ``rce_lr_scale = 0`` (the default) stands for: L - 1 for
+    L classes (protocol §22: RCE's gradient at the start is 1/(L - 1) of CE's), at most MAX_AUTO_RCE_LR_SCALE."""
+    return float(min(max(1, num_classes - 1), MAX_AUTO_RCE_LR_SCALE))
+
+
+#: beyond about 33× the paper's rate RCE diverged on 100 classes even with a warm-up (protocol §22)
+MAX_AUTO_RCE_LR_SCALE = 33
 
 
 #: the attacks that can craft the training batches of adversarial training (``adversarial.attack``)
@@ -190,6 +204,13 @@ class TrainConfig:
     batch_size: int = 128
     lr_boundaries: tuple = (10000, 15000, 20000)
     lr_values: tuple = (0.1, 0.01, 0.001, 0.0001)
+    lr_warmup: int = 0  # steps of linear warm-up to the first learning rate (Goyal et al. 2017); 0 = none (paper)
+    # RCE's learning rates are lr_values × this (protocol §22): 0 = auto (L - 1 for L classes, capped: RCE then
+    # trains as fast as CE), 1 = the paper's schedule as written; CE ignores it
+    rce_lr_scale: float = 0.0
+    # RCE only: the first rce_ce_steps steps train the reversed logits -Z with cross-entropy at CE's rates (the
+    # same prediction, argmax of -Z), the rest with RCE (protocol §22); 0 = RCE from the start (the paper)
+    rce_ce_steps: int = 0
     momentum: float = 0.9
     weight_decay: float = 2e-4
     augment: bool = False
@@ -226,6 +247,16 @@ class TrainConfig:
         self._check_own_model()
         if len(self.lr_values) != len(self.lr_boundaries) + 1:
             raise ConfigError("lr_values must have exactly one more entry than lr_boundaries")
+        if not (_finite(self.rce_lr_scale) and 0 <= self.rce_lr_scale <= 1000):
+            raise ConfigError(f"rce_lr_scale must be a number from 0 (auto: L - 1 for L classes) to 1000 "
+                              f"(1 = the paper's rates), got {self.rce_lr_scale!r}")
+        if isinstance(self.rce_ce_steps, bool) or not isinstance(self.rce_ce_steps, int) or \
+                not 0 <= self.rce_ce_steps < max(1, self.steps):
+            raise ConfigError(f"rce_ce_steps must be an integer from 0 to steps - 1 ({self.steps - 1}), "
+                              f"got {self.rce_ce_steps!r}")
+        if isinstance(self.lr_warmup, bool) or not isinstance(self.lr_warmup, int) or \
+                not 0 <= self.lr_warmup <= self.steps:
+            raise ConfigError(f"lr_warmup must be an integer from 0 to steps ({self.steps}), got {self.lr_warmup!r}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -277,12 +308,28 @@ class TrainConfig:
             raise ConfigError(f"head, mean, std and weights apply to torchvision:NAME / timm:NAME models, not to "
                               f"{self.arch} (it subtracts 0.5 itself; start it from a run with init=RUN_DIR)")
 
-    def learning_rate(self, step: int) -> float:
-        """The piecewise-constant schedule of protocol §3.1, indexed by the global step before the update."""
+    def step_objective(self, step: int) -> str:
+        """The loss of ``step``: "rce" or "ce" for the objective's own; "ce_reversed" (CE on -Z) for the first
+        ``rce_ce_steps`` steps of an RCE model."""
+        return "ce_reversed" if self.objective == "rce" and step < self.rce_ce_steps else self.objective
+
+    def lr_scale(self, num_classes: int) -> float:
+        """The factor on ``lr_values`` for ``num_classes`` classes: 1 for CE, ``rce_lr_scale`` (0: auto,
+        :func:`auto_rce_lr_scale`) for RCE."""
+        if self.objective != "rce":
+            return 1.0
+        return float(self.rce_lr_scale) if self.rce_lr_scale > 0 else auto_rce_lr_scale(num_classes)
+
+    def learning_rate(self, step: int, num_classes: int = 10) -> float:
+        """The piecewise-constant schedule of protocol §3.1 times :meth:`lr_scale`, indexed by the global step
+        before the update, after ``lr_warmup`` steps rising linearly to the first rate: (step + 1)/lr_warmup of it."""
+        scale = self.lr_scale(num_classes) if step >= self.rce_ce_steps else 1.0
+        if step < self.lr_warmup:
+            return scale * float(self.lr_values[0]) * (step + 1) / self.lr_warmup
         for boundary, lr in zip(self.lr_boundaries, self.lr_values):
             if step < boundary:
-                return float(lr)
-        return float(self.lr_values[-1])
+                return scale * float(lr)
+        return scale * float(self.lr_values[-1])
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -1,0 +1,283 @@
+"""The report's bottom line: a short box right under the title that answers the run's questions with n and 95 %
+intervals, before the tables that back it.
+
+It says (numbers from :mod:`.bottom_line_numbers`; across-seed means where ``results.json`` has ``replication``):
+
+a. the clean test error of the CE and the RCE model;
+b. the detectors' AUCs under the oblivious attacks of Table 2 (K-density, non-ME, confidence; the lowest over
+   the attacks, CE beside RCE);
+c. where each detector falls under the adaptive attacks: the ε at which the worst-case SR@5 first reaches 50 % and
+   90 %, CE beside RCE, and one figure of the curves;
+d. which of the paper's claims hold, do not hold or are not resolved (:mod:`.claims`), and one claim of our own on
+   the adaptive attacks (:func:`adaptive_claim`);
+e. a sentence each on "does RCE help?" and "does the detector survive an attacker who knows it?".
+
+The sanity checks of the adaptive attacks are a count, with only the failed ones spelled out.
+"""
+
+from __future__ import annotations
+
+from ..evaluation import paper_ref
+from .bottom_line_numbers import (
+    Share,
+    adaptive_metrics,
+    aucs,
+    clean_error,
+    eps_reaching,
+    model_by_objective,
+    n_seeds,
+    sanity_counts,
+    worst_case_curve,
+)
+from .claims import claim_items, verdict_of
+from .format import DASH, detector_label
+from .replication import claims_across_seeds
+
+TITLE = "The answer at a glance"
+BOX_ID = "bottom-line"
+OBLIVIOUS_METRICS = ("kd", "non_me", "confidence")
+LEVELS = (0.5, 0.9)
+ADAPTIVE_CLAIM = "RCE + K-density is harder to fool than CE + K-density under adaptive attacks"
+OBJECTIVES = ("ce", "rce")
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+def pct(s: Share | None, digits: int = 1) -> str:
+    """A share in % with its interval: "1.5 [0.9, 2.4]"."""
+    if s is None:
+        return DASH
+    span = f" [{100 * s.lo:.{digits}f}, {100 * s.hi:.{digits}f}]" if s.lo is not None and s.hi is not None else ""
+    return f"{100 * s.value:.{digits}f}{span}"
+
+
+def _sr(results: dict) -> str:
+    return f"SR@{100 * (results.get('adaptive') or {}).get('fpr', 0.05):g}"
+
+
+def _seed_words(results: dict) -> str:
+    s = n_seeds(results)
+    return f" over {s} seeds" if s > 1 else ""
+
+
+# ----------------------------------------------------------------------------------------------- the claim
+def adaptive_claim(results: dict) -> str | None:
+    """"RCE + K-density is harder to fool than CE + K-density under adaptive attacks", judged on the worst-case
+    SR@5 of the L∞ adaptive attacks at every ε both models were attacked with (across-seed means and intervals
+    where there are several seeds). Two numbers are apart where one's 95 % interval lies wholly below the other's.
+
+    - holds: at some ε RCE's interval lies wholly below CE's, and at no ε wholly above it;
+    - does not hold: at some ε RCE's interval lies wholly above CE's, and at no ε wholly below it;
+    - not resolved: apart in both directions at different ε (mixed), or the intervals overlap at every ε;
+    - None (not judged): no CE and RCE model, or no ε at which both were attacked with K-density.
+
+    The sentence opens with the claim, then its verdict, like those of :mod:`.claims` (:func:`verdict_of`)."""
+    objs = model_by_objective(results)
+    if not set(OBJECTIVES) <= set(objs):
+        return None
+    ce, rce = (dict(worst_case_curve(results, objs[o], "kd")) for o in OBJECTIVES)
+    common = sorted(e for e in rce if any(abs(e - f) < 1e-9 for f in ce))
+    if not common:
+        return None
+    ce = {e: next(v for f, v in ce.items() if abs(e - f) < 1e-9) for e in common}
+    better = [e for e in common if rce[e].apart_below(ce[e])]
+    worse = [e for e in common if ce[e].apart_below(rce[e])]
+    at = lambda es: ", ".join(f"{e:g}" for e in es)
+    if better and not worse:
+        verdict = f"holds at this scale (RCE's interval lies below CE's at ε {at(better)}, and never above it)"
+    elif worse and not better:
+        verdict = f"does not hold at this scale (RCE's interval lies above CE's at ε {at(worse)})"
+    elif worse:
+        verdict = (f"not resolved at this scale (mixed: RCE below CE at ε {at(better)}, above it at ε "
+                   f"{at(worse)})")
+    else:
+        verdict = "not resolved at this scale (the intervals overlap at every ε)"
+    sr = _sr(results)
+    parts = "; ".join(f"ε {e:g}: RCE {pct(rce[e])} vs CE {pct(ce[e])} (n = {rce[e].n} / {ce[e].n})"
+                      for e in common)
+    return (f"{ADAPTIVE_CLAIM}: {verdict}. Worst-case {sr} (%){_seed_words(results)}, with 95 % intervals and the "
+            f"clean-correct attacked images: {parts}.")
+
+
+# ----------------------------------------------------------------------------------------------- the answers
+def _lowest(shares: dict[str, Share]) -> tuple[str, Share] | None:
+    return min(shares.items(), key=lambda kv: kv[1].value) if shares else None
+
+
+def _oblivious_sign(results: dict, objs: dict) -> tuple[int | None, str]:
+    """(+1 RCE's K-density AUC is above CE's, intervals apart, under some attack and below under none; −1 the
+    reverse; 0 overlapping; None not measured, a sentence)."""
+    ce, rce = (aucs(results, objs[o], "kd") for o in OBJECTIVES)
+    both = [a for a in paper_ref.TABLE2_ATTACKS if a in ce and a in rce]
+    if not both:
+        return None, "the oblivious attacks were not scored on both models"
+    up = [paper_ref.label(a) for a in both if ce[a].apart_below(rce[a])]
+    down = [paper_ref.label(a) for a in both if rce[a].apart_below(ce[a])]
+    (la, lr), (lc_a, lc) = _lowest({a: rce[a] for a in both}), _lowest({a: ce[a] for a in both})
+    text = (f"K-density's lowest AUC over the {len(both)} Table 2 attacks is {pct(lr)} for RCE ({paper_ref.label(la)}) "
+            f"vs {pct(lc)} for CE ({paper_ref.label(lc_a)})")
+    if up and not down:
+        return 1, text + f", RCE above CE with the intervals apart under {', '.join(up)}"
+    if down and not up:
+        return -1, text + f", RCE below CE with the intervals apart under {', '.join(down)}"
+    if up:
+        return 0, text + f", RCE above CE under {', '.join(up)} but below under {', '.join(down)}"
+    return 0, text + ", the intervals overlapping under every attack"
+
+
+def does_rce_help(results: dict, claim: str | None) -> str:
+    """One sentence: does RCE help, at this scale, against oblivious and adaptive attacks (K-density)."""
+    objs = model_by_objective(results)
+    if not set(OBJECTIVES) <= set(objs):
+        return "Does RCE help? This run has no CE and RCE model side by side, so it cannot say."
+    obl, obl_text = _oblivious_sign(results, objs)
+    adp = {True: 1, False: -1, None: 0}[verdict_of(claim)] if claim else None
+    signs = [s for s in (obl, adp) if s is not None]
+    answer = ("Yes, at this scale" if 1 in signs and -1 not in signs else
+              "No, at this scale" if -1 in signs and 1 not in signs else
+              "Mixed" if signs else "Not measured by this run")
+    if 1 not in signs and -1 not in signs and signs:
+        answer = "Not resolved at this scale"
+    errs = [clean_error(results, objs[o]) for o in OBJECTIVES]
+    adp_text = ""
+    if claim:
+        reach = [eps_reaching(worst_case_curve(results, objs[o], "kd"), 0.5) for o in OBJECTIVES]
+        said = {True: "holds", False: "does not hold", None: "is not resolved"}[verdict_of(claim)]
+        adp_text = (f"; against attacks that know the detector, RCE + K-density's worst-case {_sr(results)} "
+                    f"{reach[1].phrase(0.5)} (CE + K-density: {reach[0].phrase(0.5)}), so the claim that RCE is "
+                    f"harder to fool {said} at this scale")
+    return (f"Does RCE help? {answer}{_seed_words(results)}: against attacks that ignore the detector, {obl_text}"
+            f"{adp_text}; clean test error RCE {pct(errs[1], 2)} % vs CE {pct(errs[0], 2)} %.")
+
+
+def survives(results: dict) -> str:
+    """One sentence: does RCE + K-density (else the first detector attacked) survive the adaptive attacks."""
+    q = "Does the detector survive an attacker who knows it?"
+    metrics = adaptive_metrics(results)
+    objs = model_by_objective(results)
+    model = objs.get("rce") or next(iter(objs.values()), None)
+    if not metrics or model is None:
+        return f"{q} Not measured: this run has no adaptive evaluation."
+    metric = "kd" if "kd" in metrics else metrics[0]
+    curve = worst_case_curve(results, model, metric)
+    if not curve:
+        return f"{q} Not measured: no clean-correct image was attacked."
+    who = f"{results['models'][model]['objective'].upper()} + {detector_label(metric)}"
+    r50, (e_max, top), sr = eps_reaching(curve, 0.5), curve[-1], _sr(results)
+    reached = [eps_reaching(worst_case_curve(results, o, m), 0.5) for m in metrics for o in objs.values()]
+    fell, total = sum(1 for r in reached if r and r.eps is not None), sum(1 for r in reached if r)
+    others = f" {fell} of the {total} model + detector pairs attacked reach 50 % within the grid."
+    n_checks, failed = sanity_counts(results)
+    if r50.eps is not None:
+        return (f"{q} No{_seed_words(results)}: attacks that know {who} make it accept a misclassified image for "
+                f"half of the attacked images at ε {r50.text()}, and at ε {e_max:g} its worst-case {sr} is "
+                f"{pct(top)} % of {top.n}.{others}")
+    mine = [f for f in failed if f[0] == model and f[1] in (metric, None)]
+    doubt = (f" {len(mine)} sanity check(s) of the attacks on {who} failed, so this may overstate its robustness."
+             if mine else " Low success at a large ε more often means a weak attack than a robust detector "
+             "(Tramèr 2022)" + (f"; {len(failed)} of the {n_checks} sanity checks failed, none on {who}." if failed
+                                else f"; all {n_checks} sanity checks passed." if n_checks else "."))
+    return (f"{q} Within this grid, yes{_seed_words(results)}: {who}'s worst-case {sr} stays at {pct(top)} % of "
+            f"{top.n} up to ε {e_max:g}.{others}{doubt}")
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def _number_table(results: dict, objs: dict) -> list[tuple]:
+    shown = [o for o in OBJECTIVES if o in objs]
+    if not shown:
+        return []
+    rows = [["clean test error (%)", *(f"{pct(clean_error(results, objs[o]), 2)}, n = "
+                                       f"{getattr(clean_error(results, objs[o]), 'n', DASH)}" for o in shown)]]
+    for metric in OBLIVIOUS_METRICS:
+        cells = []
+        for o in shown:
+            shares = aucs(results, objs[o], metric)
+            low = _lowest(shares)
+            if low is None:
+                cells.append(DASH)
+                continue
+            mean = sum(s.value for s in shares.values()) / len(shares)
+            cells.append(f"{pct(low[1])} ({paper_ref.label(low[0])}, {low[1].n} pairs); mean of "
+                         f"{len(shares)}: {100 * mean:.1f}")
+        if any(c != DASH for c in cells):
+            rows.append([f"{detector_label(metric)} AUC, lowest over the oblivious attacks", *cells])
+    return [("table", ["", *(o.upper() for o in shown)], rows)]
+
+
+def _adaptive_table(results: dict, objs: dict) -> list[tuple]:
+    shown = [o for o in OBJECTIVES if o in objs]
+    sr, rows = _sr(results), []
+    for metric in adaptive_metrics(results):
+        curves = {o: worst_case_curve(results, objs[o], metric) for o in shown}
+        if not any(curves.values()):
+            continue
+        row = [detector_label(metric)]
+        for level in LEVELS:
+            row += [(eps_reaching(curves[o], level).text() if curves[o] else DASH) for o in shown]
+        row += [(f"{pct(curves[o][-1][1], 0)} at ε {curves[o][-1][0]:g}, n = {curves[o][-1][1].n}"
+                 if curves[o] else DASH) for o in shown]
+        rows.append(row)
+    if not rows:
+        return []
+    head = ["detector", *(f"{o.upper()}: {100 * lv:.0f} % at ε" for lv in LEVELS for o in shown),
+            *(f"{o.upper()}: {sr} (%) at the largest ε" for o in shown)]
+    return [("p", (f"Attacks that know the detector (L∞ ε on pixels in [0, 1]): the ε at which the worst-case "
+                   f"{sr} over every adaptive attack first reaches 50 % and 90 %, linear between the grid points "
+                   "(\"≤\": already at the smallest ε tried).")),
+            ("table", head, rows)]
+
+
+# ----------------------------------------------------------------------------------------------- claims
+def _claim_verdicts(results: dict, col: str | None) -> list[tuple[str, bool | None]]:
+    if n_seeds(results) > 1:
+        words = {"holds": True, "does not hold": False}
+        return [(label, words.get(a["verdict"])) for label, a in claims_across_seeds(results, col)]
+    return [(label, verdict_of(sentence)) for label, sentence in claim_items(results, col)]
+
+
+def _claims_blocks(results: dict, col: str | None, claim: str | None) -> list[tuple]:
+    verdicts = _claim_verdicts(results, col) + ([(ADAPTIVE_CLAIM, verdict_of(claim))] if claim else [])
+    if not verdicts:
+        return []
+    groups = [(w, [label for label, v in verdicts if v is value])
+              for w, value in (("Hold", True), ("Do not hold", False), ("Not resolved", None))]
+    items = [f"{w} ({len(labels)}): {'; '.join(labels)}" for w, labels in groups if labels]
+    lead = (f"The paper's claims{_seed_words(results)} (a claim holds over seeds only where it holds on every seed; "
+            "each with its numbers in \"The paper's claims at this scale\" below)" if col else
+            "The paper gives no numbers for this dataset, so its claims are not judged; our claim on the adaptive "
+            "attacks")
+    out = [("p", lead + ":"), ("ul", items)]
+    return out + ([("p", claim)] if claim else [])
+
+
+# ----------------------------------------------------------------------------------------------- the box
+def sanity_sentence(results: dict) -> str | None:
+    """"38 of 38 sanity checks of the adaptive attacks passed." (failed ones named), None without checks."""
+    total, failed = sanity_counts(results)
+    if not total:
+        return None
+    head = f"{total - len(failed)} of {total} sanity checks of the adaptive attacks passed"
+    return head + (f"; FAILED: {'; '.join(f[2] for f in failed)}." if failed else ".")
+
+
+def bottom_line_blocks(results: dict, figs: dict) -> list[tuple]:
+    """The box (``("div", BOX_ID)`` … ``("end_div",)``, :mod:`.render`) that opens the report."""
+    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
+    objs = model_by_objective(results)
+    s = n_seeds(results)
+    scope = (f"Over {s} seeds ({s} trained models per objective): each number is the mean over seeds with its 95 % "
+             "two-level bootstrap interval (seeds, then images) in brackets; n = images or pairs per seed." if s > 1
+             else "One trained model per objective; brackets: 95 % intervals (clean error and worst-case success: "
+                  "Wilson; AUC: bootstrap over the pairs); n = the images or pairs behind each number.")
+    scope += (f" {_sr(results)} (attack success at {_sr(results)[3:]} % FPR): the share of attacked images, correct "
+              "when clean, that end misclassified AND accepted by the detector at the threshold that rejects "
+              f"{_sr(results)[3:]} % of clean held-out images.") if results.get("adaptive") else ""
+    claim = adaptive_claim(results)
+    out: list[tuple] = [("h", 2, TITLE), ("p", scope), ("p", does_rce_help(results, claim)), ("p", survives(results))]
+    out += _number_table(results, objs) + _adaptive_table(results, objs)
+    if "bottom_line" in figs:
+        out.append(("img", "bottom_line", *figs["bottom_line"]))
+    out += _claims_blocks(results, col, claim)
+    sanity = sanity_sentence(results)
+    if sanity:
+        out.append(("p", sanity))
+    return [("div", BOX_ID), *out, ("end_div",)]
