@@ -168,10 +168,12 @@ def test_float32_and_float64_queries_on_one_kernel():
 
 
 @pytest.mark.parametrize("chunk_elements", [1 << 24, 8])
-def test_int32_class_indices_score_like_int64(chunk_elements):
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_any_integer_class_indices_score_like_int64(chunk_elements, dtype):
+    """uint8 indices would index as a boolean MASK if they were not converted to int64."""
     kd = unequal_kd(chunk_elements)
     z, c = queries(6, 3, 3, seed=12)
-    assert torch.equal(kd.log_kd(z, c.int()), kd.log_kd(z, c))
+    assert torch.equal(kd.log_kd(z, c.to(dtype)), kd.log_kd(z, c))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -402,8 +404,8 @@ F3, Y3 = torch.zeros(6, 3, dtype=torch.float64), torch.tensor([0, 0, 1, 1, 2, 2]
      r"^per_class must be a positive integer or 'all', got 0$"),
     (lambda: KernelDensity.fit(F3, Y3, 3, per_class=True, sigma2=1.0), ConfigError, r"got True$"),
     (lambda: KernelDensity.fit(F3, Y3, 4, per_class=1, sigma2=1.0), InputError,
-     r"^class 3 has no training features; K-density needs kernel points for every class "
-     r"\(check the labels and num_classes\)$"),
+     (r"^class 3 has no training features; K-density needs kernel points for every class "
+      r"\(check the labels and num_classes\)$")),
     (lambda: _kd().subset(0, seed=0), ConfigError, r"^per_class must be a positive integer, got 0$"),
     (lambda: _kd().subset(True, seed=0), ConfigError, r"^per_class must be a positive integer, got True$"),
     (lambda: _kd().subset(2.0, seed=0), ConfigError, r"^per_class must be a positive integer, got 2.0$"),

@@ -585,19 +585,43 @@ def test_agreement(holds, counts, verdict):
                    "verdict": verdict}
 
 
-@pytest.mark.parametrize("call", [
-    lambda: rep.two_level_share([1], [2], n_boot=0),
-    lambda: rep.two_level_share([1], [2], n_boot=True),
-    lambda: rep.two_level_share([1], [2], level=1.0),
-    lambda: rep.two_level_share([3], [2]),
-    lambda: rep.two_level_share([-1], [2]),
-    lambda: rep.two_level_share([1, 2], [2]),
-    lambda: rep.two_level_share([], []),
-    lambda: rep.two_level_auc([[0.1]], [[0.2, 0.3]]),
-    lambda: rep.two_level_auc([[0.1]], [[math.inf]]),
-    lambda: rep.two_level_auc([], []),
-    lambda: rep.two_level_auc([[0.1]], [[0.2]], level=0.0),
+def test_two_level_share_is_never_narrower_than_the_pooled_wilson_interval():
+    # every seed at 1 (30 of 30 twice): the bootstrap interval is (1, 1), widened down to Wilson's 60 of 60
+    full = rep.two_level_share([30, 30], [30, 30], n_boot=20)
+    assert (full["low"], full["high"]) == (pytest.approx(ref_wilson(60, 60, 0.95)[0], rel=1e-12), 1.0)
+    assert set(full) == {"mean", "low", "high", "per_seed", "n_seeds", "n_boot", "level"}
+    # seeds of one image count in the pooled n: 0 of 1, 0 of 1, 0 of 30 → Wilson of 0 of 32
+    small = rep.two_level_share([0, 0, 0], [1, 1, 30], n_boot=20, level=0.9)
+    assert (small["low"], small["high"]) == (0.0, pytest.approx(ref_wilson(0, 32, 0.9)[1], rel=1e-12))
+
+
+def test_one_resample_and_no_warning_where_nothing_is_defined():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a seed without images, or without pairs, is NaN by construction
+        share = rep.two_level_share([0, 4], [0, 10], n_boot=1, seed=3)
+        none = rep.two_level_share([0, 0], [0, 0], n_boot=5)
+        pairs = rep.two_level_auc([[], []], [[], []], n_boot=5)
+        one = rep.two_level_auc([[0.1, 0.2], []], [[0.3, 0.0], []], n_boot=1)
+    assert_summary(share, ref_two_level_share([0, 4], [0, 10], 1, 3, 0.95), 2, 1, 0.95)
+    assert math.isnan(none["mean"]) and math.isnan(pairs["mean"]) and math.isnan(pairs["low"])
+    assert_summary(one, ref_two_level_auc([[0.1, 0.2], []], [[0.3, 0.0], []], 1, 0, 0.95), 2, 1, 0.95)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: rep.two_level_share([1], [2], n_boot=0), r"^n_boot must be a positive integer, got 0$"),
+    (lambda: rep.two_level_share([1], [2], n_boot=True), r"^n_boot must be a positive integer, got True$"),
+    (lambda: rep.two_level_share([1], [2], level=1.0), r"^level must be in \(0, 1\), got 1.0$"),
+    (lambda: rep.two_level_share([3], [2]), r"^every count must satisfy 0 <= k <= n, got k=\[3\], n=\[2\]$"),
+    (lambda: rep.two_level_share([-1], [2]), r"^every count must satisfy 0 <= k <= n"),
+    (lambda: rep.two_level_share([1, 2], [2]),
+     r"^k and n must be equal-length non-empty lists of counts, got \[1, 2\] and \[2\]$"),
+    (lambda: rep.two_level_share([], []), r"^k and n must be equal-length non-empty lists of counts"),
+    (lambda: rep.two_level_auc([[0.1]], [[0.2, 0.3]]),
+     r"^seed 0: 1 clean and 2 adversarial scores; pairs need one of each$"),
+    (lambda: rep.two_level_auc([[0.1], [0.2]], [[0.1], [math.inf]]), r"^seed 1: scores must be finite$"),
+    (lambda: rep.two_level_auc([], []), r"^clean and adv need one list of scores per seed, got 0 and 0$"),
+    (lambda: rep.two_level_auc([[0.1]], [[0.2]], level=0.0), r"^level must be in \(0, 1\), got 0.0$"),
 ])
-def test_replication_refuses_bad_inputs(call):
-    with pytest.raises(InputError):
+def test_replication_refuses_bad_inputs(call, message):
+    with pytest.raises(InputError, match=message):
         call()

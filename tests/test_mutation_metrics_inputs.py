@@ -52,8 +52,8 @@ def case(**kw) -> dict:
     (lambda: pair_mask(M, V, V), r"^y_true must be 1-D"),
     (lambda: pair_mask(V, M, V), r"^pred_clean must be 1-D"),
     (lambda: pair_mask(V, V, M), r"^pred_adv must be 1-D"),
-    (lambda: pair_mask(V, [0.0], V), r"^y_true, pred_clean and pred_adv must have one entry per pair, got lengths "
-                                     r"2, 1, 2$"),
+    (lambda: pair_mask(V, [0.0], V), (r"^y_true, pred_clean and pred_adv must have one entry per pair, got lengths "
+                                      r"2, 1, 2$")),
 ])
 def test_metrics_messages(call, message):
     with pytest.raises(InputError, match=message):
@@ -69,8 +69,8 @@ def test_metrics_messages(call, message):
     ({"pred_clean": M}, r"^pred_clean must be 1-D"),
     ({"pred_adv": M}, r"^pred_adv must be 1-D"),
     ({"success": M}, r"^success must be 1-D"),
-    ({"adv": [0.3] * 4}, r"^clean, adv, y, pred_clean, pred_adv \(and success\) must have one entry per attacked "
-                         r"image, got lengths clean=5, adv=4, y=5, pred_clean=5, pred_adv=5$"),
+    ({"adv": [0.3] * 4}, (r"^clean, adv, y, pred_clean, pred_adv \(and success\) must have one entry per attacked "
+                          r"image, got lengths clean=5, adv=4, y=5, pred_clean=5, pred_adv=5$")),
     ({"success": [True]}, r"got lengths clean=5, adv=5, y=5, pred_clean=5, pred_adv=5, success=1$"),
     ({"success": ["yes"] * 5}, r"^success must be a boolean array \(or 0/1\), one flag per attacked image$"),
 ])

@@ -7,7 +7,8 @@ any image classifier behind the same interface.
 The names of the package, all reachable as ``rcedetect.NAME``:
 
 - ``Classifier``, ``wrap`` (your own model), the errors (``RceError`` and its subclasses);
-- ``Detector`` (a registered metric with a threshold and the NOT SURE answer), ``defend``;
+- ``Detector`` (a registered metric with a threshold and the NOT SURE answer), ``defend``, ``evaluate_detector``
+  (any detector, yours included, evaluated adaptively in one call: a detector card);
 - ``train(preset, run_dir, overrides)`` (a training preset, checkpointed in ``run_dir``) and ``load(run_dir)``
   (a trained run's classifier);
 - the modules ``attacks`` (``attacks.create("bim", eps=0.1)``), ``data`` (``data.load("mnist5k")``),
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import attacks, data, detectors, models, training  # noqa: F401
     from .detectors.defended import defend  # noqa: F401
     from .detectors.threshold import Detector
+    from .evaluation.detector_card import evaluate_detector  # noqa: F401
     from .models import checkpoint, features  # noqa: F401
 
 __version__ = package_version()
@@ -59,7 +61,8 @@ _MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkp
             "config": "training.config", "data": "data", "detectors": "detectors", "features": "models.features",
             "models": "models", "training": "training", "transfer": "evaluation.transfer"}
 #: lazy names -> (module, attribute)
-_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend")}
+_LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend"),
+         "evaluate_detector": ("evaluation.detector_card", "evaluate_detector")}
 #: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
 #: rcedetect.checkpoint import load``) still give the module where it lives now
 MOVED = {

@@ -70,7 +70,11 @@ def two_level_share(k: Sequence[int], n: Sequence[int], n_boot: int = 1000, seed
     seed, in that order.
     """
     _check(n_boot, level)
-    k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    raw_k, raw_n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    if not (np.isfinite(raw_k).all() and np.isfinite(raw_n).all() and (raw_k == np.round(raw_k)).all()
+            and (raw_n == np.round(raw_n)).all()):
+        raise InputError(f"k and n must be whole counts, got {raw_k.tolist()} and {raw_n.tolist()}")
+    k, n = raw_k.astype(np.int64), raw_n.astype(np.int64)
     if k.ndim != 1 or k.shape != n.shape or len(k) == 0:
         raise InputError(f"k and n must be equal-length non-empty lists of counts, got {k.tolist()} and {n.tolist()}")
     if (n < 0).any() or (k < 0).any() or (k > n).any():
