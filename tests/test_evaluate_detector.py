@@ -102,6 +102,20 @@ def test_a_masking_detector_fails_its_checks_loudly(setup):
     assert "sanity checks failed" in card.to_markdown()
 
 
+def test_a_non_finite_gradient_leaves_the_gradient_free_attacks(setup):
+    clf = setup["clf"]
+
+    def nan_gradient(x):  # finite scores, NaN gradients (sqrt at 0)
+        return clf.features(x).norm(dim=1) + torch.sqrt(x.flatten(1) * 0).sum(1)
+
+    with pytest.warns(SanityWarning, match="upper bounds"):
+        card = rcedetect.evaluate_detector(clf, nan_gradient, setup["x"], setup["y"], x_heldout=setup["held"],
+                                           version="fast", eps=0.2, **TINY)
+    assert card.gradient == "non_finite" and set(card.attacks) <= {"random_search_detector", "torchattacks:Square"}
+    assert "random_search_detector" in card.attacks
+    assert {c["check"]: c["passed"] for c in card.sanity}["large_eps"] is None
+
+
 def test_a_detector_that_rejects_everything_claims_nothing(setup):
     clf = setup["clf"]
 

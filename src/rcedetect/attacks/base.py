@@ -10,7 +10,9 @@ term. Each attack also estimates its own cost, ``passes_per_image()`` (forward +
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,53 @@ class AttackResult:
 
     def __len__(self) -> int:
         return len(self.x_adv)
+
+    def __repr__(self) -> str:
+        """Counts and shapes, never the tensors: ``AttackResult(8 images 1×28×28, 5 succeeded, mean L2 31.2)``."""
+        n, k = len(self.x_adv), int(self.success.sum()) if self.success.numel() else 0
+        shape = "×".join(map(str, self.x_adv.shape[1:]))
+        parts = [f"{n} images {shape}".rstrip(), f"{k} succeeded"]
+        if self.x is not None and k:
+            parts.append(f"mean L2 {float(self.l2[self.success.bool()].mean()):.3g} of the successes ([0, 255] scale)")
+        if self.target is not None:
+            parts.append("targeted")
+        return f"AttackResult({', '.join(parts)})"
+
+
+class NoSuccessWarning(UserWarning):
+    """An attack built with :func:`rcedetect.attacks.create` succeeded on none of the images it was given."""
+
+
+#: set (to the attack's name) on an attack built through the public ``attacks.create``: its calls warn when
+#: nothing succeeded
+WARN_FLAG = "_warn_if_no_success"
+
+
+def warn_when_called(attack, name: str):
+    """Mark ``attack`` (built by the public :func:`rcedetect.attacks.create` as ``name``) so that a call whose
+    result has no success warns (:class:`NoSuccessWarning`); the experiment runners build theirs unmarked, batch
+    by batch."""
+    object.__setattr__(attack, WARN_FLAG, name)
+    return attack
+
+
+def _checked_call(call):
+    """``call`` (an attack's ``__call__``) followed by one cheap check: a marked attack whose result has images
+    and no success warns once per call."""
+
+    @functools.wraps(call)
+    def checked(self, *args, **kwargs):
+        res = call(self, *args, **kwargs)
+        name = self.__dict__.get(WARN_FLAG)
+        if name and isinstance(res, AttackResult) and res.success.numel() and not bool(res.success.any()):
+            warnings.warn(f"attack {name!r} succeeded on none of its {len(res)} images: every adversarial image is "
+                          "still classified right (or, against a detector, still rejected); raise its budget "
+                          "(eps, steps, max_iterations, learning_rate) or check the labels",
+                          NoSuccessWarning, stacklevel=2)
+        return res
+
+    checked.checks_success = True
+    return checked
 
 
 def l2_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -168,6 +217,8 @@ def register(name: str, *, requires: tuple[str, ...] = (), **defaults: Any):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"attack {name!r} must be a dataclass")
         REGISTRY[name] = AttackSpec(name, cls, tuple(defaults.items()), tuple(requires))
+        if callable(getattr(cls, "__call__", None)) and not getattr(cls.__call__, "checks_success", False):
+            cls.__call__ = _checked_call(cls.__call__)
         return cls
 
     return wrap

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import ConfigError
-from .base import REGISTRY, AttackSpec, check_seed
+from .base import REGISTRY, AttackSpec, check_seed, warn_when_called
 
 
 def spec(name: str) -> AttackSpec:
@@ -24,8 +24,9 @@ def spec(name: str) -> AttackSpec:
 
 
 def create(name: str, **settings: Any):
-    """Build the attack registered as ``name`` with ``settings`` (unknown names and settings raise ConfigError)."""
-    return spec(name).create(**settings)
+    """Build the attack registered as ``name`` with ``settings`` (unknown names and settings raise ConfigError).
+    Calling it warns (:class:`~.base.NoSuccessWarning`) when it succeeds on none of its images."""
+    return warn_when_called(spec(name).create(**settings), name)
 
 
 def batch_seed(seed: int, batch: int) -> int:

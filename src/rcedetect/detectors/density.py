@@ -272,5 +272,6 @@ class KernelDensity:
             raise CheckpointError(f"K-density file {path} is inconsistent: {e}") from e
 
 def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
-    detail = ", ".join(f"class {c}: {n}" for c, n in short.items())
-    warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)
+    """One short line, the same text for the same data, so Python's default filter says it once per place."""
+    warnings.warn(f"K-density: fewer {what} than per_class={per_class} in {len(short)} class(es) (the smallest "
+                  f"has {min(short.values())}); using all of them", stacklevel=3)

@@ -55,7 +55,16 @@ class Detector:
         self._fitted = False
 
     def __repr__(self) -> str:
-        return (f"Detector(metric={self.metric!r}, fitted={self.fitted}, threshold={self.threshold}, "
+        """The metric, the classifier's objective, fitted or not, the threshold and where it came from, the
+        metric's settings; never a tensor."""
+        if self.threshold is None:
+            cal = "threshold=None (not calibrated)"
+        else:
+            src = (f" ({100 * self.fpr:g} % FPR on {self.n_calibration} clean images)" if self.fpr is not None
+                   and self.n_calibration else "")
+            cal = f"threshold={self.threshold:.4g}{src}"
+        objective = str(getattr(self.classifier, "objective", "?")).upper()
+        return (f"Detector(metric={self.metric!r}, classifier={objective}, fitted={self.fitted}, {cal}, "
                 f"settings={self.scorer.settings()})")
 
     @property

@@ -18,6 +18,7 @@ The sanity checks of the adaptive attacks are a count, with only the failed ones
 from __future__ import annotations
 
 from ..evaluation import paper_ref
+from ..stats.operating_point import MIN_PAIRS
 from .bottom_line_numbers import (
     Share,
     adaptive_metrics,
@@ -99,8 +100,19 @@ def adaptive_claim(results: dict) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------- the answers
+def _pairs(s: Share) -> int:
+    return min(int(v) for v in str(s.n).split("/"))
+
+
 def _lowest(shares: dict[str, Share]) -> tuple[str, Share] | None:
-    return min(shares.items(), key=lambda kv: kv[1].value) if shares else None
+    """The attack with the lowest AUC among those with at least MIN_PAIRS pairs (all of them where none has)."""
+    enough = {a: s for a, s in shares.items() if _pairs(s) >= MIN_PAIRS} or shares
+    return min(enough.items(), key=lambda kv: kv[1].value) if enough else None
+
+
+def _pairs_text(s: Share) -> str:
+    few = f" (< {MIN_PAIRS})" if _pairs(s) < MIN_PAIRS else ""
+    return f"{s.n} pair{'' if str(s.n) == '1' else 's'}{few}"
 
 
 def _oblivious_sign(results: dict, objs: dict) -> tuple[int | None, str]:
@@ -196,7 +208,7 @@ def _number_table(results: dict, objs: dict) -> list[tuple]:
                 cells.append(DASH)
                 continue
             mean = sum(s.value for s in shares.values()) / len(shares)
-            cells.append(f"{pct(low[1])} ({paper_ref.label(low[0])}, {low[1].n} pairs); mean of "
+            cells.append(f"{pct(low[1])} ({paper_ref.label(low[0])}, {_pairs_text(low[1])}); mean of "
                          f"{len(shares)}: {100 * mean:.1f}")
         if any(c != DASH for c in cells):
             rows.append([f"{detector_label(metric)} AUC, lowest over the oblivious attacks", *cells])

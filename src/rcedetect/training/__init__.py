@@ -22,6 +22,7 @@ Layer: above :mod:`rcedetect.evaluation`; imports ``core``, ``stats``, ``data``,
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -249,7 +250,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
             if adv is not None:  # the share of this invocation's time so far spent crafting adversarial batches
                 log[-1]["adv_share"] = round(adv_timer.seconds() / max(1e-9, time.perf_counter() - t0), 4)
             if progress:
-                bar.write(json.dumps(log[-1]))
+                bar.write(json.dumps(log[-1]), file=sys.stderr)  # a log, not the output: stdout stays the results
         if done % cfg.checkpoint_every == 0 or last:
             metrics = {"log": log}
             if last:
