@@ -13,11 +13,16 @@ import pkgutil
 import sys
 
 from . import commands
+from .commands import HelpFormatter
 from .core.errors import RceError
 from .core.io import package_version
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # every command's help shows each option's default
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2 (argparse's status for usage errors)
         self.exit(2, f"rce: error: {message}\n")
 

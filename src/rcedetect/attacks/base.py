@@ -217,7 +217,8 @@ def register(name: str, *, requires: tuple[str, ...] = (), **defaults: Any):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"attack {name!r} must be a dataclass")
         REGISTRY[name] = AttackSpec(name, cls, tuple(defaults.items()), tuple(requires))
-        if callable(getattr(cls, "__call__", None)) and not getattr(cls.__call__, "checks_success", False):
+        own = any("__call__" in vars(k) for k in cls.__mro__[:-1])  # defined here or inherited, not type's
+        if own and not getattr(cls.__call__, "checks_success", False):
             cls.__call__ = _checked_call(cls.__call__)
         return cls
 

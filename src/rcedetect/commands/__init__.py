@@ -4,7 +4,7 @@ Layer: above :mod:`rcedetect.serve`, below :mod:`rcedetect.cli` (which discovers
 every part of the package, and nothing but the CLI imports a command.
 """
 
-from __future__ import annotations  # noqa: E402  (after the docstring's module note)
+from __future__ import annotations
 
 import argparse
 import functools

@@ -23,8 +23,16 @@ from ..core.settings import int64_arg, seed_arg
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)")
-    p.add_argument("run_dir", help="a trained run folder with a calibrated detector (rce calibrate)")
+    p = sub.add_parser("adaptive", help="attack a run's classifier AND its calibrated detector (SR@N, robust acc.)",
+                       description=(
+                           "Attack a trained run's classifier and its calibrated detector together (an attacker who "
+                           "knows the detector) and report, with bootstrap 95 % intervals: SR@5, the attack success "
+                           "rate at 5 % FPR = the share of attacked images, correct when clean, that end "
+                           "misclassified AND accepted by the detector at the threshold that rejects 5 % of clean "
+                           "held-out images (SR@N with another --fpr of rce calibrate); and robust accuracy with "
+                           "rejection (Tramèr 2022) = the share of attacked images that are classified right or "
+                           "rejected. Calibrate the detector first: rce calibrate RUN_DIR --metric NAME."))
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder with a calibrated detector (rce calibrate)")
     p.add_argument("--attack", required=True,
                    help="pgd_detector, orthogonal_pgd, selective_pgd, feature_pgd, cw_wb, random_search_detector, or "
                         "a library's attack on the defended K+1-class model: torchattacks:NAME (e.g. "

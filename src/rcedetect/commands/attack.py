@@ -61,7 +61,10 @@ class AttackNames:
 
 def add_parser(sub) -> None:
     names = AttackNames()
-    p = sub.add_parser("attack", help="attack the test images of a trained run (FGSM, BIM, ILCM, JSMA, C&W, ...)")
+    p = sub.add_parser("attack", help="attack the test images of a trained run (FGSM, BIM, ILCM, JSMA, C&W, ...)",
+                       description="Craft adversarial examples of a trained run's test images with one attack and "
+                                   "save them in RUN_DIR/attacks/, batch by batch (an interrupted run resumes); "
+                                   "--export writes them to one portable .npz.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (with checkpoint.json); the attack's "
                    "output goes to RUN_DIR/attacks/<name>-<hash>/")
     p.add_argument("--attack", required=True, type=names, choices=names, metavar="NAME",

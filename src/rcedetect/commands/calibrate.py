@@ -11,7 +11,10 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     from .detect import add_detector_options
 
-    p = sub.add_parser("calibrate", help="fit a run's detector and choose its threshold on clean held-out data")
+    p = sub.add_parser("calibrate", help="fit a run's detector and choose its threshold on clean held-out data",
+                       description="Fit a detector on a trained run's training features and choose its threshold "
+                                   "so that --fpr of clean held-out images are rejected; the detector is saved in "
+                                   "RUN_DIR/detector-<metric>/, where rce detect and rce adaptive find it.")
     add_detector_options(p)
     p.set_defaults(run=run)
 

@@ -61,7 +61,10 @@ def add_detector_options(p) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)")
+    p = sub.add_parser("detect", help="label inputs or say NOT SURE with a fitted detector (paper §3.3)",
+                       description="Label each input image with the run's classifier, or say NOT SURE where its "
+                                   "calibrated detector rejects it (paper §3.3); for an attack folder or export, "
+                                   "also the share NOT SURE and the accuracy with rejection.")
     add_detector_options(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="image files, .npy arrays, .npz (array x) or .safetensors (tensor x) batches, .npz files of "

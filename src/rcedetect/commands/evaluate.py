@@ -6,7 +6,9 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="test error rate of a trained run (paper Table 1)")
+    p = sub.add_parser("evaluate", help="test error rate of a trained run (paper Table 1)",
+                       description="The test error rate of a trained run on its dataset's test split (the paper's "
+                                   "Table 1), printed and written to RUN_DIR as JSON.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (with checkpoint.json); the result is "
                    "written there as JSON")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one the run was trained on)")

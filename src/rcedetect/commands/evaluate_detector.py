@@ -19,7 +19,11 @@ from ..core.settings import int64_arg, seed_arg
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate-detector", help="any detector (registered or module:function) evaluated adaptively "
-                       "in one call: a detector card (SR@5, robust accuracy, sanity checks)")
+                       "in one call: a detector card (SR@5, robust accuracy, sanity checks)",
+                       description="Evaluate any detector (a registered metric or module:function) against attacks "
+                                   "that know it, in one call: a detector card with SR@5 (attacked images, correct "
+                                   "when clean, that end misclassified AND accepted at 5 % FPR), robust accuracy "
+                                   "with rejection and the sanity checks of the attacks.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (created from --model and --weights "
                    "when it holds no run)")
     p.add_argument("--detector", required=True, help="a registered metric (kd, non_me, confidence, ...) or your own "

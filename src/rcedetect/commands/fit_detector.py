@@ -21,8 +21,12 @@ DEFAULT_METRICS = ("kd", "non_me", "confidence")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("fit-detector", help="fit and calibrate detectors on an existing model (no retraining)")
-    p.add_argument("run_dir", help="the run folder (created from --model and --weights when it holds no run)")
+    p = sub.add_parser("fit-detector", help="fit and calibrate detectors on an existing model (no retraining)",
+                       description="Fit and calibrate the K-density, non-ME and confidence detectors on an existing "
+                                   "model without retraining it (--model and --weights import one first); "
+                                   "--evaluate scores rce attack folders with AUC and TPR intervals.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="the run folder (created from --model and --weights when it holds no run)")
     p.add_argument("--model", help="import a trained model: torchvision:NAME or timm:NAME")
     p.add_argument("--weights", help="its weights: a local .safetensors file")
     p.add_argument("--head", help="module name of its final linear layer (default: found)")

@@ -6,8 +6,10 @@ from contextlib import contextmanager
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="re-render the report of a reproduce run from its results.json (no model)")
-    p.add_argument("out_dir", help="output folder of `rce reproduce` (holds results.json)")
+    p = sub.add_parser("report", help="re-render the report of a reproduce run from its results.json (no model)",
+                       description="Write report.md, report.html and figures/ again from RUN_DIR/results.json "
+                                   "alone (no model is loaded).")
+    p.add_argument("out_dir", metavar="RUN_DIR", help="output folder of `rce reproduce` (holds results.json)")
     p.set_defaults(run=run)
 
 

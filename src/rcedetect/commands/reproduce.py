@@ -13,9 +13,15 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("reproduce", help="run the paper's experiments end to end (cached, resumable)")
-    p.add_argument("--preset", required=True, help="demo, paper-mnist, paper-cifar10, tiny, or a .toml file")
-    p.add_argument("--out", help="output folder (default runs/<preset>)")
+    from . import preset_names
+
+    p = sub.add_parser("reproduce", help="run the paper's experiments end to end (cached, resumable)",
+                       description="Run the paper's experiments end to end from a reproduce preset: train, fit the "
+                                   "detectors, attack, score, and write results.json, report.md and report.html "
+                                   "into RUN_DIR. Every stage is cached: the same command resumes after a crash.")
+    p.add_argument("--preset", required=True,
+                   help=f"a reproduce preset ({', '.join(preset_names('reproduce'))}) or a .toml file")
+    p.add_argument("--out", metavar="RUN_DIR", help="output folder (default runs/<preset>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set attacks.cw.images=50 --set models.ce.train.steps=2000")
     p.add_argument("--force", action="store_true", help="recompute every stage even if its artifact exists")

@@ -26,8 +26,10 @@ from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB
 def add_parser(sub) -> None:
     from ..detectors import names
 
-    p = sub.add_parser("serve", help="serve the detector over HTTP: label or NOT SURE, with a page to try it")
-    p.add_argument("run_dir", help="a run folder (checkpoint.json) or a rce reproduce output folder")
+    p = sub.add_parser("serve", help="serve the detector over HTTP: label or NOT SURE, with a page to try it",
+                       description="Serve a run's classifier and calibrated detector over HTTP: each image gets a "
+                                   "label or NOT SURE; a page at / lets you try it.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (checkpoint.json) or a rce reproduce output folder")
     p.add_argument("--model", help="the model of a rce reproduce output (default: its main RCE model)")
     p.add_argument("--metric", default="kd", choices=names(),
                    help="the detector that decides: kd (default), non_me, confidence, or a baseline (lid, "

@@ -13,11 +13,15 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a CE or RCE classifier from a preset")
-    p.add_argument("--preset", help="training preset name (see configs/) or a .toml file")
+    from . import preset_names
+
+    p = sub.add_parser("train", help="train a CE or RCE classifier from a preset",
+                       description="Train a CE or RCE classifier from a training preset, or your own model and data "
+                                   "(--model, --dataset), into a run folder; --resume continues an interrupted run.")
+    p.add_argument("--preset", help=f"a training preset ({', '.join(preset_names('train'))}) or a .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a [train] setting, e.g. --set steps=200 --set objective=rce")
-    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", help="folder with the dataset in torchvision's layout")
@@ -28,7 +32,7 @@ def add_parser(sub) -> None:
     own.add_argument("--weights", help="local .safetensors file of the model's initial weights (no hub is used)")
     own.add_argument("--init", metavar="RUN_DIR", help="start from the checkpoint of a run (e.g. fine-tune CE with RCE)")
     own.add_argument("--dataset", help="mnist5k, mnist, cifar10, synthetic, npz, or imagefolder:PATH")
-    own.add_argument("--objective", choices=("ce", "rce"), help="training objective")
+    own.add_argument("--objective", choices=("ce", "rce"), help="training objective: ce or rce")
     p.set_defaults(run=run)
 
 

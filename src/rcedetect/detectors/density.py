@@ -110,11 +110,12 @@ class KernelDensity:
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int | str = 1000,
-            sigma2: float | None = None, seed: int = 0) -> KernelDensity:
+            sigma2: float | None = None, seed: int = 0, warn: bool = True) -> KernelDensity:
         """Kernel points = a seeded random ``per_class`` of the training features of each TRUE class (protocol §4.2).
 
         ``per_class="all"`` keeps every feature. A class with fewer features than asked uses all of them (with
-        a warning); a class with none is an error. ``sigma2`` is required: use :func:`default_sigma2`.
+        a warning, unless ``warn`` is False: the caller says it); a class with none is an error. ``sigma2`` is
+        required: use :func:`default_sigma2`.
         """
         if sigma2 is None:
             raise ConfigError("KernelDensity.fit needs sigma2; the paper's is default_sigma2('ce' or 'rce')")
@@ -138,7 +139,7 @@ class KernelDensity:
                     short[c] = len(idx)
                 idx = idx[torch.randperm(len(idx), generator=g)[:per_class]]
             chosen.append(idx)
-        if short:
+        if short and warn:
             _warn_short(short, per_class, "training features")
         return cls._from_indices(features, chosen, sigma2)
 
@@ -151,8 +152,9 @@ class KernelDensity:
             kernels[c, : len(idx)] = features[idx.to(features.device)]
         return cls(kernels, sigma2, counts, chunk_elements)
 
-    def subset(self, per_class: int, seed: int) -> KernelDensity:
-        """A seeded random ``per_class`` of each class's kernel points: the 100-of-1000 attack kernel (protocol §4.2)."""
+    def subset(self, per_class: int, seed: int, warn: bool = True) -> KernelDensity:
+        """A seeded random ``per_class`` of each class's kernel points: the 100-of-1000 attack kernel (protocol §4.2);
+        ``warn``: say so when a class has fewer (off where the caller has said it already)."""
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
         g = torch.Generator().manual_seed(int(seed))
@@ -161,7 +163,7 @@ class KernelDensity:
             if n < per_class:
                 short[c] = n
             rows.append(self.kernels[c, torch.randperm(n, generator=g)[:per_class].to(self.device)])
-        if short:
+        if short and warn:
             _warn_short(short, per_class, "kernel points")
         counts = torch.tensor([len(r) for r in rows], dtype=torch.int64)
         kernels = self.kernels.new_zeros(self.num_classes, int(counts.max()), self.dim)
@@ -272,6 +274,5 @@ class KernelDensity:
             raise CheckpointError(f"K-density file {path} is inconsistent: {e}") from e
 
 def _warn_short(short: dict[int, int], per_class: int, what: str) -> None:
-    """One short line, the same text for the same data, so Python's default filter says it once per place."""
-    warnings.warn(f"K-density: fewer {what} than per_class={per_class} in {len(short)} class(es) (the smallest "
-                  f"has {min(short.values())}); using all of them", stacklevel=3)
+    detail = ", ".join(f"class {c}: {n}" for c, n in short.items())
+    warnings.warn(f"fewer {what} than per_class={per_class} ({detail}); using all of them", stacklevel=3)

@@ -9,6 +9,7 @@ optimise ``margin = −log KD_t(z) − η_t`` through :class:`KDTerm`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,15 @@ class KDensity(Metric):
         sigma2, self.bandwidth_selection = resolve_sigma2(self.sigma2, objective, bank.features, labels, num_classes,
                                                           per_class=self.per_class, seed=self.seed)
         self.density = KernelDensity.fit(bank.features, labels, num_classes, per_class=self.per_class,
-                                         sigma2=sigma2, seed=self.seed)
+                                         sigma2=sigma2, seed=self.seed, warn=False)
+        counts = self.density.counts.tolist()
+        if self.per_class != "all" and min(counts) < self.per_class:  # one short line: the same for the same data,
+            short = sum(n < self.per_class for n in counts)  # so Python's default filter says it once per run
+            warnings.warn(f"K-density: fewer training features than per_class={self.per_class} in {short} of "
+                          f"{len(counts)} classes (the smallest has {min(counts)}); using all of them", stacklevel=2)
         attack_k = self.attack_per_class if self.per_class == "all" else min(self.attack_per_class, self.per_class)
-        self.attack_density = self.density.subset(attack_k, seed=self.seed + 1)
+        # a class short of attack_k was short of per_class too, which the fit has said already
+        self.attack_density = self.density.subset(attack_k, seed=self.seed + 1, warn=self.per_class == "all")
         self.eta = self.attack_density.eta(bank.features, labels)
         return self
 
