@@ -71,7 +71,7 @@ def main() -> None:
                          input_shape=(1, 12, 12)).eval()
     x, y, held = ds.test_images()[: args.n], ds.y_test[: args.n], ds.test_images()[-100:]
     counter = PassCounter(clf.net)
-    kw = dict(x_heldout=held, eps=args.eps, steps=args.steps, batch_size=args.batch_size, version="standard")
+    kw = {"x_heldout": held, "eps": args.eps, "steps": args.steps, "batch_size": args.batch_size, "version": "standard"}
 
     def evaluate():
         with warnings.catch_warnings():

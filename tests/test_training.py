@@ -105,7 +105,7 @@ def test_fast_paths_train_the_same_network(tmp_path, synthetic):
     """channels_last changes only the memory order: the weights after a few steps match the plain run to float
     rounding, and the checkpoint is the usual one. bf16 autocast (amp) follows the same path with a looser
     match; the saved weights stay float32."""
-    base = {"steps": 6, "eval_every": 6, "checkpoint_every": 6}
+    base = {"steps": 6, "eval_every": 6, "checkpoint_every": 6, "rce_lr_scale": 1.0}  # float rounding, not the rate
     fit(tiny_train_config("rce", **base), tmp_path / "plain", dataset=synthetic, progress=False)
     fit(tiny_train_config("rce", channels_last=True, **base), tmp_path / "nhwc", dataset=synthetic, progress=False)
     fit(tiny_train_config("rce", amp=True, **base), tmp_path / "amp", dataset=synthetic, progress=False)
