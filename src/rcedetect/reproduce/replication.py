@@ -3,7 +3,8 @@
 With ``[experiment] seeds = S`` > 1 (:mod:`.replicates`), ``replication`` holds
 
 - ``seeds`` (S), ``model_seeds`` ({model: training seeds});
-- ``per_seed``: for each replicate, its models (Table 1), its records at the Table 2 ε and the white-box attack's
+- ``per_seed``: for each replicate, its models (Table 1), its records at the Table 2 ε and those of the attacks
+  without an ε (C&W, C&W-hc, C&W-wb)
   (detection without ROC points), its transfer records and its adaptive worst case: what the report's claims read,
   so that each claim can be judged on every seed;
 - ``across``: the mean over seeds and the 95 % two-level bootstrap interval (seeds, then images:
@@ -33,13 +34,13 @@ def _compact_record(rec: dict) -> dict:
 
 
 def _table2_records(inp: Inputs) -> list[dict]:
-    """The scored records at the Table 2 ε and of the white-box attack, pair scores included."""
+    """The scored records at the Table 2 ε and of the attacks without one (C&W, C&W-hc, C&W-wb), pair scores
+    included."""
     t2, out = inp.plan.experiment.table2_eps, []
     for name in inp.plan.mains:
         for attack in inp.plan.attacks:
             for r in inp.layout.attack_runs(name, attack):
-                if (r.eps is None and attack == paper_ref.WHITEBOX_ATTACK) or \
-                        (r.eps is not None and abs(r.eps - t2) < 1e-9):
+                if r.eps is None or abs(r.eps - t2) < 1e-9:
                     out.append(read_json(r.record, "attack record"))
     return out
 
