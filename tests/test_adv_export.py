@@ -102,7 +102,7 @@ def detect(run_dir, path, capsys, as_json: bool = True):
 
 
 def answers(out: dict) -> list[tuple]:
-    return [(r["index"], r["label"], r["not_sure"], r["score"]) for r in out["results"]]
+    return [(r["index"], r["label"], not r["accepted"], r["score"]) for r in out["results"]]
 
 
 def test_export_round_trips_through_detect(run_dir, tmp_path, capsys):
@@ -144,8 +144,8 @@ def test_export_round_trips_through_detect(run_dir, tmp_path, capsys):
     assert s["n"] == 16 and s["input"] == str(npz)
     assert {k: v for k, v in s.items() if k != "input"} == {k: v for k, v in on_folder["summaries"][0].items()
                                                              if k != "input"}
-    not_sure = sum(r["not_sure"] for r in on_npz["results"])
-    right = sum(not r["not_sure"] and r["label"] == r["y"] for r in on_npz["results"])
+    not_sure = sum(not r["accepted"] for r in on_npz["results"])
+    right = sum(r["accepted"] and r["label"] == r["y"] for r in on_npz["results"])
     assert s["not_sure_rate"] == not_sure / 16 and s["accuracy_with_rejection"] == (right + not_sure) / 16
     text = detect(run_dir, npz, capsys, as_json=False).strip().splitlines()
     assert len(text) == 1 + 16 + 1 and text[1].startswith(f"{npz}[0]: ") and "accuracy with rejection" in text[-1]

@@ -45,8 +45,8 @@ def test_npz_and_png_inputs_json(run_dir, inputs, capsys, synthetic):
     with torch.no_grad():
         pred = clf.predict(synthetic.test_images()[:5]).tolist()
     for r, p in zip(res, pred):
-        assert r["label"] == (None if r["not_sure"] else p)
-        assert (r["score"] > out["threshold"]) == r["not_sure"]
+        assert r["label"] == (None if not r["accepted"] else p) and r["predicted"] == p
+        assert (r["score"] > out["threshold"]) == (not r["accepted"])
     assert (run_dir / "detector-kd" / "detector.json").is_file()
 
 
@@ -102,7 +102,7 @@ def test_the_baselines_work_like_kd(metric, run_dir, inputs, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metric"] == metric and len(out["results"]) == 5
-    assert all((r["score"] > out["threshold"]) == r["not_sure"] for r in out["results"])
+    assert all((r["score"] > out["threshold"]) == (not r["accepted"]) for r in out["results"])
     saved = json.loads((run_dir / f"detector-{metric}" / "detector.json").read_text())
     assert saved["state"]["fit_split"]["attack"] == "fgsm" and saved["state"]["fit_split"]["n_images"] == 150
     assert main([*args[:-6], "--fit-on", "cw_wb"]) == 2  # an attack that needs a detector cannot fit one

@@ -50,7 +50,7 @@ def served(trained_runs, tmp_path_factory):
 
 
 def expected(det: Detector, x: torch.Tensor) -> list:
-    return ["NOT SURE" if v < 0 else v for v in det.predict(x).tolist()]
+    return [None if v < 0 else v for v in det.predict(x).tolist()]
 
 
 def post(client, body: bytes, ctype: str, **params):
@@ -72,7 +72,8 @@ def test_answers_equal_detector_predict(served, synthetic):
     assert [res["label"] for res in body["results"]] == expected(served.det, x)
     offline = {m: d.score(x) for m, d in served.detectors.items()}
     for i, res in enumerate(body["results"]):
-        assert res["accepted"] == (res["label"] != "NOT SURE") and res["threshold"] == served.det.threshold
+        assert res["accepted"] == (res["label"] is not None) and res["threshold"] == served.det.threshold
+        assert res["label"] in (None, res["predicted"])
         for m in METRICS:
             assert res["scores"][m] == pytest.approx(float(offline[m][i]), rel=1e-4, abs=1e-4)
     # the same images in the other formats get the same answers
@@ -111,7 +112,7 @@ def test_adversarial_examples_flagged_offline_are_not_sure(served):
         ex = served.client.get(f"/v1/examples/{source}/{i}").json()
         assert torch.equal(torch.tensor(ex["image"]), res.x_adv[i])  # the stored floats, not a PNG
         r = post(served.client, json.dumps({"images": [ex["image"]]}).encode(), "application/json")
-        assert r.json()["results"][0]["label"] == "NOT SURE"
+        assert r.json()["results"][0]["label"] is None and r.json()["results"][0]["accepted"] is False
     whole = post(served.client, npy(res.x_adv.numpy()), "application/x-npy").json()["results"]
     assert [a["label"] for a in whole] == expected(served.det, res.x_adv)
 
@@ -156,7 +157,7 @@ def test_metrics_parse_and_count_the_requests(served, synthetic):
     assert grew("rce_http_requests_total", ok) == 2 and grew("rce_http_requests_total", refused) == 1
     assert grew("rce_requests_refused_total", (("reason", "unsupported_media_type"),)) == 1
     assert grew("rce_http_request_duration_seconds_count", (("route", "/v1/predict"),)) == 3
-    not_sure = sum(v == "NOT SURE" for v in labels)
+    not_sure = sum(v is None for v in labels)
     assert grew("rce_images_total", (("decision", "not_sure"),)) == not_sure
     assert grew("rce_images_total", (("decision", "label"),)) == 7 - not_sure
     assert 1 <= grew("rce_model_batches_total") <= 2 and grew("rce_model_batch_images_sum") == 7

@@ -51,7 +51,7 @@ def served(trained_runs, tmp_path_factory):
 
 
 def labels_of(det: Detector, x: torch.Tensor) -> list:
-    return ["NOT SURE" if v < 0 else v for v in det.predict(x).tolist()]
+    return [None if v < 0 else v for v in det.predict(x).tolist()]
 
 
 def test_mahalanobis_answers_equal_detector_predict(served, synthetic):

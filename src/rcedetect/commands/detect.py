@@ -121,8 +121,8 @@ def labelled_summary(path: str, rows: list[dict]) -> dict:
     the true label, accepted with another label, and the accuracy with rejection (right label or NOT SURE, as
     :func:`rcedetect.stats.operating_point.operating_point` counts it)."""
     n = len(rows)
-    not_sure = sum(r["not_sure"] for r in rows)
-    right = sum((not r["not_sure"]) and r["label"] == r["y"] for r in rows)
+    not_sure = sum(not r["accepted"] for r in rows)
+    right = sum(r["accepted"] and r["label"] == r["y"] for r in rows)
     return {"input": path, "n": n, "not_sure_rate": not_sure / n, "accepted_right_rate": right / n,
             "accepted_wrong_rate": (n - not_sure - right) / n, "accuracy_with_rejection": (right + not_sure) / n}
 
@@ -148,10 +148,12 @@ def run(args) -> int:
         x, y, idx = inp["x"], inp["y"], inp["indices"]
         _check_shape(path, x, shape)
         labels, scores = det.decide(x)
+        preds = clf.predict(x).tolist()
         rows = []
         for i, (lab, s) in enumerate(zip(labels.tolist(), scores.tolist())):
+            # NOT SURE as in the HTTP answer: label null, accepted false, predicted = the classifier's label
             row = {"input": str(path), "index": None if inp["single"] else i,
-                   "label": None if lab < 0 else lab, "not_sure": lab < 0, "score": s}
+                   "label": None if lab < 0 else lab, "accepted": lab >= 0, "predicted": int(preds[i]), "score": s}
             if y is not None:
                 row["y"] = int(y[i])
             if idx is not None:
@@ -171,7 +173,7 @@ def run(args) -> int:
     print(describe(det, run_dir / f"detector-{args.metric}", args.sigma2))
     for r in results:
         name = r["input"] if r["index"] is None else f"{r['input']}[{r['index']}]"
-        print(f"{name}: {'NOT SURE' if r['not_sure'] else r['label']} (score {r['score']:.6g})")
+        print(f"{name}: {r['label'] if r['accepted'] else 'NOT SURE'} (score {r['score']:.6g})")
     for m in summaries:
         print(f"{m['input']}: {m['n']} images with true labels: NOT SURE {100 * m['not_sure_rate']:.1f}%, "
               f"accepted with the true label {100 * m['accepted_right_rate']:.1f}%, accepted with another "

@@ -36,7 +36,8 @@ from .limits import (
 )
 from .metrics import CONTENT_TYPE, Metrics
 
-PREDICT_DOC = """One image or a batch; per image the label or "NOT SURE", the scores of the paper's three detectors
+PREDICT_DOC = """One image or a batch; per image the label, or NOT SURE (`"label": null, "accepted": false`, with the
+classifier's own answer in `"predicted"`: the one spelling of NOT SURE of the package's JSON), the scores of the paper's three detectors
 and of the served one (higher = more likely adversarial), the served metric's threshold and whether its detector
 accepted the image.
 

@@ -92,7 +92,9 @@ class Engine:
         scores = {m: s.tolist() for m, s in b.scores.items()}
         out = []
         for i, (lab, pred) in enumerate(zip(labels, preds)):
-            r = {"label": "NOT SURE" if lab == NOT_SURE else lab, "accepted": lab != NOT_SURE, "predicted": pred,
+            # NOT SURE is spelled the same everywhere (the JSON of `rce detect` too): label null, accepted false,
+            # predicted = the classifier's own label
+            r = {"label": None if lab == NOT_SURE else lab, "accepted": lab != NOT_SURE, "predicted": pred,
                  "scores": {m: _finite(s[i]) for m, s in scores.items()}, "threshold": t, "metric": self.metric}
             if images is not None:
                 r["image"] = images[i].tolist()
