@@ -45,10 +45,11 @@ def _table2_records(inp: Inputs) -> list[dict]:
     return out
 
 
-def per_seed(inp: Inputs, results: dict, r: int) -> dict:
-    """The numbers of one replicate that the claims and the across-seed table read."""
+def per_seed(inp: Inputs, results: dict, r: int, records: list[dict]) -> dict:
+    """The numbers of one replicate that the claims and the across-seed table read (``records``: its
+    :func:`_table2_records`)."""
     return {"replicate": r, "train_seeds": {n: m.train.seed for n, m in inp.plan.models.items()},
-            "models": results["models"], "attacks": [_compact_record(x) for x in _table2_records(inp)],
+            "models": results["models"], "attacks": [_compact_record(x) for x in records],
             "transfer": [_compact_record(t) for t in results.get("transfer", [])],
             "adaptive_worst_case": (results.get("adaptive") or {}).get("worst_case", [])}
 
@@ -133,8 +134,8 @@ def _transfer(seeds: list[dict], seed: int) -> list[dict]:
 
 def summary(replicates: list[tuple[Inputs, dict]], model_seeds: dict[str, list[int]], seed: int = 0) -> dict[str, Any]:
     """The ``replication`` entry of ``results.json`` from each replicate's (inputs, assembled results)."""
-    seeds = [per_seed(inp, res, r) for r, (inp, res) in enumerate(replicates)]
     raw = [_table2_records(inp) for inp, _ in replicates]
+    seeds = [per_seed(inp, res, r, recs) for r, ((inp, res), recs) in enumerate(zip(replicates, raw))]
     aucs, ops = _table2(seeds, raw, seed)
     across = {"table1": _table1(seeds, model_seeds, seed), "table2": aucs, "operating": ops, "adaptive": _adaptive(seeds, seed),
               "transfer": _transfer(seeds, seed)}
