@@ -37,3 +37,14 @@ def preset_names(kind: str) -> tuple[str, ...]:
         if is_reproduce == (kind == "reproduce"):
             out.append(name)
     return tuple(out)
+
+
+def add_import_options(p: argparse.ArgumentParser) -> None:
+    """The options that import a trained model of your own into a run folder (fit-detector, evaluate-detector)."""
+    p.add_argument("--model", help="import a trained model first: torchvision:NAME or timm:NAME")
+    p.add_argument("--weights", help="its weights: a local .safetensors file")
+    p.add_argument("--head", help="module name of its final linear layer (default: found)")
+    p.add_argument("--dataset", help="its data: imagefolder:PATH, npz (with --data-file), cifar10, ...")
+    p.add_argument("--data-file", help=".npz file with x_train, y_train, x_test, y_test")
+    p.add_argument("--data-dir", help="folder with the dataset in torchvision's layout")
+    p.add_argument("--objective", choices=("ce", "rce"), default="ce", help="how an imported model was trained")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.settings import int64_arg, seed_arg
+from . import add_import_options
 
 
 def add_parser(sub) -> None:
@@ -51,13 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
     p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number or 'auto'; default: the paper's")
     p.add_argument("--refit", action="store_true", help="refit a registered detector instead of using its cache")
-    p.add_argument("--model", help="import a trained model first: torchvision:NAME or timm:NAME")
-    p.add_argument("--weights", help="its weights: a local .safetensors file")
-    p.add_argument("--head", help="module name of its final linear layer (default: found)")
-    p.add_argument("--dataset", help="its data: imagefolder:PATH, npz (with --data-file), cifar10, ...")
-    p.add_argument("--data-file", help=".npz file with x_train, y_train, x_test, y_test")
-    p.add_argument("--data-dir", help="folder with the dataset in torchvision's layout")
-    p.add_argument("--objective", choices=("ce", "rce"), default="ce", help="how an imported model was trained")
+    add_import_options(p)
     p.add_argument("--out", help="output folder (default RUN_DIR/detector-card-<detector>-<norm>)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from ..core.settings import int64_arg, seed_arg
+from . import add_import_options
 
 DEFAULT_METRICS = ("kd", "non_me", "confidence")
 
@@ -27,13 +28,7 @@ def add_parser(sub) -> None:
                                    "--evaluate scores rce attack folders with AUC and TPR intervals.")
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="the run folder (created from --model and --weights when it holds no run)")
-    p.add_argument("--model", help="import a trained model: torchvision:NAME or timm:NAME")
-    p.add_argument("--weights", help="its weights: a local .safetensors file")
-    p.add_argument("--head", help="module name of its final linear layer (default: found)")
-    p.add_argument("--dataset", help="its data: imagefolder:PATH, npz (with --data-file), cifar10, ...")
-    p.add_argument("--data-file", help=".npz file with x_train, y_train, x_test, y_test")
-    p.add_argument("--data-dir", help="folder with the dataset in torchvision's layout")
-    p.add_argument("--objective", choices=("ce", "rce"), default="ce", help="how it was trained (default ce)")
+    add_import_options(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="another setting of the imported model, e.g. --set mean=[0.5] --set std=[0.5]")
     p.add_argument("--metric", action="append", help="detector(s) to fit (default: kd, non_me, confidence)")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from .. import attacks
-from ..detectors.base import observe
 from ..evaluation import attack_store
+from ..evaluation.detector_sanity import term_gradients
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record
@@ -88,18 +88,6 @@ def transfer(sr_transfer: float, sr_whitebox: float, m: int, eps: float, source:
                   f"ε {eps:g}: {GRADIENT_ATTACK} images made on {source} fool this model and its detector on "
                   f"{100 * sr_transfer:.0f} %, white-box on it {100 * sr_whitebox:.0f} %",
                   sr=sr_transfer, sr_whitebox=sr_whitebox)
-
-
-def term_gradients(classifier, term, x: torch.Tensor) -> torch.Tensor:
-    """∂ margin / ∂x of a detector term at images ``x`` (the class checked is the predicted one)."""
-    x = x.to(classifier.device).detach().requires_grad_(True)
-    with torch.enable_grad():
-        view = observe(classifier, x, term)
-        margin = term.margin(view, view.logits.argmax(1))
-        if not margin.requires_grad:
-            return torch.zeros_like(x)
-        (g,) = torch.autograd.grad(margin.sum(), x)
-    return g
 
 
 # -- running them ----------------------------------------------------------------------------------------------
