@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import rcedetect.detectors.defended
+import rcedetect.stats.operating_point
 from rcedetect.core.errors import InputError, NotFittedError
 from rcedetect.detectors import NOT_SURE, Detector, ScoreTerm, observe
 from rcedetect.detectors.defended import adaptive_success, defend
@@ -124,7 +125,7 @@ def test_the_one_success_rule():
     # an attack's own goal (target reached) in place of pred != y
     assert adaptive_success(pred, y, accepted, np.array([True, False, True, True])).tolist() == [True, False,
                                                                                                 False, False]
-    assert rcedetect.defended.adaptive_success is adaptive_success  # one function, one place
+    assert rcedetect.detectors.defended.adaptive_success is rcedetect.stats.operating_point.adaptive_success  # one place
 
 
 def test_sr_at_n_counts_by_the_rule():

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 import torch
-from rcedetect.classifier import Classifier
+from rcedetect.models.classifier import Classifier
 from tiny_nets import LinearNet
 
 from rcedetect import attack_store, report

@@ -22,16 +22,13 @@ The parts, lowest first (each imports only its own part and the parts below it; 
 ``models`` (networks, losses, classifier, wrapping, checkpoint, features), ``detectors`` (with ``defend``),
 ``attacks``, ``evaluation`` (attack runs on disk, scoring, transfer, export, the paper's numbers), ``training``
 (the loop, its config, adversarial training, imported models), ``reproduce``, ``report``, ``serve``,
-``commands`` and ``cli``. The module paths from before the parts (``rcedetect.checkpoint``,
-``rcedetect.metrics``, ...: :data:`MOVED`) still import, as the same module objects.
+``commands`` and ``cli``.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
-import sys
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import (
@@ -63,52 +60,10 @@ _MODULES = {"adv_export": "evaluation.adv_export", "attacks": "attacks", "checkp
 #: lazy names -> (module, attribute)
 _LAZY = {"Detector": ("detectors.threshold", "Detector"), "defend": ("detectors.defended", "defend"),
          "evaluate_detector": ("evaluation.detector_card", "evaluate_detector")}
-#: the modules' paths before the package had its parts: ``import rcedetect.checkpoint`` (and ``from
-#: rcedetect.checkpoint import load``) still give the module where it lives now
-MOVED = {
-    "errors": "core.errors", "io": "core.io", "validation": "core.validation", "schemas": "core.schemas",
-    "distributed": "core.distributed", "device": "core.device",
-    "metrics": "stats.metrics", "operating_point": "stats.operating_point",
-    "data_folder": "data.folder",
-    "losses": "models.losses", "classifier": "models.classifier", "wrapping": "models.wrapping",
-    "checkpoint": "models.checkpoint", "features": "models.features",
-    "defended": "detectors.defended",
-    "attack_store": "evaluation.attack_store", "scoring": "evaluation.scoring", "transfer": "evaluation.transfer",
-    "adv_export": "evaluation.adv_export", "paper_ref": "evaluation.paper_ref",
-    "config": "training.config", "adversarial_training": "training.adversarial", "posthoc": "training.posthoc",
-    "report_table2": "report.table2", "report_compare": "report.compare", "report_adaptive": "report.adaptive",
-    "report_claims": "report.claims", "report_format": "report.format", "report_render": "report.render",
-    "figures": "report.figures", "figures_detection": "report.figures_detection",
-    "figures_samples": "report.figures_samples",
-}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds ``rcedetect.OLD`` of :data:`MOVED` and hands back the module at its new path (the same object:
-    imported once, patched once)."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        package, _, name = fullname.rpartition(".")
-        if package == __name__ and name in MOVED:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        # the import system returns what sys.modules holds under the name after this call
-        sys.modules[module.__name__] = importlib.import_module(f"{__name__}.{MOVED[module.__name__.rpartition('.')[2]]}")
-
-
-if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModules())
-
-
 def __getattr__(name: str) -> Any:
     """Import a submodule or a lazy name on first use (keeps ``import rcedetect`` light)."""
-    if name in _MODULES or name in MOVED:
-        return importlib.import_module(f"{__name__}.{_MODULES.get(name) or MOVED[name]}")
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{_MODULES[name]}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)

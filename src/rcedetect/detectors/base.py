@@ -11,7 +11,7 @@ A detection metric (paper §3.3) is an object with
 - ``save(directory)`` / ``load(directory, info, settings, device)``: its fitted state (safetensors + JSON);
 - ``term(threshold)``: a *detector term* for attacks (below).
 
-``layers`` (a tuple of the classifier's layer names, :meth:`~rcedetect.classifier.Classifier.layer_names`) says
+``layers`` (a tuple of the classifier's layer names, :meth:`~rcedetect.models.classifier.Classifier.layer_names`) says
 which intermediate activations a metric reads, each reduced to ``(N, C)`` by its spatial mean
 (:func:`rcedetect.features.pool_activation`); ``needs_images`` says it must see the images themselves (e.g.
 Mahalanobis with input pre-processing), so it cannot score cached features.
@@ -157,6 +157,12 @@ def register(cls: type[Metric]) -> type[Metric]:
 def names() -> tuple[str, ...]:
     """Every registered metric, in registration order (confidence, non_me, kd, ...)."""
     return tuple(REGISTRY)
+
+
+def paper_metrics() -> tuple[str, ...]:
+    """The paper's three metrics (``in_paper``), K-density first as the paper names them: kd, non_me, confidence
+    (registered the other way round)."""
+    return tuple(reversed([name for name, cls in REGISTRY.items() if cls.in_paper]))
 
 
 def check_metric(metric: str) -> str:

@@ -254,7 +254,7 @@ class CombinedMetric(Metric):
 
 class LayeredMetric(CombinedMetric):
     """A combined metric with one raw feature per layer; ``layers=None`` = every residual stage's output and
-    the final hidden layer (:meth:`~rcedetect.classifier.Classifier.stage_names`), as Ma et al. and Lee et al.
+    the final hidden layer (:meth:`~rcedetect.models.classifier.Classifier.stage_names`), as Ma et al. and Lee et al.
     read every block."""
 
     def __init__(self, layers: list[str] | tuple[str, ...] | None = None, **kw: Any):

@@ -122,7 +122,7 @@ def defend(classifier, detector, *, scale: float = 1.0) -> Defended:
     argmax is ``detector``'s verdict (class K = NOT SURE) and every attack on it attacks the detector too.
 
     ``detector``: a fitted and calibrated :class:`~rcedetect.detectors.Detector` of ``classifier`` (else
-    :class:`~rcedetect.errors.NotFittedError`), or a detector term with ``margin(view, classes)`` (≤ 0 where it
+    :class:`~rcedetect.core.errors.NotFittedError`), or a detector term with ``margin(view, classes)`` (≤ 0 where it
     accepts, e.g. a :class:`~rcedetect.detectors.ScoreTerm`). ``scale`` > 0 only sets how steep the reject logit
     is (the verdict does not depend on it). Count an attack's success with :func:`adaptive_success`.
     """

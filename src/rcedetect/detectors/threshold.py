@@ -2,7 +2,7 @@
 
 The original code evaluates detectors by ROC-AUC only and fixes no threshold (protocol §4.5); here T is chosen
 from clean held-out data alone, so that a chosen share ``fpr`` of clean inputs is rejected
-(:func:`rcedetect.metrics.threshold_for_fpr`). Scores follow the package convention, higher = more likely
+(:func:`rcedetect.stats.metrics.threshold_for_fpr`). Scores follow the package convention, higher = more likely
 adversarial (:mod:`rcedetect.detectors`).
 """
 
@@ -15,6 +15,7 @@ import torch
 
 from ..core import schemas
 from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.forms import as_images, as_labels
 from ..core.io import read_json, write_json
 from ..core.validation import check_model_input
 from ..models.features import FeatureBank, extract, feature_dim
@@ -104,8 +105,14 @@ class Detector:
         return extract(self.classifier, x, y, batch_size=self.batch_size, progress=self.progress,
                        layers=self.scorer.layers)
 
+    def _images(self, x):
+        """NumPy, uint8, channels-last or grey NHW images in the package's form (:func:`~rcedetect.core.forms.as_images`);
+        a FeatureBank as it is."""
+        return x if isinstance(x, FeatureBank) else as_images(x, self.classifier.in_channels)
+
     def _scores(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, predictions) on the CPU of images or a FeatureBank."""
+        x = self._images(x)
         if self.scorer.needs_images and not isinstance(x, FeatureBank):
             self._check_images(x)
             preds = self.classifier.predict_batched(x, self.batch_size)
@@ -127,6 +134,7 @@ class Detector:
             if x_train is None:
                 raise InputError(f"fitting the {self.metric} detector needs training images or their features")
             images = labels = None
+            x_train, y_train = self._images(x_train), as_labels(y_train)
             self.input_shape = None  # a new fit may take other images
             if self.scorer.needs_fit_images:
                 if isinstance(x_train, FeatureBank) or y_train is None:

@@ -18,7 +18,7 @@ left correctly classified. :func:`cascade` does the same over an ε grid as well
 So the robust accuracy at each ε is that of the union of all the attacks at every ε' ≤ ε, per image, for the cost of
 attacking only what is still standing. What the cascade does not give is each attack's robust accuracy alone on
 all images; each step records how many images it attacked and how many it broke. Intervals are Wilson score
-intervals (:func:`rcedetect.metrics.wilson_interval`) over the n evaluated images: the attack and its seeds are
+intervals (:func:`rcedetect.stats.metrics.wilson_interval`) over the n evaluated images: the attack and its seeds are
 fixed, so the uncertainty left is that of the n test images drawn.
 """
 

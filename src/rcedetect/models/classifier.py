@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.forms import as_images
 from ..core.validation import check_model_input
 from .losses import check_objective
 
@@ -119,8 +120,9 @@ class Classifier(nn.Module):
         return self.effective_logits(self.net.head(z))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Effective logits of images ``x`` in [0, 1]: Z for CE, -Z for RCE."""
-        return self.logits_from_features(self.features(x))
+        """Effective logits of images ``x`` in [0, 1]: Z for CE, -Z for RCE. NumPy, uint8 and channels-last
+        images are taken too (:func:`~rcedetect.core.forms.as_images`)."""
+        return self.logits_from_features(self.features(as_images(x, self.in_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)
@@ -136,7 +138,7 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def predict_batched(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Predicted labels of a large, validated image set, computed in batches on the model's device."""
-        check_model_input(self, x)
+        x = check_model_input(self, as_images(x, self.in_channels))
         device = self.device
         return torch.cat(
             [self.predict(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]

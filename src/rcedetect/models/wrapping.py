@@ -226,7 +226,7 @@ def wrap(model: nn.Module, head: str | None = None, objective: str = "ce", *, me
     the sign of the logits; ``mean`` / ``std``: the model's input normalisation (default: a timm model's own, else
     none), applied inside the classifier so that it takes images in [0, 1]; ``input_shape`` (C, H, W): the image
     size, checked by every command and used to verify the split once; ``in_channels``: 1 to feed grey images to a
-    3-channel model.
+    3-channel model. The classifier is in the model's mode: ``wrap(model.eval())`` is ready to attack.
     """
     from .classifier import Classifier
 
@@ -236,4 +236,4 @@ def wrap(model: nn.Module, head: str | None = None, objective: str = "ce", *, me
             raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape}")
         in_channels = in_channels or input_shape[0]
     net = Wrapped(model, head, mean=mean, std=std, in_channels=in_channels, input_shape=input_shape)
-    return Classifier(net, objective, input_shape=input_shape)
+    return Classifier(net, objective, input_shape=input_shape).train(model.training)
