@@ -100,3 +100,9 @@ def test_a_wrapped_model_keeps_its_mode():
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     assert rcedetect.wrap(net.eval(), head="1").training is False
     assert rcedetect.wrap(net.train(), head="1").training is True
+
+
+def test_verifying_the_split_leaves_the_users_model_in_its_mode():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    clf = rcedetect.wrap(net, head="1", input_shape=(1, 2, 2))
+    assert net.training is False and clf.training is False

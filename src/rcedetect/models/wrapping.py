@@ -117,6 +117,7 @@ class Wrapped(nn.Module):
         if not isinstance(model, nn.Module):
             raise ConfigError(f"wrap needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        self.training = model.training  # the wrapper is in the model's mode (check_split restores it)
         self.head_name = find_head(model, head)
         linear = self._linear
         self.num_classes, self.feature_dim = int(linear.out_features), int(linear.in_features)
@@ -236,4 +237,4 @@ def wrap(model: nn.Module, head: str | None = None, objective: str = "ce", *, me
             raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape}")
         in_channels = in_channels or input_shape[0]
     net = Wrapped(model, head, mean=mean, std=std, in_channels=in_channels, input_shape=input_shape)
-    return Classifier(net, objective, input_shape=input_shape).train(model.training)
+    return Classifier(net, objective, input_shape=input_shape).train(net.training)
