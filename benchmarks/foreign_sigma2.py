@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     records = []
     for name, make in (("cnn128", cnn128), ("mlp512", mlp512)):
         t0 = time.perf_counter()
-        clf = rcedetect.wrap(train(make(), x_train, y_train, args.steps, args.seed), head="fc")
+        clf = rcedetect.wrap(train(make(), x_train, y_train, args.steps, args.seed), head="fc", input_shape=(1, 28, 28))
         acc = float((clf.predict_batched(x_test) == y_test).float().mean())
         scale = feature_scale(clf, x_train, y_train, x_test, y_test)
         clean_pred = clf.predict_batched(x)
