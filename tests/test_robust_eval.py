@@ -9,14 +9,15 @@ import itertools
 
 import pytest
 import torch
-from rcedetect.models.classifier import Classifier
 from tiny_nets import LinearNet
 
-from rcedetect import attack_store, report
+from rcedetect import report
 from rcedetect.cli import main
 from rcedetect.core.errors import ConfigError
 from rcedetect.core.io import write_json
+from rcedetect.evaluation import attack_store
 from rcedetect.evaluation.robust import cascade
+from rcedetect.models.classifier import Classifier
 from rcedetect.report.robust import CONSISTENT, UNRESOLVED, WEAK, robust_blocks, tramer_verdict
 from rcedetect.reproduce import plan, resolve_config
 from rcedetect.reproduce.robust import detector_rows
