@@ -91,6 +91,7 @@ def decode_costs(n: int, repeat: int, folder: Path) -> list[str]:
 
 def _engine(folder: Path):
     from rcedetect.cli import build_parser
+    from rcedetect.commands import fit_options
     from rcedetect.serve import engine, runs
     from rcedetect.training import fit
     from rcedetect.training.config import TrainConfig
@@ -100,7 +101,7 @@ def _engine(folder: Path):
                       lr_values=(0.05, 0.01), eval_every=4, checkpoint_every=4, device="cpu")
     fit(cfg, run, progress=False)
     args = build_parser().parse_args(["serve", str(run), "--metric", "confidence", "--quiet", "--device", "cpu"])
-    return engine.load(runs.resolve(run), args)
+    return engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)
 
 
 def _rps(app, config_of, requests: int, body: bytes) -> float:

@@ -22,6 +22,7 @@ from test_hardening2_data import png_claiming
 from test_serve_bodies import ONLY_CHECKPOINT, png
 
 from rcedetect.cli import build_parser
+from rcedetect.commands import fit_options
 from rcedetect.core.errors import ConfigError
 from rcedetect.serve import engine, runs, server
 from rcedetect.serve.limits import MIB, HttpError, Limits, MemoryBudget, memory_cost
@@ -82,7 +83,7 @@ def tiny_engine(trained_runs, tmp_path_factory):
     run = tmp_path_factory.mktemp("hardening-serve") / "run"
     shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
     args = build_parser().parse_args(["serve", str(run), "--metric", "confidence", "--quiet", "--device", "cpu"])
-    return engine.load(runs.resolve(run), args)
+    return engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from test_serve_bodies import ONLY_CHECKPOINT, malformed, multipart, npy, png
 from test_serve_units import FAMILIES, parse_metrics
 
 from rcedetect.cli import build_parser, main
+from rcedetect.commands import fit_options
 from rcedetect.core.io import save_tensors
 from rcedetect.detectors import Detector
 from rcedetect.evaluation import attack_store
@@ -41,7 +42,8 @@ def served(trained_runs, tmp_path_factory):
     run = tmp_path_factory.mktemp("serve") / "run"
     shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
     assert main(["attack", str(run), "--attack", "fgsm", "--eps", "0.3", "--n", "40", "--quiet", "--device", "cpu"]) == 0
-    engine.load(runs.resolve(run), build_parser().parse_args(["serve", str(run), *OPTS]))  # fit and cache
+    args = build_parser().parse_args(["serve", str(run), *OPTS])
+    engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)  # fit and cache
     clf = checkpoint.load(run).classifier
     detectors = {m: Detector.load(run / f"detector-{m}", clf) for m in METRICS}  # what the server loads
     with ServerProcess(run, *OPTS) as server, httpx.Client(base_url=server.url, timeout=30) as client:

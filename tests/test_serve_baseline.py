@@ -17,6 +17,7 @@ pytest.importorskip("uvicorn")
 from test_serve_bodies import ONLY_CHECKPOINT, npy, png
 
 from rcedetect.cli import build_parser, main
+from rcedetect.commands import fit_options
 from rcedetect.detectors import Detector
 from rcedetect.evaluation import attack_store
 from rcedetect.evaluation.adv_export import export_attack
@@ -40,7 +41,8 @@ def served(trained_runs, tmp_path_factory):
     folder = next((run / "attacks").iterdir())
     export_attack(folder, root / "fgsm.npz", clf)
     shutil.copytree(folder, root / "elsewhere" / folder.name)  # an attack folder outside the run
-    engine.load(runs.resolve(run), build_parser().parse_args(["serve", str(run), *OPTS]))  # fit and cache
+    args = build_parser().parse_args(["serve", str(run), *OPTS])
+    engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)  # fit and cache
     det = Detector.load(run / "detector-mahalanobis", clf)  # what the server loads
     examples = ["--examples", str(root / "fgsm.npz"), "--examples", str(root / "elsewhere" / folder.name),
                 "--examples", str(folder)]  # the run's own folder: offered once

@@ -23,6 +23,7 @@ pytest.importorskip("fastapi")
 from test_serve_bodies import ONLY_CHECKPOINT, npy, png
 
 from rcedetect.cli import build_parser, main
+from rcedetect.commands import fit_options
 from rcedetect.core.errors import CheckpointError, ConfigError
 from rcedetect.core.io import write_json
 from rcedetect.serve import engine, runs, server
@@ -191,7 +192,7 @@ def tiny_engine(trained_runs, tmp_path_factory):
     run = tmp_path_factory.mktemp("serve-units") / "run"
     shutil.copytree(trained_runs["rce"], run, ignore=ONLY_CHECKPOINT)
     args = build_parser().parse_args(["serve", str(run), "--per-class", "100", "--quiet", "--device", "cpu"])
-    return engine.load(runs.resolve(run), args)
+    return engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)
 
 
 def test_timeout_is_408_and_too_many_requests_429(tiny_engine, monkeypatch):
@@ -261,7 +262,7 @@ def test_lid_answers_equal_detector_predict(trained_runs, tmp_path, synthetic):
     run = tmp_path / "run"
     args = build_parser().parse_args(["serve", str(run), "--metric", "lid", "--fit-images", "150", "--fit-eps", "0.3",
                                       "--per-class", "100", "--quiet", "--device", "cpu"])
-    eng = engine.load(runs.resolve(run), args)
+    eng = engine.load(runs.resolve(run), args.metric, fit_options(args), args.device)
     assert eng.metrics == ["kd", "non_me", "confidence", "lid"] and eng.detector.metric == "lid"
     offline = Detector.load(run / "detector-lid", checkpoint.load(run).classifier)
     assert offline.extra["key"]["fit_images"] == 150 and offline.threshold == eng.detector.threshold

@@ -24,13 +24,14 @@ def run(args) -> int:
 
     from ..core.device import resolve
     from ..core.io import check_writable_dir
-    from ..evaluation.calibrated import calibrated_detector, checked_settings
+    from ..evaluation.calibrated import calibrated_detector
     from ..models import checkpoint
+    from . import fit_options
     from .detect import describe
 
-    checked_settings(args)
-    ckpt = checkpoint.load(Path(args.run_dir), device=resolve(args.device))
-    check_writable_dir(Path(args.run_dir), "run folder")  # what this command writes goes there: fail before the work
-    det = calibrated_detector(args, ckpt)
-    print(describe(det, Path(args.run_dir) / f"detector-{args.metric}", args.sigma2))
+    opts, run_dir = fit_options(args, args.metric), Path(args.run_dir)
+    ckpt = checkpoint.load(run_dir, device=resolve(args.device))
+    check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
+    det = calibrated_detector(ckpt, run_dir, args.metric, opts)
+    print(describe(det, run_dir / f"detector-{args.metric}", opts.sigma2))
     return 0

@@ -28,36 +28,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core.settings import int64_arg, seed_arg
-from ..evaluation.calibrated import DEFAULT_CALIBRATION, calibrated_detector, checked_settings
+from . import add_fit_options, fit_options
 
 
 def add_detector_options(p) -> None:
-    """The options that fit and calibrate a run's detector (shared by ``rce detect`` and ``rce calibrate``)."""
+    """RUN_DIR, --metric and the options of its detector (shared by ``rce detect`` and ``rce calibrate``)."""
     from ..detectors import names
 
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="a trained run folder (with checkpoint.json); the detector is cached in RUN_DIR/detector-<metric>/")
     p.add_argument("--metric", required=True, choices=names(), help="a registered detector (rcedetect.detectors)")
-    p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
-    p.add_argument("--calibration-size", type=int64_arg, default=None,
-                   help=f"clean images from the end of the test split used for T (default {DEFAULT_CALIBRATION}, "
-                        "at most half of the split)")
-    p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
-    p.add_argument("--sigma2", default=None,
-                   help="K-density bandwidth: a number, or 'auto' (max. held-out likelihood); default: the paper's")
-    p.add_argument("--fit-on", default="fgsm",
-                   help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
-    p.add_argument("--fit-eps", type=float, default=0.1, help="ε of --fit-on (default 0.1)")
-    p.add_argument("--fit-images", type=int64_arg, default=1000,
-                   help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
-    p.add_argument("--seed", type=seed_arg, default=0,
-                   help="seed of the K-density kernel subset and of the baselines' fitting split (default 0)")
-    p.add_argument("--refit", action="store_true", help="ignore the cached detector")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--data-dir", help="folder with the run's dataset in torchvision's layout (default: the run's)")
-    p.add_argument("--data-file", help=".npz with x_train, y_train, x_test, y_test (default: the run's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_fit_options(p)
 
 
 def add_parser(sub) -> None:
@@ -130,9 +111,10 @@ def labelled_summary(path: str, rows: list[dict]) -> dict:
 def run(args) -> int:
     from ..core.device import resolve
     from ..core.io import check_writable_dir
+    from ..evaluation.calibrated import calibrated_detector
     from ..models import checkpoint
 
-    checked_settings(args)
+    opts = fit_options(args, args.metric)
     run_dir = Path(args.run_dir)
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     check_writable_dir(run_dir, "run folder")  # what this command writes goes there: fail before the work
@@ -141,7 +123,7 @@ def run(args) -> int:
     if clf.input_shape is not None:  # checkpoints record the image shape: refuse before calibrating anything
         for path, inp in inputs:
             _check_shape(path, inp["x"], clf.input_shape)
-    det = calibrated_detector(args, ckpt)
+    det = calibrated_detector(ckpt, run_dir, args.metric, opts)
     shape = tuple(det.extra["image_shape"])
     results, summaries = [], []
     for path, inp in inputs:
@@ -170,7 +152,7 @@ def run(args) -> int:
             out["summaries"] = summaries
         print(json.dumps(out, indent=1))
         return 0
-    print(describe(det, run_dir / f"detector-{args.metric}", args.sigma2))
+    print(describe(det, run_dir / f"detector-{args.metric}", opts.sigma2))
     for r in results:
         name = r["input"] if r["index"] is None else f"{r['input']}[{r['index']}]"
         print(f"{name}: {r['label'] if r['accepted'] else 'NOT SURE'} (score {r['score']:.6g})")

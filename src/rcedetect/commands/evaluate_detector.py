@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.settings import int64_arg, seed_arg
-from . import add_import_options
+from ..core.settings import int64_arg
+from . import add_fit_options, add_import_options
 
 
 def add_parser(sub) -> None:
@@ -32,8 +32,6 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", type=float, action="append", required=True,
                    help="the budget on the [0, 1] scale (L∞, or L2 with --norm l2); repeat for a grid")
     p.add_argument("--norm", default="linf", help="linf (default) or l2")
-    p.add_argument("--fpr", type=float, default=0.05,
-                   help="share of clean held-out images the threshold rejects, in (0, 1) (default 0.05)")
     p.add_argument("--threshold", type=float, help="use this threshold instead of choosing one at --fpr")
     p.add_argument("--version", default="standard", help="standard (every attack that applies, with restarts; "
                    "default) or fast (PGD on the detector with a λ sweep, PGD on the defended model)")
@@ -43,19 +41,14 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                    help="an attack's setting, e.g. --set pgd_detector.restarts=4")
     p.add_argument("--n", type=int64_arg, default=500, help="number of test images attacked (default 500)")
-    p.add_argument("--calibration-size", type=int64_arg, default=None,
-                   help="clean held-out images at the end of the test split for the threshold (default 1000, at "
-                        "most half of the split)")
     p.add_argument("--batch-size", type=int64_arg, default=100, help="images per attack batch (default 100)")
     p.add_argument("--sample", type=int64_arg, default=32, help="images of the sanity checks (default 32)")
-    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the image choice and of the attacks")
-    p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
-    p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number or 'auto'; default: the paper's")
-    p.add_argument("--refit", action="store_true", help="refit a registered detector instead of using its cache")
+    add_fit_options(p, baselines=False, data=False,
+                    fpr="share of clean held-out images the threshold rejects, in (0, 1)",
+                    seed="seed of the image choice and of the attacks (and of a registered detector's fit)",
+                    refit="refit a registered detector instead of using its cache")
     add_import_options(p)
     p.add_argument("--out", help="output folder (default RUN_DIR/detector-card-<detector>-<norm>)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -73,40 +66,17 @@ def attack_settings(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def _import_model(args) -> None:
-    from ..training.config import TrainConfig
-    from ..training.posthoc import import_model
-    from .train import absolute
-
-    values = {"arch": args.model, "objective": args.objective, "head": args.head or "", "device": args.device,
-              "weights": absolute("weights", args.weights) if args.weights else "",
-              "data_file": args.data_file or "", "data_dir": args.data_dir or ""}
-    if args.dataset or args.data_file:
-        values["dataset"] = absolute("dataset", args.dataset or "npz")
-    import_model(args.run_dir, TrainConfig.from_dict({**TrainConfig().to_dict(), **values}))
-
-
-def _detector_args(args):
-    """The options of ``rce calibrate`` for a registered detector (the same cache, the same fit)."""
-    import argparse
-
-    return argparse.Namespace(run_dir=args.run_dir, metric=args.detector, fpr=args.fpr,
-                              calibration_size=args.calibration_size, per_class=args.per_class, sigma2=args.sigma2,
-                              fit_on="fgsm", fit_eps=0.1, fit_images=1000, seed=args.seed, refit=args.refit,
-                              device=args.device, data_dir=args.data_dir, data_file=args.data_file, quiet=args.quiet)
-
-
 def run(args) -> int:
     from .. import data
     from ..core.device import resolve
     from ..core.errors import ConfigError
     from ..core.io import check_writable_dir
-    from ..detectors import check_metric
     from ..evaluation import attack_store
-    from ..evaluation.calibrated import calibrated_detector, calibration_slice, checked_settings
+    from ..evaluation.calibrated import calibrated_detector, calibration_slice
     from ..evaluation.detector_card import check_arguments, evaluate_detector
     from ..evaluation.user_detector import resolve_callable
     from ..models import checkpoint
+    from . import fit_options, import_run
 
     # everything the options say is checked before anything is loaded or attacked
     version = [a.strip() for a in args.attacks.split(",")] if args.attacks else args.version
@@ -120,15 +90,9 @@ def run(args) -> int:
     user = ":" in args.detector
     if user:
         resolve_callable(args.detector)  # a module that does not import fails here
-    else:
-        check_metric(args.detector)
-        checked_settings(_detector_args(args))
+    opts = fit_options(args, *(() if user else (args.detector,)))
     run_dir = Path(args.run_dir)
-    if args.model:
-        check_writable_dir(run_dir, "run folder")
-        _import_model(args)
-    elif args.weights or args.head:
-        raise ConfigError("--weights and --head describe a model to import: give --model as well")
+    import_run(args)
     out = Path(args.out) if args.out else run_dir / f"detector-card-{args.detector.replace(':', '-')}-{args.norm}"
     ckpt = checkpoint.load(run_dir, device=resolve(args.device))
     out.mkdir(parents=True, exist_ok=True)
@@ -136,11 +100,11 @@ def run(args) -> int:
     clf = ckpt.classifier
     ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), dataset=args.dataset if not args.model else None,
                            data_dir=args.data_dir, data_file=args.data_file, model=clf)
-    n_cal = calibration_slice(len(ds.x_test), args.calibration_size)
+    n_cal = calibration_slice(len(ds.x_test), opts.calibration_size)
     n_free = len(ds.x_test) - n_cal  # the held-out images sit at the end of the test split
     indices = attack_store.choose_images(n_free, args.n, args.seed)
     x, y, x_held = ds.test_images()[indices], ds.y_test[indices], ds.test_images()[n_free:]
-    detector = args.detector if user else calibrated_detector(_detector_args(args), ckpt)
+    detector = args.detector if user else calibrated_detector(ckpt, run_dir, args.detector, opts)
     card = evaluate_detector(clf, detector, x, y, x_heldout=x_held, norm=args.norm, eps=args.eps, fpr=args.fpr,
                              version=version, threshold=args.threshold, settings=settings or None, steps=args.steps,
                              seed=args.seed, batch_size=args.batch_size, sample=args.sample, out=out,

@@ -19,8 +19,9 @@ See :mod:`rcedetect.serve.limits` for the status of each refusal.
 
 from __future__ import annotations
 
-from ..core.settings import float_arg, int64_arg, seed_arg, threads_arg
+from ..core.settings import float_arg, int64_arg, threads_arg
 from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB
+from . import add_fit_options, fit_options
 
 
 def add_parser(sub) -> None:
@@ -34,7 +35,6 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", default="kd", choices=names(),
                    help="the detector that decides: kd (default), non_me, confidence, or a baseline (lid, "
                         "mahalanobis, kd_bu: fitted on --fit-on)")
-    p.add_argument("--fpr", type=float, default=0.05, help="share of clean held-out inputs to reject (default 0.05)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; another warns without a token)")
     p.add_argument("--port", type=int64_arg, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -44,20 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--examples", action="append", default=[], metavar="PATH",
                    help="adversarial examples for the page's picker: an exported .npz or a rce attack folder "
                         "(repeat for more)")
-    p.add_argument("--calibration-size", type=int64_arg, default=None,
-                   help="clean images from the end of the test split used for the thresholds (as rce detect)")
-    p.add_argument("--per-class", default="1000", help="K-density kernel points per class, or 'all'")
-    p.add_argument("--sigma2", default=None, help="K-density bandwidth: a number, or 'auto'; default: the paper's")
-    p.add_argument("--fit-on", default="fgsm",
-                   help="LID / Mahalanobis / KD+BU: the attack their regression is fit on (default fgsm; 'noise')")
-    p.add_argument("--fit-eps", type=float, default=0.1, help="LID / Mahalanobis / KD+BU: ε of --fit-on (default 0.1)")
-    p.add_argument("--fit-images", type=int64_arg, default=1000,
-                   help="LID / Mahalanobis / KD+BU: training images of the fitting split (default 1000)")
-    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the detectors' random choices (default 0)")
-    p.add_argument("--refit", action="store_true", help="ignore the cached detectors")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained from")
-    p.add_argument("--data-file", help="the run's dataset file, if not the one it was trained on")
+    add_fit_options(p, quiet="no progress bars while fitting the detectors")
     p.add_argument("--max-body-mb", type=float_arg(0, MAX_BODY_MB, low_open=True), default=16.0,
                    help=f"largest request body in MiB (default 16, at most {MAX_BODY_MB})")
     p.add_argument("--max-batch", type=int64_arg, default=256, help="most images per request and per model pass (256)")
@@ -72,7 +59,6 @@ def add_parser(sub) -> None:
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default warning)")
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--quiet", action="store_true", help="no progress bars while fitting the detectors")
     p.set_defaults(run=run)
 
 
@@ -90,27 +76,20 @@ def _require_extra() -> None:
 
 
 def run(args) -> int:
-    import math
-
     import torch
 
-    from ..core.errors import ConfigError
     from ..serve import auth, engine, runs, server
     from ..serve.examples import load_given
     from ..serve.limits import MIB, Limits
 
     _require_extra()
-    if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):
-        raise ConfigError(f"--max-body-mb must be a positive number, got {args.max_body_mb}")
     limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_batch=args.max_batch, timeout_s=args.timeout_s,
                     batch_window_s=args.batch_window_ms / 1000, max_queue_images=args.max_queue,
                     max_inflight=args.max_inflight, max_memory_bytes=int(args.max_memory_mb * MIB)).check()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None:  # threads_arg: at least 1
         torch.set_num_threads(args.threads)
     token = auth.read_token(args.token_file) if args.token_file is not None else None
-    engine.check_settings(args.run_dir, args)
+    opts = fit_options(args, *engine.served_metrics(args.metric))
     served = runs.resolve(args.run_dir, args.model)
     given = load_given(args.examples, served.sources.values())  # unreadable files fail now, their shape below
     sock = server.bind(args.host, args.port)  # a busy port fails now, before minutes of loading
@@ -118,7 +97,8 @@ def run(args) -> int:
         from ..serve.app import create_app
         from ..serve.examples import Examples, check_given
 
-        eng = engine.load(served, args, before_fit=lambda ckpt: check_given(given, ckpt.classifier))
+        eng = engine.load(served, args.metric, opts, args.device,
+                          before_fit=lambda ckpt: check_given(given, ckpt.classifier))
         app = create_app(eng, limits, Examples(served.sources, eng.test, eng.shape, given), token=token)
     except BaseException:
         sock.close()

@@ -53,15 +53,6 @@ def _without_preset(extra: list[str]):
     return cfg, ds
 
 
-def absolute(option: str, value: str) -> str:
-    """Files and folders named on the command line, made absolute: later commands read the run's config elsewhere."""
-    if option in ("weights", "init"):
-        return str(Path(value).absolute())
-    if option == "dataset" and value.startswith("imagefolder:"):
-        return "imagefolder:" + str(Path(value[len("imagefolder:"):]).expanduser().absolute())
-    return value
-
-
 def many_classes_note(cfg, ds) -> None:
     """RCE's gradient at the start is about 1/(L-1) of CE's (protocol §16.5): with the paper's rates as written
     (``rce_lr_scale = 1``) and many classes RCE barely trains. Said on stderr; the settings are left as they are."""
@@ -79,6 +70,7 @@ def run(args) -> int:
     from ..core.io import check_writable_dir, read_json
     from ..training import fit
     from ..training.config import TrainConfig, train_config_from_preset
+    from . import absolute
 
     extra = list(args.overrides)
     if args.device:

@@ -39,6 +39,7 @@ from .base import (
     create,
     names,
     observe,
+    paper_metrics,
     ready_made,
     register,
     score_any,
@@ -58,5 +59,5 @@ METRICS = names()
 
 __all__ = ["METRICS", "NOT_SURE", "REGISTRY", "BandwidthSelection", "Detector", "FitData", "KDTerm", "KDensity",
            "KernelDensity", "Metric", "ScoreTerm", "View", "check_metric", "confidence", "create", "default_sigma2",
-           "names", "non_me", "observe", "ready_made", "register", "resolve_sigma2", "score_any",
+           "names", "non_me", "observe", "paper_metrics", "ready_made", "register", "resolve_sigma2", "score_any",
            "score_features", "score_images", "select_sigma2"]

@@ -18,11 +18,14 @@ one, ``settings`` for the attack's dataclass). Each model's training preset is e
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .. import attacks
+from ..attacks.base import check_eps
+from ..attacks.thirdparty import attack_norm
 from ..core.errors import ConfigError
+from ..detectors import paper_metrics
 from ..evaluation import attack_store
 from ..training.config import TrainConfig, apply_overrides, load_preset
 from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
@@ -32,22 +35,13 @@ from .replicates import seed_counts
 from .robust_config import ROBUST_ROLE, RobustPlan, check_robust_model, detect_setting, robust_plan
 from .robust_config import expand as expand_robust
 
-EXPERIMENT_DEFAULTS = {"name": "", "seed": 0, "device": "auto", "train_feature_images": 50000,
-                       "tsne_images": 1000, "figure3_images": 8, "table2_eps": 0.16, "batch_size": 500, "threads": 0,
-                       "calibration_images": 1000,
-                       # what the preset expects of its data, checked when it is loaded (before any training):
-                       # image channels and class count (0 = any), and the paper column it is compared with
-                       # ("" = by dataset name: a --data-file of CIFAR-10 images says "cifar10" here)
-                       "channels": 0, "classes": 0, "paper_dataset": "",
-                       # trained models per objective (seeds as the unit of replication, :mod:`.replicates`)
-                       "seeds": 1}
 DETECTOR_DEFAULTS = {"per_class": 1000, "attack_per_class": 100, "sigma2_ce": 0.0, "sigma2_rce": 0.0, "seed": 0,
                      # the baselines of other papers (protocol §15) and their regression's fitting split
                      "baselines": ["kd_bu", "lid", "mahalanobis"], "fit_on": "fgsm", "fit_eps": 0.0,
                      "fit_images": 1000, "settings": {}}
 ATTACK_DEFAULTS = {"images": 1000, "batch": 100, "settings": {}}
 #: the adaptive evaluation (``[adaptive]``): attacks that know the detector, against each metric's threshold
-ADAPTIVE_DEFAULTS = {"metrics": ["kd", "non_me", "confidence"], "images": 100, "batch": 100, "fpr": 0.05,
+ADAPTIVE_DEFAULTS = {"metrics": list(paper_metrics()), "images": 100, "batch": 100, "fpr": 0.05,
                      "bootstrap": 1000, "sanity": True, "attacks": {}}
 ROLES = ("main", "target", ROBUST_ROLE)
 MODEL_KEYS = ("preset", "like", "role", "train", "detect", "seeds")
@@ -105,20 +99,26 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str
-    seed: int
-    device: str
-    train_feature_images: int
-    tsne_images: int
-    figure3_images: int
-    table2_eps: float
-    batch_size: int
-    threads: int
-    calibration_images: int  # clean test images outside the attack pool, for the detectors' thresholds
-    channels: int = 0  # the image channels the preset expects of its data (0 = any)
+    """The ``[experiment]`` section: its keys and defaults are these fields (an integer's ``low`` is its least)."""
+
+    name: str = ""
+    seed: int = 0
+    device: str = "auto"
+    train_feature_images: int = field(default=50000, metadata={"low": 1})
+    tsne_images: int = 1000
+    figure3_images: int = 8
+    table2_eps: float = 0.16
+    batch_size: int = field(default=500, metadata={"low": 1})
+    threads: int = 0
+    # clean test images outside the attack pool, for the detectors' thresholds
+    calibration_images: int = field(default=1000, metadata={"low": 1})
+    channels: int = 0  # the image channels the preset expects of its data (0 = any), checked when it is loaded
     classes: int = 0  # the class count it expects (0 = any)
     paper_dataset: str = ""  # the paper column ("mnist" / "cifar10"; "" = by dataset name)
     seeds: int = 1  # replicates: each model trained this many times (its own ``seeds`` at most), :mod:`.replicates`
+
+
+EXPERIMENT_DEFAULTS = {f.name: f.default for f in fields(Experiment)}
 
 
 @dataclass(frozen=True)
@@ -199,16 +199,7 @@ class Plan:
 
 def plan(cfg: dict) -> Plan:
     """Type and check every setting of a resolved config; ConfigError names the first bad one."""
-    e = cfg["experiment"]
-    if not isinstance(e.get("name"), str) or not isinstance(e.get("device"), str):
-        raise ConfigError("experiment.name and experiment.device must be strings")
-    experiment = Experiment(e["name"], int_setting(e, "seed", "experiment"), e["device"],
-                            int_setting(e, "train_feature_images", "experiment", 1), int_setting(e, "tsne_images", "experiment"),
-                            int_setting(e, "figure3_images", "experiment"), number_setting(e["table2_eps"], "experiment.table2_eps"),
-                            int_setting(e, "batch_size", "experiment", 1), int_setting(e, "threads", "experiment"),
-                            int_setting(e, "calibration_images", "experiment", 1),
-                            int_setting(e, "channels", "experiment"), int_setting(e, "classes", "experiment"),
-                            _paper_dataset(e["paper_dataset"]), seed_counts(cfg)[0])
+    experiment = _experiment(cfg)
     check_cuts(cfg.get("cuts", {}))
     d = cfg["detector"]
     per_class = d.get("per_class")
@@ -242,6 +233,26 @@ def plan(cfg: dict) -> Plan:
                              and m.train.adversarial.norm == "linf"]))
 
 
+def _experiment(cfg: dict) -> Experiment:
+    """The ``[experiment]`` section typed by :class:`Experiment`'s fields, in their order."""
+    e = cfg["experiment"]
+    if not isinstance(e.get("name"), str) or not isinstance(e.get("device"), str):
+        raise ConfigError("experiment.name and experiment.device must be strings")
+
+    def value(f):
+        if f.name == "paper_dataset":
+            return _paper_dataset(e[f.name])
+        if f.name == "seeds":
+            return seed_counts(cfg)[0]
+        if f.type == "str":
+            return e[f.name]
+        if f.type == "float":
+            return number_setting(e[f.name], f"experiment.{f.name}")
+        return int_setting(e, f.name, "experiment", f.metadata.get("low", 0))
+
+    return Experiment(**{f.name: value(f) for f in fields(Experiment)})
+
+
 def _paper_dataset(value) -> str:
     if value not in ("", "mnist", "cifar10"):
         raise ConfigError(f"experiment.paper_dataset must be \"mnist\", \"cifar10\" or \"\", got {value!r}")
@@ -255,16 +266,15 @@ def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
     spec = attacks.spec(registered)
     if spec.takes_eps != ("eps" in a):
         raise ConfigError(f"{where}: {'give' if spec.takes_eps else 'drop'} an eps list")
+    if not isinstance(a["settings"], dict):
+        raise ConfigError(f"{where}.settings must be a table of attack settings")
     eps = None
     if "eps" in a:
         if not isinstance(a["eps"], list) or not a["eps"]:
             raise ConfigError(f"{where}.eps must be a non-empty list of numbers, got {a['eps']!r}")
         eps = tuple(a["eps"])  # as written: cache keys hash the values
-        for v in eps:
-            if number_setting(v, f"{where}.eps") < 0:
-                raise ConfigError(f"{where}.eps values must be >= 0, got {v!r}")
-    if not isinstance(a["settings"], dict):
-        raise ConfigError(f"{where}.settings must be a table of attack settings")
+        for v in eps:  # the attacks' own rule, its norm's bound included
+            check_eps(v, f"{where}.eps", attack_norm(registered, a["settings"]))
     plan = AttackPlan(name, int_setting(a, "images", where, 1), int_setting(a, "batch", where, 1), eps, a["settings"],
                       attack=registered if registered != name else "")
     for v in eps or (None,):  # build each attack once: bad settings fail now, not after training

@@ -26,8 +26,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from ..attacks.base import check_eps
 from ..core.errors import ConfigError
-from .detector_config import int_setting, number_setting
+from .detector_config import int_setting
 
 ROBUST_ROLE = "robust"
 #: the attacks of a [robust] section without its own table: PGD with restarts on CE and on the margin loss
@@ -138,8 +139,12 @@ def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> Ro
     if not isinstance(eps, list):
         raise ConfigError(f"robust.eps must be a list of L∞ budgets (or [] for the adaptive grid and its halves), "
                           f"got {eps!r}")
-    for v in eps:
-        if not 0 < number_setting(v, "robust.eps") <= 1:
+    for v in eps:  # the attacks' rule of an L∞ budget, and not 0 (no attack)
+        try:
+            ok = check_eps(v, "robust.eps") > 0
+        except ConfigError:
+            ok = False
+        if not ok:
             raise ConfigError(f"robust.eps values must be in (0, 1] (L∞ on the [0, 1] image scale), got {v!r}")
     grid = merged_grid(eps) if eps else merged_grid([*ad_grid, *(e / 2 for e in ad_grid), *trained_eps])
     if not grid:

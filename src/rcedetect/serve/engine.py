@@ -16,11 +16,9 @@ inference mode.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -28,8 +26,9 @@ from ..core.errors import RceError
 from ..core.io import package_version
 from ..core.validation import check_model_input
 from ..detectors.threshold import NOT_SURE
+from ..evaluation.calibrated import FitOptions
 from ..models.features import extract
-from .runs import PAPER_METRICS, ServedRun
+from .runs import ServedRun
 
 
 @dataclass
@@ -117,48 +116,27 @@ class Engine:
         }
 
 
-def detector_args(run_dir: Path, metric: str, opts) -> argparse.Namespace:
-    """The options ``calibrated_detector`` reads, for one metric (``rce detect``'s defaults where ``opts`` lacks
-    the fitting options of LID, Mahalanobis and KD+BU)."""
-    return argparse.Namespace(
-        run_dir=str(run_dir), metric=metric, fpr=opts.fpr, calibration_size=opts.calibration_size,
-        per_class=opts.per_class, sigma2=opts.sigma2, seed=opts.seed, refit=opts.refit, device=opts.device,
-        data_dir=opts.data_dir, data_file=opts.data_file, quiet=opts.quiet,
-        fit_on=getattr(opts, "fit_on", "fgsm"), fit_eps=getattr(opts, "fit_eps", 0.1),
-        fit_images=getattr(opts, "fit_images", 1000))
-
-
 def served_metrics(metric: str) -> tuple[str, ...]:
     """The detectors built for ``metric``: the paper's three, and ``metric`` if it is another."""
-    return PAPER_METRICS if metric in PAPER_METRICS else (*PAPER_METRICS, metric)
+    from ..detectors import paper_metrics
+
+    paper = paper_metrics()
+    return paper if metric in paper else (*paper, metric)
 
 
-def check_settings(run_dir: Path, opts) -> None:
-    """The detector options, checked before anything is loaded: the served metric's settings (its fitting
-    attack and ε too) and the K-density ones."""
-    from ..detectors import check_metric, create
-    from ..evaluation.calibrated import checked_settings, metric_settings
-
-    check_metric(opts.metric)
-    args = detector_args(run_dir, opts.metric, opts)
-    per_class, sigma2 = checked_settings(args)
-    create(opts.metric, **metric_settings(args, {"per_class": per_class, "sigma2": sigma2}))
-
-
-def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = None) -> Engine:
-    """The classifier of ``run`` and its calibrated detectors (fitted and cached on first use);
-    ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
+def load(run: ServedRun, metric: str, opts: FitOptions, device: str = "auto",
+         before_fit: Callable[[object], None] | None = None) -> Engine:
+    """The classifier of ``run`` on ``device`` and its calibrated detectors for ``metric`` (fitted with ``opts`` and
+    cached on first use); ``before_fit(checkpoint)`` runs once the model is loaded, before any detector is fitted."""
     from .. import data
     from ..core.device import resolve
     from ..evaluation.calibrated import calibrated_detector
     from ..models import checkpoint
 
-    check_settings(run.model_dir, opts)
-    ckpt = checkpoint.load(run.model_dir, device=resolve(opts.device))
+    ckpt = checkpoint.load(run.model_dir, device=resolve(device))
     if before_fit is not None:
         before_fit(ckpt)
-    detectors = {m: calibrated_detector(detector_args(run.model_dir, m, opts), ckpt)
-                 for m in served_metrics(opts.metric)}
+    detectors = {m: calibrated_detector(ckpt, run.model_dir, m, opts) for m in served_metrics(metric)}
     test = None
     try:
         ds = data.load_for_run(ckpt.config, ckpt.meta.get("dataset"), data_dir=opts.data_dir,
@@ -166,4 +144,4 @@ def load(run: ServedRun, opts, before_fit: Callable[[object], None] | None = Non
         test = (ds.x_test, ds.y_test)
     except RceError:
         pass  # the page then offers no test images; everything else works
-    return Engine(run, ckpt, detectors, opts.metric, test)
+    return Engine(run, ckpt, detectors, metric, test)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from ..core.errors import CheckpointError, ConfigError, RceError
 
-PAPER_METRICS = ("kd", "non_me", "confidence")
-
 
 @dataclass
 class ServedRun:
@@ -79,6 +77,7 @@ def _from_reproduce(out: Path, model: str | None) -> ServedRun:
 def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: Path) -> None:
     """The attack folders of ``name`` in the reproduce output ``out`` that belong to its current settings."""
     from .. import data
+    from ..detectors import paper_metrics
     from ..reproduce.layout import Layout
 
     try:
@@ -101,7 +100,7 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
             return
         folders = [("attack", r.dir) for a in p.attacks for r in layout.attack_runs(name, a)]
         if p.adaptive is not None:
-            for metric in (m for m in p.adaptive.metrics if m in PAPER_METRICS):
+            for metric in (m for m in p.adaptive.metrics if m in paper_metrics()):
                 for a, plan_a in p.adaptive.attacks.items():
                     if plan_a.metrics is None or metric in plan_a.metrics:
                         folders += [("adaptive", r.dir) for r in layout.adaptive_runs(name, metric, a)]
