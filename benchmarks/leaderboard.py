@@ -1,0 +1,69 @@
+"""The detector leaderboard: every registered detector on each given model, evaluated adaptively by
+``rce evaluate-detector`` (the standard version unless told), one card per (model, detector), one table.
+
+Each cell is the worst case over the version's attacks, per image: SR@5 (the share of attacked images, correct
+when clean, that end misclassified AND accepted by a threshold rejecting 5 % of clean held-out images) with its
+Wilson 95 % interval and n, then robust accuracy with rejection and the sanity checks passed. Every call resumes
+per attack, so an interrupted leaderboard continues where it stopped::
+
+    python benchmarks/leaderboard.py --run runs/demo/models/ce-HASH --run runs/demo/models/rce-HASH \\
+        --eps 0.1 --n 64 --out runs/leaderboard --md docs/results/leaderboard-table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rcedetect.detectors import names
+
+
+def card_row(card: dict, run: str) -> list[str]:
+    rows = []
+    for e in card["per_eps"]:
+        lo, hi = e["interval"]
+        passed = [s for s in card["sanity"] if s.get("passed") is not None]
+        rows.append([run, card["detector"], f"{e['eps']:g}",
+                     f"{100 * e['attack_success_rate']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]",
+                     str(card["n_clean_correct"]), f"{100 * e['robust_accuracy_with_rejection']:.1f}",
+                     f"{100 * card['clean_accuracy_with_rejection']:.1f}",
+                     f"{sum(bool(s['passed']) for s in passed)} / {len(passed)}",
+                     max(e["per_attack"], key=lambda a: e["per_attack"][a]["n_fooled"])])
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", required=True, help="a trained run folder (repeat)")
+    ap.add_argument("--detector", action="append", help="a detector (repeat; default: every registered one)")
+    ap.add_argument("--eps", action="append", type=float, required=True, help="an L∞ budget (repeat)")
+    ap.add_argument("--n", type=int, default=100, help="attacked test images per card")
+    ap.add_argument("--version", default="standard")
+    ap.add_argument("--out", required=True, help="folder of the cards")
+    ap.add_argument("--md", help="also write the table to this Markdown file")
+    args = ap.parse_args(argv)
+    rows = []
+    for run in args.run:
+        for det in args.detector or names():
+            out = Path(args.out) / Path(run).name / det
+            cmd = [sys.executable, "-m", "rcedetect.cli", "evaluate-detector", run, "--detector", det,
+                   "--n", str(args.n), "--version", args.version, "--out", str(out), "--quiet"]
+            for e in args.eps:
+                cmd += ["--eps", str(e)]
+            print("+", " ".join(cmd[2:]), flush=True)
+            subprocess.run(cmd, check=True)
+            rows += card_row(json.loads((out / "card.json").read_text()), Path(run).name)
+    head = ["model", "detector", "ε", "SR@5 % [95 % CI]", "n", "robust acc. w/ rejection %",
+            "clean acc. w/ rejection %", "sanity passed", "strongest attack"]
+    table = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                      + ["| " + " | ".join(r) + " |" for r in rows])
+    print(table)
+    if args.md:
+        Path(args.md).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
