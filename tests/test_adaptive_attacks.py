@@ -10,10 +10,11 @@ import torch
 from tiny_nets import LinearNet
 
 from rcedetect import Classifier, attacks
+from rcedetect.attacks.engine import random_start
 from rcedetect.attacks.feature_attack import feature_distance
 from rcedetect.attacks.gradient import BIM
 from rcedetect.attacks.orthogonal_pgd import OrthogonalPGD, orthogonal_component
-from rcedetect.attacks.pgd import class_margin, random_start
+from rcedetect.attacks.pgd import class_margin
 from rcedetect.attacks.pgd_detector import PGDDetector
 from rcedetect.attacks.random_search import objective
 from rcedetect.core.errors import ConfigError
@@ -392,8 +393,8 @@ def mixed_term(rce_classifier, test_batch):
 def sequential_pgd_detector(attack, clf, x):
     """The λ × start runs one after the other, each iterate judged by a forward pass of its own: the reference the
     batched attack must equal."""
-    from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
-    from rcedetect.attacks.pgd_detector import Best, begin, combined_loss, evaluate, guided_start
+    from rcedetect.attacks.engine import Best, resolve_step_size, run_pgd, starts
+    from rcedetect.attacks.pgd_detector import begin, combined_loss, evaluate, guided_start
 
     x, label, term = begin(attack, clf, x, None)
     alpha = resolve_step_size(attack.step_size, attack.eps, attack.steps)
@@ -539,9 +540,9 @@ def sequential_pgd_defended(attack, clf, x):
     of its own: the reference the batched attack must equal."""
     import torch.nn.functional as F
 
-    from rcedetect.attacks.pgd import resolve_step_size, run_pgd, starts
+    from rcedetect.attacks.engine import Best, resolve_step_size, run_pgd, starts
     from rcedetect.attacks.pgd_defended import target_classes
-    from rcedetect.attacks.pgd_detector import Best, begin, evaluate
+    from rcedetect.attacks.pgd_detector import begin, evaluate
     from rcedetect.detectors.defended import defend
 
     x, label, term = begin(attack, clf, x, None)

@@ -2,7 +2,8 @@
 
 Every module of this package registers its attacks with :func:`register` on import; :mod:`.base` holds the
 contract (``AttackResult``, the checks) and the registry, :mod:`.build` the attacks by name for a run (``spec``,
-``create``, ``attack_factory``: one seeded attack per batch).
+``create``, ``attack_factory``: one seeded attack per batch), :mod:`.engine` the PGD core every gradient attack
+runs on (each attack is its loss, its verdict and its own options).
 
 Layer: above :mod:`rcedetect.detectors`; imports ``core``, ``stats``, ``models`` and ``detectors`` (the view a
 detector term reads, the defended model), never the evaluation or anything above it.

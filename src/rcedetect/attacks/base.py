@@ -126,10 +126,17 @@ def seeded_generator(seed: int, device: torch.device | None = None) -> torch.Gen
     return torch.Generator().manual_seed(int(seed))
 
 
+def check_number(value, name: str, bound: str = ">= 0") -> float:
+    """A finite number, ``bound`` ">= 0", "> 0" or "" (any)."""
+    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not finite or (bound == ">= 0" and value < 0) or (bound == "> 0" and value <= 0):
+        raise ConfigError(f"{name} must be a finite number{' ' + bound if bound else ''}, got {value!r}")
+    return float(value)
+
+
 def check_eps(eps: float, name: str = "eps", norm: str = "linf") -> float:
     """A finite budget >= 0; at most 1 for an L∞ budget (images are in [0, 1]: more changes nothing)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {eps!r}")
+    check_number(eps, name)
     if norm == "linf" and eps > 1:
         raise ConfigError(f"{name} is an L∞ budget on the [0, 1] image scale and must be <= 1, got {eps!r}")
     return float(eps)
@@ -143,12 +150,71 @@ def check_seed(seed: int, name: str = "seed") -> int:
     return seed
 
 
+def check_steps(steps: int, name: str = "steps", hint: str = "") -> int:
+    """An integer >= 1 (``hint``: what it counts, in the message)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"{name} must be an integer >= 1{hint}, got {steps!r}")
+    return steps
+
+
+def check_choice(value, name: str, choices: tuple, hint: str = ""):
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}{hint}, got {value!r}")
+    return value
+
+
 def check_common(attack) -> None:
     """The checks every attack shares: its budget ``eps`` (L∞ unless its ``norm`` says L2) and its ``seed``."""
     if hasattr(attack, "eps"):
         check_eps(attack.eps, norm=getattr(attack, "norm", "linf"))
     if hasattr(attack, "seed"):
         check_seed(attack.seed)
+
+
+class Attack:
+    """The root of the attack dataclasses: their ``__post_init__`` chains (``super().__post_init__()``) down to
+    here, :func:`check_common`."""
+
+    def __post_init__(self):
+        check_common(self)
+
+
+def check_term(detector) -> None:
+    """A detector term is any object with ``margin(view, classes)`` (and ``layers``, the layers it reads)."""
+    if detector is None or not callable(getattr(detector, "margin", None)):
+        raise ConfigError("detector must be a detector term with margin(view, classes) "
+                          "(e.g. rcedetect.detectors.Detector(...).attack_term())")
+
+
+def place_term(detector, classifier):
+    """The term on the classifier's device, after checking that it is for the classifier's classes."""
+    term_classes = getattr(detector, "num_classes", None)
+    if term_classes is not None and term_classes != classifier.num_classes:
+        raise ConfigError(f"the detector term is for {term_classes} classes but the classifier has "
+                          f"{classifier.num_classes}")
+    return detector.to(classifier.device) if callable(getattr(detector, "to", None)) else detector
+
+
+def begin(attack, classifier, x: torch.Tensor, y: torch.Tensor | None):
+    """(prepared x, its clean prediction, the detector term on the classifier's device): how every attack on a
+    detector starts."""
+    x, _ = prepare(classifier, x, y, need_label=False)
+    return x, predict(classifier, x), place_term(attack.detector, classifier)
+
+
+@torch.no_grad()
+def predict(classifier, x: torch.Tensor) -> torch.Tensor:
+    return classifier.logits(x).argmax(1)
+
+
+def finish(x_in: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor,
+           iterations: torch.Tensor, target: torch.Tensor | None = None, **extra: torch.Tensor) -> AttackResult:
+    """Package the result on the device of the caller's input tensor."""
+    dev = x_in.device
+    return AttackResult(
+        x_adv=x_adv.to(dev), success=success.to(dev), target=None if target is None else target.to(dev),
+        iterations=iterations.to(dev), extra={k: v.to(dev) for k, v in extra.items()}, x=x.to(dev),
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +243,12 @@ class AttackSpec:
     @property
     def seeded(self) -> bool:
         return "seed" in self.fields
+
+    @property
+    def bounded(self) -> bool:
+        """True when ``eps`` bounds ‖x* − x‖ in the attack's ``norm`` (L∞ without one); an attack whose ε is
+        something else says so with a class attribute ``eps_bounds = False`` (JSMA: the step of a raised feature)."""
+        return self.takes_eps and getattr(self.cls, "eps_bounds", True)
 
     @property
     def required(self) -> tuple[str, ...]:

@@ -52,7 +52,17 @@ import torch
 from ..core.errors import ConfigError, InputError
 from ..core.validation import check_images, check_labels
 from ..detectors.base import observe
-from .base import AttackResult, check_common, prepare, register
+from .base import (
+    Attack,
+    AttackResult,
+    check_choice,
+    check_number,
+    check_steps,
+    check_term,
+    place_term,
+    prepare,
+    register,
+)
 from .cw_margins import margin_reached, random_targets, unconfirmed
 from .precision import autocast, check_precision
 
@@ -65,7 +75,7 @@ ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
-class CarliniWagnerL2:
+class CarliniWagnerL2(Attack):
     """C&W-L2 with per-example binary search on c; a ``detector`` term turns it into C&W-wb (module docstring).
 
     Settings: ``kappa`` (margin κ on the effective logits), ``binary_search_steps``, ``max_iterations``
@@ -93,31 +103,23 @@ class CarliniWagnerL2:
     precision: str = "fp32"
 
     def __post_init__(self):
-        check_common(self)
+        super().__post_init__()
         for name in ("kappa", "learning_rate", "initial_const"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+            check_number(getattr(self, name), name, "")
         if self.kappa < 0:
             raise ConfigError(f"kappa must be >= 0 (a margin on the logits), got {self.kappa!r}")
         if self.learning_rate <= 0 or self.initial_const <= 0:
             raise ConfigError("learning_rate and initial_const must be > 0, got "
                               f"{self.learning_rate!r} and {self.initial_const!r}")
         for name in ("binary_search_steps", "max_iterations"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            check_steps(getattr(self, name), name)
+        check_choice(self.mode, "mode", MODES)
         check_precision(self.precision)
         if self.precision != "fp32" and self.detector is not None:
             raise ConfigError("C&W-wb computes its detector term in float32: precision='bf16' is for C&W and C&W-hc")
-        if self.restart not in RESTARTS:
-            raise ConfigError(f"restart must be one of {', '.join(RESTARTS)}, got {self.restart!r}")
+        check_choice(self.restart, "restart", RESTARTS)
         if self.detector is not None:
-            if not callable(getattr(self.detector, "margin", None)):
-                raise ConfigError("detector must be a detector term with margin(view, classes) "
-                                  "(e.g. rcedetect.detectors.Detector(...).attack_term())")
+            check_term(self.detector)
             if self.mode != "targeted":
                 raise ConfigError("C&W-wb is targeted (its detector term uses the target class); use mode='targeted'")
         if self.warm_start and self.detector is None:
@@ -150,12 +152,7 @@ class CarliniWagnerL2:
             raise InputError("target is only used in targeted mode; drop it or set mode='targeted'")
         label = target if targeted else y
         spent = torch.zeros(n, dtype=torch.long, device=device)
-        term = None
-        if self.whitebox:
-            term_classes = getattr(self.detector, "num_classes", None)
-            if term_classes is not None and term_classes != num_classes:
-                raise ConfigError(f"the detector term is for {term_classes} classes but the classifier has {num_classes}")
-            term = self.detector.to(device) if callable(getattr(self.detector, "to", None)) else self.detector
+        term = place_term(self.detector, classifier) if self.whitebox else None
         if init is not None:
             check_images(init, channels=x.shape[1], name="init")
             if init.shape != x.shape:

@@ -26,22 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError, InputError
-from .base import AttackResult, check_common, prepare, register
+from .base import Attack, AttackResult, check_choice, check_steps, finish, predict, prepare, register
+from .engine import pgd_step
 from .precision import autocast, check_precision
 
 LABELS = ("pred", "true")
 
 
-def check_steps(steps: int, name: str = "steps") -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {steps!r}")
-    return steps
-
-
 def check_label(label: str) -> str:
-    if label not in LABELS:
-        raise ConfigError(f"label must be one of {', '.join(LABELS)} (clean prediction or given y), got {label!r}")
-    return label
+    return check_choice(label, "label", LABELS, " (clean prediction or given y)")
 
 
 def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None, precision: str = "fp32"
@@ -63,21 +56,14 @@ def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None, precisi
 
 def sign_steps(classifier, x: torch.Tensor, label: torch.Tensor | None, *, eps: float, alpha: float, steps: int,
                direction: float, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """(x*, label) after ``steps`` sign-gradient steps of size ``alpha`` (``direction`` +1 ascends the CE, −1
-    descends it), each followed by projection onto the L∞ ball of radius ``eps`` around ``x`` and clipping to
-    [0, 1]; ``label=None`` uses the clean prediction, read off the first step's forward pass."""
+    """(x*, label) after ``steps`` L∞ PGD steps (:func:`.engine.pgd_step`) of size ``alpha`` along the CE's
+    gradient (``direction`` +1 ascends, −1 descends); ``label=None`` uses the clean prediction, read off the first
+    step's forward pass."""
     x_adv = x
     for _ in range(steps):
         g, label = ce_gradient(classifier, x_adv, label, precision)
-        x_adv = x_adv + direction * (alpha * g.sign())
-        x_adv = x + torch.clamp(x_adv - x, -eps, eps)
-        x_adv = x_adv.clamp(0.0, 1.0)
+        x_adv = pgd_step(x, x_adv, g, eps=eps, norm="linf", step_size=alpha, direction=direction)
     return x_adv.detach(), label
-
-
-@torch.no_grad()
-def predict(classifier, x: torch.Tensor) -> torch.Tensor:
-    return classifier.logits(x).argmax(1)
 
 
 def prepare_labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: str, lazy: bool = False
@@ -92,18 +78,34 @@ def prepare_labels(classifier, x: torch.Tensor, y: torch.Tensor | None, label: s
     return x, None if lazy else (y_checked if y is None else predict(classifier, x))
 
 
-def finish(x_in: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor,
-           iterations: torch.Tensor, target: torch.Tensor | None = None, **extra: torch.Tensor) -> AttackResult:
-    """Package the result on the device of the caller's input tensor."""
-    dev = x_in.device
-    return AttackResult(
-        x_adv=x_adv.to(dev), success=success.to(dev), target=None if target is None else target.to(dev),
-        iterations=iterations.to(dev), extra={k: v.to(dev) for k, v in extra.items()}, x=x.to(dev),
-    )
+class SignSteps(Attack):
+    """``steps`` sign steps of ε/steps (:func:`sign_steps`; ``direction`` +1 ascends the CE, −1 descends it) from
+    the label :meth:`aim` gives; success = the prediction on x* differs from the label moved away from."""
+
+    direction = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_steps(self.steps)
+        check_precision(self.precision)
+
+    def passes_per_image(self) -> float:
+        return 3.0 * self.steps
+
+    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
+        x_in = x
+        x, steer, away, target = self.aim(classifier, x, y)
+        x_adv, steer = sign_steps(classifier, x, steer, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
+                                  direction=self.direction, precision=self.precision)
+        away = steer if away is None else away
+        pred_adv = predict(classifier, x_adv)
+        its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
+        extra = {} if target is None else {"target_reached": pred_adv == target}
+        return finish(x_in, x, x_adv, pred_adv != away, its, target=target, label=away, pred_adv=pred_adv, **extra)
 
 
 @dataclass(frozen=True)
-class BIM:
+class BIM(SignSteps):
     """Basic iterative method (Kurakin et al.; protocol §5.4): ``steps`` steps of ε/steps along sign ∇ₓ CE."""
 
     eps: float
@@ -113,22 +115,13 @@ class BIM:
     precision: str = "fp32"
 
     def __post_init__(self):
-        check_common(self)
-        check_steps(self.steps)
+        super().__post_init__()
         check_label(self.label)
-        check_precision(self.precision)
 
-    def passes_per_image(self) -> float:
-        return 3.0 * self.steps
-
-    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
-        x_in = x
+    def aim(self, classifier, x, y):
+        """(x, the label steered away from: None for the clean prediction read off the first pass, the same)."""
         x, label = prepare_labels(classifier, x, y, self.label, lazy=self.precision == "fp32")
-        x_adv, label = sign_steps(classifier, x, label, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                                  direction=1.0, precision=self.precision)
-        pred_adv = predict(classifier, x_adv)
-        its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
-        return finish(x_in, x, x_adv, pred_adv != label, its, label=label, pred_adv=pred_adv)
+        return x, label, None, None
 
 
 @dataclass(frozen=True)
@@ -144,33 +137,21 @@ class FGSM(BIM):
 
 
 @dataclass(frozen=True)
-class ILCM:
+class ILCM(SignSteps):
     """Iterative least-likely class method (protocol §5.5): BIM descending CE(x*, y_ll), y_ll = argmin clean logits."""
 
     eps: float
     steps: int = 10
     precision: str = "fp32"  # as BIM's: bf16 steers, float32 decides the target and the verdict
+    direction = -1.0
 
-    def __post_init__(self):
-        check_common(self)
-        check_steps(self.steps)
-        check_precision(self.precision)
-
-    def passes_per_image(self) -> float:
-        return 3.0 * self.steps
-
-    def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
-        x_in = x
+    def aim(self, classifier, x, y):
+        """(x, y_ll steered toward, the clean prediction moved away from, the target y_ll)."""
         x, _ = prepare(classifier, x, y, need_label=False)
         with torch.no_grad():
             logits = classifier.logits(x)
-        pred, target = logits.argmax(1), logits.argmin(1)
-        x_adv, _ = sign_steps(classifier, x, target, eps=self.eps, alpha=self.eps / self.steps, steps=self.steps,
-                              direction=-1.0, precision=self.precision)
-        pred_adv = predict(classifier, x_adv)
-        its = torch.full((len(x),), self.steps, dtype=torch.long, device=x.device)
-        return finish(x_in, x, x_adv, pred_adv != pred, its, target=target, label=pred, pred_adv=pred_adv,
-                      target_reached=pred_adv == target)
+        target = logits.argmin(1)
+        return x, target, logits.argmax(1), target
 
 
 register("fgsm")(FGSM)

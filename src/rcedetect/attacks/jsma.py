@@ -37,8 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import ConfigError
-from .base import AttackResult, check_common, prepare, register
-from .gradient import check_steps, finish
+from .base import AttackResult, check_choice, check_common, check_steps, finish, prepare, register
 from .precision import autocast, check_precision
 
 SALIENCY = ("original", "pairwise")
@@ -105,6 +104,8 @@ def _pairwise_choice(alpha: torch.Tensor, beta: torch.Tensor, eligible: torch.Te
 class JSMA:
     """JSMA toward the least-likely class, +ε per chosen feature, at most ``max_steps`` features changed."""
 
+    eps_bounds = False  # ε is the step of a raised feature (raised again while below 1), not a budget
+
     eps: float
     max_steps: int = 100
     saliency: str = "original"
@@ -126,8 +127,7 @@ class JSMA:
             raise ConfigError("features_per_step > 1 is for the original saliency map (pairwise raises two per step)")
         if self.sum_gradient not in ("autograd", "exact"):
             raise ConfigError(f"sum_gradient must be 'autograd' or 'exact', got {self.sum_gradient!r}")
-        if self.saliency not in SALIENCY:
-            raise ConfigError(f"saliency must be one of {', '.join(SALIENCY)}, got {self.saliency!r}")
+        check_choice(self.saliency, "saliency", SALIENCY)
         if self.saliency == "pairwise" and (self.max_steps < 2 or self.top_k < 2):
             raise ConfigError("pairwise saliency changes two features per step: max_steps and top_k must be >= 2")
 

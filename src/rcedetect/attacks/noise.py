@@ -11,20 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import AttackResult, check_common, prepare, register, seeded_generator
-from .gradient import finish, predict
+from .base import Attack, AttackResult, finish, predict, prepare, register, seeded_generator
 
 
 @register("noise")
 @dataclass(frozen=True)
-class Noise:
+class Noise(Attack):
     """Element-wise uniform noise in [−ε, ε], clipped to [0, 1]."""
 
     eps: float
     seed: int = 0
-
-    def __post_init__(self):
-        check_common(self)
 
     def passes_per_image(self) -> float:
         return 3.0

@@ -1,25 +1,17 @@
 """Selective and orthogonal PGD (Bryniarski, Hingun, Pachuca, Wang & Carlini, ICLR 2022, "Evading adversarial
 example detection defenses with orthogonal projected gradient descent").
 
-Two losses per example, both descended: the classification margin f = Z_y − max_{j≠y} Z_j (y = the clean
-prediction, Z the effective logits) and the detector margin g = ``detector.margin(view, argmax Z)`` (> 0 where
-the detector rejects x*). Instead of one weighted sum (:mod:`.pgd_detector`) each step follows one of them:
+Two losses per example, both descended with the steps of :mod:`.engine`: the classification margin
+f = Z_y − max_{j≠y} Z_j (y the clean prediction, Z the effective logits) and the detector margin
+g = ``detector.margin(view, argmax Z)`` (> 0 where it rejects x*). Instead of one weighted sum (:mod:`.pgd_detector`)
+each step follows one of them (presets ``selective_pgd`` and ``orthogonal_pgd``):
 
-- ``selective``: ∇f while x* is still classified as y, else ∇g;
-- ``orthogonal``: ∇f projected onto the orthogonal complement of ∇g while x* is still classified as y (so the
-  step does not change the detector's score to first order), else ∇g projected orthogonally to ∇f (so the step
-  keeps the classification) — :func:`orthogonal_component`, per example on the flattened gradients.
+- ``selective``: ∇f while x* is still classified as y, else ∇g (one backward pass, of where(misclassified, g, f));
+- ``orthogonal``: ∇f projected orthogonally to ∇g while x* is still classified as y (the detector's score stays
+  put to first order), else ∇g projected orthogonally to ∇f (:func:`orthogonal_component`, per example).
 
-Steps, projection and clipping are those of :mod:`.pgd` (L∞ sign steps or L2 normalised steps, α = 2.5·ε/steps
-by default). Per image the best iterate over all steps of all restarts is returned: misclassified AND accepted
-with the smallest distortion, else the one with the smallest max(0, f) + max(0, g) (the rule of
-:mod:`.pgd_detector`; the original code keeps the misclassified iterate with the lowest detector score). Two presets
-of one class: ``selective_pgd`` and ``orthogonal_pgd``.
-
-Cost: each step is one forward pass (which also judges the iterate it starts from) and, for ``orthogonal``, two
-backward passes (∇f and ∇g); ``selective`` needs one, of where(x* misclassified, g, f), whose gradient per image
-is the one it follows. The restarts run as rows of one batch of at most ``max_batch`` images (:mod:`.variants`;
-the same images as one restart after the other, up to the float rounding of a larger batch).
+Per image x* is chosen by the rule of :mod:`.pgd_detector` (the original code keeps the misclassified iterate with
+the lowest detector score).
 
 Limits: with L∞ the sign of the projected gradient is no longer orthogonal (small components become full
 steps); and against a score tied to the classification itself (confidence, non-ME) a path of constant score to
@@ -29,28 +21,15 @@ the class boundary may not exist (the confidence there is ≤ 1/2), so ``orthogo
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from ..core.errors import ConfigError
 from ..detectors.base import observe
-from .base import AttackResult, check_common, register
-from .gradient import check_steps
-from .pgd import (
-    TINY,
-    check_norm,
-    check_step_size,
-    class_margin,
-    per_example,
-    pgd_step,
-    resolve_step_size,
-    starts,
-)
-from .pgd_detector import Best, begin, check_term, detector_margin, evaluate, finish_adaptive, status_of
-from .variants import MAX_BATCH, check_max_batch, chunks, merge
+from .base import AttackResult, check_choice, register
+from .engine import TINY, PGDAttack, on_live, per_example
+from .pgd import class_margin
+from .pgd_detector import AgainstDetector, begin, detector_margin, evaluate, finish_adaptive, status_of
 
 MODES = ("selective", "orthogonal")
 
@@ -74,40 +53,21 @@ def _grad(out: torch.Tensor, xa: torch.Tensor, retain: bool) -> torch.Tensor:
 @register("selective_pgd", mode="selective")
 @register("orthogonal_pgd", mode="orthogonal")
 @dataclass(frozen=True)
-class OrthogonalPGD:
+class OrthogonalPGD(PGDAttack, AgainstDetector):
     """Selective / orthogonal PGD against a classifier and a detector term (module docstring).
 
-    Fields: ``eps``, ``detector`` (a detector term), ``mode`` ("selective" or "orthogonal"), ``norm`` ("linf" or
-    "l2"), ``steps``, ``step_size`` (None = 2.5·eps/steps), ``restarts``, ``random_start``, ``seed``, ``max_batch``
-    (images per pass).
-    Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``step`` (the step that produced x*).
+    Settings: those of :class:`~.engine.PGDAttack`, ``detector`` (a detector term), ``mode`` ("selective" or
+    "orthogonal"). Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*), ``step`` (the step that
+    produced x*).
     """
 
-    eps: float
-    detector: Any = field(repr=False, compare=False)
     mode: str = "orthogonal"
-    norm: str = "linf"
-    steps: int = 100
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    seed: int = 0
-    max_batch: int = MAX_BATCH
 
     def __post_init__(self):
-        check_common(self)
-        check_term(self.detector)
-        check_max_batch(self.max_batch)
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        check_norm(self.norm)
-        check_steps(self.steps)
-        check_steps(self.restarts, "restarts")
-        check_step_size(self.step_size)
+        super().__post_init__()
+        check_choice(self.mode, "mode", MODES)
 
-    def passes_per_image(self) -> float:
-        # per step one forward and two backward passes (selective: one, of the loss each image follows); one
-        # forward for the last iterate
+    def passes_per_image(self) -> float:  # per step a forward and two backward passes (selective: one)
         return ((3.0 if self.mode == "selective" else 5.0) * self.steps + 1.0) * self.restarts
 
     def direction(self, g_cls: torch.Tensor, g_det: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
@@ -116,36 +76,26 @@ class OrthogonalPGD:
             g_cls, g_det = orthogonal_component(g_cls, g_det), orthogonal_component(g_det, g_cls)
         return torch.where(per_example(fooled, g_cls), g_det, g_cls)
 
-    def _run(self, classifier, term, x, start, label, alpha, best: Best) -> None:
-        x_adv = start.detach()
-        for step in range(self.steps):
-            xa = x_adv.requires_grad_(True)
-            with torch.enable_grad():
-                view = observe(classifier, xa, term)
-                logits = view.logits
-                f = class_margin(logits, label)
-                g = detector_margin(term, view)
-                st = status_of(logits, g, label, x, xa, self.norm)
-                if self.mode == "selective":  # one backward pass: each image's gradient of the loss it follows
-                    grad = _grad(torch.where(st.misclassified, g, f), xa, retain=False)
-                else:
-                    g_cls, g_det = _grad(f, xa, retain=True), _grad(g, xa, retain=False)
-                    grad = self.direction(g_cls, g_det, st.misclassified)
-            best.update(xa, st, step=float(step))
-            x_adv = pgd_step(x, xa.detach(), grad, eps=self.eps, norm=self.norm, step_size=alpha, direction=-1.0)
-        best.update(x_adv, evaluate(classifier, term, x, x_adv, label, self.norm), step=float(self.steps))
-
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         x_in = x
         x, label, term = begin(self, classifier, x, y)
-        alpha = resolve_step_size(self.step_size, self.eps, self.steps)
-        best = Best(x)
-        best.tags["step"] = torch.full((len(x),), math.nan, device=x.device)
-        run_starts = list(starts(x, self.eps, self.norm, self.restarts, self.seed, self.random_start))
-        for rows in chunks(len(x), len(run_starts), self.max_batch):  # the restarts as rows of one batch
-            part = Best(rows.images(x))
-            self._run(classifier, term, rows.images(x), rows.gather(run_starts.__getitem__), rows.images(label),
-                      alpha, part)
-            merge(best, part, rows)
+
+        def make(c):
+            def pass_(xa, idx):
+                xa = xa.requires_grad_(True)
+                with torch.enable_grad():
+                    view = observe(classifier, xa, term)
+                    f, g = class_margin(view.logits, c.label[idx]), detector_margin(term, view)
+                    st = status_of(view.logits, g, c.label[idx], c.x[idx], xa, self.norm)
+                    if self.mode == "selective":  # one backward pass: each image's gradient of the loss it follows
+                        return _grad(torch.where(st.misclassified, g, f), xa, retain=False), st
+                    return self.direction(_grad(f, xa, retain=True), _grad(g, xa, retain=False), st.misclassified), st
+
+            def judge(xa, idx):
+                return evaluate(classifier, term, c.x[idx], xa, c.label[idx], self.norm)
+
+            return on_live(pass_), on_live(judge), lambda t: {"step": float(t)}
+
+        best = self.search(x, label, make, tag="step")[self.steps]
         return finish_adaptive(classifier, term, x_in, x, best.x, label, self.norm, self.steps * self.restarts,
                                **best.tags)

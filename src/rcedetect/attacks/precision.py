@@ -12,14 +12,13 @@ from contextlib import nullcontext
 
 import torch
 
-from ..core.errors import ConfigError
+from .base import check_choice
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def check_precision(value) -> None:
-    if value not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    check_choice(value, "precision", PRECISIONS)
 
 
 def autocast(device: torch.device, precision: str):

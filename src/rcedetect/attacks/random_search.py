@@ -17,17 +17,15 @@ early once every example has reached objective 0. Success = misclassified AND ac
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from ..core.errors import ConfigError
 from ..detectors.base import observe
-from .base import AttackResult, check_common, register, seeded_generator
-from .gradient import check_steps
+from .base import AttackResult, check_number, check_steps, register, seeded_generator
 from .pgd import class_margin
-from .pgd_detector import begin, check_lambda, check_term, detector_margin, finish_adaptive
+from .pgd_detector import AgainstDetector, begin, detector_margin, finish_adaptive
 
 
 @torch.no_grad()
@@ -45,7 +43,7 @@ def flip(signs: torch.Tensor, count: int, generator: torch.Generator) -> torch.T
 
 @register("random_search_detector")
 @dataclass(frozen=True)
-class RandomSearchDetector:
+class RandomSearchDetector(AgainstDetector):
     """Random sign-flip search on the L∞ ε-ball's vertices (module docstring).
 
     Fields: ``eps``, ``detector`` (a detector term), ``iterations``, ``lam`` (λ ≥ 0), ``p`` (fraction of the
@@ -53,18 +51,15 @@ class RandomSearchDetector:
     ``detector_margin``, ``objective`` (at x*) and ``start_objective`` (at the random start).
     """
 
-    eps: float
-    detector: Any = field(repr=False, compare=False)
     iterations: int = 200
     lam: float = 10.0
     p: float = 0.05
     seed: int = 0
 
     def __post_init__(self):
-        check_common(self)
-        check_term(self.detector)
+        super().__post_init__()
         check_steps(self.iterations, "iterations")
-        check_lambda(self.lam, "lam")
+        check_number(self.lam, "lam")
         if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not math.isfinite(self.p) \
                 or not 0 < self.p <= 1:
             raise ConfigError(f"p (the fraction of coordinates flipped) must be in (0, 1], got {self.p!r}")

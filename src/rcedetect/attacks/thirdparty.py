@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from .base import AttackSpec, check_eps, check_seed, prepare
+from .base import AttackSpec, check_choice, check_eps, check_number, check_seed, prepare
 
 LIBRARIES = {"torchattacks": "attacks", "foolbox": "peers"}  # library -> the rcedetect extra that installs it
 #: settings of the adapter itself; every other setting goes to the library's class
@@ -192,13 +192,11 @@ class ThirdPartyAttack:
         if self.eps is not None:
             check_eps(self.eps, norm=self.norm)
         check_seed(self.seed)
-        if self.on is not None and self.on not in TARGETS:
-            raise ConfigError(f"on must be one of {', '.join(TARGETS)}, got {self.on!r}")
-        if self.targeted is not None and self.targeted not in TARGETED:
-            raise ConfigError(f"targeted must be one of {', '.join(TARGETED)} (or left out), got {self.targeted!r}")
-        s = self.reject_scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            raise ConfigError(f"reject_scale must be a finite number > 0, got {s!r}")
+        if self.on is not None:
+            check_choice(self.on, "on", TARGETS)
+        if self.targeted is not None:
+            check_choice(self.targeted, "targeted", TARGETED, " (or left out)")
+        check_number(self.reject_scale, "reject_scale", "> 0")
         params = self._spec.parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted(k for k, _ in self.options if k not in params) if not takes_any else []
@@ -301,8 +299,8 @@ class ThirdPartyAttack:
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None):
         from ..stats.operating_point import adaptive_success
-        from .gradient import finish
-        from .pgd import distortion, per_example, project
+        from .base import finish
+        from .engine import distortion, per_example, project
 
         x_in = x
         x, label = prepare(classifier, x, y)

@@ -23,7 +23,7 @@ import torch
 
 from ..attacks import attack_factory
 from ..attacks import spec as attack_spec
-from ..attacks.pgd import distortion
+from ..attacks.engine import distortion
 from ..core.errors import RceError
 from ..core.io import config_hash, read_json, write_json
 from ..detectors.base import observe

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..attacks.pgd import project
+from ..attacks.engine import project
 from ..stats.metrics import wilson_interval
 
 #: ``broken_by`` of an image the classifier gets wrong clean

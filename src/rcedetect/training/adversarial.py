@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..attacks import create
 from ..attacks.base import seeded_generator
-from ..attacks.pgd import project, random_start, resolve_step_size, run_pgd
+from ..attacks.engine import project, random_start, resolve_step_size, run_pgd
 from ..models.losses import objective_loss
 from .config import AdversarialSettings
 
