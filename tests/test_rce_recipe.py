@@ -111,3 +111,12 @@ def test_training_uses_the_scaled_rate_and_the_reversed_ce_start(tmp_path, monke
     clf = training.checkpoint.load(tmp_path / "run").classifier  # the logits CE saw were -Z of the network
     assert clf.objective == "rce"
     assert '"rce_ce_steps": 2' in (tmp_path / "run" / "checkpoint.json").read_text()
+
+
+@pytest.mark.parametrize("key, value, match", [("steps", 2.5, "integer"), ("batch_size", True, "integer"),
+                                               ("eval_every", 2**41, r"must be in \[1, "),
+                                               ("checkpoint_every", 0, "positive")])
+def test_the_step_counts_are_whole_numbers_in_range(key, value, match):
+    """Every count is checked as an integer within range (a check the recipe's settings once made unreachable)."""
+    with pytest.raises(ConfigError, match=match):
+        cfg(objective="rce", **{key: value})

@@ -250,6 +250,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            int_in_range(getattr(self, name), name, 1, COUNT_RANGE[1])
         if not (_finite(self.rce_lr_scale) and 0 <= self.rce_lr_scale <= 1000):
             raise ConfigError(f"rce_lr_scale must be a number from 0 (auto: L - 1 for L classes) to 1000 "
                               f"(1 = the paper's rates), got {self.rce_lr_scale!r}")
@@ -260,7 +261,6 @@ class TrainConfig:
         if isinstance(self.lr_warmup, bool) or not isinstance(self.lr_warmup, int) or \
                 not 0 <= self.lr_warmup <= self.steps:
             raise ConfigError(f"lr_warmup must be an integer from 0 to steps ({self.steps}), got {self.lr_warmup!r}")
-            int_in_range(getattr(self, name), name, 1, COUNT_RANGE[1])
         if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.lr_boundaries) or \
                 any(a >= b for a, b in zip(self.lr_boundaries, self.lr_boundaries[1:])):
             raise ConfigError(f"lr_boundaries must be strictly increasing positive step numbers, got {list(self.lr_boundaries)}")
