@@ -16,8 +16,8 @@ from rcedetect import report
 from rcedetect.report.adaptive import adaptive_blocks
 from rcedetect.report.bottom_line import ADAPTIVE_CLAIM, BOX_ID, TITLE, adaptive_claim, bottom_line_blocks
 from rcedetect.report.bottom_line_numbers import Share, eps_reaching, worst_case_curve
-from rcedetect.report.claims import verdict_of
 from rcedetect.report.render import to_html, to_markdown
+from rcedetect.report.verdicts import verdict_of
 
 INTERVAL = re.compile(r"\[\d+(\.\d+)?, \d+(\.\d+)?\]")
 

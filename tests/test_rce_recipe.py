@@ -17,8 +17,9 @@ from rcedetect.training.config import (
     MAX_AUTO_RCE_LR_SCALE,
     TrainConfig,
     auto_rce_lr_scale,
+    objective_settings,
+    same_training,
     train_config_from_preset,
-    without_later_defaults,
 )
 
 
@@ -74,13 +75,15 @@ def test_cli_refuses_a_bad_rate_before_training(tmp_path, capsys):
         assert not out.exists()
 
 
-def test_the_hash_of_a_ce_model_ignores_rce_settings_and_the_paper_rates_hash_as_before():
+def test_the_hash_of_a_ce_model_ignores_rce_settings_and_the_recipe_is_another_model():
     ce = cfg(objective="ce").to_dict()
     assert "rce_lr_scale" not in train_dict_for_hash(ce) and "rce_ce_steps" not in train_dict_for_hash(ce)
-    paper = without_later_defaults(cfg(objective="rce", rce_lr_scale=1.0).to_dict())
-    assert "rce_lr_scale" not in paper  # a run trained before the setting existed keeps its hash
-    auto = without_later_defaults(cfg(objective="rce").to_dict())
-    assert auto["rce_lr_scale"] == 0.0  # the recipe is another model than the paper's rates
+    assert same_training({**ce, "rce_lr_scale": 9.0}, cfg(objective="ce"))  # CE does not read it
+    paper = objective_settings(cfg(objective="rce", rce_lr_scale=1.0).to_dict())
+    auto = objective_settings(cfg(objective="rce").to_dict())
+    assert paper["rce_lr_scale"] == 1.0 and auto["rce_lr_scale"] == 0.0
+    assert train_dict_for_hash(paper) != train_dict_for_hash(auto)  # the recipe is another model than the paper's
+    assert not same_training(paper, cfg(objective="rce")) and not same_training({"steps": "x"}, cfg())
 
 
 def test_presets_give_the_recipe_and_the_paper_presets_the_paper_rates():

@@ -62,24 +62,6 @@ def _check_eps(eps: float | None, norm: str) -> None:
                           f"got {eps}")
 
 
-def _check_gradient(classifier, term, x) -> None:
-    """Refuse a detector whose score gives no usable gradient: the attack would be blind to it."""
-    import torch
-
-    from ..core.errors import ConfigError
-    from ..detectors import observe
-
-    x = x.to(classifier.device).requires_grad_(True)
-    with torch.enable_grad():
-        view = observe(classifier, x, term)
-        margin = term.margin(view, view.logits.argmax(1))
-        if not margin.requires_grad:
-            raise ConfigError("this detector's score is not differentiable; a gradient attack cannot target it")
-        (g,) = torch.autograd.grad(margin.sum(), x)
-    if not bool(torch.isfinite(g).all()) or float(g.abs().sum()) == 0:
-        raise ConfigError("this detector's score has no finite, non-zero input gradient; a gradient attack is blind")
-
-
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -90,9 +72,10 @@ def run(args) -> int:
     from ..core.io import check_writable_dir, config_hash, versions, write_json
     from ..detectors import Detector, ScoreTerm, check_metric, score_any
     from ..evaluation import attack_store
+    from ..evaluation.detector_runs import adaptive_attack
+    from ..evaluation.detector_sanity import gradient_status, term_gradients
     from ..models import checkpoint, features
     from ..models.classifier import FINAL
-    from ..stats.operating_point import fpr_key, operating_points
     from .attack import parse_settings
 
     spec = attacks.spec(args.attack)
@@ -130,7 +113,8 @@ def run(args) -> int:
         raise ConfigError(f"none of the {len(indices)} chosen test images is classified correctly, so the attack "
                           "has nothing to measure (SR@N counts clean-correct images); check the run and its data")
     term = ScoreTerm(det.scorer, det.threshold)
-    _check_gradient(clf, term, x[: min(8, len(x))])
+    if gradient_status(term_gradients(clf, term, x[: min(8, len(x))])) in ("none", "non_finite"):
+        raise ConfigError("this detector's score has no finite, non-zero input gradient; a gradient attack is blind")
 
     record = {"attack": args.attack, "metric": args.metric, "eps": args.eps, "settings": settings, "n": len(indices),
               "seed": args.seed, "batch_size": args.batch_size, "weights_sha256": ckpt.meta["weights_sha256"],
@@ -139,22 +123,16 @@ def run(args) -> int:
     if attack_store.finished_output(out, args.force):
         print(f"{out} already holds this attack (use --force to recompute)")
         return 0
-    n = len(indices)
-    if not attack_store.parts_done(out, n, args.batch_size):
-        factory = attack_store.attack_factory(args.attack, settings, args.eps, args.seed, detector=term)
-        with tqdm(total=n, unit="img", desc=f"{args.attack} vs {args.metric}", disable=args.quiet) as bar:
-            attack_store.run_parts(out, factory, clf, x, y, args.batch_size, indices=indices, bar=bar)
-    res, seconds, _ = attack_store.load_parts(out, n, args.batch_size, x)
-    layers = [n for n in det.scorer.layers if n != FINAL]
-    clean, adv = features.extract(clf, x, y, layers=layers), features.extract(clf, res.x_adv, layers=layers)
+    n, layers = len(indices), [n for n in det.scorer.layers if n != FINAL]
     x_held = ds.test_images()[n_free:]
     heldout = score_any(det.scorer, clf, features.extract(clf, x_held, layers=layers), x_held)
-    op = operating_points(heldout, score_any(det.scorer, clf, clean, x),
-                          score_any(det.scorer, clf, adv, res.x_adv), y, clean.predictions, adv.predictions,
-                          fprs=(det.fpr,), n_boot=args.bootstrap, seed=args.seed,
-                          resample_heldout=False)[fpr_key(det.fpr)]  # the attack aimed at this very T
-    summary = {**record, "operating_point": op,
-               "robust_accuracy": float((adv.predictions == y).double().mean()),  # the classifier alone, no rejection
+    with tqdm(total=n, unit="img", desc=f"{args.attack} vs {args.metric}", disable=args.quiet) as bar:
+        _, seconds, j = adaptive_attack(out, args.attack, settings, args.eps, args.seed, term, clf, x, y,
+                                        args.batch_size, heldout=heldout, clean=features.extract(clf, x, y, layers=layers),
+                                        fpr=det.fpr, n_boot=args.bootstrap, boot_seed=args.seed, indices=indices,
+                                        bar=bar)
+    op = j["operating_point"]
+    summary = {**record, "operating_point": op, "robust_accuracy": j["robust_accuracy"],  # the classifier alone
                "seconds": seconds, "seconds_per_example": seconds / n, "versions": versions()}
     write_json(out / "summary.json", summary)
     ci = (op.get("bootstrap") or {}).get("attack_success_rate") or [None, None]

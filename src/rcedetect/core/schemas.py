@@ -130,6 +130,14 @@ RESULTS_ATTACK = {"model": need("str"), "attack": need("str"), "objective": may(
                   "n_images": may("count"), "n_pairs": may("count"), "success_rate": may("rate", "null"),
                   "detection": may("dict"), "settings": may("dict")}
 
+#: the other records of results.json (:mod:`rcedetect.core.records`)
+RESULTS_TRANSFER = {"n_pairs": may("count"), "transfer_rate": may("rate", "null"), "detection": may("dict")}
+RESULTS_ADAPTIVE = {"model": need("str"), "metric": need("str"), "attack": need("str"), "eps": may("number", "null"),
+                    "fooled": may("list"), "operating_point": may("dict")}
+RESULTS_WORST_CASE = {"model": need("str"), "metric": need("str"), "eps": need("number"),
+                      "attack_success_rate": may("rate", "null"), "n_clean_correct": may("count")}
+RESULTS_ROBUST = {"broken_at": may("list"), "broken_by": may("list"), "model": may("str")}
+
 
 def check_results(results: Any, where: str | Path) -> dict:
     """results.json: its top level, every model entry and every attack record (what the report reads)."""

@@ -130,13 +130,12 @@ class DetectorCard:
         if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
             raise CheckpointError(f"{FORMAT} format_version {version!r} is not one this rcedetect reads "
                                   f"(1..{FORMAT_VERSION}); upgrade rcedetect")
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in obj and
-                         next(f for f in dataclasses.fields(cls) if f.name == n).default is dataclasses.MISSING and
-                         next(f for f in dataclasses.fields(cls) if f.name == n).default_factory is dataclasses.MISSING)
+        fields = dataclasses.fields(cls)
+        missing = sorted(f.name for f in fields if f.name not in obj and f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
         if missing:
             raise CheckpointError(f"the detector card lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in obj.items() if k in names})
+        return cls(**{k: v for k, v in obj.items() if k in {f.name for f in fields}})
 
     def to_markdown(self) -> str:
         """One page: the headline, what it costs on clean inputs, each attack, the sanity checks, the notes."""

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, InputError, NotFittedError
+from ..core.io import versions
 from ..core.validation import check_images, check_labels, check_model_input
 from ..detectors.base import ScoreTerm, check_metric, score_images
 from ..stats.metrics import threshold_for_fpr, wilson_interval
@@ -184,7 +185,7 @@ def _evaluate(clf, model_desc, detector, x, y, x_heldout, norm, grid, fpr, versi
         clean_accuracy_with_rejection=float((correct & accepted_clean).double().mean()), per_eps=per_eps,
         sanity=checks, gradient=status, notes=notes,
         settings={"attacks": plan, "seed": seed, "batch_size": batch_size, "sample": m, "steps": steps},
-        seconds=time.perf_counter() - t_start, versions=_versions())
+        seconds=time.perf_counter() - t_start, versions=versions())
     card.verdict = _verdict(card)
     if card.verdict == "vacuous":
         card.notes.append(f"The detector rejects {100 * clean_rejection:.0f} % of the clean attacked images: a low "
@@ -329,12 +330,6 @@ def _scores(metric, clf, x, batch_size: int, what: str) -> torch.Tensor:
 def _horizons(kw: dict) -> tuple[int, ...]:
     steps = int(kw.get("steps", 100))
     return (max(1, steps // 4), steps) if steps >= 4 else (steps,)
-
-
-def _versions() -> dict[str, str]:
-    from ..core.io import versions
-
-    return versions()
 
 
 # -- the numbers ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""One attack of a detector card on every image, judged by the one success rule, saved so that a rerun resumes.
+"""One attack against a detector on every image, judged by the one success rule, saved so that a rerun resumes.
 
 An attack is built per batch by name (:func:`rcedetect.attacks.attack_factory`: its settings, the budget ε, the
 batch's seed, the detector term score − T where it takes one) and run on the images; its x* are then judged
@@ -9,6 +9,9 @@ adaptive_success`, the rule of Bryniarski et al. ICLR 2022 for every attack of t
 With a folder, each finished attack's per-image result is written atomically as ``<attack>-eps<ε>.json`` under a
 key of everything it depends on (images, labels, model weights, threshold, settings, seed); a rerun reads the
 files whose key matches and runs only the attacks that have none.
+
+``rce adaptive`` and ``rce reproduce`` run theirs with :func:`adaptive_attack`: built by :func:`build`, one part file
+per batch (:mod:`.attack_store`), judged on feature banks with the operating point (:func:`judge_banks`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from ..attacks import spec as attack_spec
 from ..attacks.engine import distortion
 from ..core.errors import RceError
 from ..core.io import config_hash, read_json, write_json
-from ..detectors.base import observe
-from ..stats.operating_point import adaptive_success
+from ..detectors.base import observe, score_any
+from ..models import features
+from ..models.classifier import FINAL
+from ..stats.operating_point import adaptive_success, fpr_key, operating_points
+from .attack_store import load_parts, run_parts
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -76,6 +82,34 @@ def build(name: str, settings: dict[str, Any], eps: float | None, seed: int, ter
     ConfigError here, before any work)."""
     return attack_factory(name, settings, eps if takes(name, "eps") else None, seed,
                           detector=term if takes(name, "detector") else None)
+
+
+def adaptive_attack(folder: Path, name: str, settings: dict[str, Any], eps: float | None, seed: int, term, classifier,
+                    x: torch.Tensor, y: torch.Tensor, batch: int, *, heldout: torch.Tensor, clean, fpr: float,
+                    n_boot: int, boot_seed: int = 0, indices: torch.Tensor | None = None, bar=None, on_part=None):
+    """(the attack's result, its seconds, :func:`judge_banks` of it): ``name`` against the detector term ``term``
+    (score − T) on images ``x`` with labels ``y``, one part file per ``batch`` images in ``folder`` (a killed run
+    resumes at its first missing part); ``clean``: the feature bank of ``x``, ``heldout``: the detector's scores of
+    the clean held-out images T was chosen on."""
+    run_parts(folder, build(name, settings, eps, seed, term), classifier, x, y, batch, indices=indices, bar=bar,
+              on_part=on_part)
+    res, seconds, _ = load_parts(folder, len(x), batch, x)
+    return res, seconds, judge_banks(classifier, term.metric, term.threshold, heldout, clean, x, y, res.x_adv,
+                                     fpr=fpr, n_boot=n_boot, seed=boot_seed)
+
+
+def judge_banks(classifier, metric, threshold: float, heldout: torch.Tensor, clean, x: torch.Tensor, y: torch.Tensor,
+                x_adv: torch.Tensor, *, fpr: float, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Adversarial images ``x_adv`` of the clean images ``x`` (feature bank ``clean``) judged against ``metric`` at
+    ``threshold``: the operating point at ``fpr`` (thresholds from ``heldout`` alone, not resampled: the attack
+    aimed at this very T), ``fooled`` per image (correct when clean, then misclassified AND accepted:
+    :func:`adaptive_success`) and ``robust_accuracy``, the classifier's alone."""
+    adv = features.extract(classifier, x_adv, layers=[n for n in metric.layers if n != FINAL])
+    s_clean, s_adv = score_any(metric, classifier, clean, x), score_any(metric, classifier, adv, x_adv)
+    op = operating_points(heldout, s_clean, s_adv, y, clean.predictions, adv.predictions, fprs=(fpr,), n_boot=n_boot,
+                          seed=seed, resample_heldout=False)[fpr_key(fpr)]
+    return {"operating_point": op, "robust_accuracy": float((adv.predictions == y).double().mean()),
+            "fooled": (clean.predictions == y) & adaptive_success(adv.predictions, y, s_adv <= threshold)}
 
 
 def record_path(folder: Path, name: str, eps: float) -> Path:

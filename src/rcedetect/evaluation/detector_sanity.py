@@ -44,11 +44,11 @@ def lambda_zero(x_zero: torch.Tensor, x_pgd: torch.Tensor) -> dict:
                  else "λ = 0 does NOT reproduce plain PGD: the combined loss is mis-wired")
 
 
-def gradient(grads: torch.Tensor) -> dict:
+def gradient(grads: torch.Tensor, term: str = "the detector term") -> dict:
     norms = grads.flatten(1).norm(dim=1)
     ok = torch.isfinite(norms) & (norms > 0)
-    return check("gradient", bool(ok.all()) and len(ok) > 0, f"the detector term's input gradient is finite and "
-                 f"non-zero on {int(ok.sum())} of {len(ok)} images", share=float(ok.float().mean()) if len(ok) else 0.0)
+    return check("gradient", bool(ok.all()) and len(ok) > 0, f"{term}'s input gradient is finite and non-zero on "
+                 f"{int(ok.sum())} of {len(ok)} images", share=float(ok.float().mean()) if len(ok) else 0.0)
 
 
 def gradient_free(k_free: int, k_gradient: int, m: int, free: str, best: str) -> dict:

@@ -10,8 +10,9 @@ The ``results.json`` schema is written by :mod:`rcedetect.reproduce.results` and
 
 The package: here the document (the paper's tables 1, 3, 4, 5 and the order of the sections); :mod:`.table2`,
 :mod:`.adaptive` (operating points, the adaptive evaluation), :mod:`.compare` (the baselines of other papers),
-:mod:`.claims` (the paper's claims, checked) write their sections; :mod:`.format` (cells, lookups, footnotes) and
-:mod:`.render` (figure numbering, Markdown and HTML) are what they share; :mod:`.figures`,
+:mod:`.claims` (the paper's claims, checked) write their sections; :mod:`.format` (cells, the typed records of
+:mod:`rcedetect.core.records`, footnotes), :mod:`.verdicts` (the one comparison of intervals behind every verdict)
+and :mod:`.render` (figure numbering, Markdown and HTML) are what they share; :mod:`.figures`,
 :mod:`.figures_samples` and :mod:`.figures_detection` draw the PNGs over :mod:`.figure_style`.
 
 Layer: above :mod:`rcedetect.reproduce`; it reads ``results.json`` and imports only ``core``, ``stats``,
@@ -35,6 +36,7 @@ from .format import (
     DASH,
     NOT_RECORDED,
     Notes,
+    arch_label,
     auc_of,
     cell,
     main_models,
@@ -44,6 +46,7 @@ from .format import (
     record,
     seconds,
     table2_record,
+    transfer_records,
     why_missing,
 )
 from .render import to_html, to_markdown
@@ -79,11 +82,6 @@ def dataset_label(results: dict) -> str:
     files = {Path(str(m.get("train", {}).get("data_file"))).name for m in models.values() if isinstance(m, dict)
              and m.get("train", {}).get("data_file")}
     return f"{name} ({', '.join(sorted(files))})" if name == "npz" and files else name
-
-
-def arch_label(arch: str) -> str:
-    """resnet32 -> ResNet-32."""
-    return f"ResNet-{arch[6:]}" if arch.startswith("resnet") and arch[6:].isdigit() else arch
 
 
 # ----------------------------------------------------------------------------------------------- blocks
@@ -143,11 +141,11 @@ def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
     rows, notes = [], Notes()
     for model in main_models(results):
         rec = record(results, model, paper_ref.WHITEBOX_ATTACK)
-        if rec is None or "wb" not in rec:
+        if rec is None or rec.wb is None:
             continue
         obj = results["models"][model]["objective"]
         p_ratio, p_dist = paper_ref.cw_wb(obj, col)
-        wb = rec["wb"]
+        wb = rec.wb
         ratio = cell(wb.get("ratio_f2_positive"), p_ratio, 2)
         dist = cell(wb.get("mean_distortion"), p_dist, 2)
         if missing(wb.get("ratio_f2_positive")):
@@ -170,12 +168,12 @@ def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
 
 def _table4(results: dict, col: str | None) -> list[tuple]:
     notes = Notes()
-    rows = [[f"{arch_label(t['target_arch'])} {t['target_objective'].upper()}",
-             f"{arch_label(t['substitute_arch'])} {t['substitute_objective'].upper()}",
-             cell(auc_of(t, "kd"), paper_ref.transfer_auc(t["target_objective"], t["substitute_objective"], col))
+    rows = [[f"{arch_label(t.target_arch)} {t.target_objective.upper()}",
+             f"{arch_label(t.substitute_arch)} {t.substitute_objective.upper()}",
+             cell(auc_of(t, "kd"), paper_ref.transfer_auc(t.target_objective, t.substitute_objective, col))
              if not missing(auc_of(t, "kd")) else notes.empty(why_missing(t, "kd")),
-             notes.value(pct(t.get("transfer_rate")), NOT_RECORDED), str(t.get("n_pairs", ""))]
-            for t in results.get("transfer", [])]
+             notes.value(pct(t.transfer_rate), NOT_RECORDED), str(t.n_pairs if t.n_pairs is not None else "")]
+            for t in transfer_records(results)]
     if not rows:
         return []
     return [("h", 2, "Table 4: black-box transfer (C&W-wb crafted on the substitute, scored on the target)"),
@@ -195,10 +193,10 @@ def _table5(results: dict) -> list[tuple]:
                 continue
             paper = paper_ref.seconds_per_example(attack, obj)
             rows.append([paper_ref.label(attack), obj.upper(),
-                         seconds(rec.get("seconds_per_example")) if not missing(rec.get("seconds_per_example"))
-                         else notes.empty(NOT_RECORDED),
+                         notes.empty(NOT_RECORDED) if missing(rec.seconds_per_example) else
+                         seconds(rec.seconds_per_example),
                          seconds(paper) if paper is not None else notes.empty("the paper gives no time"),
-                         str(rec.get("n_images", ""))])
+                         str(rec.n_images if rec.n_images is not None else "")])
     if not rows:
         return []
     return [("h", 2, "Table 5: time per adversarial example"),

@@ -7,34 +7,29 @@ with rejection (Tramèr, ICML 2022) and bootstrap 95 % intervals. Cells with few
 
 from __future__ import annotations
 
-import itertools
-
 from .. import detectors
 from ..evaluation.paper_ref import TABLE2_ATTACKS, label
 from ..stats.operating_point import MIN_PAIRS
+from .bottom_line_numbers import eps_reaching as reach
 from .format import (
     FEW_PAIRS,
     NO_PAIRS,
     NOT_RECORDED,
     Notes,
+    adaptive_records,
     detector_label,
     interval,
     main_models,
     model_short,
+    operating_point,
     pct,
+    span,
     table2_record,
+    worst_cases,
 )
 
 TARGET_LEVELS = (0.5, 0.9)
 PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_paper)
-
-
-def _ci(ci) -> str:
-    return f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""
-
-
-def _op(rec: dict, metric: str) -> dict:
-    return ((rec.get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
 
 
 def operating_blocks(results: dict, figs: dict) -> list[tuple]:
@@ -44,8 +39,8 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
             rec = table2_record(results, model, attack)
             if rec is None:
                 continue
-            for metric, d in rec.get("detection", {}).items():
-                op = _op(rec, metric)
+            for metric, d in rec.detection.items():
+                op = operating_point(rec, metric)
                 if metric not in PAPER_METRICS:
                     continue  # the baselines of other papers: the "Detectors compared" section
                 if not op:
@@ -57,10 +52,10 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                         (op.get("attack_success_rate"), "attack_success_rate"),
                         (op.get("robust_accuracy_with_rejection"), None), (op.get("clean_rejection_rate"), None)]
                 cells = [notes.value(pct(v), why if stat in ("auc", "tpr_success") else NOT_RECORDED)
-                         + (_ci(interval(rec, metric, stat)) if stat else "")
+                         + (span(interval(rec, metric, stat)) if stat else "")
                          for v, stat in vals]
                 cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
-                rows.append([label(attack), rec["objective"].upper(), detector_label(metric), *cells, str(n)])
+                rows.append([label(attack), rec.objective.upper(), detector_label(metric), *cells, str(n)])
     if not rows:
         return []
     out = [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
@@ -79,20 +74,13 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
 
 def eps_reaching(points: list[tuple[float, float]], level: float) -> str:
     """The ε where a success-rate curve first reaches ``level`` (linear between grid points), in words."""
-    points = sorted(points)
-    if not points:
-        return "–"
-    if points[0][1] >= level:
-        return f"≤ {points[0][0]:g}"
-    for (e0, s0), (e1, s1) in itertools.pairwise(points):
-        if s1 >= level:
-            return f"{e0 + (level - s0) * (e1 - e0) / (s1 - s0):.3g}"
-    return f"> {points[-1][0]:g}"
+    r = reach(sorted(points), level)
+    return "–" if r is None else f"> {r.eps_max:g}" if r.eps is None else r.text()
 
 
 def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
-    ad = results.get("adaptive")
-    if not ad or not ad.get("records"):
+    ad, records, worst = results.get("adaptive"), adaptive_records(results), worst_cases(results)
+    if not records:
         return []
     fpr = 100 * ad.get("fpr", 0.05)
     out = [("h", 2, "Adaptive evaluation: attacks that know the detector"),
@@ -104,21 +92,19 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
     if "adaptive" in figs:
         out.append(("img", "adaptive", *figs["adaptive"]))
     rows, verdicts, notes = [], [], Notes()
-    for w in ad.get("worst_case", []):
-        norm = w.get("norm", "linf")
-        recs = [r for r in ad["records"] if r["model"] == w["model"] and r["metric"] == w["metric"]
-                and r.get("eps") == w["eps"] and (r.get("norm") or "linf") == norm]
-        robust = min((r["operating_point"].get("robust_accuracy_with_rejection") for r in recs), default=None,
+    for w in worst:
+        norm = w.norm or "linf"
+        recs = [r for r in records if r.model == w.model and r.metric == w.metric and r.eps == w.eps
+                and (r.norm or "linf") == norm]
+        robust = min((r.operating_point.get("robust_accuracy_with_rejection") for r in recs), default=None,
                      key=lambda v: 2.0 if v is None else v)
         none_correct = "no attacked image is correctly classified when clean, so there is no rate"
-        per = ", ".join(f"{label(r['attack'])} " + notes.value(pct(r["operating_point"].get("attack_success_rate")),
-                                                                none_correct, 0) for r in recs)
-        ci = w.get("interval") or [None, None]
-        worst = notes.value(pct(w["attack_success_rate"]), none_correct) + (
-            _ci((100 * ci[0], 100 * ci[1])) if ci[0] is not None else "")
-        rows.append([model_short(results, w["model"], w), detector_label(w["metric"]),
-                     f"{w['eps']:g}" + (" (L2)" if norm == "l2" else ""), worst, per,
-                     notes.value(pct(robust), none_correct), f"{w['n_fooled']} / {w['n_clean_correct']}"])
+        per = ", ".join(f"{label(r.attack)} " + notes.value(pct(r.operating_point.get("attack_success_rate")),
+                                                             none_correct, 0) for r in recs)
+        worst_sr = notes.value(pct(w.attack_success_rate), none_correct) + span(w.interval, 0, 100)
+        rows.append([model_short(results, w.model, {"objective": w.objective}), detector_label(w.metric),
+                     f"{w.eps:g}" + (" (L2)" if norm == "l2" else ""), worst_sr, per,
+                     notes.value(pct(robust), none_correct), f"{w.n_fooled} / {w.n_clean_correct}"])
     note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
             "intervals are in results.json (adaptive.records[*].operating_point).")
     out.append(("p", note))
@@ -126,9 +112,9 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
                           "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
     out += notes.blocks()
     curves: dict[tuple, list] = {}
-    for w in ad.get("worst_case", []):
-        if w["attack_success_rate"] is not None and w.get("norm", "linf") == "linf":
-            curves.setdefault((w["model"], w["objective"], w["metric"]), []).append((w["eps"], w["attack_success_rate"]))
+    for w in worst_cases(results, "linf"):
+        if w.attack_success_rate is not None:
+            curves.setdefault((w.model, w.objective, w.metric), []).append((w.eps, w.attack_success_rate))
     failed = {(m, c.get("metric", "kd")) for m, cs in (ad.get("sanity") or {}).items() for c in cs if not c["passed"]}
     for (model, obj, metric), pts in sorted(curves.items(), key=lambda kv: (kv[0][1] != "ce", kv[0][2] != "kd")):
         reach = ", ".join(f"{100 * lv:.0f} % at ε {eps_reaching(pts, lv)}" for lv in TARGET_LEVELS)

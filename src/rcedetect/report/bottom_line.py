@@ -30,9 +30,10 @@ from .bottom_line_numbers import (
     sanity_counts,
     worst_case_curve,
 )
-from .claims import claim_items, verdict_of
-from .format import DASH, detector_label
+from .claims import claim_items
+from .format import DASH, detector_label, span
 from .replication import claims_across_seeds
+from .verdicts import AT_SCALE, SAID, by_direction, split, verdict_of
 
 TITLE = "The answer at a glance"
 BOX_ID = "bottom-line"
@@ -40,15 +41,29 @@ OBLIVIOUS_METRICS = ("kd", "non_me", "confidence")
 LEVELS = (0.5, 0.9)
 ADAPTIVE_CLAIM = "RCE + K-density is harder to fool than CE + K-density under adaptive attacks"
 OBJECTIVES = ("ce", "rce")
+#: RCE against CE, by (RCE's interval wholly above CE's somewhere, wholly below it somewhere): the adaptive
+#: claim's verdict (SR: lower is better), the words on the oblivious AUCs (higher is better) and their sign
+ADAPTIVE_VERDICT = {
+    (False, True): AT_SCALE[True] + " (RCE's interval lies below CE's at ε {down}, and never above it)",
+    (True, False): AT_SCALE[False] + " (RCE's interval lies above CE's at ε {up})",
+    (True, True): AT_SCALE[None] + " (mixed: RCE below CE at ε {down}, above it at ε {up})",
+    (False, False): AT_SCALE[None] + " (the intervals overlap at every ε)"}
+OBLIVIOUS_WORDS = {(True, False): ", RCE above CE with the intervals apart under {up}",
+                   (False, True): ", RCE below CE with the intervals apart under {down}",
+                   (True, True): ", RCE above CE under {up} but below under {down}",
+                   (False, False): ", the intervals overlapping under every attack"}
+OBLIVIOUS_SIGN = {(True, False): 1, (False, True): -1}
+#: "Does RCE help?" by (some answer says yes, some says no)
+ANSWERS = {(True, False): "Yes, at this scale", (False, True): "No, at this scale", (True, True): "Mixed",
+           (False, False): "Not resolved at this scale"}
+#: the claims grouped by verdict, in this order
+GROUPS = {True: "Hold", False: "Do not hold", None: "Not resolved"}
 
 
 # ----------------------------------------------------------------------------------------------- formatting
 def pct(s: Share | None, digits: int = 1) -> str:
     """A share in % with its interval: "1.5 [0.9, 2.4]"."""
-    if s is None:
-        return DASH
-    span = f" [{100 * s.lo:.{digits}f}, {100 * s.hi:.{digits}f}]" if s.lo is not None and s.hi is not None else ""
-    return f"{100 * s.value:.{digits}f}{span}"
+    return DASH if s is None else f"{100 * s.value:.{digits}f}{span((s.lo, s.hi), digits, 100)}"
 
 
 def _sr(results: dict) -> str:
@@ -80,18 +95,8 @@ def adaptive_claim(results: dict) -> str | None:
     if not common:
         return None
     ce = {e: next(v for f, v in ce.items() if abs(e - f) < 1e-9) for e in common}
-    better = [e for e in common if rce[e].apart_below(ce[e])]
-    worse = [e for e in common if ce[e].apart_below(rce[e])]
-    at = lambda es: ", ".join(f"{e:g}" for e in es)
-    if better and not worse:
-        verdict = f"holds at this scale (RCE's interval lies below CE's at ε {at(better)}, and never above it)"
-    elif worse and not better:
-        verdict = f"does not hold at this scale (RCE's interval lies above CE's at ε {at(worse)})"
-    elif worse:
-        verdict = (f"not resolved at this scale (mixed: RCE below CE at ε {at(better)}, above it at ε "
-                   f"{at(worse)})")
-    else:
-        verdict = "not resolved at this scale (the intervals overlap at every ε)"
+    worse, better = split(common, lambda e: rce[e].interval, lambda e: ce[e].interval)
+    verdict = by_direction(ADAPTIVE_VERDICT, [f"{e:g}" for e in worse], [f"{e:g}" for e in better])
     sr = _sr(results)
     parts = "; ".join(f"ε {e:g}: RCE {pct(rce[e])} vs CE {pct(ce[e])} (n = {rce[e].n} / {ce[e].n})"
                       for e in common)
@@ -122,18 +127,12 @@ def _oblivious_sign(results: dict, objs: dict) -> tuple[int | None, str]:
     both = [a for a in paper_ref.TABLE2_ATTACKS if a in ce and a in rce]
     if not both:
         return None, "the oblivious attacks were not scored on both models"
-    up = [paper_ref.label(a) for a in both if ce[a].apart_below(rce[a])]
-    down = [paper_ref.label(a) for a in both if rce[a].apart_below(ce[a])]
+    up, down = split(both, lambda a: rce[a].interval, lambda a: ce[a].interval)
     (la, lr), (lc_a, lc) = _lowest({a: rce[a] for a in both}), _lowest({a: ce[a] for a in both})
     text = (f"K-density's lowest AUC over the {len(both)} Table 2 attacks is {pct(lr)} for RCE ({paper_ref.label(la)}) "
             f"vs {pct(lc)} for CE ({paper_ref.label(lc_a)})")
-    if up and not down:
-        return 1, text + f", RCE above CE with the intervals apart under {', '.join(up)}"
-    if down and not up:
-        return -1, text + f", RCE below CE with the intervals apart under {', '.join(down)}"
-    if up:
-        return 0, text + f", RCE above CE under {', '.join(up)} but below under {', '.join(down)}"
-    return 0, text + ", the intervals overlapping under every attack"
+    return (OBLIVIOUS_SIGN.get((bool(up), bool(down)), 0),
+            text + by_direction(OBLIVIOUS_WORDS, [paper_ref.label(a) for a in up], [paper_ref.label(a) for a in down]))
 
 
 def does_rce_help(results: dict, claim: str | None) -> str:
@@ -144,16 +143,12 @@ def does_rce_help(results: dict, claim: str | None) -> str:
     obl, obl_text = _oblivious_sign(results, objs)
     adp = {True: 1, False: -1, None: 0}[verdict_of(claim)] if claim else None
     signs = [s for s in (obl, adp) if s is not None]
-    answer = ("Yes, at this scale" if 1 in signs and -1 not in signs else
-              "No, at this scale" if -1 in signs and 1 not in signs else
-              "Mixed" if signs else "Not measured by this run")
-    if 1 not in signs and -1 not in signs and signs:
-        answer = "Not resolved at this scale"
+    answer = ANSWERS[(1 in signs, -1 in signs)] if signs else "Not measured by this run"
     errs = [clean_error(results, objs[o]) for o in OBJECTIVES]
     adp_text = ""
     if claim:
         reach = [eps_reaching(worst_case_curve(results, objs[o], "kd"), 0.5) for o in OBJECTIVES]
-        said = {True: "holds", False: "does not hold", None: "is not resolved"}[verdict_of(claim)]
+        said = SAID[verdict_of(claim)]
         adp_text = (f"; against attacks that know the detector, RCE + K-density's worst-case {_sr(results)} "
                     f"{reach[1].phrase(0.5)} (CE + K-density: {reach[0].phrase(0.5)}), so the claim that RCE is "
                     f"harder to fool {said} at this scale")
@@ -240,9 +235,8 @@ def _adaptive_table(results: dict, objs: dict) -> list[tuple]:
 
 # ----------------------------------------------------------------------------------------------- claims
 def _claim_verdicts(results: dict, col: str | None) -> list[tuple[str, bool | None]]:
-    if n_seeds(results) > 1:
-        words = {"holds": True, "does not hold": False}
-        return [(label, words.get(a["verdict"])) for label, a in claims_across_seeds(results, col)]
+    if n_seeds(results) > 1:  # "holds", "does not hold", "mixed" or "not resolved"
+        return [(label, verdict_of(a["verdict"])) for label, a in claims_across_seeds(results, col)]
     return [(label, verdict_of(sentence)) for label, sentence in claim_items(results, col)]
 
 
@@ -250,8 +244,7 @@ def _claims_blocks(results: dict, col: str | None, claim: str | None) -> list[tu
     verdicts = _claim_verdicts(results, col) + ([(ADAPTIVE_CLAIM, verdict_of(claim))] if claim else [])
     if not verdicts:
         return []
-    groups = [(w, [label for label, v in verdicts if v is value])
-              for w, value in (("Hold", True), ("Do not hold", False), ("Not resolved", None))]
+    groups = [(w, [label for label, v in verdicts if v is value]) for value, w in GROUPS.items()]
     items = [f"{w} ({len(labels)}): {'; '.join(labels)}" for w, labels in groups if labels]
     lead = (f"The paper's claims{_seed_words(results)} (a claim holds over seeds only where it holds on every seed; "
             "each with its numbers in \"The paper's claims at this scale\" below)" if col else

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .. import detectors
 from ..evaluation import paper_ref
 from ..stats.metrics import wilson_interval
-from .format import detector_label, main_models, missing, table2_record
+from .format import detector_label, main_models, missing, operating_point, table2_record, worst_cases
 
 TOL = 1e-9
 PAPER_FIRST = ("kd", "non_me", "confidence")
@@ -34,9 +34,9 @@ class Share:
     hi: float | None
     n: int | str
 
-    def apart_below(self, other: Share) -> bool:
-        """This interval lies wholly below ``other``'s (both intervals known)."""
-        return self.hi is not None and other.lo is not None and self.hi < other.lo
+    @property
+    def interval(self) -> tuple[float | None, float | None]:
+        return self.lo, self.hi
 
 
 @dataclass(frozen=True)
@@ -124,19 +124,17 @@ def aucs(results: dict, model: str, metric: str) -> dict[str, Share]:
     return out
 
 
-def _record_auc(rec: dict | None, metric: str) -> Share | None:
-    d = ((rec or {}).get("detection") or {}).get(metric) or {}
-    if rec is None or missing(d.get("auc_strict")) or not rec.get("n_pairs"):
+def _record_auc(rec, metric: str) -> Share | None:
+    if rec is None or missing(rec.detector(metric).get("auc_strict")) or not rec.n_pairs:
         return None
-    op = (d.get("operating_points") or {}).get("fpr_5") or {}
-    lo, hi = (op.get("bootstrap") or {}).get("auc") or (None, None)
-    return Share(d["auc_strict"], lo, hi, rec["n_pairs"])
+    lo, hi = (operating_point(rec, metric).get("bootstrap") or {}).get("auc") or (None, None)
+    return Share(rec.detector(metric)["auc_strict"], lo, hi, rec.n_pairs)
 
 
 def adaptive_metrics(results: dict) -> list[str]:
     """The detectors the adaptive evaluation attacked: the paper's (K-density, non-ME, confidence), then the
     others in the registry's order."""
-    found = {w["metric"] for w in (results.get("adaptive") or {}).get("worst_case", [])}
+    found = {w.metric for w in worst_cases(results)}
     order = {m: i for i, m in enumerate(PAPER_FIRST + tuple(m for m in detectors.names() if m not in PAPER_FIRST))}
     return sorted(found, key=lambda m: (order.get(m, len(order)), m))
 
@@ -153,25 +151,25 @@ def worst_case_curve(results: dict, model: str, metric: str) -> list[tuple[float
                 if share is not None:
                     out.append((r["eps"], share))
         return sorted(out, key=lambda p: p[0])
-    for w in (results.get("adaptive") or {}).get("worst_case", []):
-        if (w["model"] == model and w["metric"] == metric and (w.get("norm") or "linf") == "linf"
-                and w.get("attack_success_rate") is not None):
-            lo, hi = w.get("interval") or (None, None)
-            out.append((w["eps"], Share(w["attack_success_rate"], lo, hi, w["n_clean_correct"])))
+    for w in worst_cases(results, "linf"):
+        if w.model == model and w.metric == metric and w.attack_success_rate is not None:
+            lo, hi = w.interval or (None, None)
+            out.append((w.eps, Share(w.attack_success_rate, lo, hi, w.n_clean_correct)))
     return sorted(out, key=lambda p: p[0])
 
 
-def eps_reaching(curve: list[tuple[float, Share]], level: float) -> Reach | None:
-    """Where the curve's value first reaches ``level``, linear between grid points (None for an empty curve)."""
+def eps_reaching(curve: list[tuple[float, Share | float]], level: float) -> Reach | None:
+    """Where the curve's value (a Share's, or a number) first reaches ``level``, linear between grid points,
+    ε ascending (None for an empty curve)."""
     if not curve:
         return None
-    eps_max = curve[-1][0]
-    if curve[0][1].value >= level:
-        return Reach(curve[0][0], True, eps_max)
-    for (e0, s0), (e1, s1) in itertools.pairwise(curve):
-        if s1.value >= level:
-            return Reach(e0 + (level - s0.value) * (e1 - e0) / (s1.value - s0.value), False, eps_max)
-    return Reach(None, False, eps_max)
+    pts = [(e, getattr(s, "value", s)) for e, s in curve]
+    if pts[0][1] >= level:
+        return Reach(pts[0][0], True, pts[-1][0])
+    for (e0, s0), (e1, s1) in itertools.pairwise(pts):
+        if s1 >= level:
+            return Reach(e0 + (level - s0) * (e1 - e0) / (s1 - s0), False, pts[-1][0])
+    return Reach(None, False, pts[-1][0])
 
 
 def sanity_counts(results: dict) -> tuple[int, list[tuple[str, str | None, str]]]:

@@ -19,9 +19,21 @@ Wilson intervals; the C&W-wb distortion has a percentile-bootstrap interval of i
 
 from __future__ import annotations
 
+from ..core.records import Scored, TransferRecord
 from ..evaluation import paper_ref
 from ..stats.metrics import wilson_interval
-from .format import auc_of, enough_pairs, interval, main_models, missing, record, table2_record
+from .format import (
+    auc_of,
+    enough_pairs,
+    interval,
+    main_models,
+    missing,
+    record,
+    span,
+    table2_record,
+    transfer_records,
+)
+from .verdicts import AT_SCALE, OVERLAP, compare
 
 #: the transfer-rate bounds the paper's text gives (Table 4's text, §4.5)
 TRANSFER_BOUND = {"cifar10": 0.15, "mnist": 0.50}
@@ -29,19 +41,11 @@ TRANSFER_BOUND = {"cifar10": 0.15, "mnist": 0.50}
 MNIST_TRANSFER_AUC = 95.0
 
 
-def _span(lo, hi, digits: int = 1) -> str:
-    return "" if lo is None or hi is None else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _auc_text(rec: dict, metric: str) -> tuple[float | None, tuple | None, str]:
+def _auc_text(rec: Scored, metric: str) -> tuple[float | None, tuple | None, str]:
     ours, iv = auc_of(rec, metric), interval(rec, metric, "auc")
     if missing(ours):
         return None, None, "—"
-    return ours, iv, f"{ours:.1f}{_span(*(iv or (None, None)))} ({rec.get('n_pairs', 0)} pairs)"
-
-
-def _overlap(a: tuple | None, b: tuple | None) -> bool:
-    return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
+    return ours, iv, f"{ours:.1f}{span(iv, 1)} ({rec.n_pairs or 0} pairs)"
 
 
 def _objectives(results: dict) -> dict[str, str]:
@@ -64,18 +68,17 @@ def _auc_claim(results: dict, metric: str, label: str) -> str | None:
         name = paper_ref.label(attack)
         parts.append(f"{name}: RCE {rce_t} vs CE {ce_t}")
         if rce < ce:
-            (below if _overlap(ce_iv, rce_iv) else fails).append(name)
+            (below if compare(ce_iv, rce_iv) == OVERLAP else fails).append(name)
     if not parts:
         return None
     if fails:
-        verdict = f"does not hold at this scale (RCE < CE, the intervals apart, under {', '.join(fails)})"
+        verdict = f"{AT_SCALE[False]} (RCE < CE, the intervals apart, under {', '.join(fails)})"
     elif below:
-        verdict = (f"not resolved at this scale: RCE is below CE under {', '.join(below)}, by less than the "
-                   "intervals resolve, and not below it elsewhere")
+        verdict = (f"{AT_SCALE[None]}: RCE is below CE under {', '.join(below)}, by less than the intervals "
+                   "resolve, and not below it elsewhere")
     else:
-        verdict = "holds at this scale"
-    tie = ""
-    return f"{label}: {verdict}{tie}. " + "; ".join(parts) + "."
+        verdict = AT_SCALE[True]
+    return f"{label}: {verdict}. " + "; ".join(parts) + "."
 
 
 def _non_me_clean(results: dict) -> str:
@@ -83,7 +86,7 @@ def _non_me_clean(results: dict) -> str:
     objs, out = _objectives(results), []
     for o in ("ce", "rce"):
         rec = table2_record(results, objs[o], "fgsm") if o in objs else None
-        mean = ((rec or {}).get("detection", {}).get("non_me", {}).get("score_summary") or {}).get("clean", {})
+        mean = ((rec.detector("non_me").get("score_summary") if rec else None) or {}).get("clean", {})
         if rec is None or mean.get("mean") is None:
             return ""
         out.append(f"{o.upper()} {-mean['mean']:.3f}")
@@ -93,48 +96,46 @@ def _non_me_clean(results: dict) -> str:
 def _distortion_claim(results: dict) -> str | None:
     objs = _objectives(results)
     recs = {o: record(results, objs[o], paper_ref.WHITEBOX_ATTACK) for o in ("ce", "rce") if o in objs}
-    wbs = {o: (r or {}).get("wb") for o, r in recs.items()}
+    wbs = {o: r.wb if r else None for o, r in recs.items()}
     if set(wbs) != {"ce", "rce"} or not all(wbs.values()):
         return None
     d = {o: wb.get("mean_distortion") for o, wb in wbs.items()}
-    texts = {o: (f"{d[o]:.2f}{_span(*(wbs[o].get('distortion_interval') or (None, None)), 2)} over "
+    texts = {o: (f"{d[o]:.2f}{span(wbs[o].get('distortion_interval'), 2)} over "
                  f"{wbs[o].get('n_efficient', 0)} images" if not missing(d[o]) else "none (no image fooled both)")
              for o in ("ce", "rce")}
     body = f"RCE {texts['rce']} vs CE {texts['ce']} (‖x − x*‖₂/√d on [0, 255])"
     if missing(d["ce"]) or missing(d["rce"]):
         return f"C&W-wb needs larger distortions on RCE: not decided at this scale. {body}."
-    overlap = _overlap(wbs["ce"].get("distortion_interval"), wbs["rce"].get("distortion_interval"))
-    verdict = ("holds at this scale" if d["rce"] > d["ce"] else
-               "not resolved at this scale (RCE not above CE, inside the intervals)" if overlap else
-               "does not hold at this scale")
+    overlap = compare(wbs["ce"].get("distortion_interval"), wbs["rce"].get("distortion_interval")) == OVERLAP
+    verdict = (AT_SCALE[True] if d["rce"] > d["ce"] else
+               f"{AT_SCALE[None]} (RCE not above CE, inside the intervals)" if overlap else AT_SCALE[False])
     tie = "; the intervals overlap" if overlap and d["rce"] > d["ce"] else ""
     return f"C&W-wb needs larger distortions on RCE: {verdict}{tie}. {body}."
 
 
-def _pair(t: dict) -> str:
-    return (f"{t['substitute_objective'].upper()} {t['substitute_arch']} → "
-            f"{t['target_objective'].upper()} {t['target_arch']}")
+def _pair(t: TransferRecord) -> str:
+    return f"{t.substitute_objective.upper()} {t.substitute_arch} → {t.target_objective.upper()} {t.target_arch}"
 
 
 def _transfer_claims(results: dict, col: str) -> list[str]:
-    transfers = results.get("transfer") or []
+    transfers = transfer_records(results)
     if not transfers:
         return []
     bound, parts, over, at, straddle = TRANSFER_BOUND[col], [], [], [], []
     for t in transfers:
-        n, rate = t.get("n_substitute_success", 0), t.get("transfer_rate")
+        n, rate = t.n_substitute_success or 0, t.transfer_rate
         if missing(rate) or not n:
             parts.append(f"{_pair(t)}: no substitute success to transfer")
             continue
         lo, hi = wilson_interval(round(rate * n), n)
-        parts.append(f"{_pair(t)}: {100 * rate:.1f} %{_span(100 * lo, 100 * hi)} of {n}")
+        parts.append(f"{_pair(t)}: {100 * rate:.1f} %{span((lo, hi), 1, 100)} of {n}")
         (over if lo >= bound else at if rate >= bound else straddle if hi >= bound else []).append(_pair(t))
     out = []
     decided = [p for p in parts if "no substitute" not in p]
     verdict = ("not decided (nothing transferred)" if not decided else
-               f"does not hold at this scale ({', '.join(over)}: the whole interval at or above the bound)" if over
-               else f"not resolved at this scale ({', '.join(at)} at or above the bound, its interval reaching "
-                    "below it)" if at else "holds at this scale")
+               f"{AT_SCALE[False]} ({', '.join(over)}: the whole interval at or above the bound)" if over
+               else f"{AT_SCALE[None]} ({', '.join(at)} at or above the bound, its interval reaching below it)"
+               if at else AT_SCALE[True])
     tie = (f"; the interval reaches the bound for {', '.join(straddle)}, so there it holds only within the "
            "uncertainty of this n" if straddle else "")
     out.append(f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
@@ -149,9 +150,9 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
             if ours <= MNIST_TRANSFER_AUC:
                 (low if enough_pairs(t) else unsure).append(_pair(t))
         if aucs:
-            v = (f"does not hold at this scale ({', '.join(low)})" if low else
-                 f"not resolved at this scale ({', '.join(unsure)} at or below {MNIST_TRANSFER_AUC:.0f} on fewer "
-                 "than 30 pairs)" if unsure else "holds at this scale")
+            v = (f"{AT_SCALE[False]} ({', '.join(low)})" if low else
+                 f"{AT_SCALE[None]} ({', '.join(unsure)} at or below {MNIST_TRANSFER_AUC:.0f} on fewer than 30 "
+                 "pairs)" if unsure else AT_SCALE[True])
             out.append(f"The target's K-density AUC on transferred examples exceeds {MNIST_TRANSFER_AUC:.0f} for all "
                        f"four pairs: {v}. " + "; ".join(aucs) + ".")
     return out
@@ -159,7 +160,7 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
 
 def claim_items(results: dict, col: str | None) -> list[tuple[str, str]]:
     """[(claim, sentence)]: each claim the report judges on ``results`` (none without a paper column); the
-    sentence opens with the claim, then its verdict (:func:`verdict_of`)."""
+    sentence opens with the claim, then its verdict (:func:`.verdicts.verdict_of`)."""
     if col not in TRANSFER_BOUND:
         return []
     items = [_auc_claim(results, "kd", "RCE ≥ CE for K-density on every attack (Table 2)"),
@@ -168,17 +169,6 @@ def claim_items(results: dict, col: str | None) -> list[tuple[str, str]]:
     if items[1] is not None:
         items[1] += _non_me_clean(results)
     return [(i.split(": ", 1)[0], i) for i in items if i]
-
-
-def verdict_of(sentence: str) -> bool | None:
-    """True where a claim's sentence says it holds, False where it does not, None where it is not resolved or
-    not decided."""
-    verdict = sentence.split(": ", 1)[-1]
-    if verdict.startswith("does not hold"):
-        return False
-    if verdict.startswith("holds"):
-        return True
-    return None
 
 
 def claims_blocks(results: dict, col: str | None, seed_by_seed: dict[str, str] | None = None) -> list[tuple]:

@@ -10,33 +10,35 @@ is marked; every other column is an attack they never saw.
 from __future__ import annotations
 
 from .. import detectors
+from ..core.records import AttackRecord
 from ..evaluation.paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
 from ..stats.operating_point import MIN_PAIRS
 from .format import (
-    NOT_RECORDED,
     Notes,
+    attack_records,
     detector_label,
     interval,
     main_models,
     missing,
     num,
+    operating_point,
     pct,
+    span,
     table2_record,
     why_missing,
+    worst_cases,
 )
+from .verdicts import HIGHER, compare
+
+#: the best detector against the runner-up, by :func:`.verdicts.compare` of their AUC intervals
+BEATS = {HIGHER: "beats"}
 
 
-def _op(rec: dict | None, metric: str) -> dict:
-    return (((rec or {}).get("detection", {}).get(metric, {}).get("operating_points") or {}).get("fpr_5")) or {}
-
-
-def _cell(rec: dict | None, metric: str, stat: str, notes: Notes) -> str:
-    op = _op(rec, metric)
+def _cell(rec: AttackRecord | None, metric: str, stat: str, notes: Notes) -> str:
+    op = operating_point(rec, metric)
     if not op or missing(op.get(stat)):
-        return notes.empty(why_missing(rec, metric) if rec is None or rec.get("n_pairs", 0) == 0
-                           or metric not in rec.get("detection", {}) else NOT_RECORDED)
-    ci = interval(rec, metric, stat)
-    text = num(pct(op[stat]), 0) + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
+        return notes.empty(why_missing(rec, metric))
+    text = num(pct(op[stat]), 0) + span(interval(rec, metric, stat))
     n = op.get("n_pairs", 0)
     return text + (f" ({n} pairs)" if n < MIN_PAIRS else "")
 
@@ -52,7 +54,7 @@ def fit_attacks(results: dict) -> dict[str, dict]:
 
 def compared_metrics(results: dict) -> list[str]:
     """Every detector scored in the records, in the registry's order."""
-    seen = {m for r in results.get("attacks", []) for m in r.get("detection", {})}
+    seen = {m for r in attack_records(results) for m in r.detection}
     return [m for m in detectors.names() if m in seen]
 
 
@@ -64,17 +66,17 @@ def best_by_attack(results: dict, metrics: list[str], attacks: list[str]) -> lis
         obj = results["models"][model]["objective"].upper()
         for attack in attacks:
             rec = table2_record(results, model, attack)
-            scored = [(pct(_op(rec, m).get("auc")), m) for m in metrics
-                      if _op(rec, m).get("auc") is not None and _op(rec, m).get("n_pairs", 0) >= MIN_PAIRS]
+            ops = {m: operating_point(rec, m) for m in metrics}
+            scored = [(pct(op.get("auc")), m) for m, op in ops.items()
+                      if op.get("auc") is not None and op.get("n_pairs", 0) >= MIN_PAIRS]
             if len(scored) < 2:
                 continue
             scored.sort(reverse=True)
             (a1, m1), (a2, m2) = scored[0], scored[1]
-            ci1, ci2 = interval(rec, m1, "auc"), interval(rec, m2, "auc")
-            clear = ci1 is not None and ci2 is not None and ci1[0] > ci2[1]
-            n = _op(rec, m1).get("n_pairs")
-            out.append(f"{obj}, {label(attack)} ({n} pairs): {detector_label(m1)} {a1:.1f} "
-                       + ("beats" if clear else "ties within the intervals with") + f" {detector_label(m2)} {a2:.1f}.")
+            verb = BEATS.get(compare(interval(rec, m1, "auc"), interval(rec, m2, "auc")), "ties within the intervals with")
+            n = ops[m1].get("n_pairs")
+            out.append(f"{obj}, {label(attack)} ({n} pairs): {detector_label(m1)} {a1:.1f} {verb} "
+                       f"{detector_label(m2)} {a2:.1f}.")
     return out
 
 
@@ -83,7 +85,7 @@ def compare_blocks(results: dict) -> list[tuple]:
     if not fits:
         return []
     metrics = compared_metrics(results)
-    attacks = [a for a in TABLE2_ATTACKS if any(r["attack"] == a for r in results.get("attacks", []))]
+    attacks = [a for a in TABLE2_ATTACKS if any(r.attack == a for r in attack_records(results))]
     fit_names = {s.get("attack") for s in fits.values()}
     head = [f"{label(a) or ATTACK_LABELS.get(a, a)}{' (fit)' if a in fit_names else ''}" for a in attacks]
     fit_text = "; ".join(
@@ -115,30 +117,28 @@ def compare_blocks(results: dict) -> list[tuple]:
 
 def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
     ad = results.get("adaptive") or {}
-    worst = [w for w in ad.get("worst_case", []) if w.get("norm", "linf") == "linf"]
+    worst = worst_cases(results, "linf")
     if not worst:
         return []
-    eps = sorted({w["eps"] for w in worst})
+    eps = sorted({w.eps for w in worst})
     fpr = 100 * ad.get("fpr", 0.05)
     rows, notes = [], Notes()
     for model in main_models(results):
         obj = results["models"][model]["objective"].upper()
         for m in metrics:
-            ws = {w["eps"]: w for w in worst if w["model"] == model and w["metric"] == m}
+            ws = {w.eps: w for w in worst if w.model == model and w.metric == m}
             if not ws:
                 continue
             cells = []
             for e in eps:
                 w = ws.get(e)
-                if w is None or missing(w.get("attack_success_rate")):
+                if w is None or missing(w.attack_success_rate):
                     cells.append(notes.empty("this detector was not attacked at this ε" if w is None else
                                              "no attacked image is correctly classified when clean, so no rate"))
                     continue
-                lo, hi = w.get("interval") or (None, None)
-                cells.append(num(pct(w["attack_success_rate"]), 0)
-                             + (f" [{100 * lo:.0f}, {100 * hi:.0f}]" if lo is not None else ""))
-            attacks = sorted({a for w in ws.values() for a in w.get("attacks", [])})
-            n = next(iter(ws.values())).get("n_clean_correct")
+                cells.append(num(pct(w.attack_success_rate), 0) + span(w.interval, 0, 100))
+            attacks = sorted({a for w in ws.values() for a in w.attacks})
+            n = next(iter(ws.values())).n_clean_correct
             failed = [c["check"] for c in (ad.get("sanity") or {}).get(model, [])
                       if c.get("metric") == m and not c["passed"]]
             rows.append([detector_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells,

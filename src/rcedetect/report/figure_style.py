@@ -28,6 +28,20 @@ def main_models(results: dict) -> list[tuple[str, str]]:
     return [(m, r["objective"]) for m, r in results.get("models", {}).items() if r.get("role") == "main"]
 
 
+def label_grid(axes, n: int, xlabel: str, ylabel: str) -> list:
+    """The x label under the bottom row, the y label beside the first column, the panels after the ``n``-th hidden;
+    returns the legend handles of the objectives' colours."""
+    from matplotlib.lines import Line2D
+
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return [Line2D([], [], color=c, lw=2, label=o.upper()) for o, c in COLORS.items()]
+
+
 def save_figure(fig, out_dir: Path, name: str) -> str:
     (out_dir / FIGDIR).mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()

@@ -11,29 +11,31 @@ writing they share in :mod:`.figure_style`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
+from ..core.records import AttackRecord
 from ..evaluation import paper_ref
 from ..evaluation.paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
 from ..stats.operating_point import MIN_PAIRS
-from .figure_style import COLORS, STYLE, main_models, save_figure
+from .figure_style import COLORS, STYLE, label_grid, main_models, save_figure
+from .format import attack_records, auc_of, record
 
 #: the paper's detectors and their line styles
 PAPER_METRICS = {"kd": ("K-density", "-"), "non_me": ("non-ME", "--"), "confidence": ("confidence", ":")}
 
 
-def _grid(results: dict, model: str, attack: str) -> list[dict]:
-    recs = [r for r in results.get("attacks", []) if r["model"] == model and r["attack"] == attack
-            and r.get("eps") is not None]
-    return sorted(recs, key=lambda r: r["eps"])
+def _grid(results: dict, model: str, attack: str) -> list[AttackRecord]:
+    recs = [r for r in attack_records(results) if r.model == model and r.attack == attack and r.eps is not None]
+    return sorted(recs, key=lambda r: r.eps)
 
 
-def _counts(values: dict[str, set]) -> str:
-    """{'FGSM': {200}, 'BIM': {100}} -> 'FGSM 200, BIM 100'."""
+def _counts(results: dict, attacks: list[str]) -> str:
+    """The attacked images per ε of each attack's grid runs: 'FGSM 200, BIM 100'."""
+    values = {paper_ref.label(a): {r.n_images for m, _ in main_models(results) for r in _grid(results, m, a)}
+              for a in attacks}
     return ", ".join(f"{k} {'/'.join(str(v) for v in sorted(vs))}" for k, vs in values.items() if vs)
 
 
@@ -41,9 +43,8 @@ def _missing_text(missing: list[str], why: str) -> str:
     return f" No point for {'; '.join(missing)}: {why}." if missing else ""
 
 
-def _auc(r: dict, metric: str) -> float | None:
-    v = r.get("detection", {}).get(metric, {}).get("auc_strict")
-    return None if v is None or math.isnan(v) or r.get("n_pairs", 0) == 0 else 100 * v
+def _auc(r: AttackRecord, metric: str) -> float | None:
+    return None if (r.n_pairs or 0) == 0 else auc_of(r, metric)
 
 
 def fig_auc_vs_eps(results: dict, out_dir: Path):
@@ -61,13 +62,13 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
         for model, obj in main_models(results):
             recs = _grid(results, model, attack)
             for metric, (_, style) in PAPER_METRICS.items():
-                pts = [(r["eps"], _auc(r, metric), r["n_pairs"]) for r in recs if _auc(r, metric) is not None]
+                pts = [(r.eps, _auc(r, metric), r.n_pairs) for r in recs if _auc(r, metric) is not None]
                 ax.plot([e for e, _, _ in pts], [a for _, a, _ in pts], style, color=COLORS.get(obj), lw=1.4)
                 few = [(e, a) for e, a, n in pts if n < MIN_PAIRS]
                 ax.plot([e for e, _, _ in pts], [a for _, a, _ in pts], "o", ms=3.5, color=COLORS.get(obj))
                 ax.plot([e for e, _ in few], [a for _, a in few], "o", ms=5, mfc="white", color=COLORS.get(obj))
-            pairs += [r["n_pairs"] for r in recs]
-            empty = [r["eps"] for r in recs if r.get("n_pairs", 0) == 0]
+            pairs += [r.n_pairs for r in recs]
+            empty = [r.eps for r in recs if (r.n_pairs or 0) == 0]
             if empty:  # an empty unclipped artist would break the layout
                 ax.plot(empty, [-4] * len(empty), "x", color=COLORS.get(obj), ms=7, clip_on=False)
             missing += [f"{paper_ref.label(attack)} {obj.upper()} at ε {e:g}" for e in empty]
@@ -75,13 +76,7 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
         ax.set_title(paper_ref.label(attack))
         ax.set_ylim(-8, 104)
         ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("ε")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("AUC (×10⁻²)")
-    for ax in list(axes.flat)[len(attacks):]:
-        ax.set_visible(False)
-    handles = [Line2D([], [], color=c, lw=2, label=o.upper()) for o, c in COLORS.items()]
+    handles = label_grid(axes, len(attacks), "ε", "AUC (×10⁻²)")
     handles += [Line2D([], [], color="k", ls=s, label=lab) for lab, s in PAPER_METRICS.values()]
     if any(0 < n < MIN_PAIRS for n in pairs):
         handles.append(Line2D([], [], ls="", marker="o", mfc="white", color="k", label=f"< {MIN_PAIRS} pairs"))
@@ -89,13 +84,11 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
         handles.append(Line2D([], [], ls="", marker="x", color="k", label="0 pairs: no AUC"))
     handles.append(Line2D([], [], color="0.6", lw=0.8, label="50: chance"))
     fig.legend(handles=handles, loc="outside right upper")
-    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in main_models(results) for r in _grid(results, m, a)}
-                for a in attacks}
     caption = ("Detection AUC (strict ties) of the paper's three detectors against the attack's ε, CE (blue) vs "
                "RCE (red); ε on pixels in [0, 1] (for JSMA the increase of each changed pixel). The grey line at 50 is chance, and below it a detector ranks the adversarial examples as "
                "more normal than the clean inputs. Each point is over the pairs at that ε (clean image correct, "
                f"adversarial misclassified): {min(pairs, default=0)} to {max(pairs, default=0)} pairs from "
-               f"{_counts(n_images)} attacked images per ε; hollow points have fewer than {MIN_PAIRS} pairs."
+               f"{_counts(results, attacks)} attacked images per ε; hollow points have fewer than {MIN_PAIRS} pairs."
                + _missing_text(missing, "0 pairs (marked ×), the attack never succeeded at that ε"))
     return "auc_vs_eps", save_figure(fig, out_dir, "auc_vs_eps.png"), caption
 
@@ -110,20 +103,18 @@ def fig_2a(results: dict, out_dir: Path):
     for ax, attack in zip(axes[0], attacks):
         for model, obj in main_models(results):
             recs = _grid(results, model, attack)
-            ok = [r for r in recs if r.get("accuracy") is not None]
-            ax.plot([r["eps"] for r in ok], [100 * r["accuracy"] for r in ok], "o-", ms=3.5, color=COLORS.get(obj),
+            ok = [r for r in recs if r.accuracy is not None]
+            ax.plot([r.eps for r in ok], [100 * r.accuracy for r in ok], "o-", ms=3.5, color=COLORS.get(obj),
                     label=obj.upper())
-            missing += [f"{paper_ref.label(attack)} {obj.upper()} at ε {r['eps']:g}" for r in recs if r not in ok]
+            missing += [f"{paper_ref.label(attack)} {obj.upper()} at ε {r.eps:g}" for r in recs if r.accuracy is None]
         ax.set_title(paper_ref.label(attack))
         ax.set_xlabel("ε")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][0].legend()
-    n_images = {paper_ref.label(a): {r["n_images"] for m, _ in main_models(results) for r in _grid(results, m, a)}
-                for a in attacks}
     caption = ("Classification accuracy on the adversarial images against ε with the detector disabled, CE vs RCE "
-               f"(the paper's Fig. 2a); attacked test images per ε and model: {_counts(n_images)}."
+               f"(the paper's Fig. 2a); attacked test images per ε and model: {_counts(results, attacks)}."
                + _missing_text(missing, "results.json records no accuracy there"))
     return "fig2a", save_figure(fig, out_dir, "fig2a_accuracy_vs_eps.png"), caption
 
@@ -132,10 +123,10 @@ def fig_2b(results: dict, out_dir: Path):
     bars, missing = [], []
     for attack in MIN_DISTORTION_ATTACKS:
         for model, obj in main_models(results):
-            r = next((r for r in results.get("attacks", []) if r["model"] == model and r["attack"] == attack), None)
+            r = record(results, model, attack)
             if r is None:
                 continue
-            cw = r.get("cw") or {}
+            cw = r.cw or {}
             bars.append((f"{paper_ref.label(attack)}\n{obj.upper()}", cw.get("mean_min_distortion"), obj,
                          cw.get("n_efficient", 0)))
     if not any(b[1] is not None for b in bars):

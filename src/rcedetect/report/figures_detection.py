@@ -14,8 +14,8 @@ from matplotlib.lines import Line2D
 from .. import detectors
 from ..evaluation import paper_ref
 from .bottom_line_numbers import adaptive_metrics, model_by_objective, n_seeds, worst_case_curve
-from .figure_style import COLORS, save_figure
-from .format import detector_label, model_short
+from .figure_style import COLORS, label_grid, save_figure
+from .format import adaptive_records, attack_records, detector_label, model_short, worst_cases
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
                  "mahalanobis": (0, (1, 3))}
@@ -30,9 +30,9 @@ def fig_roc(results: dict, out_dir: Path):
     """One panel per Table-2 attack: the ROC curve over the pairs, CE vs RCE (colour), detector by detector (line)."""
     panels = []
     for attack in paper_ref.TABLE2_ATTACKS:
-        recs = [r for r in results.get("attacks", []) if r["attack"] == attack
-                and (r.get("eps") is None or abs(r["eps"] - results.get("table2_eps", 0)) < 1e-9)]
-        if any(d.get("roc") for r in recs for d in r.get("detection", {}).values()):
+        recs = [r for r in attack_records(results) if r.attack == attack
+                and (r.eps is None or abs(r.eps - results.get("table2_eps", 0)) < 1e-9)]
+        if any(d.get("roc") for r in recs for d in r.detection.values()):
             panels.append((attack, recs))
     if not panels:
         return None
@@ -43,25 +43,19 @@ def fig_roc(results: dict, out_dir: Path):
     for ax, (attack, recs) in zip(axes.flat, panels):
         for r in recs:
             drawn = False
-            for metric, d in r.get("detection", {}).items():
+            for metric, d in r.detection.items():
                 if d.get("roc"):
                     metrics[metric] = True
                     drawn = True
                     ax.plot(d["roc"]["fpr"], d["roc"]["tpr"], ls=METRIC_STYLES.get(metric, "-."),
-                            color=COLORS.get(r["objective"]), lw=1.2)
+                            color=COLORS.get(r.objective), lw=1.2)
             if not drawn:
-                empty.append(f"{paper_ref.label(attack)} {r['objective'].upper()} ({r['n_pairs']} pairs)")
+                empty.append(f"{paper_ref.label(attack)} {r.objective.upper()} ({r.n_pairs} pairs)")
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8)
-        pairs = " / ".join(f"{r['objective'].upper()} {r['n_pairs']}" for r in recs)
+        pairs = " / ".join(f"{r.objective.upper()} {r.n_pairs}" for r in recs)
         ax.set_title(f"{paper_ref.label(attack)}: pairs {pairs}")
         ax.set_aspect("equal")
-    for ax in axes[-1]:
-        ax.set_xlabel("FPR (clean rejected)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("TPR (adversarial rejected)")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    handles = [Line2D([], [], color=c, lw=2, label=o.upper()) for o, c in COLORS.items()]
+    handles = label_grid(axes, len(panels), "FPR (clean rejected)", "TPR (adversarial rejected)")
     handles += [Line2D([], [], color="k", lw=1.2, ls=METRIC_STYLES.get(m, "-."), label=detector_label(m))
                 for m in detectors.names() if m in metrics]
     fig.legend(handles=handles, loc="outside right upper")
@@ -76,16 +70,16 @@ def fig_roc(results: dict, out_dir: Path):
 def fig_adaptive(results: dict, out_dir: Path):
     """SR@N against ε: one panel per model × detector, a line per adaptive attack and the worst case over them."""
     ad = results.get("adaptive") or {}
-    recs = [r for r in ad.get("records", []) if r.get("eps") is not None and r.get("norm", "linf") == "linf"]
-    objs = sorted({(r["objective"], r["model"]) for r in recs},
+    recs = [r for r in adaptive_records(results) if r.eps is not None and (r.norm or "linf") == "linf"]
+    objs = sorted({(r.objective, r.model) for r in recs},
                   key=lambda p: ("training" in results.get("models", {}).get(p[1], {}), p[0] != "ce", p[1]))
     names = {m: model_short(results, m, {"objective": o}) for o, m in objs}
     order = {m: i for i, m in enumerate(detectors.names())}
-    metrics = sorted({r["metric"] for r in recs}, key=lambda m: order.get(m, len(order)))
+    metrics = sorted({r.metric for r in recs}, key=lambda m: order.get(m, len(order)))
     if not objs:
         return None
     fpr = ad.get("fpr", 0.05)
-    attacks = list(dict.fromkeys(r["attack"] for r in recs))
+    attacks = list(dict.fromkeys(r.attack for r in recs))
     colors = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(attacks)}
     fig, axes = plt.subplots(len(objs), len(metrics), figsize=(min(1.65 * len(metrics) + 1.2, 10.8),
                                                                1.9 * len(objs) + 0.9),
@@ -93,17 +87,16 @@ def fig_adaptive(results: dict, out_dir: Path):
     missing, n_images = [], {}
     for i, (obj, model) in enumerate(objs):
         for j, metric in enumerate(metrics):
-            ax, mine = axes[i][j], [r for r in recs if r["model"] == model and r["metric"] == metric]
+            ax, mine = axes[i][j], [r for r in recs if r.model == model and r.metric == metric]
             for attack in attacks:
-                pts = sorted((r["eps"], r["operating_point"]["attack_success_rate"]) for r in mine
-                             if r["attack"] == attack and r["operating_point"]["attack_success_rate"] is not None)
+                pts = sorted((r.eps, r.operating_point["attack_success_rate"]) for r in mine
+                             if r.attack == attack and r.operating_point["attack_success_rate"] is not None)
                 ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "o-", ms=2.5, lw=1, color=colors[attack])
-            worst = [w for w in ad.get("worst_case", []) if w["model"] == model and w["metric"] == metric
-                     and w.get("norm", "linf") == "linf"]
-            n_images.setdefault(names[model], set()).update(w["n_clean_correct"] for w in worst)
-            pts = sorted((w["eps"], w["attack_success_rate"]) for w in worst if w["attack_success_rate"] is not None)
-            missing += [f"{names[model]} + {detector_label(metric)} at ε {w['eps']:g}" for w in worst
-                        if w["attack_success_rate"] is None]
+            worst = [w for w in worst_cases(results, "linf") if w.model == model and w.metric == metric]
+            n_images.setdefault(names[model], set()).update(w.n_clean_correct for w in worst)
+            pts = sorted((w.eps, w.attack_success_rate) for w in worst if w.attack_success_rate is not None)
+            missing += [f"{names[model]} + {detector_label(metric)} at ε {w.eps:g}" for w in worst
+                        if w.attack_success_rate is None]
             ax.plot([e for e, _ in pts], [100 * s for _, s in pts], "k-", lw=2.2)
             if not mine:
                 ax.text(0.5, 0.5, "not attacked", ha="center", va="center", transform=ax.transAxes, color="0.4")

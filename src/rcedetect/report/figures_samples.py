@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D
 from ..evaluation import paper_ref
 from ..stats.operating_point import MIN_PAIRS
 from .figure_style import main_models, save_figure
+from .format import attack_records
 
 KD_STYLES = {"normal": {"color": "black", "lw": 2.2}, "noisy": {"color": "0.5", "lw": 1.6, "ls": "--"}}
 
@@ -118,15 +119,15 @@ def _kd_series(results: dict, m: str) -> tuple[list[tuple[str, np.ndarray]], lis
     if (results.get("noise") or {}).get(m, {}).get("log_kd_noisy"):
         series.append(("noisy", np.asarray(results["noise"][m]["log_kd_noisy"], dtype=float)))
     t2, empty = results.get("table2_eps"), []
-    for r in results.get("attacks", []):
-        if r["model"] != m or r["attack"] == paper_ref.NOISE_ATTACK:
+    for r in attack_records(results):
+        if r.model != m or r.attack == paper_ref.NOISE_ATTACK:
             continue
-        if r.get("eps") is not None and (t2 is None or abs(r["eps"] - t2) > 1e-9):
+        if r.eps is not None and (t2 is None or abs(r.eps - t2) > 1e-9):
             continue
-        if r.get("log_kd_adv"):
-            series.append((paper_ref.label(r["attack"]), np.asarray(r["log_kd_adv"], dtype=float)))
-        elif r.get("n_pairs", 0) == 0:
-            empty.append(paper_ref.label(r["attack"]))
+        if r.log_kd_adv:
+            series.append((paper_ref.label(r.attack), np.asarray(r.log_kd_adv, dtype=float)))
+        elif (r.n_pairs or 0) == 0:
+            empty.append(paper_ref.label(r.attack))
     return [(k, v[np.isfinite(v)]) for k, v in series], empty
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from .. import detectors
+from ..core.records import AdaptiveRecord, AttackRecord, Scored, TransferRecord, WorstCase
 from ..stats.operating_point import MIN_PAIRS, too_few_pairs
 from .render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
 
@@ -83,20 +84,43 @@ class Notes:
             if self.texts else []
 
 
-def why_missing(rec: dict | None, metric: str | None = None) -> str:
+def why_missing(rec: Scored | None, metric: str | None = None) -> str:
     """The reason a value of ``rec`` (for ``metric``) is absent, from what the record says."""
     if rec is None:
         return NOT_RUN
-    if rec.get("n_pairs", 1) == 0:
+    if rec.n_pairs == 0:
         return NO_PAIRS
-    if metric is not None and metric not in rec.get("detection", {}):
+    if metric is not None and metric not in rec.detection:
         return NOT_SCORED
     return NOT_RECORDED
 
 
 # ----------------------------------------------------------------------------------------------- lookups
+def attack_records(results: dict) -> list[AttackRecord]:
+    return [AttackRecord.from_dict(r) for r in results.get("attacks", [])]
+
+
+def transfer_records(results: dict) -> list[TransferRecord]:
+    return [TransferRecord.from_dict(t) for t in results.get("transfer") or []]
+
+
+def adaptive_records(results: dict) -> list[AdaptiveRecord]:
+    return [AdaptiveRecord.from_dict(r) for r in (results.get("adaptive") or {}).get("records", [])]
+
+
+def worst_cases(results: dict, norm: str | None = None) -> list[WorstCase]:
+    """The adaptive worst case of every model × detector × ε (of one ``norm`` where given)."""
+    out = [WorstCase.from_dict(w) for w in (results.get("adaptive") or {}).get("worst_case", [])]
+    return [w for w in out if norm is None or (w.norm or "linf") == norm]
+
+
 def main_models(results: dict) -> list[str]:
     return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
+
+
+def arch_label(arch: str) -> str:
+    """resnet32 -> ResNet-32."""
+    return f"ResNet-{arch[6:]}" if arch.startswith("resnet") and arch[6:].isdigit() else arch
 
 
 def detector_label(metric: str) -> str:
@@ -105,11 +129,15 @@ def detector_label(metric: str) -> str:
     return cls.label if cls else metric
 
 
+def span(iv, digits: int = 0, scale: float = 1.0) -> str:
+    """An interval (lo, hi) times ``scale`` as " [lo, hi]"; "" where there is none."""
+    lo, hi = iv or (None, None)
+    return "" if lo is None or hi is None else f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+
+
 def share_cell(t: tuple | None) -> str:
     """(value, lo, hi) of shares as "value [lo, hi]" in % (one decimal, the interval rounded), "—" for None."""
-    if t is None:
-        return DASH
-    return f"{100 * t[0]:.1f}" + (f" [{100 * t[1]:.0f}, {100 * t[2]:.0f}]" if t[1] is not None else "")
+    return DASH if t is None else f"{100 * t[0]:.1f}" + span(t[1:], 0, 100)
 
 
 def short_label(m: dict) -> str:
@@ -124,47 +152,46 @@ def model_short(results: dict, model: str, record: dict | None = None) -> str:
     return short_label(results.get("models", {}).get(model) or record or {})
 
 
-def record(results: dict, model: str, attack: str, eps: float | None = None) -> dict | None:
-    for r in results.get("attacks", []):
-        if r["model"] == model and r["attack"] == attack and (eps is None or _close(r.get("eps"), eps)):
-            return r
-    return None
+def record(results: dict, model: str, attack: str, eps: float | None = None) -> AttackRecord | None:
+    return next((r for r in attack_records(results)
+                 if r.model == model and r.attack == attack and (eps is None or _close(r.eps, eps))), None)
 
 
 def _close(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and abs(a - b) < 1e-9
 
 
-def table2_record(results: dict, model: str, attack: str) -> dict | None:
+def table2_record(results: dict, model: str, attack: str) -> AttackRecord | None:
     """The record of ``attack`` on ``model`` behind Table 2: its run at table2_eps when it has an ε grid."""
-    has_grid = any(r["attack"] == attack and r.get("eps") is not None for r in results.get("attacks", []))
+    has_grid = any(r.attack == attack and r.eps is not None for r in attack_records(results))
     return record(results, model, attack, results.get("table2_eps") if has_grid else None)
 
 
-def enough_pairs(rec: dict | None) -> bool:
+def enough_pairs(rec: Scored | None) -> bool:
     """A cell is read as a result only with at least MIN_PAIRS pairs (else it is shown, but never compared)."""
-    return rec is not None and not too_few_pairs(rec.get("n_pairs", 0))
+    return rec is not None and not too_few_pairs(rec.n_pairs or 0)
 
 
-def interval(rec: dict | None, metric: str, stat: str, fpr_key: str = "fpr_5") -> tuple | None:
+def operating_point(rec: Scored | None, metric: str) -> dict:
+    """``metric``'s operating point at 5 % FPR in a record ({} where there is none)."""
+    return rec.operating_point(metric) if rec is not None else {}
+
+
+def interval(rec: Scored | None, metric: str, stat: str) -> tuple | None:
     """The bootstrap 95 % interval (×100) of ``stat`` of ``metric`` in a record, if it has one."""
-    op = ((rec or {}).get("detection", {}).get(metric, {}).get("operating_points") or {}).get(fpr_key) or {}
-    lo, hi = (op.get("bootstrap") or {}).get(stat) or (None, None)
+    lo, hi = (operating_point(rec, metric).get("bootstrap") or {}).get(stat) or (None, None)
     return None if lo is None or hi is None else (100 * lo, 100 * hi)
 
 
-def auc_cell(rec: dict, metric: str, paper: float | None, notes: Notes) -> str:
+def auc_cell(rec: AttackRecord, metric: str, paper: float | None, notes: Notes) -> str:
     """``ours (paper, Δ)``; below MIN_PAIRS pairs ``ours [interval]`` with a footnote; an empty cell says why."""
     ours = auc_of(rec, metric)
     if missing(ours):
         return notes.empty(why_missing(rec, metric)) + (f" ({num(paper)})" if paper is not None else "")
     if enough_pairs(rec):
         return cell(ours, paper)
-    ci = interval(rec, metric, "auc")
-    return num(ours) + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "") + notes.mark(FEW_PAIRS)
+    return num(ours) + span(interval(rec, metric, "auc")) + notes.mark(FEW_PAIRS)
 
 
-def auc_of(rec: dict | None, metric: str, key: str = "auc_strict") -> float | None:
-    if not rec:
-        return None
-    return pct(rec.get("detection", {}).get(metric, {}).get(key))
+def auc_of(rec: Scored | None, metric: str, key: str = "auc_strict") -> float | None:
+    return None if rec is None else pct(rec.detector(metric).get(key))

@@ -9,17 +9,15 @@ interval (seeds, then images) and each seed's own value; then each of the paper'
 from __future__ import annotations
 
 from ..evaluation import paper_ref
-from .claims import claim_items, verdict_of
-from .format import detector_label
+from .claims import claim_items
+from .format import detector_label, span
+from .verdicts import verdict_of
 
 SHOWN_METRICS = ("kd", "non_me", "confidence")
 
 
 def _pct(row: dict) -> str:
-    if row.get("mean") is None:
-        return "—"
-    span = f" [{100 * row['low']:.1f}, {100 * row['high']:.1f}]" if row.get("low") is not None else ""
-    return f"{100 * row['mean']:.1f}{span}"
+    return "—" if row.get("mean") is None else f"{100 * row['mean']:.1f}{span((row.get('low'), row.get('high')), 1, 100)}"
 
 
 def _seeds(row: dict) -> str:

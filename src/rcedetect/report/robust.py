@@ -18,19 +18,24 @@ robust accuracy with rejection beside it, and Tramèr's check (all from ``result
 from __future__ import annotations
 
 from ..stats.metrics import wilson_interval
-from .format import DASH, Notes, detector_label, share_cell, short_label
-from .robust_words import CONSISTENT, NONE, UNRESOLVED, WEAK, apart, cascade_words, model_of, plain_words
+from .format import DASH, Notes, arch_label, detector_label, share_cell, short_label, span
+from .robust_words import (
+    CONSISTENT,
+    NONE,
+    UNRESOLVED,
+    WEAK,
+    apart,
+    cascade_words,
+    model_of,
+    plain_words,
+    robust_record,
+)
 
 REL_TOL = 1e-3  # two ε closer than this (relatively) are one budget (rcedetect.reproduce.robust_config.close)
 
 
-
 def close(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-12)
-
-
-def arch_text(arch: str) -> str:
-    return f"ResNet-{arch[6:]}" if arch.startswith("resnet") and arch[6:].isdigit() else arch
 
 
 def training_text(m: dict) -> str:
@@ -44,7 +49,7 @@ def training_text(m: dict) -> str:
 
 def model_label(m: dict) -> str:
     """"ResNet-8 CE" or "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)"."""
-    base = f"{arch_text(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}"
+    base = f"{arch_label(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}"
     return base if not m.get("training") else f"{base}, {training_text(m)}"
 
 
@@ -84,7 +89,7 @@ def _clean(results: dict, model: str) -> str:
     if acc is None or not n:
         return DASH
     lo, hi = wilson_interval(round(acc * n), n)
-    return f"{100 * acc:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return f"{100 * acc:.1f}{span((lo, hi), 0, 100)}"
 
 
 def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
@@ -95,9 +100,8 @@ def classifier_blocks(results: dict, rb: dict) -> list[tuple]:
     for model in models:
         mine = [r for r in rows_in if r["model"] == model]
         m = model_of(results, model, mine[0])
-        rec = (rb.get("records") or {}).get(model) or {}
         by: dict[str, int] = {}
-        for b in rec.get("broken_by") or []:
+        for b in robust_record(rb, model).broken_by or []:
             if b is not None and b != "clean":
                 by[b] = by.get(b, 0) + 1
         order = [a["name"] for a in rb.get("attacks") or []]

@@ -6,7 +6,9 @@ one interval lies wholly above the other; otherwise the words say "not resolved"
 
 from __future__ import annotations
 
+from ..core.records import RobustRecord
 from .format import detector_label, model_short, share_cell, short_label
+from .verdicts import APART, HIGHER, compare
 
 CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
 NONE = "none"  # the "detector" of a classifier alone
@@ -17,8 +19,14 @@ GRADIENT_FREE = ("random_search_detector", "torchattacks:Square", "torchattacks:
 
 
 def apart(high: tuple, low: tuple) -> bool:
-    """``high`` = (value, lo, hi) lies wholly above ``low``: its interval's lower end over the other's upper end."""
-    return high[1] is not None and low[2] is not None and high[1] > low[2]
+    """``high`` = (value, lo, hi) lies wholly above ``low`` (:func:`.verdicts.compare` of their intervals)."""
+    return compare(high[1:], low[1:]) == HIGHER
+
+
+def robust_record(rb: dict, model: str) -> RobustRecord:
+    """The cascade record of ``model`` in results.json's ``robust`` (an empty one where there is none)."""
+    rec = (rb.get("records") or {}).get(model)
+    return RobustRecord.from_dict(rec) if rec else RobustRecord()
 
 
 def model_of(results: dict, model: str, row: dict) -> dict:
@@ -37,13 +45,13 @@ def cascade_words(results: dict, rb: dict, models: list[str]) -> list[tuple]:
         return []
     words, clean_first = [], []
     for model in models:
-        rec = (rb.get("records") or {}).get(model) or {}
-        by, at = rec.get("broken_by") or [], rec.get("broken_at") or []
+        rec = robust_record(rb, model)
+        by, at = rec.broken_by or [], rec.broken_at or []
         n = len(by)
         if not n:
             continue  # no record of this model's cascade
         later = [(b, e) for b, e in zip(by, at, strict=False) if b not in (None, "clean", order[0])]
-        label = model_short(results, model, rec)
+        label = model_short(results, model, rec.to_dict())
         if not later:
             clean_first.append(label)
             continue
@@ -81,11 +89,11 @@ def on_robust_words(results: dict, rows: list[dict]) -> list[str]:
             continue
         gain, r = max(pairs, key=lambda p: p[0])
         base = alone[r["eps"]]
+        up = apart(r["at"], base["at"])
         words.append(f"A detector on {short_label(r['m'])}: at best {100 * gain:+.1f} points over the model alone "
                      f"({detector_label(r['metric'])} at ε {r['eps']:g}: {share_cell(r['at'])} against {share_cell(base['at'])})"
                      + ("; no detector adds to robust training here (its clean rejection costs more than it catches)."
-                        if gain <= 0 else ", the intervals apart." if apart(r["at"], base["at"])
-                        else "; within the intervals of each other: not resolved."))
+                        if gain <= 0 else f"{', ' if up else '; '}{APART[up]}."))
     return words
 
 
@@ -109,7 +117,7 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
             best_other = max(other, key=lambda r: r["at"][0])
             line += (f"; the best {'detector' if top['metric'] == NONE else 'classifier alone'} "
                      f"({who(results, best_other)}) keeps {share_cell(best_other['at'])}, "
-                     + ("the intervals apart." if apart(top["at"], best_other["at"]) else "within the intervals of each other: not resolved."))
+                     f"{APART[apart(top['at'], best_other['at'])]}.")
         else:
             line += "."
         words.append(line)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import itertools
 
 from .. import detectors
+from ..core.records import AttackRecord
 from ..evaluation import paper_ref
 from ..evaluation.paper_ref import TABLE2_ATTACKS
 from ..stats.operating_point import MIN_PAIRS
 from .format import (
     Notes,
+    attack_records,
     auc_cell,
     auc_of,
     enough_pairs,
@@ -45,9 +47,9 @@ def table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
             if rec is None:
                 continue
             cells = [auc_cell(rec, m, paper_ref.auc(attack, obj, m, col), notes) for m in METRICS]
-            tpr = rec.get("detection", {}).get("kd", {}).get("tpr_at_5fpr")
+            tpr = rec.detector("kd").get("tpr_at_5fpr")
             rows.append([paper_ref.label(attack), obj.upper(), *cells, notes.value(pct(tpr), why_missing(rec, "kd")),
-                         str(rec["n_pairs"])])
+                         str(rec.n_pairs)])
     paper = (f"Each detector cell reads ours (paper, Δ = ours − paper), the paper's values being its ResNet-32 on "
              f"{'MNIST' if col == 'mnist' else 'CIFAR-10'}." if col else
              "The paper has no values for this dataset: each detector cell is ours alone.")
@@ -73,7 +75,7 @@ def _ties(results: dict) -> list[tuple]:
             rec = table2_record(results, model, attack)
             pairs = [(auc_of(rec, m), auc_of(rec, m, "auc_half")) for m in METRICS]
             if rec and any(not missing(s) and not missing(h) and abs(h - s) >= 0.05 for s, h in pairs):
-                rows.append([paper_ref.label(attack), rec["objective"].upper(),
+                rows.append([paper_ref.label(attack), rec.objective.upper(),
                              *[f"{num(s)} → {num(h)}" for s, h in pairs]])
     if not rows:
         return [("p", "With ties counted ½ (sklearn's convention) every AUC above is the same to 0.1.")]
@@ -83,9 +85,8 @@ def _ties(results: dict) -> list[tuple]:
 
 def _crossing(results: dict, model: str, attack: str, metric: str) -> str:
     """Where the AUC over the ε grid falls below 50, in words ('' without a grid)."""
-    pts = sorted((r["eps"], auc_of(r, metric)) for r in results.get("attacks", [])
-                 if r["model"] == model and r["attack"] == attack and r.get("eps") is not None
-                 and not missing(auc_of(r, metric)))
+    pts = sorted((r.eps, auc_of(r, metric)) for r in attack_records(results)
+                 if r.model == model and r.attack == attack and r.eps is not None and not missing(auc_of(r, metric)))
     if len(pts) < 2:
         return ""
     if pts[0][1] < 50:
@@ -96,13 +97,13 @@ def _crossing(results: dict, model: str, attack: str, metric: str) -> str:
     return ""
 
 
-def _low_auc_item(results: dict, model: str, attack: str, rec: dict) -> str:
-    d = rec["detection"]["confidence"]
+def _low_auc_item(results: dict, model: str, attack: str, rec: AttackRecord) -> str:
+    d = rec.detection["confidence"]
     strict, half = d.get("auc_strict"), d.get("auc_half")
     obj = results["models"][model]["objective"].upper()
-    eps = f" at ε {rec['eps']:g}" if rec.get("eps") is not None else ""
+    eps = f" at ε {rec.eps:g}" if rec.eps is not None else ""
     above = 1 - 2 * half + strict if not missing(half) else 1 - strict
-    text = (f"{paper_ref.label(attack)} on {obj}{eps} ({rec['n_pairs']} pairs): AUC {100 * strict:.1f}, so in "
+    text = (f"{paper_ref.label(attack)} on {obj}{eps} ({rec.n_pairs} pairs): AUC {100 * strict:.1f}, so in "
             f"{100 * above:.0f} % of (clean, adversarial) comparisons the adversarial example is the more confident.")
     summary = d.get("score_summary") or {}
     clean, adv = (summary.get(k, {}).get("mean") for k in ("clean", "adversarial"))
@@ -119,7 +120,7 @@ def _low_auc_item(results: dict, model: str, attack: str, rec: dict) -> str:
     return text + _crossing(results, model, attack, "confidence")
 
 
-def low_cells(results: dict, metric: str = "confidence") -> list[tuple[str, str, dict]]:
+def low_cells(results: dict, metric: str = "confidence") -> list[tuple[str, str, AttackRecord]]:
     """[(model, attack, record)] of the Table 2 cells of ``metric`` below 50 with at least MIN_PAIRS pairs."""
     out = []
     for attack in TABLE2_ATTACKS:
@@ -169,7 +170,7 @@ def disagreements(results: dict, col: str | None) -> list[tuple]:
                     why = (f" Below 50: see “{LOW_AUC_TITLE}” under Table 2."
                            if m == "confidence" and (model, attack) in low else "")
                     items.append(f"Table 2 {paper_ref.label(attack)} {obj.upper()} {detectors.REGISTRY[m].label}: "
-                                 f"ours {ours:.1f}, paper {paper:.1f} ({ours - paper:+.1f}; {rec['n_pairs']} "
+                                 f"ours {ours:.1f}, paper {paper:.1f} ({ours - paper:+.1f}; {rec.n_pairs} "
                                  f"pairs).{why}")
     # the paper's central claim: RCE + K-density beats CE + K-density
     objs = {results["models"][m]["objective"]: m for m in main_models(results)}

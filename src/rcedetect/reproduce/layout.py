@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.io import config_hash
-from ..training.config import without_later_defaults
+from ..training.config import objective_settings
 from .config import Plan
 
 FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
@@ -30,12 +30,10 @@ FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 SANITY_VERSION = 3
 
 
-#: settings added after the first release, left out of the hash at their default so earlier runs keep their hashes
 def train_dict_for_hash(train: dict) -> dict:
-    """The training config without device and data folder (where it runs and reads does not change the result),
-    and without settings added later at their default (:data:`~rcedetect.training.config.LATER_DEFAULTS`), so earlier
-    runs keep their hashes."""
-    return {k: v for k, v in without_later_defaults(train).items() if k not in ("device", "data_dir")}
+    """The training config without device and data folder (where it runs and reads does not change the result) and
+    without the settings its objective does not read (:func:`~rcedetect.training.config.objective_settings`)."""
+    return {k: v for k, v in objective_settings(train).items() if k not in ("device", "data_dir")}
 
 
 def attack_key(model_hash: str, name: str, settings: dict, eps: float | None, n: int, batch: int, seed: int,

@@ -61,6 +61,15 @@ def _eps_text(eps) -> str:
     return f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}…{eps[-1]:g} ({len(eps)} values)"
 
 
+def _attack_stage(what: str, a, runs: list, size: float, run: Callable[[], None], kind: str) -> Stage:
+    """The stage of one attack's runs (one per ε): done when every record exists; cleared with its part files."""
+    passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
+    return Stage(f"{what} ({a.images} images" + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
+                 len(runs) * a.images * passes * size, lambda: all(r.record.is_file() for r in runs), run,
+                 lambda: [(shutil.rmtree(r.dir, ignore_errors=True), r.record.unlink(missing_ok=True)) for r in runs],
+                 kind)
+
+
 def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
     p, lay = inp.plan, inp.layout
     exp, out, shape = p.experiment, [], inp.dataset().image_shape
@@ -88,15 +97,9 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
     for name in p.mains:  # 4. attacks, 5. t-SNE
         size = _size(p.models[name].train, shape)
         for attack, a in p.attacks.items():
-            runs = lay.attack_runs(name, attack)
-            passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
-            out.append(Stage(f"attack {attack} on {name} ({a.images} images"
-                             + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
-                             len(runs) * a.images * passes * size,
-                             lambda runs=runs: all(r.record.is_file() for r in runs),
-                             lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
-                             lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                 r.record.unlink(missing_ok=True)) for r in runs], f"attack {attack}"))
+            out.append(_attack_stage(f"attack {attack} on {name}", a, lay.attack_runs(name, attack), size,
+                                     lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
+                                     f"attack {attack}"))
         if exp.tsne_images > 0:
             out.append(Stage(f"t-SNE {name}", exp.tsne_images * 20.0, lambda n=name: lay.tsne_path(n).is_file(),
                              lambda n=name: steps.write_record(lay.tsne_path(n),
@@ -122,17 +125,12 @@ def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) ->
     for name in p.detected:
         size = _size(p.models[name].train, shape)
         for attack, a in p.adaptive.attacks.items():
-            passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
             for metric in adaptive.metrics_of(inp, attack):
-                runs = lay.adaptive_runs(name, metric, attack)
-                out.append(Stage(f"adaptive {attack} vs {metric} on {name} ({a.images} images"
-                                 + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
-                                 len(runs) * a.images * passes * size,
-                                 lambda runs=runs: all(r.record.is_file() for r in runs),
-                                 lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at, progress, hook),
-                                 lambda runs=runs: [(shutil.rmtree(r.dir, ignore_errors=True),
-                                                     r.record.unlink(missing_ok=True)) for r in runs],
-                                 f"adaptive {attack}"))
+                out.append(_attack_stage(f"adaptive {attack} vs {metric} on {name}", a,
+                                         lay.adaptive_runs(name, metric, attack), size,
+                                         lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at,
+                                                                                                 progress, hook),
+                                         f"adaptive {attack}"))
     for name in p.detected if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
         out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train, shape),
                          lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),

@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from ..core.io import read_json
+from ..core.records import AttackRecord
 from ..evaluation import paper_ref
 from ..stats import replication as rep
 from .inputs import Inputs
@@ -33,7 +34,7 @@ def _compact_record(rec: dict) -> dict:
     return out
 
 
-def _table2_records(inp: Inputs) -> list[dict]:
+def _table2_records(inp: Inputs) -> list[AttackRecord]:
     """The scored records at the Table 2 ε and of the attacks without one (C&W, C&W-hc, C&W-wb), pair scores
     included."""
     t2, out = inp.plan.experiment.table2_eps, []
@@ -41,15 +42,15 @@ def _table2_records(inp: Inputs) -> list[dict]:
         for attack in inp.plan.attacks:
             for r in inp.layout.attack_runs(name, attack):
                 if r.eps is None or abs(r.eps - t2) < 1e-9:
-                    out.append(read_json(r.record, "attack record"))
+                    out.append(AttackRecord.from_dict(read_json(r.record, "attack record"), str(r.record)))
     return out
 
 
-def per_seed(inp: Inputs, results: dict, r: int, records: list[dict]) -> dict:
+def per_seed(inp: Inputs, results: dict, r: int, records: list[AttackRecord]) -> dict:
     """The numbers of one replicate that the claims and the across-seed table read (``records``: its
     :func:`_table2_records`)."""
     return {"replicate": r, "train_seeds": {n: m.train.seed for n, m in inp.plan.models.items()},
-            "models": results["models"], "attacks": [_compact_record(x) for x in records],
+            "models": results["models"], "attacks": [_compact_record(x.to_dict()) for x in records],
             "transfer": [_compact_record(t) for t in results.get("transfer", [])],
             "adaptive_worst_case": (results.get("adaptive") or {}).get("worst_case", [])}
 
@@ -81,17 +82,16 @@ def _by_key(seeds: list[dict], field: str, key) -> dict[tuple, list]:
     return {k: v for k, v in groups.items() if len(v) == len(seeds)}
 
 
-def _table2(seeds: list[dict], raw: list[list[dict]], seed: int) -> tuple[list[dict], list[dict]]:
+def _table2(seeds: list[dict], raw: list[list[AttackRecord]], seed: int) -> tuple[list[dict], list[dict]]:
     """AUCs (from the pair scores) and the oblivious operating point at 5 % FPR, per model × attack × detector."""
     aucs, ops = [], []
-    key = (lambda r: (r["model"], r["attack"], r["eps"]))
-    full = _by_key([{"attacks": x} for x in raw], "attacks", key)
+    full = _by_key([{"attacks": x} for x in raw], "attacks", lambda r: (r.model, r.attack, r.eps))
     for (model, attack, eps), recs in sorted(full.items(), key=lambda kv: str(kv[0])):
         if attack == paper_ref.WHITEBOX_ATTACK and eps is None:
             continue
-        head = {"model": model, "objective": recs[0]["objective"], "attack": attack, "eps": eps}
-        for metric in recs[0]["detection"]:
-            ds = [r["detection"].get(metric) or {} for r in recs]
+        head = {"model": model, "objective": recs[0].objective, "attack": attack, "eps": eps}
+        for metric in recs[0].detection:
+            ds = [r.detector(metric) for r in recs]
             if all("pair_scores" in d for d in ds):
                 aucs.append({**head, "metric": metric, "statistic": "auc",
                              **rep.two_level_auc([d["pair_scores"]["clean"] for d in ds],

@@ -3,10 +3,9 @@
 Top-level keys: ``format``, ``format_version``, ``preset``, ``dataset``, ``seed``, ``config_hash``, ``config``,
 ``device``, ``versions``, ``table2_eps``, ``cuts``, ``timings``, ``models`` (name → role, arch, objective,
 steps, n_test, test_accuracy, test_error_percent, train_seconds, config_hash), ``detectors`` (name → σ²,
-kernel sizes, η), ``attacks`` (one record per model × attack × ε: n_images, n_pairs, accuracy, success_rate,
-mean_l2, detection.<metric>.{auc_strict,auc_half,tpr_at_5fpr,n_pairs}, seconds_per_example,
-and ``cw`` / ``wb`` / ``log_kd_adv`` where they apply), ``transfer``, ``tsne``, ``figure3``, ``noise`` and
-``log_kd_normal``. Nothing here loads a model except to read the clean K-density of the attacked images.
+kernel sizes, η), ``attacks``, ``transfer``, ``adaptive`` and ``robust`` (the records of
+:mod:`rcedetect.core.records`), ``tsne``, ``figure3``, ``noise`` and ``log_kd_normal``. Nothing here loads a model
+except to read the clean K-density of the attacked images.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..core import schemas
 from ..core.io import config_hash, read_json, versions
+from ..core.records import AttackRecord, TransferRecord
 from ..detectors import KDensity, score_features
 from ..evaluation import paper_ref
 from ..models import checkpoint
@@ -63,17 +63,18 @@ def _attack_records(inp: Inputs) -> tuple[list, dict, dict]:
     for name in inp.plan.mains:
         for attack in inp.plan.attacks:
             for r in inp.layout.attack_runs(name, attack):
-                rec = read_json(r.record, "attack record")
-                for d in rec.get("detection", {}).values():
+                rec = AttackRecord.from_dict(read_json(r.record, "attack record"), str(r.record))
+                for d in rec.detection.values():
                     d.pop("pair_scores", None)  # what the seeds' intervals resample (.replication), not a result
-                if "figure3" in rec:
-                    figure3[name] = rec.pop("figure3")
+                if rec.figure3 is not None:
+                    figure3[name], rec.figure3 = rec.figure3, None
                 if attack == paper_ref.NOISE_ATTACK:
-                    noise[name] = {"eps": rec["eps"], "n": rec["n_images"],
-                                   "clean_error_percent": round(100 * (1 - rec["clean_accuracy"]), 4),
-                                   "noisy_error_percent": round(100 * (1 - rec["accuracy"]), 4),
-                                   "log_kd_noisy": rec.pop("log_kd_adv", [])}
-                records.append(rec)
+                    noise[name] = {"eps": rec.eps, "n": rec.n_images,
+                                   "clean_error_percent": round(100 * (1 - rec.clean_accuracy), 4),
+                                   "noisy_error_percent": round(100 * (1 - rec.accuracy), 4),
+                                   "log_kd_noisy": rec.log_kd_adv or []}
+                    rec.log_kd_adv = None
+                records.append(rec.to_dict())
     return records, figure3, noise
 
 
@@ -106,8 +107,9 @@ def assemble(inp: Inputs, total_seconds: float, stage_seconds: dict[str, float],
     models, dets = _models_and_detectors(inp)
     records, figure3, noise = _attack_records(inp)
     wb = paper_ref.WHITEBOX_ATTACK
-    transfer = [read_json(layout.transfer_path(wb, sub, tgt), "transfer record")
-                for sub in plan.mains for tgt in plan.targets] if wb in plan.attacks else []
+    transfer = [TransferRecord.from_dict(read_json(path, "transfer record"), str(path)).to_dict()
+                for path in (layout.transfer_path(wb, sub, tgt) for sub in plan.mains for tgt in plan.targets)
+                ] if wb in plan.attacks else []
     tsne = {n: read_json(layout.tsne_path(n), "t-SNE") for n in plan.mains if exp.tsne_images > 0}
     first = next(iter(cfg["models"].values()))["train"]
     return {
@@ -135,6 +137,6 @@ def _adaptive(inp: Inputs) -> dict:
     recs = adaptive.records(inp)
     sanity = {m: read_json(inp.layout.sanity_path(m), "sanity checks")["checks"] for m in inp.plan.detected
               if ad.sanity}
-    return {"adaptive": {"fpr": ad.fpr, "metrics": list(ad.metrics), "records": recs,
+    return {"adaptive": {"fpr": ad.fpr, "metrics": list(ad.metrics), "records": [r.to_dict() for r in recs],
                          "worst_case": adaptive.worst_case(recs), "sanity": sanity}}
 

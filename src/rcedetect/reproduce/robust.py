@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 
 from ..core.io import config_hash, read_json, write_json
+from ..core.records import RobustRecord
 from ..detectors import score_any
 from ..evaluation import attack_store
 from ..evaluation.robust import cascade
 from ..stats.metrics import wilson_interval
+from .adaptive import fooled_union, records, threshold
 from .inputs import Inputs
 from .robust_config import close
 from .runner import Stage
@@ -90,11 +92,11 @@ def run_model(inp: Inputs, model: str, hook: Callable[[str], None]) -> None:
                   store=_Steps(step_dir(inp, model)),
                   on_step=lambda s: hook(f"robust:{model}:{s['eps']:g}:{s['attack']}"))
     tc = inp.plan.models[model].train
-    rec.update(model=model, role=inp.plan.models[model].role, arch=tc.arch, objective=tc.objective,
-               **training_fields(tc), indices=idx_pool[:n].tolist(), config_hash=key(inp, model),
-               attack_settings={a.name: {"attack": a.registered, "settings": a.settings} for a in r.attacks},
-               attack_seconds=round(sum(s["seconds"] for s in rec["steps"]), 3))
-    write_record(record_path(inp, model), rec)
+    rec = RobustRecord(**rec, model=model, role=inp.plan.models[model].role, arch=tc.arch, objective=tc.objective,
+                       **training_fields(tc), indices=idx_pool[:n].tolist(), config_hash=key(inp, model),
+                       attack_settings={a.name: {"attack": a.registered, "settings": a.settings} for a in r.attacks},
+                       attack_seconds=round(sum(s["seconds"] for s in rec["steps"]), 3))
+    write_record(record_path(inp, model), rec.to_dict())
 
 
 def stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
@@ -120,10 +122,11 @@ def stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Sta
 
 
 # ----------------------------------------------------------------------------------------------- results.json
-def classifier_rows(rec: dict) -> list[dict]:
+def classifier_rows(rec: RobustRecord) -> list[dict]:
     """Robust accuracy of one cascade record at each ε, with its Wilson interval."""
-    base = {k: rec.get(k) for k in ("model", "role", "arch", "objective", "training") if rec.get(k) is not None}
-    return [{**base, **row, "n_clean_correct": int(sum(rec["clean_correct"]))} for row in rec["robust"]]
+    base = {k: getattr(rec, k) for k in ("model", "role", "arch", "objective", "training")
+            if getattr(rec, k) is not None}
+    return [{**base, **row, "n_clean_correct": int(sum(rec.clean_correct))} for row in rec.robust]
 
 
 def detector_rows(model: dict, metric: str, records: list[dict], clean_correct: list[bool],
@@ -141,10 +144,7 @@ def detector_rows(model: dict, metric: str, records: list[dict], clean_correct: 
     out = []
     for eps in grid:
         used = [r for r in recs if r["eps"] <= eps or close(r["eps"], eps)]
-        fooled = torch.zeros(n, dtype=torch.bool)
-        for r in used:
-            fooled |= torch.tensor(r["fooled"][:n], dtype=torch.bool)
-        k = int((ok & ~fooled).sum())
+        k = int((ok & ~fooled_union((r["fooled"] for r in used), n)).sum())
         lo, hi = wilson_interval(k, n)
         out.append({**model, "metric": metric, "eps": eps,
                     "eps_attacked": max((r["eps"] for r in used), default=None),
@@ -156,8 +156,6 @@ def detector_rows(model: dict, metric: str, records: list[dict], clean_correct: 
 
 
 def _clean_accepted(inp: Inputs, model: str, metric: str, n: int) -> list[bool]:
-    from .adaptive import threshold
-
     clf, det = inp.classifier(model), inp.detectors(model)[metric]
     scores = score_any(det, clf, inp.pool_bank(model, n), inp.pool()[0][:n])
     return (scores <= threshold(inp, model, metric)).tolist()
@@ -170,18 +168,18 @@ def results(inp: Inputs) -> dict:
     r = p.robust
     if r is None:
         return {}
-    recs = {m: read_json(record_path(inp, m), "robust record") for m in p.robust_evaluated}
+    recs = {m: RobustRecord.from_dict(read_json(record_path(inp, m), "robust record"), str(record_path(inp, m)))
+            for m in p.robust_evaluated}
     rows = [row for m in p.robust_evaluated for row in classifier_rows(recs[m])]
     dets = []
     if p.adaptive is not None:
-        from .adaptive import records
-
         adaptive = records(inp)
         for model in p.detected:
             tc = p.models[model].train
-            info = {"model": model, "role": p.models[model].role, "arch": tc.arch, "objective": tc.objective, **training_fields(tc)}
+            info = {"model": model, "role": p.models[model].role, "arch": tc.arch, "objective": tc.objective,
+                    **training_fields(tc)}
             for metric in p.adaptive.metrics:
-                mine = [a for a in adaptive if a["model"] == model and a["metric"] == metric]
+                mine = [a.to_dict() for a in adaptive if a.model == model and a.metric == metric]
                 if not mine:
                     continue  # no adaptive attack ran against this detector
                 n = max(len(a["fooled"]) for a in mine)
@@ -191,4 +189,4 @@ def results(inp: Inputs) -> dict:
     return {"robust": {"eps": list(r.eps), "adaptive_eps": list(r.adaptive_eps), "fpr": p.adaptive.fpr
                        if p.adaptive else None, "images": r.images,
                        "attacks": [{"name": a.name, "attack": a.registered, "settings": a.settings} for a in r.attacks],
-                       "classifiers": rows, "detectors": dets, "records": recs}}
+                       "classifiers": rows, "detectors": dets, "records": {m: rec.to_dict() for m, rec in recs.items()}}}

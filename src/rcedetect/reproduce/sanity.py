@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from .. import attacks
-from ..evaluation import attack_store
-from ..evaluation.detector_sanity import term_gradients
+from ..evaluation import attack_store, detector_sanity
+from ..evaluation.detector_sanity import check, lambda_zero, term_gradients
 from . import adaptive
 from .inputs import Inputs
 from .steps import write_record
@@ -30,36 +30,23 @@ GRADIENT_FREE = "random_search_detector"
 SAMPLE = 32
 
 
-def _check(name: str, passed: bool, detail: str, **values) -> dict:
-    return {"check": name, "passed": bool(passed), "detail": detail, **values}
-
-
 # -- the verdicts: pure functions of what was measured (tests drive each one to fail) ---------------------------
 def large_eps(sr: float, m: int) -> dict:
-    return _check("large_eps", sr >= 0.9, f"at ε = 1 {GRADIENT_ATTACK} fools classifier and detector on {100 * sr:.0f} % "
+    return check("large_eps", sr >= 0.9, f"at ε = 1 {GRADIENT_ATTACK} fools classifier and detector on {100 * sr:.0f} % "
                   f"of {m} images (expected ≥ 90 %)", sr=sr)
 
 
 def more_iterations(sr: float, sr_more: float, steps: int, eps: float) -> dict:
-    return _check("more_iterations", sr_more >= sr - 1e-9, f"ε {eps:g}: {steps} steps fool {100 * sr:.0f} %, "
+    return check("more_iterations", sr_more >= sr - 1e-9, f"ε {eps:g}: {steps} steps fool {100 * sr:.0f} %, "
                   f"{4 * steps} steps {100 * sr_more:.0f} %", sr=sr, sr_more=sr_more)
 
 
-def lambda_zero(x_zero: torch.Tensor, x_pgd: torch.Tensor) -> dict:
-    same = torch.equal(x_zero, x_pgd)
-    return _check("lambda_zero", same, "λ = 0 gives exactly plain PGD on the margin" if same
-                  else "λ = 0 does NOT reproduce plain PGD: the combined loss is mis-wired")
-
-
 def gradient(grads: torch.Tensor, metric: str) -> dict:
-    norms = grads.flatten(1).norm(dim=1)
-    ok = torch.isfinite(norms) & (norms > 0)
-    return _check("gradient", bool(ok.all()), f"the {metric} detector term's input gradient is finite and non-zero "
-                  f"on {int(ok.sum())} of {len(ok)} images", share=float(ok.float().mean()))
+    return detector_sanity.gradient(grads, f"the {metric} detector term")
 
 
 def gradient_free(sr_search: float, sr_gradient: float, m: int, eps: float) -> dict:
-    return _check("gradient_free", sr_search <= sr_gradient + 1 / m + 1e-9,
+    return check("gradient_free", sr_search <= sr_gradient + 1 / m + 1e-9,
                   f"ε {eps:g}: random search fools {100 * sr_search:.0f} %, the best gradient attack "
                   f"{100 * sr_gradient:.0f} %", sr=sr_search, sr_gradient=sr_gradient)
 
@@ -80,11 +67,11 @@ def monotone_eps(worst: list[dict], metric: str) -> dict:
                 best = (eps, k, n)
     detail = (f"the attacks on the {metric} detector weaken as ε grows: " + "; ".join(drops) if drops else
               f"the attacks on the {metric} detector never weaken as ε grows")
-    return _check("monotone_eps", not drops, detail)
+    return check("monotone_eps", not drops, detail)
 
 
 def transfer(sr_transfer: float, sr_whitebox: float, m: int, eps: float, source: str) -> dict:
-    return _check("transfer", sr_transfer <= sr_whitebox + 1 / m + 1e-9,
+    return check("transfer", sr_transfer <= sr_whitebox + 1 / m + 1e-9,
                   f"ε {eps:g}: {GRADIENT_ATTACK} images made on {source} fool this model and its detector on "
                   f"{100 * sr_transfer:.0f} %, white-box on it {100 * sr_whitebox:.0f} %",
                   sr=sr_transfer, sr_whitebox=sr_whitebox)
@@ -112,7 +99,7 @@ def _sr(rec: dict, m: int) -> float:
 def checks(inp: Inputs, model: str) -> list[dict]:
     ad = inp.plan.adaptive
     if GRADIENT_ATTACK not in ad.attacks:
-        return [_check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
+        return [check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
     from ..core.io import read_json
 
     metric = _primary(inp)
@@ -173,7 +160,7 @@ def run_checks(inp: Inputs, model: str) -> None:
     if GRADIENT_ATTACK in ad.attacks:
         a = ad.attacks[GRADIENT_ATTACK]
         m = min(SAMPLE, a.images, len(inp.pool()[0]))
-        worst = adaptive.worst_case([r for r in adaptive.records(inp) if r["model"] == model])
+        worst = adaptive.worst_case([r for r in adaptive.records(inp) if r.model == model])
         for metric in ad.metrics:
             if metric != primary and metric in adaptive.metrics_of(inp, GRADIENT_ATTACK):
                 fooled = adaptive.evaluate(inp, model, metric,

@@ -40,7 +40,7 @@ from ..models import checkpoint
 from ..models.classifier import Classifier
 from ..models.losses import objective_loss
 from . import adversarial as adversarial_training
-from .config import TrainConfig, without_later_defaults
+from .config import TrainConfig, same_training
 
 
 def parameter_groups(net: torch.nn.Module) -> list[dict]:
@@ -167,7 +167,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, dataset: data.Dataset | None =
     start, log = 0, []
     if resume:
         ckpt = checkpoint.load(run_dir, device=device, with_optimizer=True)
-        if without_later_defaults(ckpt.config) != without_later_defaults(cfg.to_dict()):
+        if not same_training(ckpt.config, cfg):
             raise CheckpointError(f"{run_dir} was trained with another config; resume with the same preset and --set values")
         net.load_state_dict(ckpt.classifier.net.state_dict())
         _restore_optimizer(optimizer, net, ckpt.optimizer_state)

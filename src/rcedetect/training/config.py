@@ -112,20 +112,24 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-#: training settings added after the first runs, at their defaults: left out where configs are compared or hashed,
-#: so a run trained before a setting existed still matches (resume, cached stages)
-LATER_DEFAULTS = {"dropout": 0.0, "head": "", "mean": [], "std": [], "weights": "", "init": "",
-                  "channels_last": False, "compile": False, "adversarial": None, "trades_beta": None,
-                  "lr_warmup": 0, "rce_lr_scale": 1.0, "rce_ce_steps": 0}
 #: settings that only one objective reads, left out of the other's configs where they are compared or hashed
 OBJECTIVE_ONLY = {"rce_lr_scale": "rce", "rce_ce_steps": "rce"}
 
 
-def without_later_defaults(train: dict) -> dict:
-    """``train`` (a :meth:`TrainConfig.to_dict`) without the :data:`LATER_DEFAULTS` settings at their default."""
-    return {k: v for k, v in train.items()
-            if not (k in LATER_DEFAULTS and v in (LATER_DEFAULTS[k], (), None))
-            and OBJECTIVE_ONLY.get(k, train.get("objective")) == train.get("objective")}
+def objective_settings(train: dict) -> dict:
+    """``train`` (a :meth:`TrainConfig.to_dict`) without the settings its objective does not read
+    (:data:`OBJECTIVE_ONLY`): a CE model's config and hash do not move with the RCE recipe's settings."""
+    return {k: v for k, v in train.items() if OBJECTIVE_ONLY.get(k, train.get("objective")) == train.get("objective")}
+
+
+def same_training(saved, cfg: TrainConfig) -> bool:
+    """Whether the config saved with a checkpoint trains the same model as ``cfg`` (resume, cached stages). The saved
+    config is read back through :class:`TrainConfig`, so one written before a setting existed compares at its default."""
+    try:
+        back = TrainConfig.from_dict(saved).to_dict()
+    except (ConfigError, TypeError, AttributeError):
+        return False
+    return objective_settings(back) == objective_settings(cfg.to_dict())
 
 
 def auto_rce_lr_scale(num_classes: int) -> float:
