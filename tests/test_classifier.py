@@ -63,7 +63,7 @@ def test_predict_batched_validates_input(ce_classifier):
         ce_classifier.predict_batched(torch.zeros(2, 1, 12, 12, dtype=torch.int16))
     with pytest.raises(InputError, match="4-D"):
         ce_classifier.predict_batched(torch.rand(12, 12))
-    # the common forms are taken where unambiguous (core/forms.py): uint8 is / 255, grey NHW gains its channel axis
+    # the common forms are taken where unambiguous (data/forms.py): uint8 is / 255, grey NHW gains its channel axis
     x = torch.randint(0, 256, (3, 1, 12, 12), dtype=torch.uint8)
     assert torch.equal(ce_classifier.predict_batched(x), ce_classifier.predict_batched(x.float() / 255))
     assert torch.equal(ce_classifier.predict_batched(x[:, 0]), ce_classifier.predict_batched(x))

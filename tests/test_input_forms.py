@@ -10,7 +10,7 @@ from torch import nn
 
 import rcedetect
 from rcedetect import InputError
-from rcedetect.core.forms import as_images, as_labels
+from rcedetect.data.forms import as_images, as_labels
 
 
 def colour_model() -> rcedetect.Classifier:

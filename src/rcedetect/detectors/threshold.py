@@ -15,9 +15,9 @@ import torch
 
 from ..core import schemas
 from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
-from ..core.forms import as_images, as_labels
 from ..core.io import read_json, write_json
 from ..core.validation import check_model_input
+from ..data.forms import as_images, as_labels
 from ..models.features import FeatureBank, extract, feature_dim
 from ..stats import metrics
 from .base import FitData, Metric, check_metric, create, observe, score_features, score_images
@@ -106,7 +106,7 @@ class Detector:
                        layers=self.scorer.layers)
 
     def _images(self, x):
-        """NumPy, uint8, channels-last or grey NHW images in the package's form (:func:`~rcedetect.core.forms.as_images`);
+        """NumPy, uint8, channels-last or grey NHW images in the package's form (:func:`~rcedetect.data.forms.as_images`);
         a FeatureBank as it is."""
         return x if isinstance(x, FeatureBank) else as_images(x, self.classifier.in_channels)
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..core.forms import as_images
 from ..core.validation import check_model_input
+from ..data.forms import as_images
 from .losses import check_objective
 
 #: the name of the final hidden vector z in ``features(x, layers=...)``
@@ -121,7 +121,7 @@ class Classifier(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Effective logits of images ``x`` in [0, 1]: Z for CE, -Z for RCE. NumPy, uint8 and channels-last
-        images are taken too (:func:`~rcedetect.core.forms.as_images`)."""
+        images are taken too (:func:`~rcedetect.data.forms.as_images`)."""
         return self.logits_from_features(self.features(as_images(x, self.in_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

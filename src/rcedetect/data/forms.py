@@ -1,6 +1,6 @@
 """The common forms of images and labels, turned into the package's convention where that is unambiguous.
 
-The package computes on float NCHW tensors in [0, 1] and int64 label tensors (:mod:`.validation`). Users hold
+The package computes on float NCHW tensors in [0, 1] and int64 label tensors (:mod:`rcedetect.core.validation`). Users hold
 images as NumPy arrays, as uint8 (0-255) and channels-last (NHWC, as PIL, OpenCV, TensorFlow and most ``.npz``
 files store them), and grey images without a channel axis (NHW, as MNIST arrays come). The public entry points
 (:class:`~rcedetect.models.classifier.Classifier`, :class:`~rcedetect.detectors.threshold.Detector`) pass their
@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..core.errors import InputError
+from .dataset import to_float
 
 
 def _channels_last(shape: tuple[int, ...], channels: int | None) -> bool:
@@ -44,7 +45,7 @@ def as_images(x, channels: int | None = None, name: str = "x"):
     if not isinstance(x, torch.Tensor):
         return x
     if x.dtype == torch.uint8:
-        x = x.to(torch.float32) / 255.0
+        x = to_float(x)
     if x.dim() == 3 and channels == 1:
         x = x.unsqueeze(1)
     elif x.dim() == 4 and _channels_last(tuple(x.shape), channels):
