@@ -156,7 +156,7 @@ def test_a_rerun_resumes_per_attack(setup, tmp_path):
     clf = setup["clf"]
     kw = dict(x_heldout=setup["held"], version="fast", eps=0.2, out=tmp_path, **TINY)
     card = rcedetect.evaluate_detector(clf, feature_norm(clf), setup["x"], setup["y"], **kw)
-    files = sorted((tmp_path / "attacks").glob("*.json"))
+    files = sorted((tmp_path / "attacks").glob("*/part-*.safetensors"))
     assert len(files) == 2 and (tmp_path / "card.md").is_file()
     assert json.loads((tmp_path / "card.json").read_text())["format"] == FORMAT
     files[1].unlink()  # as if it crashed during the second attack
@@ -211,7 +211,7 @@ def test_bad_input_is_refused_before_any_attack(setup, monkeypatch, case):
     def no_attack(*a, **k):
         raise AssertionError("an attack ran before the input was checked")
 
-    monkeypatch.setattr(detector_runs, "run_attack", no_attack)
+    monkeypatch.setattr(detector_runs, "attack_parts", no_attack)
     monkeypatch.setattr(detector_runs, "build", no_attack)
     cases, base = _bad_cases(setup)
     error, change = cases[case]
@@ -255,7 +255,7 @@ def test_the_command_line_writes_the_card_and_resumes(tmp_path, capsys, monkeypa
         assert "DetectorCard(" in capsys.readouterr().out
         doc = json.loads((out / "card.json").read_text())
         assert doc["detector"] == "mydet:score" and doc["n_images"] == 8 and (out / "card.md").is_file()
-        stamps = {p.name: p.stat().st_mtime_ns for p in (out / "attacks").glob("*.json")}
+        stamps = {p.relative_to(out): p.stat().st_mtime_ns for p in (out / "attacks").glob("*/part-*.safetensors")}
         assert len(stamps) == 2
         assert main(argv) == 0  # resumed: no attack recomputed
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "attacks").glob("*.json")} == stamps
+    assert {p.relative_to(out): p.stat().st_mtime_ns for p in (out / "attacks").glob("*/part-*.safetensors")} == stamps

@@ -117,8 +117,8 @@ def test_training_uses_the_scaled_rate_and_the_reversed_ce_start(tmp_path, monke
 
 
 @pytest.mark.parametrize("key, value, match", [("steps", 2.5, "integer"), ("batch_size", True, "integer"),
-                                               ("eval_every", 2**41, r"must be in \[1, "),
-                                               ("checkpoint_every", 0, "positive")])
+                                               ("eval_every", 2**41, r"must be an integer in \[1, "),
+                                               ("checkpoint_every", 0, "integer >= 1")])
 def test_the_step_counts_are_whole_numbers_in_range(key, value, match):
     """Every count is checked as an integer within range (a check the recipe's settings once made unreachable)."""
     with pytest.raises(ConfigError, match=match):

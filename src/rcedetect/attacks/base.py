@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..core.errors import ConfigError, InputError
+from ..core.settings import check_fields
 from ..core.validation import check_labels, check_model_input
 
 
@@ -176,6 +177,7 @@ class Attack:
     here, :func:`check_common`."""
 
     def __post_init__(self):
+        check_fields(self)
         check_common(self)
 
 

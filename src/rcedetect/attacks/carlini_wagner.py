@@ -50,21 +50,19 @@ from typing import Any
 import torch
 
 from ..core.errors import ConfigError, InputError
+from ..core.settings import setting
 from ..core.validation import check_images, check_labels
 from ..detectors.base import observe
 from .base import (
     Attack,
     AttackResult,
-    check_choice,
-    check_number,
-    check_steps,
     check_term,
     place_term,
     prepare,
     register,
 )
 from .cw_margins import margin_reached, random_targets, unconfirmed
-from .precision import autocast, check_precision
+from .precision import PRECISIONS, autocast
 
 MODES = ("targeted", "untargeted")
 RESTARTS = ("start", "continue")
@@ -86,38 +84,26 @@ class CarliniWagnerL2(Attack):
     ``fallback`` (the target-reaching x* of smallest f2 if no round fools the detector); ``restart`` ("start", "continue").
     """
 
-    kappa: float = 0.0
-    binary_search_steps: int = 9
-    max_iterations: int = 10_000
-    learning_rate: float = 0.01
-    initial_const: float = 1.0
+    kappa: float = setting(0.0, lo=0, hint=" (a margin on the logits)")
+    binary_search_steps: int = setting(9, lo=1)
+    max_iterations: int = setting(10_000, lo=1)
+    learning_rate: float = setting(0.01, lo=0, lo_open=True)
+    initial_const: float = setting(1.0, lo=0, lo_open=True)
     abort_early: bool = True
-    mode: str = "targeted"
+    mode: str = setting("targeted", choices=MODES)
     seed: int = 0
     detector: Any = field(default=None, repr=False, compare=False)
     warm_start: bool = False
     fallback: bool = True
-    restart: str = "start"
+    restart: str = setting("start", choices=RESTARTS)
     #: "bf16": every round but the last runs its passes in bfloat16; before the last (float32) round, successes
     #: a float32 pass does not confirm are dropped (:mod:`.precision`)
-    precision: str = "fp32"
+    precision: str = setting("fp32", choices=PRECISIONS)
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("kappa", "learning_rate", "initial_const"):
-            check_number(getattr(self, name), name, "")
-        if self.kappa < 0:
-            raise ConfigError(f"kappa must be >= 0 (a margin on the logits), got {self.kappa!r}")
-        if self.learning_rate <= 0 or self.initial_const <= 0:
-            raise ConfigError("learning_rate and initial_const must be > 0, got "
-                              f"{self.learning_rate!r} and {self.initial_const!r}")
-        for name in ("binary_search_steps", "max_iterations"):
-            check_steps(getattr(self, name), name)
-        check_choice(self.mode, "mode", MODES)
-        check_precision(self.precision)
         if self.precision != "fp32" and self.detector is not None:
             raise ConfigError("C&W-wb computes its detector term in float32: precision='bf16' is for C&W and C&W-hc")
-        check_choice(self.restart, "restart", RESTARTS)
         if self.detector is not None:
             check_term(self.detector)
             if self.mode != "targeted":

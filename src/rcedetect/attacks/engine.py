@@ -27,22 +27,14 @@ from typing import NamedTuple
 import torch
 
 from ..core.errors import ConfigError
-from .base import Attack, check_choice, check_steps, seeded_generator
+from ..core.settings import setting
+from .base import Attack, seeded_generator
 
 NORMS = ("linf", "l2")
 #: guards divisions by gradient / perturbation norms
 TINY = 1e-12
 #: images per pass by default: bounded memory on a GPU (a few GiB for CIFAR-sized ResNets) and on a CPU
 MAX_BATCH = 4096
-
-
-def check_step_size(step_size: float | None) -> float | None:
-    if step_size is None:
-        return None
-    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size) \
-            or step_size < 0:
-        raise ConfigError(f"step_size must be a number >= 0 or None (2.5·eps/steps), got {step_size!r}")
-    return float(step_size)
 
 
 def resolve_step_size(step_size: float | None, eps: float, steps: int) -> float:
@@ -222,28 +214,21 @@ class PGDAttack(Attack):
     with the x* kept the best success of that step)."""
 
     eps: float
-    norm: str = "linf"
-    steps: int = 100
-    step_size: float | None = None
+    norm: str = setting("linf", choices=NORMS)
+    steps: int = setting(100, lo=1)
+    step_size: float | None = setting(None, lo=0, hint=" (or None: 2.5·eps/steps)")
     random_start: bool = True
-    restarts: int = 1
+    restarts: int = setting(1, lo=1)
     seed: int = 0
-    max_batch: int = MAX_BATCH
+    max_batch: int = setting(MAX_BATCH, lo=1, hint=" (images per forward/backward pass)")
     keep_best: bool = True
     stop_on_success: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice(self.norm, "norm", NORMS)
-        check_steps(self.max_batch, "max_batch", " (images per forward/backward pass)")
-        if not isinstance(self.stop_on_success, bool):
-            raise ConfigError(f"stop_on_success must be true or false, got {self.stop_on_success!r}")
         if self.stop_on_success and not self.keep_best:
             raise ConfigError("stop_on_success needs keep_best (without it only the final iterate counts, so a run "
                               "cannot stop early)")
-        check_steps(self.steps)
-        check_steps(self.restarts, "restarts")
-        check_step_size(self.step_size)
 
     def search(self, x: torch.Tensor, label: torch.Tensor, make, *, options: int = 1,
                guided: torch.Tensor | None = None, horizons: tuple[int, ...] = (), tag: str | None = None,

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import ConfigError
+from ..core.settings import setting
 from ..detectors.base import observe
-from .base import AttackResult, check_steps, finish, register
+from .base import AttackResult, finish, register
 from .cw_margins import random_targets
 from .engine import PGDAttack, Verdict, passes
 from .pgd_detector import AgainstDetector, begin, detector_margin
@@ -62,11 +63,7 @@ class FeaturePGD(PGDAttack, AgainstDetector):
     x*); ``AttackResult.target``.
     """
 
-    k: int = 10
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_steps(self.k, "k")
+    k: int = setting(10, lo=1)
 
     def passes_per_image(self) -> float:  # per run: a forward+backward per step, a forward for the last iterate
         return (3.0 * self.steps + 1.0) * self.restarts

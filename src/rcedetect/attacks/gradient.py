@@ -26,15 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError, InputError
-from .base import Attack, AttackResult, check_choice, check_steps, finish, predict, prepare, register
+from ..core.settings import setting
+from .base import Attack, AttackResult, finish, predict, prepare, register
 from .engine import pgd_step
-from .precision import autocast, check_precision
+from .precision import PRECISIONS, autocast
 
 LABELS = ("pred", "true")
-
-
-def check_label(label: str) -> str:
-    return check_choice(label, "label", LABELS, " (clean prediction or given y)")
 
 
 def ce_gradient(classifier, x: torch.Tensor, label: torch.Tensor | None, precision: str = "fp32"
@@ -84,11 +81,6 @@ class SignSteps(Attack):
 
     direction = 1.0
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_steps(self.steps)
-        check_precision(self.precision)
-
     def passes_per_image(self) -> float:
         return 3.0 * self.steps
 
@@ -109,14 +101,10 @@ class BIM(SignSteps):
     """Basic iterative method (Kurakin et al.; protocol §5.4): ``steps`` steps of ε/steps along sign ∇ₓ CE."""
 
     eps: float
-    steps: int = 10
-    label: str = "pred"
+    steps: int = setting(10, lo=1)
+    label: str = setting("pred", choices=LABELS, hint=" (clean prediction or given y)")
     #: "bf16": gradient passes in bfloat16 (:mod:`.precision`); the clean label and the verdict in float32
-    precision: str = "fp32"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_label(self.label)
+    precision: str = setting("fp32", choices=PRECISIONS)
 
     def aim(self, classifier, x, y):
         """(x, the label steered away from: None for the clean prediction read off the first pass, the same)."""
@@ -128,7 +116,7 @@ class BIM(SignSteps):
 class FGSM(BIM):
     """Fast gradient sign method (Goodfellow et al.; protocol §5.3): x* = clip(x + ε·sign ∇ₓ CE(x, label))."""
 
-    steps: int = 1
+    steps: int = setting(1, lo=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -141,8 +129,8 @@ class ILCM(SignSteps):
     """Iterative least-likely class method (protocol §5.5): BIM descending CE(x*, y_ll), y_ll = argmin clean logits."""
 
     eps: float
-    steps: int = 10
-    precision: str = "fp32"  # as BIM's: bf16 steers, float32 decides the target and the verdict
+    steps: int = setting(10, lo=1)
+    precision: str = setting("fp32", choices=PRECISIONS)  # as BIM's: bf16 steers, float32 decides the target and the verdict
     direction = -1.0
 
     def aim(self, classifier, x, y):

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import ConfigError
-from .base import AttackResult, check_choice, check_common, check_steps, finish, prepare, register
-from .precision import autocast, check_precision
+from ..core.settings import check_fields, setting
+from .base import AttackResult, check_common, finish, prepare, register
+from .precision import PRECISIONS, autocast
 
 SALIENCY = ("original", "pairwise")
 
@@ -107,27 +108,21 @@ class JSMA:
     eps_bounds = False  # ε is the step of a raised feature (raised again while below 1), not a budget
 
     eps: float
-    max_steps: int = 100
-    saliency: str = "original"
-    top_k: int = 32
+    max_steps: int = setting(100, lo=1)
+    saliency: str = setting("original", choices=SALIENCY)
+    top_k: int = setting(32, lo=1)
     #: "autograd" computes ∇ₓΣF as the original did (rounding noise around 0, a second backward pass);
     #: "exact" uses ∇ₓΣF = 0 (softmax sums to 1) and takes one backward pass per step.
-    sum_gradient: str = "autograd"
-    features_per_step: int = 1
+    sum_gradient: str = setting("autograd", choices=("autograd", "exact"))
+    features_per_step: int = setting(1, lo=1)
     #: "bf16": gradient passes in bfloat16 (:mod:`.precision`); reaching the target is confirmed in float32
-    precision: str = "fp32"
+    precision: str = setting("fp32", choices=PRECISIONS)
 
     def __post_init__(self):
+        check_fields(self)
         check_common(self)
-        check_steps(self.max_steps, "max_steps")
-        check_steps(self.top_k, "top_k")
-        check_steps(self.features_per_step, "features_per_step")
-        check_precision(self.precision)
         if self.features_per_step > 1 and self.saliency != "original":
             raise ConfigError("features_per_step > 1 is for the original saliency map (pairwise raises two per step)")
-        if self.sum_gradient not in ("autograd", "exact"):
-            raise ConfigError(f"sum_gradient must be 'autograd' or 'exact', got {self.sum_gradient!r}")
-        check_choice(self.saliency, "saliency", SALIENCY)
         if self.saliency == "pairwise" and (self.max_steps < 2 or self.top_k < 2):
             raise ConfigError("pairwise saliency changes two features per step: max_steps and top_k must be >= 2")
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.settings import setting
 from ..detectors.base import observe
-from .base import AttackResult, check_choice, register
+from .base import AttackResult, register
 from .engine import TINY, PGDAttack, on_live, per_example
 from .pgd import class_margin
 from .pgd_detector import AgainstDetector, begin, detector_margin, evaluate, finish_adaptive, status_of
@@ -61,11 +62,7 @@ class OrthogonalPGD(PGDAttack, AgainstDetector):
     produced x*).
     """
 
-    mode: str = "orthogonal"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice(self.mode, "mode", MODES)
+    mode: str = setting("orthogonal", choices=MODES)
 
     def passes_per_image(self) -> float:  # per step a forward and two backward passes (selective: one)
         return ((3.0 if self.mode == "selective" else 5.0) * self.steps + 1.0) * self.restarts

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError
+from ..core.settings import setting
 from .base import AttackResult, finish, predict, register
 from .engine import PGDAttack, Verdict, passes
-from .gradient import check_label, prepare_labels
+from .gradient import LABELS, prepare_labels
 
 LOSSES = ("ce", "margin")
 
@@ -47,13 +48,12 @@ class PGD(PGDAttack):
     function of (logits, label) ascended)."""
 
     keep_best: bool = False
-    label: str = "pred"
+    label: str = setting("pred", choices=LABELS, hint=" (clean prediction or given y)")
     #: "ce", "margin", or a function (effective logits, label) -> per-example loss, ascended
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "ce"
 
     def __post_init__(self):
         super().__post_init__()
-        check_label(self.label)
         if not callable(self.loss) and self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)} or a function (logits, label) -> "
                               f"per-example loss, got {self.loss!r}")

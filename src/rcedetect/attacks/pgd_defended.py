@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError
-from .base import AttackResult, check_number, check_steps, register
+from ..core.settings import setting
+from .base import AttackResult, register
 from .engine import PGDAttack, passes
 from .pgd_detector import AgainstDetector, begin, finish_adaptive, status_of
 
@@ -44,13 +45,8 @@ class PGDDefended(PGDAttack, AgainstDetector):
     Extras: ``accepted``, ``misclassified``, ``detector_margin`` (at x*); ``target``: the target that produced x*.
     """
 
-    targets: int = 1
-    reject_scale: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_steps(self.targets, "targets")
-        check_number(self.reject_scale, "reject_scale", "> 0")
+    targets: int = setting(1, lo=1)
+    reject_scale: float = setting(1.0, lo=0, lo_open=True)
 
     def passes_per_image(self) -> float:  # per run: a forward+backward per step, a forward for the last iterate
         return (3.0 * self.steps + 1.0) * self.restarts * self.targets

@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 import torch
 
 from ..core.errors import ConfigError
+from ..core.settings import Rule, setting
 from ..detectors.base import View, observe
-from .base import Attack, AttackResult, begin, check_number, check_term, finish, register
+from .base import Attack, AttackResult, begin, check_term, finish, register
 from .engine import PGDAttack, distortion, grad_of, per_example, project
 from .pgd import class_margin, margin_loss
 
@@ -154,20 +155,13 @@ class PGDDetector(PGDAttack, AgainstDetector):
     ``lambda`` (the λ that produced x*).
     """
 
-    lambdas: tuple[float, ...] = (0.0, 1.0, 10.0, 100.0)
-    guided_starts: int = 0
+    lambdas: tuple[float, ...] = setting((0.0, 1.0, 10.0, 100.0), each=Rule(lo=0, kind="float"))
+    guided_starts: int = setting(0, lo=0, hi=1)
 
     def __post_init__(self):
         super().__post_init__()
-        g = self.guided_starts
-        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= 1:
-            raise ConfigError(f"guided_starts must be 0 or 1, got {g!r}")
-        if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
-            raise ConfigError(f"lambdas must be a sequence of numbers >= 0, got {self.lambdas!r}")
-        lambdas = tuple(check_number(v, "each lambda") for v in self.lambdas)
-        if not lambdas:
+        if not self.lambdas:
             raise ConfigError("lambdas must hold at least one λ (e.g. (0, 1, 10, 100))")
-        object.__setattr__(self, "lambdas", lambdas)
 
     def passes_per_image(self) -> float:  # at most: per run a forward+backward per step, a forward at the end
         return (3.0 * self.steps + 1.0) * (self.restarts + self.guided_starts) * len(self.lambdas)

@@ -12,13 +12,7 @@ from contextlib import nullcontext
 
 import torch
 
-from .base import check_choice
-
 PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(value) -> None:
-    check_choice(value, "precision", PRECISIONS)
 
 
 def autocast(device: torch.device, precision: str):

@@ -16,14 +16,13 @@ early once every example has reached objective 0. Success = misclassified AND ac
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ..core.errors import ConfigError
+from ..core.settings import setting
 from ..detectors.base import observe
-from .base import AttackResult, check_number, check_steps, register, seeded_generator
+from .base import AttackResult, register, seeded_generator
 from .pgd import class_margin
 from .pgd_detector import AgainstDetector, begin, detector_margin, finish_adaptive
 
@@ -51,18 +50,10 @@ class RandomSearchDetector(AgainstDetector):
     ``detector_margin``, ``objective`` (at x*) and ``start_objective`` (at the random start).
     """
 
-    iterations: int = 200
-    lam: float = 10.0
-    p: float = 0.05
+    iterations: int = setting(200, lo=1)
+    lam: float = setting(10.0, lo=0)
+    p: float = setting(0.05, lo=0, hi=1, lo_open=True, hint=" (the fraction of coordinates flipped)")
     seed: int = 0
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_steps(self.iterations, "iterations")
-        check_number(self.lam, "lam")
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not math.isfinite(self.p) \
-                or not 0 < self.p <= 1:
-            raise ConfigError(f"p (the fraction of coordinates flipped) must be in (0, 1], got {self.p!r}")
 
     def passes_per_image(self) -> float:
         return 1.0 * (self.iterations + 1)  # forward passes only

@@ -16,7 +16,6 @@ arguments of the library's class. Success is counted by the detector's verdict, 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ..core.settings import int64_arg, seed_arg
@@ -52,20 +51,11 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _check_eps(eps: float | None, norm: str) -> None:
-    from ..core.errors import ConfigError
-
-    if eps is None:
-        return
-    if not math.isfinite(eps) or eps <= 0 or (norm == "linf" and eps > 1):
-        raise ConfigError(f"--eps must be in (0, 1] for an L∞ attack (images are in [0, 1]) or > 0 for L2, "
-                          f"got {eps}")
-
-
 def run(args) -> int:
     from tqdm import tqdm
 
     from .. import attacks, data
+    from ..attacks.base import check_eps, check_number
     from ..attacks.thirdparty import attack_norm
     from ..core.device import resolve
     from ..core.errors import ConfigError
@@ -88,7 +78,8 @@ def run(args) -> int:
     if "detector" in settings or "detector" not in spec.fields:
         raise ConfigError(f"{args.attack} is not an attack on a detector"
                           if "detector" not in spec.fields else "the detector comes from the run; drop --set detector")
-    _check_eps(args.eps, attack_norm(args.attack, settings))
+    if args.eps is not None:
+        check_eps(check_number(args.eps, "--eps", "> 0"), "--eps", attack_norm(args.attack, settings))
     if spec.takes_eps and args.eps is None:
         raise ConfigError(f"{args.attack} needs --eps")
     attack_store.probe(args.attack, settings, args.eps, args.seed)  # bad settings (λ < 0, ...) fail here

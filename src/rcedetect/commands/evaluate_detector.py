@@ -7,7 +7,7 @@ run's training images and cached in ``RUN_DIR/detector-<metric>/``, as ``rce cal
 the user's own ``score(x) -> (n,)`` (higher = more adversarial; a ``classifier`` parameter gets the run's classifier).
 The threshold rejects ``--fpr`` of the clean held-out images (the last ``--calibration-size`` of the test split); the
 attacked images are ``--n`` of the others, drawn by a seeded permutation. ``card.json`` (versioned schema) and
-``card.md`` go to ``--out``, each finished attack to ``--out/attacks/``: a rerun after a crash skips those.
+``card.md`` go to ``--out``, each attack's batches to ``--out/attacks/`` as they finish: a rerun skips those.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def run(args) -> int:
     from ..core.io import check_writable_dir
     from ..evaluation import attack_store
     from ..evaluation.calibrated import calibrated_detector, calibration_slice
-    from ..evaluation.detector_card import check_arguments, evaluate_detector
+    from ..evaluation.detector_card import evaluate_detector
+    from ..evaluation.detector_inputs import check_arguments
     from ..evaluation.user_detector import resolve_callable
     from ..models import checkpoint
     from . import fit_options, import_run

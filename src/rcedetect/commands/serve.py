@@ -1,26 +1,17 @@
 """``rce serve RUN_DIR [--metric kd] [--fpr 0.05] [--host 127.0.0.1] [--port 8000]``: the detector over HTTP.
 
-Loads the run's classifier and its calibrated detectors once (fitted and cached as ``rce detect`` does, in
-``RUN_DIR/detector-<metric>/``), then serves ``POST /v1/predict`` (label or NOT SURE per image, with the K-density,
-non-ME and confidence scores, the served metric's score and its threshold), ``GET /v1/info``, ``GET /healthz``,
-``GET /metrics`` (Prometheus), the OpenAPI docs at ``/docs`` and a page at ``/`` to draw, upload or pick an image.
-
-``RUN_DIR`` is a run folder (``checkpoint.json``) or a ``rce reproduce`` output folder, where ``--model NAME``
-picks the model (default: the main RCE model). ``--metric`` is any registered detector: the paper's three or a
-baseline (``lid``, ``mahalanobis``, ``kd_bu``: their regression fitted on ``--fit-on`` at ``--fit-eps``, as
-``rce detect`` fits it). Binds to 127.0.0.1 unless ``--host`` says otherwise; ``--token-file`` requires a bearer
-token on every route but ``/healthz`` and the page's files. ``--examples`` adds exported adversarial examples
-(``.npz``) or ``rce attack`` folders to the page's picker. Limits: ``--max-body-mb``, ``--max-batch`` (images per
-request and per model pass), ``--timeout-s`` per request (reading its body included), ``--max-queue`` images
-waiting, ``--max-inflight`` requests and ``--max-memory-mb`` for decoding the bodies in progress; requests within
-``--batch-window-ms`` share a model pass; a request's headers must arrive within 10 s (:mod:`rcedetect.serve.protocol`).
-See :mod:`rcedetect.serve.limits` for the status of each refusal.
+Loads the run's classifier and its calibrated detectors once (fitted and cached as ``rce detect`` does), then
+serves ``POST /v1/predict`` (label or NOT SURE per image, with every detector's score and the threshold), ``GET
+/v1/info``, ``/healthz``, ``/metrics`` (Prometheus), the OpenAPI docs at ``/docs`` and a page at ``/`` to draw,
+upload or pick an image. ``RUN_DIR`` is a run folder or a ``rce reproduce`` output (``--model NAME`` picks the
+model). The limits (their defaults and ranges in :class:`rcedetect.serve.limits.Limits`, the status of each
+refusal in :mod:`rcedetect.serve.limits`) bound every request; a request's headers must arrive within 10 s.
 """
 
 from __future__ import annotations
 
 from ..core.settings import float_arg, int64_arg, threads_arg
-from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB
+from ..serve.limits import MAX_BODY_MB, MAX_MEMORY_MB, MIB, Limits
 from . import add_fit_options, fit_options
 
 
@@ -45,19 +36,22 @@ def add_parser(sub) -> None:
                    help="adversarial examples for the page's picker: an exported .npz or a rce attack folder "
                         "(repeat for more)")
     add_fit_options(p, quiet="no progress bars while fitting the detectors")
-    p.add_argument("--max-body-mb", type=float_arg(0, MAX_BODY_MB, low_open=True), default=16.0,
-                   help=f"largest request body in MiB (default 16, at most {MAX_BODY_MB})")
-    p.add_argument("--max-batch", type=int64_arg, default=256, help="most images per request and per model pass (256)")
-    p.add_argument("--batch-window-ms", type=float, default=5.0,
-                   help="how long a request waits for others to share its model pass (default 5 ms)")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request time limit; 408 after it (default 10)")
-    p.add_argument("--max-queue", type=int64_arg, default=4096, help="most images waiting for the model; 429 beyond (default 4096)")
-    p.add_argument("--max-memory-mb", type=float_arg(0, MAX_MEMORY_MB, low_open=True), default=1024.0,
-                   help="memory the bodies in progress may take to decode, all together; 429 beyond (default 1024)")
-    p.add_argument("--max-inflight", type=int64_arg, default=256, help="most requests in progress; 429 beyond (default 256)")
+    d = Limits()  # the defaults
+    p.add_argument("--max-body-mb", type=float_arg(0, MAX_BODY_MB, low_open=True), default=d.max_body_bytes / MIB,
+                   help=f"largest request body in MiB (at most {MAX_BODY_MB})")
+    p.add_argument("--max-batch", type=int64_arg, default=d.max_batch, help="most images per request and per model pass")
+    p.add_argument("--batch-window-ms", type=float, default=1000 * d.batch_window_s,
+                   help="how long a request waits for others to share its model pass, in ms")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s,
+                   help="per-request time limit in seconds, reading its body included; 408 after it")
+    p.add_argument("--max-queue", type=int64_arg, default=d.max_queue_images,
+                   help="most images waiting for the model; 429 beyond")
+    p.add_argument("--max-memory-mb", type=float_arg(0, MAX_MEMORY_MB, low_open=True), default=d.max_memory_bytes / MIB,
+                   help="memory in MiB the bodies in progress may take to decode, all together; 429 beyond")
+    p.add_argument("--max-inflight", type=int64_arg, default=d.max_inflight, help="most requests in progress; 429 beyond")
     p.add_argument("--threads", type=threads_arg, default=None, help="CPU threads of the model (default: torch's)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
-                   help="uvicorn's log level (default warning)")
+                   help="uvicorn's log level")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(run=run)
 
@@ -80,7 +74,6 @@ def run(args) -> int:
 
     from ..serve import auth, engine, runs, server
     from ..serve.examples import load_given
-    from ..serve.limits import MIB, Limits
 
     _require_extra()
     limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_batch=args.max_batch, timeout_s=args.timeout_s,

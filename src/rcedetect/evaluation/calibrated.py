@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import ConfigError
+from ..core.settings import SEED_RANGE, check_fields, setting
 
 DEFAULT_CALIBRATION = 1000
 
@@ -21,34 +21,28 @@ class FitOptions:
     A metric's own settings (per_class's and σ²'s ranges, the fitting attack) are checked by the metric
     (:func:`rcedetect.detectors.create` with :meth:`settings`)."""
 
-    fpr: float = 0.05  # the share of clean held-out images rejected, in [0, 1)
-    calibration_size: int | None = None  # >= 1; None: DEFAULT_CALIBRATION (at most half of the test split either way)
-    per_class: int | str = 1000  # K-density kernel points per class, or "all" (a command line string is parsed)
-    sigma2: float | str | None = None  # K-density bandwidth: None = the paper's, "auto", or a number
+    fpr: float = setting(0.05, lo=0, hi=1, hi_open=True)  # the share of clean held-out images rejected
+    calibration_size: int | None = setting(None, lo=1)  # None: DEFAULT_CALIBRATION (at most half the test split)
+    per_class: int | str = setting(1000, lo=1, choices=("all",))  # K-density kernel points per class, or "all"
+    sigma2: float | str | None = setting(None, choices=("auto",))  # K-density bandwidth: None = the paper's
     fit_on: str = "fgsm"  # LID / Mahalanobis / KD+BU: the attack of their regression's fitting split
     fit_eps: float = 0.1  # its ε
-    fit_images: int = 1000  # training images of the fitting split
-    seed: int = 0  # the K-density kernel subset and the baselines' fitting split
+    fit_images: int = setting(1000, lo=1)  # training images of the fitting split
+    seed: int = setting(0, lo=SEED_RANGE[0], hi=SEED_RANGE[1])  # the kernel subset and the fitting split
     refit: bool = False  # ignore a cached detector
     quiet: bool = False  # no progress bars
     data_dir: str | None = None  # the run's dataset elsewhere
     data_file: str | None = None  # another .npz dataset (then part of the cache key)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fpr < 1.0:
-            raise ConfigError(f"--fpr must be in [0, 1), got {self.fpr}")
-        if self.calibration_size is not None and self.calibration_size < 1:
-            raise ConfigError(f"--calibration-size must be >= 1, got {self.calibration_size}")
-        if isinstance(self.per_class, str) and self.per_class != "all":
-            try:
-                object.__setattr__(self, "per_class", int(self.per_class))
-            except ValueError:
-                raise ConfigError(f"--per-class must be a positive integer or 'all', got {self.per_class!r}") from None
-        if isinstance(self.sigma2, str) and self.sigma2 != "auto":
-            try:
-                object.__setattr__(self, "sigma2", float(self.sigma2))
-            except ValueError:
-                raise ConfigError(f"--sigma2 must be a number or 'auto', got {self.sigma2!r}") from None
+        for name, parse in (("per_class", int), ("sigma2", float)):  # a command line's text
+            value = getattr(self, name)
+            if isinstance(value, str) and value not in ("all", "auto"):
+                try:
+                    object.__setattr__(self, name, parse(value))
+                except ValueError:
+                    pass  # refused below, as the string it is
+        check_fields(self, name=lambda n: "--" + n.replace("_", "-"))
 
     def settings(self, metric: str) -> dict:
         """The constructor settings of ``metric`` (:func:`rcedetect.detectors.create`) from these options."""

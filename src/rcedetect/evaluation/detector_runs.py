@@ -1,24 +1,20 @@
-"""One attack against a detector on every image, judged by the one success rule, saved so that a rerun resumes.
+"""One attack against a detector on every image, in part files, judged by the one success rule: the one attack
+path of ``rce adaptive``, ``rce reproduce`` and the detector card (:mod:`.detector_card`).
 
-An attack is built per batch by name (:func:`rcedetect.attacks.attack_factory`: its settings, the budget ε, the
-batch's seed, the detector term score − T where it takes one) and run on the images; its x* are then judged
-afresh, whatever the attack believed: an image is **fooled** when x* lies in the ε-ball, the classifier's answer
-is not the true label AND the detector accepts it (score ≤ T) — :func:`rcedetect.stats.operating_point.
+An attack is built per batch by name (:func:`build`: :func:`rcedetect.attacks.attack_factory` with its settings, the
+budget ε, the batch's seed, the detector term score − T where it takes one) and run by :func:`attack_parts`: one
+part file per batch (:mod:`.attack_store`), written atomically, so that a killed run resumes at its first missing
+part. Its x* are then judged afresh, whatever the attack believed: an image is **fooled** when the classifier's
+answer is not the true label AND the detector accepts it (score ≤ T) — :func:`rcedetect.stats.operating_point.
 adaptive_success`, the rule of Bryniarski et al. ICLR 2022 for every attack of the package, a library's included.
-
-With a folder, each finished attack's per-image result is written atomically as ``<attack>-eps<ε>.json`` under a
-key of everything it depends on (images, labels, model weights, threshold, settings, seed); a rerun reads the
-files whose key matches and runs only the attacks that have none.
-
-``rce adaptive`` and ``rce reproduce`` run theirs with :func:`adaptive_attack`: built by :func:`build`, one part file
-per batch (:mod:`.attack_store`), judged on feature banks with the operating point (:func:`judge_banks`).
+The card also asks that x* lies in the ε-ball (:func:`attack_record`, :func:`fooled`); ``rce adaptive`` and
+``rce reproduce`` judge on feature banks with the operating point (:func:`adaptive_attack`, :func:`judge_banks`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +23,6 @@ import torch
 from ..attacks import attack_factory
 from ..attacks import spec as attack_spec
 from ..attacks.engine import distortion
-from ..core.errors import RceError
-from ..core.io import config_hash, read_json, write_json
 from ..detectors.base import observe, score_any
 from ..models import features
 from ..models.classifier import FINAL
@@ -63,37 +57,70 @@ def judge(classifier, metric, x_adv: torch.Tensor, batch_size: int) -> tuple[tor
 
 
 def fooled(classifier, metric, threshold: float, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-           norm: str, eps: float | None, batch_size: int) -> dict[str, torch.Tensor]:
-    """Per image: within the budget, misclassified, accepted, and all three (``fooled``)."""
+           norm: str, eps: float | None, batch_size: int) -> torch.Tensor:
+    """Per image: within the budget, misclassified AND accepted."""
     pred, score = judge(classifier, metric, x_adv, batch_size)
     dist = distortion(x.cpu(), x_adv.detach().cpu(), norm)
     within = torch.ones(len(x), dtype=torch.bool) if eps is None else dist <= eps * (1 + 1e-5) + 1e-7
-    accepted = score <= threshold
-    return {"fooled": within & adaptive_success(pred, y.cpu(), accepted), "within": within, "accepted": accepted,
-            "pred": pred, "score": score, "distortion": dist}
-
-
-def takes(name: str, what: str) -> bool:
-    return what in attack_spec(name).fields
+    return within & adaptive_success(pred, y.cpu(), score <= threshold)
 
 
 def build(name: str, settings: dict[str, Any], eps: float | None, seed: int, term):
     """``factory(batch) -> attack`` with the budget and the term where the attack takes them (bad settings raise
     ConfigError here, before any work)."""
-    return attack_factory(name, settings, eps if takes(name, "eps") else None, seed,
-                          detector=term if takes(name, "detector") else None)
+    fields = attack_spec(name).fields
+    return attack_factory(name, settings, eps if "eps" in fields else None, seed,
+                          detector=term if "detector" in fields else None)
+
+
+def attack_parts(folder: Path, factory, classifier, x: torch.Tensor, y: torch.Tensor, batch: int, *,
+                 horizons: tuple[int, ...] = (), indices: torch.Tensor | None = None, bar=None, on_part=None):
+    """(the attack's result, its seconds): the attacks of ``factory`` (:func:`build`) on images ``x`` with labels
+    ``y``, one part file per ``batch`` images in ``folder`` (:func:`~.attack_store.run_parts`: a killed run resumes
+    at its first missing part). With ``horizons`` the attack runs once through ``PGDDetector.at_steps``: the result
+    is the longest run's, with each shorter horizon's x* as ``extra["x_adv_at_<steps>"]``."""
+    if horizons:
+        factory = _at_steps(factory, tuple(horizons))
+    run_parts(folder, factory, classifier, x, y, batch, indices=indices, bar=bar, on_part=on_part)
+    res, seconds, _ = load_parts(folder, len(x), batch, x)
+    return res, seconds
+
+
+def _at_steps(factory, horizons: tuple[int, ...]):
+    """``factory`` with each attack run through ``at_steps(horizons)`` (:func:`attack_parts`)."""
+    def attack(b: int):
+        def run(classifier, x, y):
+            results = factory(b).at_steps(classifier, x, y, horizons)
+            last = results[-1]
+            return dataclasses.replace(last, extra={**last.extra, **{f"x_adv_at_{h}": r.x_adv
+                                                                     for h, r in zip(horizons, results[:-1])}})
+        return run
+    return attack
+
+
+def attack_record(folder: Path, factory, classifier, term, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
+                  batch: int, *, horizons: tuple[int, ...] = (), bar=None) -> dict[str, Any]:
+    """The detector card's record of one attack (:func:`attack_parts` in ``folder``, judged by :func:`fooled` against
+    the term ``term``): ``fooled`` per image, ``seconds``, ``passes_per_image`` and ``fooled_at`` {steps: fooled}
+    for each of ``horizons``."""
+    passes = factory(0).passes_per_image()
+    res, seconds = attack_parts(folder, factory, classifier, x, y, batch, horizons=horizons, bar=bar)
+
+    def judged(x_adv):
+        return fooled(classifier, term.metric, term.threshold, x, x_adv, y, norm, eps, batch)
+
+    return {"fooled": judged(res.x_adv), "seconds": seconds, "passes_per_image": passes,
+            "fooled_at": {h: judged(res.extra.get(f"x_adv_at_{h}", res.x_adv)) for h in horizons}}
 
 
 def adaptive_attack(folder: Path, name: str, settings: dict[str, Any], eps: float | None, seed: int, term, classifier,
                     x: torch.Tensor, y: torch.Tensor, batch: int, *, heldout: torch.Tensor, clean, fpr: float,
                     n_boot: int, boot_seed: int = 0, indices: torch.Tensor | None = None, bar=None, on_part=None):
     """(the attack's result, its seconds, :func:`judge_banks` of it): ``name`` against the detector term ``term``
-    (score − T) on images ``x`` with labels ``y``, one part file per ``batch`` images in ``folder`` (a killed run
-    resumes at its first missing part); ``clean``: the feature bank of ``x``, ``heldout``: the detector's scores of
-    the clean held-out images T was chosen on."""
-    run_parts(folder, build(name, settings, eps, seed, term), classifier, x, y, batch, indices=indices, bar=bar,
-              on_part=on_part)
-    res, seconds, _ = load_parts(folder, len(x), batch, x)
+    (score − T) by :func:`attack_parts` in ``folder``; ``clean``: the feature bank of ``x``, ``heldout``: the
+    detector's scores of the clean held-out images T was chosen on."""
+    res, seconds = attack_parts(folder, build(name, settings, eps, seed, term), classifier, x, y, batch,
+                                indices=indices, bar=bar, on_part=on_part)
     return res, seconds, judge_banks(classifier, term.metric, term.threshold, heldout, clean, x, y, res.x_adv,
                                      fpr=fpr, n_boot=n_boot, seed=boot_seed)
 
@@ -111,53 +138,3 @@ def judge_banks(classifier, metric, threshold: float, heldout: torch.Tensor, cle
     return {"operating_point": op, "robust_accuracy": float((adv.predictions == y).double().mean()),
             "fooled": (clean.predictions == y) & adaptive_success(adv.predictions, y, s_adv <= threshold)}
 
-
-def record_path(folder: Path, name: str, eps: float) -> Path:
-    return folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}-eps{eps:.6g}.json"
-
-
-def run_attack(name: str, factory, classifier, metric, threshold: float, x, y, *, norm: str, eps: float,
-               batch_size: int, horizons: tuple[int, ...] = (), key: dict | None = None, folder: Path | None = None,
-               bar=None) -> dict[str, Any]:
-    """The attack's record: ``fooled`` per image (lists), ``seconds``, ``passes_per_image``; with ``horizons``
-    (``PGDDetector.at_steps``) also ``fooled_at`` {steps: list}. Read from ``folder`` when a record with this
-    ``key`` is there; written there atomically when it finishes."""
-    path = record_path(folder, name, eps) if folder is not None else None
-    digest = config_hash(key) if key is not None else None
-    if path is not None and path.is_file():
-        try:
-            rec = read_json(path, "attack record")
-            if isinstance(rec, dict) and rec.get("key") == digest and len(rec.get("fooled", [])) == len(x):
-                if bar is not None:
-                    bar.update(len(x))
-                return rec
-        except RceError:
-            pass  # a damaged record is recomputed
-    t0 = time.perf_counter()
-    finals, shorts = [], {h: [] for h in horizons}
-    passes = None
-    for b, i in enumerate(range(0, len(x), batch_size)):
-        attack = factory(b)
-        passes = attack.passes_per_image() if passes is None else passes
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        if horizons:
-            results = attack.at_steps(classifier, xb, yb, horizons)
-            for h, r in zip(horizons, results):
-                shorts[h].append(r.x_adv.detach().cpu())
-            finals.append(results[-1].x_adv.detach().cpu())
-        else:
-            finals.append(attack(classifier, xb, yb).x_adv.detach().cpu())
-        if bar is not None:
-            bar.update(len(xb))
-    seconds = time.perf_counter() - t0
-    x_adv = torch.cat(finals) if finals else x[:0]
-    j = fooled(classifier, metric, threshold, x, x_adv, y, norm, eps, batch_size)
-    rec = {"attack": name, "eps": eps, "key": digest, "fooled": j["fooled"].tolist(),
-           "accepted": j["accepted"].tolist(), "misclassified": (j["pred"] != y.cpu()).tolist(),
-           "within_budget": j["within"].tolist(), "seconds": seconds, "passes_per_image": passes}
-    if horizons:
-        rec["fooled_at"] = {str(h): fooled(classifier, metric, threshold, x, torch.cat(v), y, norm, eps,
-                                           batch_size)["fooled"].tolist() for h, v in shorts.items()}
-    if path is not None:
-        write_json(path, rec)
-    return rec

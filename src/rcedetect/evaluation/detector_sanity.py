@@ -10,15 +10,19 @@ what was measured, a dict ``{"check", "passed", "detail", ...}`` with ``passed``
 5. ``monotone_eps``: the attacks at exactly ε do not weaken (by more than one image) as ε grows;
 6. ``gradient_free``: the gradient-free attack does not beat the best gradient attack (by more than one image).
 
-The same checks as ``rce reproduce``'s (:mod:`rcedetect.reproduce.sanity`, which the evaluation layer may not
-import), on a detector given as a term.
+:func:`run` measures them on a card's evaluation, reusing its attacks' runs. The same checks as ``rce reproduce``'s
+(:mod:`rcedetect.reproduce.sanity`, which the evaluation layer may not import), on a detector given as a term.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..detectors.base import observe
+from . import detector_runs as runs
+from . import detector_suite as suites
 
 
 def check(name: str, passed: bool | None, detail: str, **values) -> dict:
@@ -92,3 +96,65 @@ def gradient_status(grads: torch.Tensor) -> str:
     if len(norms) == 0 or not bool((norms > 0).any()):
         return "none"
     return "ok" if bool((norms > 0).all()) else "partial"
+
+
+def run(clf, term, x, y, correct, grads, records, plan, norm, seed, batch_size, m, steps, status) -> list[dict]:
+    """The checks of a card's evaluation on its first ``m`` images, reusing the attacks' ``records`` ({ε: {attack:
+    record}}, :func:`.detector_card.evaluate_detector`); with a non-finite gradient the checks that would step along
+    it are not run (their images would be NaN)."""
+    out, mid = [gradient(grads)], sorted(records)[len(records) // 2]
+    xs, ys, cc_m = x[:m], y[:m], correct[:m]
+    n_m, n = int(cc_m.sum()), int(correct.sum())
+    pd_kw = dict(plan.get("pgd_detector") or suites.suite(["pgd_detector"], norm, clf.num_classes, False, None,
+                                                          steps)["pgd_detector"])
+
+    def attack(name: str, kw: dict, eps: float):
+        return runs.build(name, kw, eps, seed, term)(0)
+
+    def n_fooled(x_adv, eps) -> int:
+        return int((runs.fooled(clf, term.metric, term.threshold, xs, x_adv, ys, norm, eps, batch_size) & cc_m).sum())
+
+    if status == "non_finite":
+        why = "not run: the detector's input gradient is not finite"
+        out += [check("large_eps", None, why), check("more_iterations", None, why)]
+    else:
+        # 1. an unbounded budget succeeds (from the clean image and a guided start: at ε = 1 it is another class's
+        #    image; each image stops at its first success, so this costs little unless the attacks fail)
+        big = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+        kw = {**pd_kw, "restarts": 1, "random_start": False, "guided_starts": 1, "stop_on_success": True}
+        out.append(large_eps(n_fooled(attack("pgd_detector", kw, big)(clf, xs, ys).x_adv, big), n_m, big))
+        # 2. more steps never help less: the suite's own run gave both horizons
+        rec = records[mid].get("pgd_detector")
+        if rec is not None and len(rec["fooled_at"]) == 2:
+            (h1, f1), (h2, f2) = sorted(rec["fooled_at"].items())
+            out.append(more_iterations(int((f1 & correct).sum()), int((f2 & correct).sum()), h1, h2, n))
+        else:
+            s = int(pd_kw.get("steps", 100))
+            short, long = attack("pgd_detector", {**pd_kw, "steps": 4 * s}, mid).at_steps(clf, xs, ys, (s, 4 * s))
+            out.append(more_iterations(n_fooled(short.x_adv, mid), n_fooled(long.x_adv, mid), s, 4 * s, n_m))
+    # 3. λ = 0 is plain PGD on the margin
+    plain = {"random_start": False, "restarts": 1, "steps": min(10, int(pd_kw.get("steps", 100))), "norm": norm}
+    x0 = attack("pgd_detector", {**plain, "lambdas": [0.0], "keep_best": False}, mid)(clf, xs, ys)
+    x1 = attack("pgd", {**plain, "loss": "margin"}, mid)(clf, xs, ys)
+    out.append(lambda_zero(x0.x_adv, x1.x_adv))
+    # 4. monotone in ε
+    out.append(monotone_eps([(e, int((torch.stack([r["fooled"] for r in recs.values()]).any(0) & correct).sum()))
+                             for e, recs in records.items()], n))
+    # 5. the gradient-free attack is not stronger than the gradient attacks
+    at_mid = records[mid]
+    grad_names = [k for k in at_mid if k not in suites.GRADIENT_FREE]
+    frees = {k: int((at_mid[k]["fooled"] & correct).sum()) for k in at_mid if k in suites.GRADIENT_FREE}
+    free = suites.gradient_free_for(norm)
+    if not grad_names:
+        out.append(check("gradient_free", None, "no gradient attack ran"))
+    elif not frees and not free:
+        out.append(check("gradient_free", None, f"no gradient-free attack for {norm} (install torchattacks)"))
+    else:
+        rows = slice(None) if frees else slice(0, m)
+        if not frees:  # none in the suite: the first one available, on the sample
+            kw = suites.suite([free[0]], norm, clf.num_classes, False, None, steps)[free[0]]
+            frees, n = {free[0]: n_fooled(attack(free[0], kw, mid)(clf, xs, ys).x_adv, mid)}, n_m
+        grads_k = {k: int((at_mid[k]["fooled"][rows] & correct[rows]).sum()) for k in grad_names}
+        free_best, best = max(frees, key=frees.get), max(grads_k, key=grads_k.get)
+        out.append(gradient_free(frees[free_best], grads_k[best], n, free_best, best))
+    return out

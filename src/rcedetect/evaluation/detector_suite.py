@@ -17,6 +17,7 @@ Bryniarski et al. ICLR 2022, and a gradient-free one, Tramèr et al. 2020):
 each. A list runs exactly those attacks (any registered name, or ``torchattacks:NAME`` / ``foolbox:NAME``) with
 their ``standard`` settings where they have some. ``settings={name: {...}}`` overrides an attack's settings;
 ``steps=N`` sets every attack's number of steps (a random search gets 10·N iterations, Square 10·N queries).
+A score without an input gradient is attacked by the gradient-free attacks too (:func:`plan`, Tramèr et al. 2020).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import importlib.util
 from typing import Any
 
 from ..attacks import spec as attack_spec
+from ..attacks.base import check_steps
 from ..core.errors import ConfigError
 
 VERSIONS = ("standard", "fast")
@@ -47,10 +49,6 @@ FAST: dict[str, dict[str, Any]] = {
 }
 
 
-def has_torchattacks() -> bool:
-    return importlib.util.find_spec("torchattacks") is not None
-
-
 def applies(name: str, norm: str, has_density: bool) -> bool:
     """Whether ``name`` of the standard suite applies to the threat ``norm`` and the detector."""
     if name == "feature_pgd":
@@ -60,7 +58,7 @@ def applies(name: str, norm: str, has_density: bool) -> bool:
     if name == "random_search_detector":
         return norm == "linf"
     if name == "torchattacks:Square":  # its L2 version breaks on small images (torchattacks 3.5: window shapes)
-        return norm == "linf" and has_torchattacks()
+        return norm == "linf" and importlib.util.find_spec("torchattacks") is not None
     return True
 
 
@@ -115,14 +113,34 @@ def suite(version, norm: str, num_classes: int, has_density: bool, settings: dic
     return chosen
 
 
+def plan(version, norm: str, num_classes: int, has_density: bool, settings: dict | None, steps: int | None,
+         gradient: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(the attacks to run {name: settings}, notes): the :func:`suite` of ``version``, with the gradient-free attacks
+    added when the score has no input ``gradient`` ("none"), and alone when it is not finite ("non_finite")."""
+    chosen = suite(version, norm, num_classes, has_density, settings, steps)
+    if gradient not in ("none", "non_finite"):
+        return chosen, []
+    free = gradient_free_for(norm)
+    for name in free:
+        chosen.setdefault(name, suite([name], norm, num_classes, has_density, None, steps)[name])
+    if gradient == "non_finite":
+        chosen = {k: v for k, v in chosen.items() if k in GRADIENT_FREE}
+    if not chosen:
+        raise ConfigError(f"the detector's score has a non-finite input gradient and no gradient-free attack "
+                          f"is available for {norm} (install torchattacks for Square)")
+    note = (f"The detector's score has {'no' if gradient == 'none' else 'a non-finite'} input gradient on the sample: "
+            f"the gradient attacks {'see only the classifier' if gradient == 'none' else 'were not run'}; the "
+            f"gradient-free attacks ({', '.join(free) or 'none available'}) carry the evaluation.")
+    return chosen, [note]
+
+
 def _fit(name: str, kw: dict[str, Any], norm: str, num_classes: int, steps: int | None) -> None:
     """The settings of ``name`` adjusted to the threat, the classes and a global ``steps``."""
     sp = attack_spec(name)
     library = getattr(sp, "library", "")
     takes = set(sp.parameters) if library else set(sp.fields)  # a library's class: its keyword arguments
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        check_steps(steps)
         if name == "random_search_detector":
             kw["iterations"] = 10 * steps
         elif "n_queries" in takes:

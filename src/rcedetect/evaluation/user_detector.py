@@ -51,8 +51,8 @@ class UserMetric(Metric):
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], description: str = ""):
         if not callable(fn):
-            raise InputError(f"a detector must be a registered metric name, a Detector or a callable score(x), got "
-                             f"{type(fn).__name__}")
+            raise InputError(f"detector must be a registered metric name, 'module:function', a fitted Detector or a "
+                             f"callable score(x), got {type(fn).__name__}")
         self.fn = fn
         self.description = description or getattr(fn, "__qualname__", None) or type(fn).__name__
 
@@ -83,15 +83,10 @@ def resolve_callable(spec: str, classifier=None) -> tuple[Callable, str]:
             raise ConfigError(f"module {module_name!r} has no {attr!r} (the detector {spec!r})")
     if not callable(fn):
         raise ConfigError(f"{spec} is a {type(fn).__name__}, not a function score(x)")
-    return bind_classifier(fn, classifier), spec
-
-
-def bind_classifier(fn: Callable, classifier) -> Callable:
-    """``fn`` with ``classifier=`` bound when it has a parameter of that name (else ``fn`` as it is)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return fn
+        params = {}
     if classifier is not None and "classifier" in params:
-        return lambda x: fn(x, classifier=classifier)
-    return fn
+        return (lambda x: fn(x, classifier=classifier)), spec
+    return fn, spec

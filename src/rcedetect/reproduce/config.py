@@ -18,17 +18,18 @@ one, ``settings`` for the attack's dataclass). Each model's training preset is e
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .. import attacks
 from ..attacks.base import check_eps
 from ..attacks.thirdparty import attack_norm
 from ..core.errors import ConfigError
+from ..core.settings import SEED_RANGE, THREADS_RANGE, check_fields, setting, typed
 from ..detectors import paper_metrics
 from ..evaluation import attack_store
 from ..training.config import TrainConfig, apply_overrides, load_preset
-from .detector_config import DetectorSettings, detector_settings, int_setting, number_setting
+from .detector_config import DetectorSettings, detector_settings
 from .model_like import expand_like, inherit_like
 from .preset_keys import check_cuts, check_preset
 from .replicates import seed_counts
@@ -99,23 +100,26 @@ def resolve_config(preset: str, overrides: list[str] | None = None, device: str 
 
 @dataclass(frozen=True)
 class Experiment:
-    """The ``[experiment]`` section: its keys and defaults are these fields (an integer's ``low`` is its least)."""
+    """The ``[experiment]`` section: its keys, types, ranges and defaults are these fields."""
 
     name: str = ""
-    seed: int = 0
+    seed: int = setting(0, lo=SEED_RANGE[0], hi=SEED_RANGE[1])
     device: str = "auto"
-    train_feature_images: int = field(default=50000, metadata={"low": 1})
-    tsne_images: int = 1000
-    figure3_images: int = 8
+    train_feature_images: int = setting(50000, lo=1)
+    tsne_images: int = setting(1000, lo=0)
+    figure3_images: int = setting(8, lo=0)
     table2_eps: float = 0.16
-    batch_size: int = field(default=500, metadata={"low": 1})
-    threads: int = 0
+    batch_size: int = setting(500, lo=1)
+    threads: int = setting(0, lo=0, hi=THREADS_RANGE[1])
     # clean test images outside the attack pool, for the detectors' thresholds
-    calibration_images: int = field(default=1000, metadata={"low": 1})
-    channels: int = 0  # the image channels the preset expects of its data (0 = any), checked when it is loaded
-    classes: int = 0  # the class count it expects (0 = any)
-    paper_dataset: str = ""  # the paper column ("mnist" / "cifar10"; "" = by dataset name)
-    seeds: int = 1  # replicates: each model trained this many times (its own ``seeds`` at most), :mod:`.replicates`
+    calibration_images: int = setting(1000, lo=1)
+    channels: int = setting(0, lo=0)  # the image channels the preset expects of its data (0 = any), checked when loaded
+    classes: int = setting(0, lo=0)  # the class count it expects (0 = any)
+    paper_dataset: str = setting("", choices=("", "mnist", "cifar10"))  # the paper column ("" = by dataset name)
+    seeds: int = setting(1, lo=1)  # replicates: each model trained this many times (its own ``seeds`` at most), :mod:`.replicates`
+
+    def __post_init__(self):
+        check_fields(self, "experiment.")
 
 
 EXPERIMENT_DEFAULTS = {f.name: f.default for f in fields(Experiment)}
@@ -201,11 +205,7 @@ def plan(cfg: dict) -> Plan:
     """Type and check every setting of a resolved config; ConfigError names the first bad one."""
     experiment = _experiment(cfg)
     check_cuts(cfg.get("cuts", {}))
-    d = cfg["detector"]
-    per_class = d.get("per_class")
-    if per_class != "all":
-        per_class = int_setting(d, "per_class", "detector", 1)
-    detector = detector_settings(d, per_class, experiment.table2_eps)
+    detector = detector_settings(cfg["detector"], experiment.table2_eps)
     models, datasets = {}, set()
     for name, m in cfg["models"].items():
         if m["role"] not in ROLES:
@@ -234,29 +234,8 @@ def plan(cfg: dict) -> Plan:
 
 
 def _experiment(cfg: dict) -> Experiment:
-    """The ``[experiment]`` section typed by :class:`Experiment`'s fields, in their order."""
-    e = cfg["experiment"]
-    if not isinstance(e.get("name"), str) or not isinstance(e.get("device"), str):
-        raise ConfigError("experiment.name and experiment.device must be strings")
-
-    def value(f):
-        if f.name == "paper_dataset":
-            return _paper_dataset(e[f.name])
-        if f.name == "seeds":
-            return seed_counts(cfg)[0]
-        if f.type == "str":
-            return e[f.name]
-        if f.type == "float":
-            return number_setting(e[f.name], f"experiment.{f.name}")
-        return int_setting(e, f.name, "experiment", f.metadata.get("low", 0))
-
-    return Experiment(**{f.name: value(f) for f in fields(Experiment)})
-
-
-def _paper_dataset(value) -> str:
-    if value not in ("", "mnist", "cifar10"):
-        raise ConfigError(f"experiment.paper_dataset must be \"mnist\", \"cifar10\" or \"\", got {value!r}")
-    return value
+    """The ``[experiment]`` section typed by :class:`Experiment` (``seeds`` as :mod:`.replicates` reads it)."""
+    return Experiment(**{**cfg["experiment"], "seeds": seed_counts(cfg)[0]})
 
 
 def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
@@ -275,7 +254,7 @@ def _attack_plan(name: str, a: dict, where: str, seed: int) -> AttackPlan:
         eps = tuple(a["eps"])  # as written: cache keys hash the values
         for v in eps:  # the attacks' own rule, its norm's bound included
             check_eps(v, f"{where}.eps", attack_norm(registered, a["settings"]))
-    plan = AttackPlan(name, int_setting(a, "images", where, 1), int_setting(a, "batch", where, 1), eps, a["settings"],
+    plan = AttackPlan(name, typed(a, "images", where, lo=1), typed(a, "batch", where, lo=1), eps, a["settings"],
                       attack=registered if registered != name else "")
     for v in eps or (None,):  # build each attack once: bad settings fail now, not after training
         attack_store.probe(registered, a["settings"], v, seed)
@@ -292,11 +271,9 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
         raise ConfigError(f"adaptive.metrics must be a non-empty list of detector names, got {metrics!r}")
     for m in metrics:
         check_metric(m)
-    fpr = number_setting(ad["fpr"], "adaptive.fpr")
-    if not 0 < fpr < 1:
-        raise ConfigError(f"adaptive.fpr must be in (0, 1), got {fpr!r}")
-    if not isinstance(ad["sanity"], bool) or not isinstance(ad["attacks"], dict):
-        raise ConfigError("adaptive.sanity must be true or false and adaptive.attacks a table of attacks")
+    fpr = typed(ad, "fpr", "adaptive", "float", lo=0, hi=1, lo_open=True, hi_open=True)
+    if not isinstance(ad["attacks"], dict):
+        raise ConfigError("adaptive.attacks must be a table of attacks")
     plans = {}
     for name, a in ad["attacks"].items():
         only = a.get("metrics")
@@ -306,4 +283,5 @@ def _adaptive_plan(ad: dict | None, seed: int) -> AdaptivePlan | None:
         plan = _attack_plan(name, {k: v for k, v in a.items() if k != "metrics"}, f"adaptive.attacks.{name}", seed)
         plans[name] = AttackPlan(plan.name, plan.images, plan.batch, plan.eps, plan.settings,
                                  tuple(only) if only is not None else None, plan.attack)
-    return AdaptivePlan(tuple(metrics), fpr, int_setting(ad, "bootstrap", "adaptive"), ad["sanity"], plans)
+    return AdaptivePlan(tuple(metrics), fpr, typed(ad, "bootstrap", "adaptive", lo=0),
+                        typed(ad, "sanity", "adaptive", "bool"), plans)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..attacks.base import check_eps
 from ..core.errors import ConfigError
-from .detector_config import int_setting
+from ..core.settings import typed
 
 ROBUST_ROLE = "robust"
 #: the attacks of a [robust] section without its own table: PGD with restarts on CE and on the margin loss
@@ -130,9 +130,9 @@ def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> Ro
     unknown = sorted(set(section) - set(ROBUST_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown robust setting(s) {unknown}; known: {', '.join(sorted(ROBUST_DEFAULTS))}")
-    images = int_setting(section, "images", "robust") or (max((a.images for a in adaptive.attacks.values()),
+    images = typed(section, "images", "robust", lo=0) or (max((a.images for a in adaptive.attacks.values()),
                                                              default=100) if adaptive else 100)
-    batch = int_setting(section, "batch", "robust") or (max((a.batch for a in adaptive.attacks.values()),
+    batch = typed(section, "batch", "robust", lo=0) or (max((a.batch for a in adaptive.attacks.values()),
                                                            default=100) if adaptive else 100)
     ad_grid = adaptive_linf_grid(adaptive)
     eps = section["eps"]

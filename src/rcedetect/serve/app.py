@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..core.errors import InputError
 from ..core.io import package_version
@@ -24,16 +25,7 @@ from .auth import BearerAuth
 from .batching import MicroBatcher
 from .engine import Batch, Engine
 from .examples import Examples
-from .limits import (
-    REASONS,
-    HttpError,
-    Limits,
-    MemoryBudget,
-    declared_length,
-    error_body,
-    memory_cost,
-    read_body,
-)
+from .limits import REASONS, HttpError, Limits, MemoryBudget, error_response, read_body
 from .metrics import CONTENT_TYPE, Metrics
 
 PREDICT_DOC = """One image or a batch; per image the label, or NOT SURE (`"label": null, "accepted": false`, with the
@@ -47,34 +39,21 @@ of images, or `{"images": [...]}`, each a nested list (H, W) or (C, H, W) of num
 (a tensor `x`, same layouts); `application/octet-stream` (any of these, recognised by its bytes);
 `multipart/form-data` (files of these kinds). `include_image=true` adds the image the model saw, (C, H, W)."""
 
+BINARY = {"schema": {"type": "string", "format": "binary"}}
 BODY_SCHEMA = {"requestBody": {"required": True, "content": {
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    **dict.fromkeys(("image/png", "image/jpeg", "application/x-npy", "application/x-safetensors"), BINARY),
     "application/json": {"schema": {"type": "object", "properties": {"images": {"type": "array", "items": {}}}}},
-    "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-    "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
-
+        "file": {"type": "array", "items": BINARY["schema"]}}}}}}}
 ERROR = {"description": "refused: one line of JSON, `{\"error\": ..., \"status\": ...}`"}
-ROUTES = {"/", "/healthz", "/metrics", "/v1/info", "/v1/predict", "/v1/examples", "/docs", "/openapi.json"}
-
-
-def route_of(path: str) -> str:
-    """The route template of a path, for the metrics' labels (unknown paths share one label)."""
-    if path in ROUTES:
-        return path
-    for prefix, template in (("/v1/examples/", "/v1/examples/{source}/{index}"), ("/static/", "/static/{name}")):
-        if path.startswith(prefix):
-            return template
-    return "other"
 
 
 class Observe:
-    """ASGI middleware: count and time every request by route and status (refusals by reason)."""
+    """ASGI middleware: count and time every request by route and status (refusals by reason); a path that no
+    route matches is counted as ``other``, so clients cannot make up series."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, routes: list):
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -89,13 +68,10 @@ class Observe:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            self.metrics.request(route_of(scope["path"]), scope["method"], status[0], time.perf_counter() - t0)
+            route = next((r.path for r in self.routes if r.matches(scope)[0] != Match.NONE), "other")
+            self.metrics.request(route, scope["method"], status[0], time.perf_counter() - t0)
             if 400 <= status[0] < 500:
                 self.metrics.refuse(REASONS.get(status[0], str(status[0])))
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> Response:
-    return Response(error_body(status, message), status_code=status, media_type="application/json", headers=headers)
 
 
 def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
@@ -107,9 +83,8 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     spec = parsing.ImageSpec(engine.shape, limits.max_batch)
     inflight, arriving = [0], [0]  # requests in progress; of them, those still being read or decoded
     memory = MemoryBudget(limits.max_memory_bytes)
-    batcher = MicroBatcher(engine.infer, lambda b, start, stop: b.rows(start, stop), max_batch=limits.max_batch,
-                           window_s=limits.batch_window_s, max_queue=limits.max_queue_images, on_batch=metrics.batch,
-                           arriving=lambda: arriving[0])
+    batcher = MicroBatcher(engine.infer, Batch.rows, max_batch=limits.max_batch, window_s=limits.batch_window_s,
+                           max_queue=limits.max_queue_images, on_batch=metrics.batch, arriving=lambda: arriving[0])
 
     @asynccontextmanager
     async def lifespan(app):
@@ -122,33 +97,32 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     app = FastAPI(title="rcedetect", version=package_version(), lifespan=lifespan, redoc_url=None,
                   description="A classifier and its thresholding detector (Pang et al., NeurIPS 2018): each image "
                               "gets its label, or NOT SURE when the detector's score exceeds the threshold.")
-    app.state.metrics, app.state.batcher, app.state.engine = metrics, batcher, engine
     if token:
         app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(Observe, metrics=metrics)  # added last, so outermost: it counts the 401s too
+    app.add_middleware(Observe, metrics=metrics, routes=app.routes)  # added last, so outermost: counts the 401s
     metrics.gauge("rce_queue_images", "Images waiting for the model.", lambda: batcher.queued_images)
     metrics.gauge("rce_inflight_requests", "Prediction requests in progress.", lambda: inflight[0])
     metrics.gauge("rce_body_memory_bytes", "Memory reserved for the bodies in progress.", lambda: memory.used)
 
     @app.exception_handler(HttpError)
     async def refused(request, e: HttpError):
-        return _error(e.status, e.message, e.headers)
+        return error_response(e.status, e.message, e.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
         message = {404: f"no route {request.url.path}; see /docs", 405: f"{request.method} is not allowed on "
                    f"{request.url.path}"}.get(e.status_code, str(e.detail))
-        return _error(e.status_code, message, getattr(e, "headers", None))
+        return error_response(e.status_code, message, getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         first = (e.errors() or [{}])[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, f"{where}: {first.get('msg', 'invalid')}")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(Exception)
     async def bug(request, e: Exception):  # a bug, not a refusal: still one line, and the server lives on
-        return _error(500, f"internal error ({type(e).__name__}); the server is still running")
+        return error_response(500, f"internal error ({type(e).__name__}); the server is still running")
 
     @app.get("/healthz", summary="liveness: 200 while the server answers")
     async def healthz():
@@ -161,27 +135,19 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
             public.pop("run_dir", None)
         return {**public, "limits": limits.public(), "examples": len(examples.listing())}
 
-    async def predict_body(request: Request, include_image: bool) -> dict:
-        content_type = request.headers.get("content-type")
-        size = min(declared_length(request) or limits.max_body_bytes, limits.max_body_bytes)
-        held = memory.reserve(memory_cost(content_type, size))  # before the body is read: 429 / 413 when full
-        try:
-            return await answer(request, content_type, include_image)
-        finally:
-            memory.release(held)
-
-    async def answer(request: Request, content_type: str | None, include_image: bool) -> dict:
-        arriving[0] += 1
-        try:
-            body = await read_body(request, limits.max_body_bytes)
-            x = await run_in_threadpool(parsing.decode, body, content_type, spec)
-        finally:
-            arriving[0] -= 1
-        try:
-            b: Batch = await batcher.submit(x)
-        except InputError as e:
-            raise HttpError(422, str(e)) from e
-        results = engine.answer(b, x if include_image else None)
+    async def answer(request: Request, include_image: bool) -> dict:
+        with memory.holding(request, limits.max_body_bytes):  # 413 / 429 when the body may not fit
+            arriving[0] += 1
+            try:
+                body = await read_body(request, limits.max_body_bytes)
+                x = await run_in_threadpool(parsing.decode, body, request.headers.get("content-type"), spec)
+            finally:
+                arriving[0] -= 1
+            try:
+                b = await batcher.submit(x)
+            except InputError as e:
+                raise HttpError(422, str(e)) from e
+            results = engine.answer(b, x if include_image else None)
         not_sure = sum(1 for r in results if not r["accepted"])
         metrics.decisions(len(results) - not_sure, not_sure)
         d = engine.detector
@@ -189,14 +155,13 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
                 "count": len(results), "results": results}
 
     @app.post("/v1/predict", summary="label or NOT SURE for one image or a batch", description=PREDICT_DOC,
-              openapi_extra=BODY_SCHEMA, responses={400: ERROR, 408: ERROR, 413: ERROR, 415: ERROR, 422: ERROR,
-                                                    429: ERROR})
+              openapi_extra=BODY_SCHEMA, responses=dict.fromkeys((400, 408, 413, 415, 422, 429), ERROR))
     async def predict(request: Request, include_image: bool = False):
         if inflight[0] >= limits.max_inflight:
             raise HttpError(429, f"{inflight[0]} requests are in progress; retry shortly", {"Retry-After": "1"})
         inflight[0] += 1
         try:
-            return JSONResponse(await asyncio.wait_for(predict_body(request, include_image), limits.timeout_s))
+            return JSONResponse(await asyncio.wait_for(answer(request, include_image), limits.timeout_s))
         except asyncio.TimeoutError:
             raise HttpError(408, f"the request took longer than {limits.timeout_s:g} s (reading, waiting for and "
                                  "running the model); retry, or send fewer images") from None

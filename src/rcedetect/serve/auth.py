@@ -13,11 +13,7 @@ import hmac
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .limits import error_body
-
-#: paths answered without the token: liveness, and the page's static files (no data)
-OPEN_PATHS = frozenset({"/healthz", "/"})
-OPEN_PREFIXES = ("/static/",)
+from .limits import error_response
 
 
 def read_token(path: str | Path) -> str:
@@ -39,34 +35,21 @@ def read_token(path: str | Path) -> str:
     return token
 
 
-def is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-
-
 class BearerAuth:
-    """ASGI middleware: requests without the right bearer token get 401 (but for :data:`OPEN_PATHS`)."""
+    """ASGI middleware: requests without the right bearer token get 401, but for liveness and the page's files."""
 
     def __init__(self, app, token: str):
         self.app, self.token = app, token.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or is_open(scope["path"]):
+        if scope["type"] != "http" or scope["path"] in ("/healthz", "/") or scope["path"].startswith("/static/"):
             return await self.app(scope, receive, send)
-        given = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = credentials.strip()
-                break
-        if given is not None and hmac.compare_digest(given, self.token):
+        header = next((value for name, value in scope.get("headers", ()) if name == b"authorization"), b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
             return await self.app(scope, receive, send)
-        if given is None:
+        if scheme.lower() != b"bearer":
             message, challenge = "this server needs a token: send the header Authorization: Bearer <token>", "Bearer"
         else:
             message, challenge = "the bearer token is not this server's", 'Bearer error="invalid_token"'
-        body = error_body(401, message)
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", challenge.encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await error_response(401, message, {"WWW-Authenticate": challenge})(scope, receive, send)

@@ -1,14 +1,10 @@
 """Micro-batching: requests that arrive within a short window share one model pass.
 
-Each request puts its images on an asyncio queue and awaits a future. One task collects the queue: when the
-first waiting request is ``window_s`` old, or ``max_batch`` images are waiting, or no other request is on its
-way (``arriving()``: requests admitted but still being read or decoded), it concatenates up to ``max_batch``
-images (whole requests only) and runs the model once, in one worker thread, so the event loop keeps accepting
-requests meanwhile; the batch that waits while the model runs is taken as soon as it is done. Under load,
-batches grow and throughput with them; a lone request does not wait for company that is not coming.
-
-A request whose caller has gone (timed out, disconnected) is skipped; more than ``max_queue`` images waiting
-is refused with 429.
+Each request puts its images on a queue and awaits a future. One task takes whole requests, up to ``max_batch``
+images, once the first is ``window_s`` old, a batch is full or no other request is on its way (``arriving()``:
+being read or decoded), and runs the model once in a worker thread, so the event loop keeps accepting requests.
+Under load batches grow, and throughput with them; a lone request does not wait for company that is not coming.
+A request whose caller has gone (timed out, disconnected) is skipped; past ``max_queue`` images waiting, 429.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +33,9 @@ class _Item:
 class MicroBatcher:
     """``await batcher.submit(x)`` returns ``split(run(cat(xs)))``'s share of ``x``.
 
-    ``run(x) -> out`` runs in the worker thread; ``take(out, start, stop)`` slices its output for one request;
-    ``on_batch(n_images, seconds)`` is told of every model pass.
+    ``x`` holds at most ``max_batch`` images (the app's parsing refuses more); ``run(x) -> out`` runs in the
+    worker thread; ``take(out, start, stop)`` slices its output for one request; ``on_batch(n_images, seconds)``
+    is told of every model pass; ``queued_images``: the images waiting.
     """
 
     def __init__(self, run: Callable[[torch.Tensor], Any], take: Callable[[Any, int, int], Any], *, max_batch: int,
@@ -48,14 +46,10 @@ class MicroBatcher:
         self.max_batch, self.window_s, self.max_queue = max_batch, window_s, max_queue
         self.on_batch = on_batch or (lambda n, s: None)
         self._items: deque[_Item] = deque()
-        self._queued = 0
+        self.queued_images = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def queued_images(self) -> int:
-        return self._queued
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -65,29 +59,25 @@ class MicroBatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for item in self._items:
             if not item.future.done():
                 item.future.set_exception(HttpError(429, "the server is shutting down"))
         self._items.clear()
-        self._queued = 0
+        self.queued_images = 0
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
     async def submit(self, x: torch.Tensor) -> Any:
         if self._wake is None:
             raise RuntimeError("the batcher is not started")
-        if len(x) > self.max_batch:
-            raise HttpError(413, f"{len(x)} images in one request; at most {self.max_batch}")
-        if self._queued + len(x) > self.max_queue:
-            raise HttpError(429, f"{self._queued} images are already waiting for the model; retry shortly",
+        if self.queued_images + len(x) > self.max_queue:
+            raise HttpError(429, f"{self.queued_images} images are already waiting for the model; retry shortly",
                             headers={"Retry-After": "1"})
         item = _Item(x, asyncio.get_running_loop().create_future())
         self._items.append(item)
-        self._queued += len(x)
+        self.queued_images += len(x)
         self._wake.set()
         try:
             return await item.future
@@ -96,44 +86,32 @@ class MicroBatcher:
                 item.future.cancel()
 
     def _pop_batch(self) -> list[_Item]:
+        """Whole requests from the head of the queue, up to ``max_batch`` images; those whose caller gave up are
+        dropped."""
         batch, n = [], 0
-        while self._items:
-            item = self._items[0]
-            if item.future.done():  # cancelled while waiting
-                self._items.popleft()
-                self._queued -= len(item.x)
-                continue
-            if batch and n + len(item.x) > self.max_batch:
-                break
-            self._items.popleft()
-            self._queued -= len(item.x)
-            batch.append(item)
-            n += len(item.x)
+        while self._items and not (batch and n + len(self._items[0].x) > self.max_batch):
+            item = self._items.popleft()
+            self.queued_images -= len(item.x)
+            if not item.future.done():
+                batch.append(item)
+                n += len(item.x)
         return batch
 
     async def _loop(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         while True:
-            while self._items and self._items[0].future.done():
-                self._queued -= len(self._items.popleft().x)
-            if not self._items:
+            while self._items and self._items[0].future.done():  # its caller gave up
+                self.queued_images -= len(self._items.popleft().x)
+            # wait (woken by each new request) while the queue is empty, or while the first request's window is
+            # open, no batch is full yet and more requests are on their way
+            wait = self._items[0].t + self.window_s - time.perf_counter() if self._items else None
+            if wait is None or wait > 0 and self.queued_images < self.max_batch and self.arriving() > 0:
                 self._wake.clear()
-                await self._wake.wait()
-                continue
-            wait = self._items[0].t + self.window_s - time.perf_counter()
-            if wait > 0 and self._queued < self.max_batch and self.arriving() > 0:
-                self._wake.clear()
-                try:
+                with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
-                if (self._queued < self.max_batch and self.arriving() > 0
-                        and self._items[0].t + self.window_s > time.perf_counter()):
-                    continue  # woken by a request that does not fill a batch, more on their way: keep waiting
-            batch = self._pop_batch()
-            if batch:
-                await self._run_batch(loop, batch)
+                continue
+            await self._run_batch(loop, self._pop_batch())  # not empty: its first request is waiting
 
     async def _run_batch(self, loop, batch: list[_Item]) -> None:
         x = torch.cat([item.x for item in batch]) if len(batch) > 1 else batch[0].x

@@ -1,17 +1,13 @@
 """The model side of the service: a run's classifier and its calibrated detectors, loaded once.
 
-The detectors are the command line's (:func:`rcedetect.evaluation.calibrated.calibrated_detector`): fitted on the run's
-training split and calibrated on the last ``--calibration-size`` test images at ``--fpr``, cached in
-``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``. The served metric is any
-registered detector (the paper's three, or a baseline: LID, Mahalanobis, KD+BU, fitted on ``--fit-on`` at
-``--fit-eps`` as ``rce detect`` fits them); the paper's three are always built too, so every answer carries their
-scores and the served metric's; the served metric's threshold decides.
+The detectors are the command line's (:func:`rcedetect.evaluation.calibrated.calibrated_detector`, cached in
+``RUN_DIR/detector-<metric>/`` and shared with ``rce detect`` and ``rce calibrate``): the paper's three, and the
+served metric if it is another (any registered detector); every answer carries all their scores, and the served
+metric's threshold decides.
 
-One model pass per micro-batch: the features of the batch (with the layers the detectors read) are extracted once
-(under ``torch.inference_mode``) and every detector scores them (:meth:`Detector.decide` / :meth:`Detector.score`
-on a FeatureBank), which is what :meth:`Detector.predict` does on the images. A detector that must see the images
-(Mahalanobis with input pre-processing takes a gradient step on them) scores the images themselves, outside
-inference mode.
+One model pass per micro-batch: the batch's features are extracted once (under ``torch.inference_mode``) and
+every detector scores them, as :meth:`Detector.predict` does on the images; a detector that must see the images
+(Mahalanobis with input pre-processing takes a gradient step on them) scores them outside inference mode.
 """
 
 from __future__ import annotations
@@ -44,10 +40,6 @@ class Batch:
                      {m: s[start:stop] for m, s in self.scores.items()})
 
 
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
 class Engine:
     def __init__(self, run: ServedRun, ckpt, detectors: dict, metric: str, test=None):
         self.run, self.ckpt, self.metric = run, ckpt, metric
@@ -56,9 +48,8 @@ class Engine:
         self.detector = detectors[metric]
         self.shape = tuple(int(v) for v in self.detector.extra.get("image_shape") or self.classifier.input_shape)
         self.test = test  # (uint8 images, labels) of the test split, when the dataset could be read
-        on_images = {m for m, d in detectors.items() if d.scorer.needs_images}
-        self._on_bank = [m for m in detectors if m not in on_images]
-        self._on_images = [m for m in detectors if m in on_images]
+        self._on_images = [m for m, d in detectors.items() if d.scorer.needs_images]
+        self._on_bank = [m for m in detectors if m not in self._on_images]
         self._layers = sorted({n for m in self._on_bank for n in detectors[m].scorer.layers})
 
     @property
@@ -69,32 +60,26 @@ class Engine:
     def infer(self, x: torch.Tensor) -> Batch:
         """One model pass (called in the batcher's worker thread)."""
         check_model_input(self.classifier, x)
-        scores, labels = {}, None
         with torch.inference_mode():
             bank = extract(self.classifier, x, batch_size=max(1, len(x)), layers=self._layers)
-            for m in self._on_bank:
-                if m == self.metric:
-                    labels, scores[m] = self.detector.decide(bank)
-                else:
-                    scores[m] = self.detectors[m].score(bank)
-        for m in self._on_images:  # these take gradients of the images: not in inference mode
-            if m == self.metric:
-                labels, scores[m] = self.detector.decide(x)
-            else:
-                scores[m] = self.detectors[m].score(x)
-        return Batch(labels, bank.predictions, {m: scores[m] for m in self.detectors})
+            out = {m: self._decide(m, bank) for m in self._on_bank}
+        out.update((m, self._decide(m, x)) for m in self._on_images)  # gradients of the images: not inference mode
+        return Batch(out[self.metric][0], bank.predictions, {m: out[m][1] for m in self.detectors})
+
+    def _decide(self, m: str, inputs) -> tuple:
+        """(labels, scores) of the served metric's detector, (None, scores) of another."""
+        d = self.detectors[m]
+        return d.decide(inputs) if m == self.metric else (None, d.score(inputs))
 
     def answer(self, b: Batch, images: torch.Tensor | None = None) -> list[dict]:
-        """The JSON answer per image."""
-        t = self.detector.threshold
-        labels, preds = b.labels.tolist(), b.predicted.tolist()
+        """The JSON answer per image. NOT SURE is spelled as everywhere (the JSON of `rce detect` too): label null,
+        accepted false, predicted = the classifier's own label."""
         scores = {m: s.tolist() for m, s in b.scores.items()}
         out = []
-        for i, (lab, pred) in enumerate(zip(labels, preds)):
-            # NOT SURE is spelled the same everywhere (the JSON of `rce detect` too): label null, accepted false,
-            # predicted = the classifier's own label
+        for i, (lab, pred) in enumerate(zip(b.labels.tolist(), b.predicted.tolist())):
             r = {"label": None if lab == NOT_SURE else lab, "accepted": lab != NOT_SURE, "predicted": pred,
-                 "scores": {m: _finite(s[i]) for m, s in scores.items()}, "threshold": t, "metric": self.metric}
+                 "scores": {m: s[i] if math.isfinite(s[i]) else None for m, s in scores.items()},
+                 "threshold": self.detector.threshold, "metric": self.metric}
             if images is not None:
                 r["image"] = images[i].tolist()
             out.append(r)

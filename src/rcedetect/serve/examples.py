@@ -7,9 +7,9 @@ page sends back is exactly the image the detector was evaluated on offline.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -35,15 +35,18 @@ def describe(source: str, folder: Path) -> dict:
     entry = {"id": source, "kind": kind, "attack": name, "eps": eps, "against": None}
     if kind == "adaptive":
         entry["against"], _, entry["attack"] = name.partition("-")
-    title = entry["attack"] + (f" ε={eps:g}" if eps is not None else "")
-    entry["title"] = title + (f" against {entry['against']}" if entry["against"] else "")
+    entry["title"] = _title(entry["attack"], eps) + (f" against {entry['against']}" if entry["against"] else "")
     return entry
+
+
+def _title(attack: str, eps: float | None) -> str:
+    return attack + (f" ε={eps:g}" if eps is not None else "")
 
 
 def _summary(folder: Path) -> dict:
     try:
-        summary = read_json(folder / "summary.json", "attack summary") if (folder / "summary.json").is_file() else {}
-    except RceError:
+        summary = read_json(folder / "summary.json", "attack summary")
+    except RceError:  # none (a folder of rce reproduce) or unreadable
         return {}
     return summary if isinstance(summary, dict) else {}
 
@@ -58,10 +61,11 @@ class Examples:
         self.sources: dict[str, dict] = {}
         self._given: dict[str, dict[str, torch.Tensor]] = {}  # --examples, in memory: never evicted
         for source, g in (given or {}).items():
-            if tuple(g["tensors"]["x_adv"].shape[1:]) != self.shape:
-                raise InputError(f"--examples {g.get('path', source)} holds images of shape "
-                                 f"{tuple(g['tensors']['x_adv'].shape[1:])}; the model takes {self.shape}")
-            self.sources[source] = {**g["entry"], "count": len(g["tensors"]["x_adv"]), "parts": None}
+            x = g["tensors"]["x_adv"]
+            if tuple(x.shape[1:]) != self.shape:
+                raise InputError(f"--examples {g['path']} holds images of shape {tuple(x.shape[1:])}; the model "
+                                 f"takes {self.shape}")
+            self.sources[source] = {**g["entry"], "count": len(x), "parts": None}
             self._given[source] = g["tensors"]
         for source, folder in sources.items():
             parts = sorted(folder.glob("part-*.safetensors"))
@@ -71,58 +75,51 @@ class Examples:
                 continue  # an unreadable folder is left out, the rest still served
             if count > 0:
                 self.sources[source] = {**describe(source, folder), "count": count, "parts": parts}
-        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cached = functools.lru_cache(CACHED_SOURCES)(self._read)  # the last sources read from disk
+        self._lock = threading.Lock()  # one source read at a time
 
     def listing(self) -> list[dict]:
-        out = []
-        if self.test is not None:
-            out.append({"id": "test", "kind": "test", "title": "test images", "attack": None, "eps": None,
-                        "against": None, "count": len(self.test[0])})
+        test = [] if self.test is None else [{"id": "test", "kind": "test", "title": "test images", "attack": None,
+                                              "eps": None, "against": None, "count": len(self.test[0])}]
         order = sorted(self.sources.values(), key=lambda s: (s["kind"], s["against"] or "", s["attack"], s["eps"] or 0))
-        return out + [{k: v for k, v in s.items() if k != "parts"} for s in order]
+        return test + [{k: v for k, v in s.items() if k != "parts"} for s in order]
 
     def get(self, source: str, index: int) -> dict:
         if source == "test" and self.test is not None:
-            x, y = self.test
-            self._check_index(source, index, len(x))
-            image = x[index].float() / 255.0
-            return {"source": source, "index": index, "image": image.tolist(), "true_label": int(y[index]),
-                    "test_index": index, "attack_succeeded": None}
-        if source not in self.sources:
+            t = {"x_adv": self.test[0], "y": self.test[1]}  # uint8 images
+        elif source in self.sources:
+            t = self._load(source)
+        else:
             raise HttpError(404, f"no example source {source!r}; GET /v1/examples lists them")
-        t = self._load(source)
-        self._check_index(source, index, len(t["x_adv"]))
+        n = len(t["x_adv"])
+        if not 0 <= index < n:
+            raise HttpError(404, f"{source} has images 0..{n - 1}, not {index}")
+        image = t["x_adv"][index]
         y, idx, ok = (t[k][index] if k in t else None for k in ("y", "indices", "success"))
-        return {"source": source, "index": index, "image": t["x_adv"][index].float().tolist(),
+        if source == "test":
+            idx = index
+        return {"source": source, "index": index,
+                "image": (image.float() / 255.0 if image.dtype == torch.uint8 else image.float()).tolist(),
                 "true_label": None if y is None else int(y),
                 "test_index": None if idx is None or int(idx) < 0 else int(idx),
                 "attack_succeeded": None if ok is None else bool(ok)}
-
-    @staticmethod
-    def _check_index(source: str, index: int, n: int) -> None:
-        if not 0 <= index < n:
-            raise HttpError(404, f"{source} has images 0..{n - 1}, not {index}")
 
     def _load(self, source: str) -> dict[str, torch.Tensor]:
         if source in self._given:
             return self._given[source]
         with self._lock:
-            if source in self._cache:
-                self._cache.move_to_end(source)
-                return self._cache[source]
-            try:
-                parts = [load_tensors(p, "attack part") for p in self.sources[source]["parts"]]
-                keys = [k for k in ("x_adv", "y", "indices", "success") if all(k in p for p in parts)]
-                t = {k: torch.cat([p[k] for p in parts]) for k in keys}
-            except (RceError, RuntimeError) as e:
-                raise HttpError(404, f"the adversarial examples of {source} cannot be read: {e}") from e
-            if "x_adv" not in t or tuple(t["x_adv"].shape[1:]) != self.shape:
-                raise HttpError(404, f"{source} holds no images of the model's shape {self.shape}")
-            self._cache[source] = t
-            if len(self._cache) > CACHED_SOURCES:
-                self._cache.popitem(last=False)
-            return t
+            return self._cached(source)
+
+    def _read(self, source: str) -> dict[str, torch.Tensor]:
+        try:
+            parts = [load_tensors(p, "attack part") for p in self.sources[source]["parts"]]
+            keys = [k for k in ("x_adv", "y", "indices", "success") if all(k in p for p in parts)]
+            t = {k: torch.cat([p[k] for p in parts]) for k in keys}
+        except (RceError, RuntimeError) as e:
+            raise HttpError(404, f"the adversarial examples of {source} cannot be read: {e}") from e
+        if "x_adv" not in t or tuple(t["x_adv"].shape[1:]) != self.shape:
+            raise HttpError(404, f"{source} holds no images of the model's shape {self.shape}")
+        return t
 
 
 # -- --examples: exported .npz files and rce attack folders ------------------------------------------------
@@ -130,57 +127,46 @@ def load_given(paths, offered=()) -> dict[str, dict]:
     """{source id ``given:<name>``: {"entry": what the listing shows, "tensors": x_adv (float NCHW in [0, 1]) and,
     where known, y, indices, success, "path"}} of the ``--examples`` paths, read by
     :func:`rcedetect.evaluation.adv_export.load_adversarial`; folders among ``offered`` (the run's own) are not repeated."""
-    if not paths:
-        return {}
+    from ..evaluation.adv_export import load_adversarial
+
     for path in paths:
         if not Path(path).exists():
             raise ConfigError(f"--examples {path} does not exist")
-    try:
-        from ..evaluation.adv_export import load_adversarial
-    except ImportError as e:
-        raise ConfigError(f"--examples needs rcedetect.adv_export, which cannot be imported here ({e})") from None
     known = {Path(p).resolve() for p in offered}
     out: dict[str, dict] = {}
-    for path in paths:
-        p = Path(path)
-        if p.resolve() in known:
+    for path in map(Path, paths):
+        if path.resolve() in known:
             continue  # already offered as one of the run's attacks
-        known.add(p.resolve())
-        x, y, meta = load_adversarial(p)
-        meta = meta if isinstance(meta, dict) else {}
-        base = f"given:{p.resolve().name}"
+        known.add(path.resolve())
+        x, y, meta = load_adversarial(path)
+        base = f"given:{path.resolve().name}"
         source, k = base, 2
         while source in out:
             source, k = f"{base}-{k}", k + 1
-        out[source] = {"entry": _given_entry(source, meta, p), "tensors": _given_tensors(p, x, y, meta), "path": p}
+        out[source] = {"entry": _given_entry(source, meta, path), "tensors": _given_tensors(path, x, y, meta),
+                       "path": path}
     return out
 
 
-def _given_tensors(path: Path, x, y, meta: dict) -> dict[str, torch.Tensor]:
+def _given_tensors(path: Path, x: torch.Tensor, y, meta: dict) -> dict[str, torch.Tensor]:
     from ..core.validation import check_images
 
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
     if x.dim() != 4 or len(x) == 0:
         raise InputError(f"--examples {path} holds no batch of images (shape {tuple(x.shape)})")
     t = {"x_adv": check_images(x.float(), name=f"the images of --examples {path}").contiguous()}
     for key, value in (("y", y), ("indices", meta.get("indices")), ("success", meta.get("success"))):
-        if value is None:
-            continue
-        v = torch.as_tensor(value).reshape(-1)
-        if len(v) == len(x):
+        v = None if value is None else torch.as_tensor(value).reshape(-1)
+        if v is not None and len(v) == len(x):
             t[key] = v.bool() if key == "success" else v.long()
     return t
 
 
 def _given_entry(source: str, meta: dict, path: Path) -> dict:
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
     attack = meta["attack"] if isinstance(meta.get("attack"), str) and meta["attack"] else path.stem
-    eps = meta.get("eps", settings.get("eps"))
+    eps = meta.get("eps")  # load_adversarial's: from the file's arrays or its settings
     eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-    title = attack + (f" ε={eps:g}" if eps is not None else "") + f" ({path.resolve().name})"
-    return {"id": source, "kind": "given", "attack": attack, "eps": eps, "against": None, "title": title}
+    return {"id": source, "kind": "given", "attack": attack, "eps": eps, "against": None,
+            "title": _title(attack, eps) + f" ({path.resolve().name})"}
 
 
 def check_given(given: dict[str, dict], classifier) -> None:

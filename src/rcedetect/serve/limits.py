@@ -22,57 +22,49 @@ Every request that breaks a limit or cannot be read is refused with a status fro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from ..core.errors import ConfigError
+from ..core.settings import check_fields, setting
 
 MIB = 1 << 20
-#: the largest request body a server may be told to take (``--max-body-mb``)
-MAX_BODY_MB = 1024
-#: the largest memory budget of the bodies in progress (``--max-memory-mb``)
-MAX_MEMORY_MB = 1 << 20
-#: bytes of memory that decoding one byte of a body takes, at most: JSON becomes Python lists of floats (a 16 MiB
-#: body took about 110 MB), the binary kinds a float32 copy of uint8 pixels (4x) beside the body itself
-MEMORY_PER_BODY_BYTE = {"json": 8, "binary": 5}
+#: the largest request body (``--max-body-mb``) and memory budget (``--max-memory-mb``) a server may take, in MiB
+MAX_BODY_MB, MAX_MEMORY_MB = 1024, 1 << 20
 #: the most images per request, images waiting or requests in flight a server may be told to take
 MAX_COUNT = 1 << 20
+#: bytes of memory that decoding one byte of a body takes, at most: JSON becomes Python lists of floats (a 16 MiB
+#: body took about 110 MB), the binary kinds a float32 copy of uint8 pixels (4x) beside the body itself
+JSON_BYTE_COST, BINARY_BYTE_COST = 8, 5
+#: how a refused limit is named: its command-line option, and the field where the option's unit is another
+NAMES = {"max_body_bytes": "max_body_bytes (--max-body-mb)", "max_batch": "--max-batch", "timeout_s": "--timeout-s",
+         "batch_window_s": "batch_window_s (--batch-window-ms / 1000)", "max_queue_images": "--max-queue",
+         "max_inflight": "--max-inflight", "max_memory_bytes": "max_memory_bytes (--max-memory-mb)"}
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask of the server, and how the server batches requests."""
+    """What one request may ask of the server, and how the server batches requests: each limit's default and
+    range, checked by :meth:`check`."""
 
-    max_body_bytes: int = 16 * MIB
-    max_batch: int = 256  # images per request, and per model pass
-    timeout_s: float = 10.0
-    batch_window_s: float = 0.005  # how long the first request of a batch waits for others
-    max_queue_images: int = 4096
-    max_inflight: int = 256
-    max_memory_bytes: int = 1024 * MIB  # what the bodies in progress may take to decode, all together
+    max_body_bytes: int = setting(16 * MIB, lo=1, hi=MAX_BODY_MB * MIB)
+    max_batch: int = setting(256, lo=1, hi=MAX_COUNT)  # images per request, and per model pass
+    timeout_s: float = setting(10.0, lo=0, lo_open=True, hi=3600)
+    batch_window_s: float = setting(0.005, lo=0, hi=1)  # how long the first request of a batch waits for others
+    max_queue_images: int = setting(4096, lo=1, hi=MAX_COUNT)
+    max_inflight: int = setting(256, lo=1, hi=MAX_COUNT)
+    max_memory_bytes: int = setting(1024 * MIB, lo=1, hi=MAX_MEMORY_MB * MIB)  # decoding the bodies in progress
 
     def check(self) -> Limits:
-        from ..core.errors import ConfigError
-
-        for name in ("max_body_bytes", "max_batch", "max_queue_images", "max_inflight", "max_memory_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_memory_bytes > MAX_MEMORY_MB * MIB:
-            raise ConfigError(f"max-memory-mb must be at most {MAX_MEMORY_MB}, got {self.max_memory_bytes / MIB:g}")
-        if self.max_body_bytes > MAX_BODY_MB * MIB:
-            raise ConfigError(f"max-body-mb must be at most {MAX_BODY_MB}, got {self.max_body_bytes / MIB:g}")
-        for name in ("max_batch", "max_queue_images", "max_inflight"):
-            if getattr(self, name) > MAX_COUNT:
-                raise ConfigError(f"{name.replace('_', '-')} must be at most {MAX_COUNT}, got {getattr(self, name)}")
-        if not 0 < self.timeout_s <= 3600:
-            raise ConfigError(f"the request timeout must be in (0, 3600] seconds, got {self.timeout_s}")
-        if not 0 <= self.batch_window_s <= 1:
-            raise ConfigError(f"the batching window must be in [0, 1000] ms, got {1000 * self.batch_window_s}")
+        check_fields(self, name=NAMES.get)
         if self.max_queue_images < self.max_batch:
-            raise ConfigError(f"max-queue ({self.max_queue_images}) must be >= max-batch ({self.max_batch})")
+            raise ConfigError(f"--max-queue ({self.max_queue_images}) must be >= --max-batch ({self.max_batch})")
         return self
 
     def public(self) -> dict:
-        return {"max_body_bytes": self.max_body_bytes, "max_batch": self.max_batch, "timeout_s": self.timeout_s,
-                "batch_window_ms": 1000 * self.batch_window_s, "max_queue_images": self.max_queue_images,
-                "max_inflight": self.max_inflight, "max_memory_bytes": self.max_memory_bytes}
+        out = asdict(self)
+        out["batch_window_ms"] = 1000 * out.pop("batch_window_s")
+        return out
 
 
 class HttpError(Exception):
@@ -80,9 +72,7 @@ class HttpError(Exception):
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
-        self.message = one_line(message)
-        self.headers = headers or {}
+        self.status, self.message, self.headers = status, one_line(message), headers or {}
 
 
 #: the ``reason`` label of ``rce_requests_refused_total`` per status
@@ -99,10 +89,16 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": one_line(message), "status": status}).encode()
 
 
+def error_response(status: int, message: str, headers: dict | None = None):
+    """The refusal as an ASGI response (the app's and the token check's)."""
+    from starlette.responses import Response
+
+    return Response(error_body(status, message), status, headers, media_type="application/json")
+
+
 def memory_cost(content_type: str | None, size: int) -> int:
     """What a body of ``size`` bytes of ``content_type`` may take in memory while it is decoded and answered."""
-    kind = "json" if "json" in (content_type or "").lower() else "binary"
-    return size * MEMORY_PER_BODY_BYTE[kind]
+    return size * (JSON_BYTE_COST if "json" in (content_type or "").lower() else BINARY_BYTE_COST)
 
 
 class MemoryBudget:
@@ -126,22 +122,24 @@ class MemoryBudget:
     def release(self, cost: int) -> None:
         self.used = max(0, self.used - cost)
 
-
-def declared_length(request) -> int | None:
-    """The request's Content-Length when it is a number of bytes (:func:`read_body` refuses another)."""
-    declared = request.headers.get("content-length")
-    return int(declared) if declared is not None and declared.isascii() and declared.isdigit() and len(declared) < 20 else None
+    @contextmanager
+    def holding(self, request, max_body: int):
+        """The memory of ``request``'s body reserved while the block runs, before the body is read: that of its
+        Content-Length (400 when it is not a number of bytes, 413 over ``max_body``), else of ``max_body`` bytes."""
+        declared = request.headers.get("content-length", str(max_body))
+        if not (declared.isascii() and declared.isdigit()) or len(declared) >= 20:
+            raise HttpError(400, f"Content-Length must be a number of bytes, got {declared!r}")
+        if int(declared) > max_body:
+            raise HttpError(413, f"the body is {int(declared):,} bytes; this server takes at most {max_body:,}")
+        cost = self.reserve(memory_cost(request.headers.get("content-type"), int(declared)))
+        try:
+            yield
+        finally:
+            self.release(cost)
 
 
 async def read_body(request, limit: int) -> bytes:
-    """The request body, in memory only, refused with 413 as soon as it passes ``limit`` bytes (a declared
-    Content-Length over the limit is refused before anything is read)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()) or len(declared) >= 20:
-            raise HttpError(400, f"Content-Length must be a number of bytes, got {declared!r}")
-        if int(declared) > limit:
-            raise HttpError(413, f"the body is {int(declared):,} bytes; this server takes at most {limit:,}")
+    """The request body, in memory only, refused with 413 as soon as it passes ``limit`` bytes."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -1,19 +1,9 @@
-"""Prometheus metrics through ``prometheus_client``, kept in a registry of their own per app (several apps in one
-process never share or collide), rendered by ``generate_latest`` in the text format 0.0.4.
-
-- ``rce_http_requests_total{route,method,status}``: every answered request (known routes and methods by name, the
-  rest as ``other``);
-- ``rce_http_request_duration_seconds{route}``: a latency histogram per route;
-- ``rce_requests_refused_total{reason}``: requests answered with a 4xx, by reason (see :mod:`.limits`);
-- ``rce_images_total{decision}``: images answered with a label (``label``) or rejected as NOT SURE
-  (``not_sure``) by the detector;
-- ``rce_model_batches_total``, ``rce_model_batch_images`` (histogram of images per model pass),
-  ``rce_model_seconds_total``: the micro-batcher's model passes;
-- ``rce_queue_images``, ``rce_inflight_requests``, ``rce_body_memory_bytes``: gauges read at scrape time;
-- ``process_resident_memory_bytes``: the server's RSS, where ``/proc`` has it.
-
-The client library's ``*_created`` series (the time each series was created) are left out: the names above are
-all a scrape holds.
+"""Prometheus metrics through ``prometheus_client``, in a registry of their own per app (several apps in one
+process never share or collide), rendered in the text format 0.0.4 without the client library's ``*_created``
+series: the metrics :class:`Metrics` declares, each with its help text (requests by route, method and status,
+their latency, refusals by reason (:data:`.limits.REASONS`), images answered with a label or NOT SURE, the
+micro-batcher's model passes), the gauges the app reads at scrape time (images queued, requests in flight, body
+memory) and ``process_resident_memory_bytes``, the server's RSS where ``/proc`` has it.
 """
 
 from __future__ import annotations
@@ -21,38 +11,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 #: the HTTP methods counted by name; any other token a client sends is counted as ``other`` (a label per made-up
-#: method would let clients create series without end). Routes are bounded the same way (``app.route_of``).
+#: method would let clients create series without end). Routes are bounded the same way (``app.Observe``).
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Gauges:
-    """A collector of gauges read from callbacks at scrape time; a callback answering None leaves its gauge out."""
+class _Scrape:
+    """What a scrape renders: the registry's metrics without their ``*_created`` samples, then the gauges read from
+    their callbacks now (a callback answering None leaves its gauge out)."""
 
-    def __init__(self):
-        self.gauges: dict[str, tuple[str, Callable[[], float | None]]] = {}
+    def __init__(self, registry):
+        self.registry, self.gauges = registry, {}
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        for name, (doc, read) in list(self.gauges.items()):
-            value = read()
-            if value is not None:
-                yield GaugeMetricFamily(name, doc, value=float(value))
-
-
-class _WithoutCreated:
-    """The registry's metrics without their ``*_created`` samples (what ``generate_latest`` renders)."""
-
-    def __init__(self, registry):
-        self.registry = registry
-
-    def collect(self):
         for metric in self.registry.collect():  # fresh Metric objects on every collect: safe to trim
             metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
             yield metric
+        for name, (doc, read) in list(self.gauges.items()):
+            if (value := read()) is not None:
+                yield GaugeMetricFamily(name, doc, value=float(value))
 
 
 class Metrics:
@@ -61,8 +42,7 @@ class Metrics:
     def __init__(self):
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("rce_http_requests_total", "HTTP requests answered, by route, method and status.",
                                 ("route", "method", "status"), registry=r)
         self.latency = Histogram("rce_http_request_duration_seconds", "Time from request to response, by route.",
@@ -77,13 +57,12 @@ class Metrics:
                                       buckets=BATCH_BUCKETS, registry=r)
         self.batches = Counter("rce_model_batches_total", "Model passes.", registry=r)
         self.model_seconds = Counter("rce_model_seconds_total", "Seconds spent in model passes.", registry=r)
-        self._gauges = _Gauges()
-        r.register(self._gauges)
+        self._scrape = _Scrape(r)
         self.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", resident_memory_bytes)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
         """A gauge whose value ``read()`` gives at each scrape (None: not reported)."""
-        self._gauges.gauges[name] = (doc, read)
+        self._scrape.gauges[name] = (doc, read)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
@@ -106,7 +85,7 @@ class Metrics:
         """The exposition text (format 0.0.4) of every metric of this app."""
         from prometheus_client import generate_latest
 
-        return generate_latest(_WithoutCreated(self.registry))
+        return generate_latest(self._scrape)
 
 
 def resident_memory_bytes(pid: int | str = "self") -> int | None:

@@ -19,13 +19,10 @@ HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: 
            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
-def read_files() -> dict[str, bytes]:
-    folder = resources.files(__package__).joinpath("static")
-    return {name: folder.joinpath(name).read_bytes() for name in FILES}
-
-
 def add_routes(app) -> None:
-    files = read_files()
+    """``/`` (the page) and ``/static/{name}`` (its script and style), read once from the package."""
+    folder = resources.files(__package__).joinpath("static")
+    files = {name: folder.joinpath(name).read_bytes() for name in FILES}
 
     def serve(name: str) -> Response:
         return Response(files[name], media_type=FILES[name], headers=HEADERS)

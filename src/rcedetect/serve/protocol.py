@@ -1,35 +1,32 @@
-"""uvicorn's HTTP/1.1 protocol (h11) with the two guards the app cannot give itself, since they act before a
-request reaches it:
+"""uvicorn's HTTP/1.1 protocol (h11) with the two guards that act before a request reaches the app:
 
-- a header timeout: a request's line and headers must arrive within :data:`HEADER_TIMEOUT_S` of the connection
-  opening (or of the previous response on a kept-alive connection); headers trickled at 2 bytes/s are answered
-  408 and the connection closed. (The body is bounded by the app: ``--timeout-s`` covers reading it.)
-- uvicorn's own refusals in the service's format: a request line or header that does not parse, a bad
-  Content-Length or headers over :data:`MAX_HEADER_BYTES` are answered with one line of JSON
-  (``{"error": ..., "status": 400}``), as every refusal of the app is (:mod:`.limits`), not plain text.
+- a header timeout: a request's line and headers must arrive within ``header_timeout_s`` (10 s) of the connection
+  opening or of the previous response on it; headers trickled at 2 bytes/s get 408 and the connection is closed
+  (the body is the app's to bound: ``--timeout-s`` covers reading it);
+- uvicorn's own refusals (a request line or header that does not parse, a bad Content-Length, headers over
+  :data:`MAX_HEADER_BYTES`) answered with one line of JSON, ``{"error": ..., "status": 400}``, as the app's are.
 """
 
 from __future__ import annotations
+
+from http import HTTPStatus
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .limits import error_body
 
-#: seconds a client has to send a request's line and headers
-HEADER_TIMEOUT_S = 10.0
 #: the most bytes of a request line and headers (h11 refuses more: 400)
 MAX_HEADER_BYTES = 32 * 1024
-REASON = {400: "Bad Request", 408: "Request Timeout"}
 
 
 class GuardedH11Protocol(H11Protocol):
     """H11Protocol with a header timeout and one-line JSON refusals (see the module docstring)."""
 
-    header_timeout_s = HEADER_TIMEOUT_S
+    header_timeout_s = 10.0  # seconds a client has to send a request's line and headers
+    _header_timer = None  # the pending header timeout
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_timer = None
         self._arm()
 
     def connection_lost(self, exc) -> None:
@@ -41,9 +38,8 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
 
     def handle_events(self) -> None:
@@ -71,7 +67,7 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         body = error_body(status, message)
-        head = (f"HTTP/1.1 {status} {REASON.get(status, 'Bad Request')}\r\ncontent-type: application/json\r\n"
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
         self.transport.write(head.encode() + body)
         self.transport.close()

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,6 @@ class ServedRun:
     model_dir: Path
     name: str  # shown to users: the run folder's name
     sources: dict[str, Path] = field(default_factory=dict)  # "attack:<folder>" / "adaptive:<folder>" -> folder
-    note: str = ""  # why no adversarial examples are offered, when that is not obvious
 
 
 def resolve(run_dir: str | Path, model: str | None = None) -> ServedRun:
@@ -38,9 +38,8 @@ def resolve(run_dir: str | Path, model: str | None = None) -> ServedRun:
             raise ConfigError(f"--model picks a model of a rce reproduce output; {p} is already one run folder")
         run = ServedRun(p, p.name, _attack_folders(p / "attacks", "attack"))
         out = p.parent.parent
-        if p.parent.name == "models" and (out / "config.json").is_file():
-            name = p.name.rsplit("-", 1)[0]
-            _add_reproduce_sources(run, out, name, expected_dir=p)
+        if p.parent.name == "models" and (out / "config.json").is_file():  # a model of a reproduce output
+            _add_reproduce_sources(run, out, p.name.rsplit("-", 1)[0], expected_dir=p)
         return run
     if (p / "config.json").is_file() and (p / "models").is_dir():
         return _from_reproduce(p, model)
@@ -59,10 +58,8 @@ def _from_reproduce(out: Path, model: str | None) -> ServedRun:
     from ..reproduce.layout import Layout
 
     p = _plan(out)
-    if model is None:
-        mains = p.mains
-        rce = [n for n in mains if p.models[n].train.objective == "rce"]
-        model = (rce or mains)[0]
+    if model is None:  # the main RCE model, else the first main model
+        model = next((n for n in p.mains if p.models[n].train.objective == "rce"), p.mains[0])
     elif model not in p.models:
         raise ConfigError(f"no model {model!r} in {out}; its models: {', '.join(p.models)}")
     model_dir = Layout(p, out, lambda: 0).model_dir(model)
@@ -84,20 +81,16 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
         p = _plan(out)
         if name not in p.models:
             return
-        n_test: list[int] = []
 
+        @functools.cache
         def test_size() -> int:  # the adaptive runs' names depend on it; read the dataset once, if needed
-            if not n_test:
-                tc = p.models[name].train
-                ds = data.load(tc.dataset, data_dir=tc.data_dir or None, data_file=tc.data_file or None,
-                               download=False)
-                n_test.append(len(ds.x_test))
-            return n_test[0]
+            tc = p.models[name].train
+            return len(data.load(tc.dataset, data_dir=tc.data_dir or None, data_file=tc.data_file or None,
+                                 download=False).x_test)
 
         layout = Layout(p, out, test_size)
         if layout.model_dir(name).resolve() != expected_dir.resolve():
-            run.note = f"{expected_dir} is not the current {name!r} model of {out}: its attacks are not offered"
-            return
+            return  # not the current model of that name: its attacks are another's
         folders = [("attack", r.dir) for a in p.attacks for r in layout.attack_runs(name, a)]
         if p.adaptive is not None:
             for metric in (m for m in p.adaptive.metrics if m in paper_metrics()):
@@ -105,8 +98,7 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
                     if plan_a.metrics is None or metric in plan_a.metrics:
                         folders += [("adaptive", r.dir) for r in layout.adaptive_runs(name, metric, a)]
     except (RceError, KeyError, TypeError, ValueError, OSError) as e:
-        run.note = f"the attacks of {out} are not offered: {e}"
-        print(f"rce serve: {run.note}", file=sys.stderr)
+        print(f"rce serve: the attacks of {out} are not offered: {e}", file=sys.stderr)
         return
     for kind, folder in folders:
         if any(folder.glob("part-*.safetensors")):
@@ -114,7 +106,5 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
 
 
 def _attack_folders(root: Path, kind: str) -> dict[str, Path]:
-    if not root.is_dir():
-        return {}
-    return {f"{kind}:{d.name}": d for d in sorted(root.iterdir())
-            if d.is_dir() and any(d.glob("part-*.safetensors"))}
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    return {f"{kind}:{d.name}": d for d in folders if d.is_dir() and any(d.glob("part-*.safetensors"))}

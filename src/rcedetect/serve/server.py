@@ -9,16 +9,13 @@ import socket
 import sys
 
 from ..core.errors import ConfigError
-
-LOOPBACK = {"localhost"}
+from ..core.settings import int_in_range
 
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is an address of this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() in LOOPBACK:
-        return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -33,8 +30,7 @@ def exposure_warning(host: str, token: bool) -> str | None:
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 picks a free one."""
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    int_in_range(port, "--port", 0, 65535)
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
@@ -78,8 +74,7 @@ def run(app, sock: socket.socket, host: str, *, ready_line: str, log_level: str 
             if self.started:
                 print(f"{ready_line} on {url_of(sock, host)}/ (API docs at /docs)", flush=True)
 
-    warning = exposure_warning(host, token)
-    if warning:
+    if warning := exposure_warning(host, token):
         print(warning, file=sys.stderr, flush=True)
     server = Server(uvicorn_config(app, log_level=log_level, access_log=access_log))
     try:

@@ -8,7 +8,6 @@ until it answers, measure its memory, stop it.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -30,47 +29,37 @@ class ServerProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self.stdout: list[str] = []
+        self.stdout: list[str] = []  # the last 500 lines of each
         self.stderr: list[str] = []
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=self.env)
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout, lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr, None), daemon=True).start()
+        pumps = [threading.Thread(target=self._pump, args=pipe, daemon=True)
+                 for pipe in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        for pump in pumps:
+            pump.start()
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            m = URL.search(line or "")
-            if m:
-                self.url = f"{m[1]}:{m[2]}"
-                return self
+        while not self.url and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.url:
+            return self
         self.stop()
+        for pump in pumps:
+            pump.join(5)  # the rest of its output, for the error
         raise RuntimeError(f"rce serve did not start (exit {self.proc.returncode}): "
                            f"{''.join(self.stderr[-20:]).strip() or 'no output'}")
 
-    @staticmethod
-    def _pump(stream, keep: list[str], lines: queue.Queue | None) -> None:
+    def _pump(self, stream, keep: list[str]) -> None:
         for line in stream:
             keep.append(line)
             del keep[:-500]
-            if lines is not None:
-                lines.put(line)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+            if keep is self.stdout and not self.url and (m := URL.search(line)):
+                self.url = f"{m[1]}:{m[2]}"  # the line that says the server accepts connections
 
     def rss(self) -> int | None:
         """The server's resident memory in bytes (Linux), else None."""
-        return resident_memory_bytes(self.pid)
+        return resident_memory_bytes(self.proc.pid) if self.proc is not None else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
