@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from .base import AttackSpec, check_choice, check_eps, check_number, check_seed, prepare
+from ..core.settings import SEED_RANGE, Rule, check_fields, check_value, setting
+from .base import AttackSpec, check_eps, prepare
 
 LIBRARIES = {"torchattacks": "attacks", "foolbox": "peers"}  # library -> the rcedetect extra that installs it
 #: settings of the adapter itself; every other setting goes to the library's class
@@ -180,23 +181,18 @@ class ThirdPartyAttack:
     name: str
     eps: float | None = None
     detector: Any = field(default=None, repr=False, compare=False)
-    seed: int = 0
-    on: str | None = None
-    reject_scale: float = 1.0
-    targeted: str | None = None
+    seed: int = setting(0, lo=SEED_RANGE[0], hi=SEED_RANGE[1])
+    on: str | None = setting(None, choices=TARGETS)
+    reject_scale: float = setting(1.0, lo=0, lo_open=True)
+    targeted: str | None = setting(None, choices=TARGETED)
     options: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     def __post_init__(self):
         spec = thirdparty_spec(self.name)
         object.__setattr__(self, "_spec", spec)
+        check_fields(self)
         if self.eps is not None:
             check_eps(self.eps, norm=self.norm)
-        check_seed(self.seed)
-        if self.on is not None:
-            check_choice(self.on, "on", TARGETS)
-        if self.targeted is not None:
-            check_choice(self.targeted, "targeted", TARGETED, " (or left out)")
-        check_number(self.reject_scale, "reject_scale", "> 0")
         params = self._spec.parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted(k for k, _ in self.options if k not in params) if not takes_any else []
@@ -341,19 +337,10 @@ class ThirdPartyAttack:
 def _check_option_type(name: str, key: str, value: Any, default: Any) -> None:
     """A library setting of the kind its default has (a number for a number, true/false for a flag, a string for a
     string): ``steps = "ten"`` is refused before the run, not in the library's loop after training."""
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, (int, float)):  # an int default may take a float (torchattacks' CW: c=1, c=0.5)
-        ok, kind = number(value), "a finite number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "a string"
-    else:
-        return  # no default, or None: the library's own check
-    if not ok:
-        raise ConfigError(f"{name}: setting {key} must be {kind} (its default is {default!r}), got {str(value)[:40]!r}")
+    # an int default may take a float (torchattacks' CW: c=1, c=0.5); no default, or None: the library's own check
+    kind = ("bool" if isinstance(default, bool) else "float | int" if isinstance(default, (int, float))
+            else "str" if isinstance(default, str) else "")
+    check_value(value, kind, Rule(hint=f" (its default is {default!r})"), f"{name}: setting {key}")
 
 
 def attack_norm(name: str, settings: dict) -> str:

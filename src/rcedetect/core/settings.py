@@ -170,7 +170,8 @@ def check_value(value: Any, annotation: Any, rule: Rule | None, name: str) -> An
     if kinds <= {"bool", "int", "float", "str", "tuple", "None"}:
         said = {"bool": "true or false", "int": "an integer", "float": "a finite number", "str": "a string",
                 "tuple": "a list", "None": "left out"}
-        raise refuse(" or ".join(said[k] for k in ("bool", "int", "float", "str", "tuple", "None") if k in kinds))
+        raise refuse(" or ".join(said[k] for k in ("bool", "int", "float", "str", "tuple", "None")
+                                 if k in kinds and not (k == "int" and "float" in kinds)))
     return value  # an annotation without a plain kind (a table, a callable): its owner checks it
 
 
