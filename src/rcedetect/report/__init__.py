@@ -1,23 +1,14 @@
 """The report: tables and figures from ``results.json`` alone (never loads a model).
 
 Every table cell shows our value beside the paper's and the difference, ``ours (paper, Δ)``, wherever the paper
-has a value (``paper_numbers.json``); an empty cell carries a footnote saying why. One list of blocks (headings,
-paragraphs, tables, figures) is rendered twice by :mod:`.render`: ``report.md`` and ``report.html``, whose
-figures are PNG files in ``figures/``, numbered in order of appearance. Table 2 and what its numbers mean live in
-:mod:`.table2`.
+has a value (``paper_numbers.json``); an empty cell carries a footnote saying why. One list of blocks
+(:mod:`.format`) is rendered twice by :mod:`.render`, as ``report.md`` and ``report.html``, whose figures are PNG
+files in ``figures/`` (drawn by the ``figures*`` modules), numbered in order of appearance. Here: the order of the
+sections and the paper's Tables 1, 3, 4 and 5; every other section has its own module. The ``results.json``
+schema is written by :mod:`rcedetect.reproduce.results` and documented in REPRODUCE.md.
 
-The ``results.json`` schema is written by :mod:`rcedetect.reproduce.results` and documented in REPRODUCE.md.
-
-The package: here the document (the paper's tables 1, 3, 4, 5 and the order of the sections); :mod:`.table2`,
-:mod:`.adaptive` (operating points, the adaptive evaluation), :mod:`.compare` (the baselines of other papers),
-:mod:`.claims` (the paper's claims, checked) write their sections; :mod:`.format` (cells, the typed records of
-:mod:`rcedetect.core.records`, footnotes), :mod:`.verdicts` (the one comparison of intervals behind every verdict)
-and :mod:`.render` (figure numbering, Markdown and HTML) are what they share; :mod:`.figures`,
-:mod:`.figures_samples` and :mod:`.figures_detection` draw the PNGs over :mod:`.figure_style`.
-
-Layer: above :mod:`rcedetect.reproduce`; it reads ``results.json`` and imports only ``core``, ``stats``,
-``detectors`` (the metrics' names and labels) and ``evaluation.paper_ref``, never a model, an attack run or the
-pipeline.
+Layer: above :mod:`rcedetect.reproduce`; it imports only ``core``, ``stats``, ``detectors`` and
+``evaluation.paper_ref``, never a model, an attack run or the pipeline.
 """
 
 from __future__ import annotations
@@ -39,9 +30,11 @@ from .format import (
     arch_label,
     auc_of,
     cell,
+    images,
     main_models,
     missing,
     num,
+    paper_column,
     pct,
     record,
     seconds,
@@ -55,7 +48,6 @@ from .robust import model_label, robust_blocks
 from .table2 import disagreements, table2
 
 RESULTS = "results.json"
-TABLE2_ATTACKS = paper_ref.TABLE2_ATTACKS
 
 
 def load(out_dir: str | Path) -> dict[str, Any]:
@@ -87,17 +79,16 @@ def dataset_label(results: dict) -> str:
 # ----------------------------------------------------------------------------------------------- blocks
 def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tuple]:
     """The report as blocks (:mod:`.format`). ``figures`` = [(key, file, caption)]."""
-    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
+    col = paper_column(results)
     figs = {k: (f, c) for k, f, c in figures}
     v = results.get("versions", {})
-    b: list[tuple] = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {dataset_label(results)}")]
-    b.append(("p", (f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
-                   f"{results.get('device')}, rcedetect {v.get('rcedetect')}, torch {v.get('torch')}. "
-                   f"{_time_text(results.get('timings') or {})} Where the paper has a value, a cell "
-                   f"reads ours (paper, Δ = ours − paper); the paper column is "
-                   f"{col or 'none (no paper value for this dataset)'}. An empty cell ({DASH}) carries a footnote "
-                   "saying why.")))
-    b += bottom_line_blocks(results, figs)
+    b = [("h", 1, f"rcedetect reproduction: preset {results.get('preset')!r} on {dataset_label(results)}"),
+         ("p", (f"Config hash {results.get('config_hash')}, seed {results.get('seed')}, device "
+                f"{results.get('device')}, rcedetect {v.get('rcedetect')}, torch {v.get('torch')}. "
+                f"{_time_text(results.get('timings') or {})} Where the paper has a value, a cell "
+                f"reads ours (paper, Δ = ours − paper); the paper column is "
+                f"{col or 'none (no paper value for this dataset)'}. An empty cell ({DASH}) carries a footnote "
+                "saying why.")), *bottom_line_blocks(results, figs)]
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
@@ -132,18 +123,16 @@ def _table1(results: dict, col: str | None) -> list[tuple]:
 
 
 def _figure2(figs: dict) -> list[tuple]:
-    out = [("h", 2, "Robustness with the detector disabled (the paper's Fig. 2)")]
-    out += [("img", key, *figs[key]) for key in ("fig2a", "fig2b") if key in figs]
-    return out if len(out) > 1 else []
+    imgs = images(figs, "fig2a", "fig2b")
+    return [("h", 2, "Robustness with the detector disabled (the paper's Fig. 2)"), *imgs] if imgs else []
 
 
 def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
     rows, notes = [], Notes()
-    for model in main_models(results):
+    for model, obj in main_models(results).items():
         rec = record(results, model, paper_ref.WHITEBOX_ATTACK)
         if rec is None or rec.wb is None:
             continue
-        obj = results["models"][model]["objective"]
         p_ratio, p_dist = paper_ref.cw_wb(obj, col)
         wb = rec.wb
         ratio = cell(wb.get("ratio_f2_positive"), p_ratio, 2)
@@ -155,15 +144,12 @@ def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
         rows.append([obj.upper(), ratio, dist, str(wb.get("n_reached", "")), str(wb.get("n_efficient", ""))])
     if not rows:
         return []
-    out = [("h", 2, "Table 3: C&W-wb (white-box attack on the K-density detector)"),
-           ("p", ("Ratio of f2(x*) > 0 among attacked images whose clean version is correct and whose x* reaches "
-                 "the target; distortion = ‖x − x*‖₂/√d on the [0, 255] scale over the images that fooled both "
-                 "classifier and detector.")),
-           ("table", ["objective", "ratio f2 > 0 (paper, Δ)", "distortion (paper, Δ)", "reached target",
-                      "fooled both"], rows), *notes.blocks()]
-    if "fig3" in figs:
-        out.append(("img", "fig3", *figs["fig3"]))
-    return out
+    return [("h", 2, "Table 3: C&W-wb (white-box attack on the K-density detector)"),
+            ("p", ("Ratio of f2(x*) > 0 among attacked images whose clean version is correct and whose x* reaches "
+                  "the target; distortion = ‖x − x*‖₂/√d on the [0, 255] scale over the images that fooled both "
+                  "classifier and detector.")),
+            ("table", ["objective", "ratio f2 > 0 (paper, Δ)", "distortion (paper, Δ)", "reached target",
+                       "fooled both"], rows), *notes.blocks(), *images(figs, "fig3")]
 
 
 def _table4(results: dict, col: str | None) -> list[tuple]:
@@ -185,8 +171,7 @@ def _table4(results: dict, col: str | None) -> list[tuple]:
 
 def _table5(results: dict) -> list[tuple]:
     rows, notes = [], Notes()
-    for model in main_models(results):
-        obj = results["models"][model]["objective"]
+    for model, obj in main_models(results).items():
         for attack in paper_ref.TABLE5_ATTACKS:
             rec = table2_record(results, model, attack)
             if rec is None:
@@ -206,8 +191,8 @@ def _table5(results: dict) -> list[tuple]:
 
 
 def _tsne(figs: dict) -> list[tuple]:
-    return [("h", 2, "t-SNE of the final hidden features (the paper's Fig. 1b/c)"),
-            ("img", "tsne", *figs["tsne"])] if "tsne" in figs else []
+    imgs = images(figs, "tsne")
+    return [("h", 2, "t-SNE of the final hidden features (the paper's Fig. 1b/c)"), *imgs] if imgs else []
 
 
 def _noise(results: dict, figs: dict) -> list[tuple]:
@@ -216,10 +201,10 @@ def _noise(results: dict, figs: dict) -> list[tuple]:
         return []
     rows = [[results["models"][m]["objective"].upper(), str(v["eps"]), str(v["n"]), num(v["clean_error_percent"], 2),
              num(v["noisy_error_percent"], 2)] for m, v in noise.items()]
-    out = [("h", 2, "Appendix B.3: random noise and K-density histograms"),
-           ("p", "Error rates under uniform noise U(−ε, ε) (the paper shows these only as a figure: low for both)."),
-           ("table", ["objective", "ε", "images", "clean error %", "noisy error %"], rows)]
-    return out + [("img", key, *figs[key]) for key in ("noise", "kd_hist") if key in figs]
+    return [("h", 2, "Appendix B.3: random noise and K-density histograms"),
+            ("p", "Error rates under uniform noise U(−ε, ε) (the paper shows these only as a figure: low for both)."),
+            ("table", ["objective", "ε", "images", "clean error %", "noisy error %"], rows),
+            *images(figs, "noise", "kd_hist")]
 
 
 def render(out_dir: str | Path, results: dict | None = None) -> tuple[Path, Path]:
@@ -238,14 +223,14 @@ def render(out_dir: str | Path, results: dict | None = None) -> tuple[Path, Path
 
 def summary(results: dict) -> str:
     """A short terminal table: test error and the K-density AUC per attack, CE vs RCE, paper in brackets."""
-    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
+    col = paper_column(results)
     models = main_models(results)
-    objs = [results["models"][m]["objective"] for m in models]
+    objs = list(models.values())
     errors = [f"{m} ({r['arch']} {r['objective'].upper()}) {cell(r.get('test_error_percent'), None, 2)}"
               for m, r in results.get("models", {}).items()]
     lines = ["test error %: " + ", ".join(errors)]
     lines.append(f"{'K-density AUC':<14}" + "".join(f"{o.upper():>22}" for o in objs))
-    for attack in TABLE2_ATTACKS:
+    for attack in paper_ref.TABLE2_ATTACKS:
         recs = [table2_record(results, m, attack) for m in models]
         if not any(recs):
             continue

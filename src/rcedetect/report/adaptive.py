@@ -8,7 +8,7 @@ with rejection (Tramèr, ICML 2022) and bootstrap 95 % intervals. Cells with few
 from __future__ import annotations
 
 from .. import detectors
-from ..evaluation.paper_ref import TABLE2_ATTACKS, label
+from ..evaluation.paper_ref import label
 from ..stats.operating_point import MIN_PAIRS
 from .bottom_line_numbers import eps_reaching as reach
 from .format import (
@@ -18,13 +18,14 @@ from .format import (
     Notes,
     adaptive_records,
     detector_label,
+    images,
     interval,
-    main_models,
     model_short,
     operating_point,
     pct,
+    sanity_checks,
     span,
-    table2_record,
+    table2_cells,
     worst_cases,
 )
 
@@ -34,31 +35,23 @@ PAPER_METRICS = tuple(m for m in detectors.names() if detectors.REGISTRY[m].in_p
 
 def operating_blocks(results: dict, figs: dict) -> list[tuple]:
     rows, notes = [], Notes()
-    for attack in TABLE2_ATTACKS:
-        for model in main_models(results):
-            rec = table2_record(results, model, attack)
-            if rec is None:
-                continue
-            for metric, d in rec.detection.items():
-                op = operating_point(rec, metric)
-                if metric not in PAPER_METRICS:
-                    continue  # the baselines of other papers: the "Detectors compared" section
-                if not op:
-                    continue
-                n = op.get("n_pairs", 0)
-                why = NO_PAIRS if n == 0 else NOT_RECORDED
-
-                vals = [(d.get("auc_strict"), "auc"), (op.get("tpr_success"), "tpr_success"),
-                        (op.get("attack_success_rate"), "attack_success_rate"),
-                        (op.get("robust_accuracy_with_rejection"), None), (op.get("clean_rejection_rate"), None)]
-                cells = [notes.value(pct(v), why if stat in ("auc", "tpr_success") else NOT_RECORDED)
-                         + (span(interval(rec, metric, stat)) if stat else "")
-                         for v, stat in vals]
-                cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
-                rows.append([label(attack), rec.objective.upper(), detector_label(metric), *cells, str(n)])
+    for attack, _, _, rec in table2_cells(results):
+        for metric, d in rec.detection.items():
+            op = operating_point(rec, metric)
+            if metric not in PAPER_METRICS or not op:
+                continue  # the baselines of other papers: the "Detectors compared" section
+            n = op.get("n_pairs", 0)
+            why = NO_PAIRS if n == 0 else NOT_RECORDED
+            vals = [(d.get("auc_strict"), "auc"), (op.get("tpr_success"), "tpr_success"),
+                    (op.get("attack_success_rate"), "attack_success_rate"),
+                    (op.get("robust_accuracy_with_rejection"), None), (op.get("clean_rejection_rate"), None)]
+            cells = [notes.value(pct(v), why if stat in ("auc", "tpr_success") else NOT_RECORDED)
+                     + (span(interval(rec, metric, stat)) if stat else "") for v, stat in vals]
+            cells[0] += notes.mark(FEW_PAIRS) if 0 < n < MIN_PAIRS else ""
+            rows.append([label(attack), rec.objective.upper(), detector_label(metric), *cells, str(n)])
     if not rows:
         return []
-    out = [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
+    return [("h", 2, "Detection at an operating point (5 % FPR on clean held-out images)"),
            ("p", ("The threshold of each detector is chosen on clean test images that no attack touches, so that 5 % "
                   "of them are rejected; it never sees the attack evaluated. TPR: adversarial images rejected among "
                   "the pairs. SR@5: attacked images, correct when clean, that end misclassified AND accepted. Robust "
@@ -66,10 +59,7 @@ def operating_blocks(results: dict, figs: dict) -> list[tuple]:
                   "rejected. Clean rejected: the attacked images' clean versions the threshold rejects. All in %; "
                   "brackets: bootstrap 95 % intervals.")),
            ("table", ["attack", "objective", "detector", "AUC", "TPR@5%", "SR@5", "robust acc. w/ rejection",
-                      "clean rejected", "pairs"], rows), *notes.blocks()]
-    if "roc" in figs:
-        out.append(("img", "roc", *figs["roc"]))
-    return out
+                      "clean rejected", "pairs"], rows), *notes.blocks(), *images(figs, "roc")]
 
 
 def eps_reaching(points: list[tuple[float, float]], level: float) -> str:
@@ -88,9 +78,7 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
                   f"threshold at {fpr:g} % FPR on clean held-out images. SR@{fpr:g} = the share of attacked images, "
                   "correct when clean, that end misclassified AND accepted; the worst case counts an image as lost if "
                   "any attack at that ε or a smaller one fooled both (Carlini & Wagner 2017; Bryniarski et al. "
-                  "2022)."))]
-    if "adaptive" in figs:
-        out.append(("img", "adaptive", *figs["adaptive"]))
+                  "2022).")), *images(figs, "adaptive")]
     rows, verdicts, notes = [], [], Notes()
     for w in worst:
         norm = w.norm or "linf"
@@ -105,40 +93,35 @@ def adaptive_blocks(results: dict, figs: dict) -> list[tuple]:
         rows.append([model_short(results, w.model, {"objective": w.objective}), detector_label(w.metric),
                      f"{w.eps:g}" + (" (L2)" if norm == "l2" else ""), worst_sr, per,
                      notes.value(pct(robust), none_correct), f"{w.n_fooled} / {w.n_clean_correct}"])
-    note = (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with bootstrap "
-            "intervals are in results.json (adaptive.records[*].operating_point).")
-    out.append(("p", note))
-    out.append(("table", ["model", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
-                          "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows))
-    out += notes.blocks()
+    out += [("p", (f"Worst case with its 95 % Wilson interval (given the threshold); per-attack SR@{fpr:g} with "
+                   "bootstrap intervals are in results.json (adaptive.records[*].operating_point).")),
+            ("table", ["model", "detector", "ε", f"worst-case SR@{fpr:g}", f"SR@{fpr:g} per attack",
+                       "robust acc. w/ rejection (worst attack)", "fooled / clean-correct"], rows), *notes.blocks()]
     curves: dict[tuple, list] = {}
     for w in worst_cases(results, "linf"):
         if w.attack_success_rate is not None:
             curves.setdefault((w.model, w.objective, w.metric), []).append((w.eps, w.attack_success_rate))
-    failed = {(m, c.get("metric", "kd")) for m, cs in (ad.get("sanity") or {}).items() for c in cs if not c["passed"]}
+    checks = sanity_checks(results)
+    failed = {(m, metric or "kd") for m, metric, passed, _ in checks if not passed}
     for (model, obj, metric), pts in sorted(curves.items(), key=lambda kv: (kv[0][1] != "ce", kv[0][2] != "kd")):
         reach = ", ".join(f"{100 * lv:.0f} % at ε {eps_reaching(pts, lv)}" for lv in TARGET_LEVELS)
         top = max(pts)
         verdict = "falls to" if top[1] >= 0.5 else "holds against"
         doubt = (" A sanity check failed for this detector on this model: the attacks may be too weak to support "
                  "that." if (model, metric) in failed and top[1] < 0.5 else "")
-        verdicts.append(f"{model_short(results, model, {'objective': obj})} + {detector_label(metric)} {verdict} the adaptive attacks within the grid: worst-case "
-                        f"SR@{fpr:g} reaches {reach}; at ε {top[0]:g} it is {100 * top[1]:.0f} %.{doubt}")
+        verdicts.append(f"{model_short(results, model, {'objective': obj})} + {detector_label(metric)} {verdict} the "
+                        f"adaptive attacks within the grid: worst-case SR@{fpr:g} reaches {reach}; at ε {top[0]:g} "
+                        f"it is {100 * top[1]:.0f} %.{doubt}")
     out += [("p", "In plain words:"), ("ul", verdicts),
             ("p", ("Tramèr (ICML 2022) shows that a detector robust at distance ε yields an (inefficient) classifier "
                    "robust at ε/2. A detector that kept SR low at ε would therefore imply a robust classifier at ε/2 "
                    "that the network alone is not (its robust accuracy, where this run measures it: \"Detection or "
                    "robust training?\"); low SR at large ε is a reason to suspect a weak attack "
                    "(see the sanity checks), not a proof of robustness."))]
-    checks = ad.get("sanity") or {}
-    items, warnings = [], []
-    for model, cs in checks.items():
-        for c in cs:
-            who = f"{model}, {detector_label(c['metric'])}" if c.get("metric") else model
-            (items if c["passed"] else warnings).append(f"{who}: {c['check']}: {c['detail']}")
-    if checks:  # passed checks are a count (each one's detail: results.json, adaptive.sanity); failures in full
+    warnings = [text for _, _, passed, text in checks if not passed]
+    if ad.get("sanity"):  # passed checks are a count (their details: results.json, adaptive.sanity); failures in full
         out += [("h", 3, "Sanity checks"),
-                ("p", f"{len(items)} of {len(items) + len(warnings)} sanity checks passed."
+                ("p", f"{len(checks) - len(warnings)} of {len(checks)} sanity checks passed."
                       + ("" if warnings else " Each one's detail is in results.json (adaptive.sanity)."))]
         if warnings:
             out += [("p", "WARNING: these checks failed; the numbers above may overstate robustness:"),

@@ -1,18 +1,9 @@
-"""The report's bottom line: a short box right under the title that answers the run's questions with n and 95 %
-intervals, before the tables that back it.
-
-It says (numbers from :mod:`.bottom_line_numbers`; across-seed means where ``results.json`` has ``replication``):
-
-a. the clean test error of the CE and the RCE model;
-b. the detectors' AUCs under the oblivious attacks of Table 2 (K-density, non-ME, confidence; the lowest over
-   the attacks, CE beside RCE);
-c. where each detector falls under the adaptive attacks: the ε at which the worst-case SR@5 first reaches 50 % and
-   90 %, CE beside RCE, and one figure of the curves;
-d. which of the paper's claims hold, do not hold or are not resolved (:mod:`.claims`), and one claim of our own on
-   the adaptive attacks (:func:`adaptive_claim`);
-e. a sentence each on "does RCE help?" and "does the detector survive an attacker who knows it?".
-
-The sanity checks of the adaptive attacks are a count, with only the failed ones spelled out.
+"""The report's bottom line: a box right under the title that answers the run's questions with n and 95 %
+intervals (numbers from :mod:`.bottom_line_numbers`, across-seed means where there are several seeds): "does RCE
+help?" and "does the detector survive an attacker who knows it?" in a sentence each; CE beside RCE, the clean test
+error, the lowest AUC of each paper detector over the oblivious attacks and the ε at which each detector's
+worst-case SR@5 under the adaptive attacks first reaches 50 % and 90 %; which of the paper's claims (:mod:`.claims`)
+and of our own adaptive claim (:func:`adaptive_claim`) hold; the sanity checks as a count, failures spelled out.
 """
 
 from __future__ import annotations
@@ -31,7 +22,7 @@ from .bottom_line_numbers import (
     worst_case_curve,
 )
 from .claims import claim_items
-from .format import DASH, detector_label, span
+from .format import DASH, detector_label, images, paper_column, share
 from .replication import claims_across_seeds
 from .verdicts import AT_SCALE, SAID, by_direction, split, verdict_of
 
@@ -63,7 +54,7 @@ GROUPS = {True: "Hold", False: "Do not hold", None: "Not resolved"}
 # ----------------------------------------------------------------------------------------------- formatting
 def pct(s: Share | None, digits: int = 1) -> str:
     """A share in % with its interval: "1.5 [0.9, 2.4]"."""
-    return DASH if s is None else f"{100 * s.value:.{digits}f}{span((s.lo, s.hi), digits, 100)}"
+    return DASH if s is None else share(s.value, s.interval, digits)
 
 
 def _sr(results: dict) -> str:
@@ -77,16 +68,10 @@ def _seed_words(results: dict) -> str:
 
 # ----------------------------------------------------------------------------------------------- the claim
 def adaptive_claim(results: dict) -> str | None:
-    """"RCE + K-density is harder to fool than CE + K-density under adaptive attacks", judged on the worst-case
-    SR@5 of the L∞ adaptive attacks at every ε both models were attacked with (across-seed means and intervals
-    where there are several seeds). Two numbers are apart where one's 95 % interval lies wholly below the other's.
-
-    - holds: at some ε RCE's interval lies wholly below CE's, and at no ε wholly above it;
-    - does not hold: at some ε RCE's interval lies wholly above CE's, and at no ε wholly below it;
-    - not resolved: apart in both directions at different ε (mixed), or the intervals overlap at every ε;
-    - None (not judged): no CE and RCE model, or no ε at which both were attacked with K-density.
-
-    The sentence opens with the claim, then its verdict, like those of :mod:`.claims` (:func:`verdict_of`)."""
+    """:data:`ADAPTIVE_CLAIM`, judged on the worst-case SR@5 of the L∞ adaptive attacks at every ε both models were
+    attacked with (across-seed means where there are several seeds): it holds where RCE's 95 % interval lies wholly
+    below CE's at some ε and wholly above it at none (:data:`ADAPTIVE_VERDICT`); None without a CE and an RCE model
+    attacked at a common ε. The sentence opens with the claim, then its verdict (:func:`verdict_of`)."""
     objs = model_by_objective(results)
     if not set(OBJECTIVES) <= set(objs):
         return None
@@ -217,12 +202,10 @@ def _adaptive_table(results: dict, objs: dict) -> list[tuple]:
         curves = {o: worst_case_curve(results, objs[o], metric) for o in shown}
         if not any(curves.values()):
             continue
-        row = [detector_label(metric)]
-        for level in LEVELS:
-            row += [(eps_reaching(curves[o], level).text() if curves[o] else DASH) for o in shown]
-        row += [(f"{pct(curves[o][-1][1], 0)} at ε {curves[o][-1][0]:g}, n = {curves[o][-1][1].n}"
-                 if curves[o] else DASH) for o in shown]
-        rows.append(row)
+        rows.append([detector_label(metric),
+                     *(eps_reaching(curves[o], lv).text() if curves[o] else DASH for lv in LEVELS for o in shown),
+                     *(f"{pct(curves[o][-1][1], 0)} at ε {curves[o][-1][0]:g}, n = {curves[o][-1][1].n}"
+                       if curves[o] else DASH for o in shown)])
     if not rows:
         return []
     head = ["detector", *(f"{o.upper()}: {100 * lv:.0f} % at ε" for lv in LEVELS for o in shown),
@@ -250,8 +233,7 @@ def _claims_blocks(results: dict, col: str | None, claim: str | None) -> list[tu
             "each with its numbers in \"The paper's claims at this scale\" below)" if col else
             "The paper gives no numbers for this dataset, so its claims are not judged; our claim on the adaptive "
             "attacks")
-    out = [("p", lead + ":"), ("ul", items)]
-    return out + ([("p", claim)] if claim else [])
+    return [("p", lead + ":"), ("ul", items)] + ([("p", claim)] if claim else [])
 
 
 # ----------------------------------------------------------------------------------------------- the box
@@ -266,7 +248,7 @@ def sanity_sentence(results: dict) -> str | None:
 
 def bottom_line_blocks(results: dict, figs: dict) -> list[tuple]:
     """The box (``("div", BOX_ID)`` … ``("end_div",)``, :mod:`.render`) that opens the report."""
-    col = paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
+    col = paper_column(results)
     objs = model_by_objective(results)
     s = n_seeds(results)
     scope = (f"Over {s} seeds ({s} trained models per objective): each number is the mean over seeds with its 95 % "
@@ -278,11 +260,7 @@ def bottom_line_blocks(results: dict, figs: dict) -> list[tuple]:
               f"{_sr(results)[3:]} % of clean held-out images.") if results.get("adaptive") else ""
     claim = adaptive_claim(results)
     out: list[tuple] = [("h", 2, TITLE), ("p", scope), ("p", does_rce_help(results, claim)), ("p", survives(results))]
-    out += _number_table(results, objs) + _adaptive_table(results, objs)
-    if "bottom_line" in figs:
-        out.append(("img", "bottom_line", *figs["bottom_line"]))
-    out += _claims_blocks(results, col, claim)
+    out += _number_table(results, objs) + _adaptive_table(results, objs) + images(figs, "bottom_line")
     sanity = sanity_sentence(results)
-    if sanity:
-        out.append(("p", sanity))
+    out += _claims_blocks(results, col, claim) + ([("p", sanity)] if sanity else [])
     return [("div", BOX_ID), *out, ("end_div",)]

@@ -4,11 +4,8 @@ Every number is a :class:`Share`: a value with its 95 % interval and the n behin
 not 93). Where ``results.json`` has ``replication`` (several trained models per objective, protocol §21) the
 numbers are the across-seed means with their two-level bootstrap intervals (``replication.across``); otherwise the
 run's own: clean error with a Wilson interval, AUC with its percentile-bootstrap interval, the adaptive worst case
-with its Wilson interval (given the threshold).
-
-The ε where a worst-case SR@N curve first reaches a level (:func:`eps_reaching`) is interpolated linearly between
-the two grid points around it; a curve whose smallest ε already reaches it is said to reach it "at or below" that
-ε (nothing is assumed below the grid), and one that never does is "not reached up to ε_max".
+with its Wilson interval (given the threshold). Where a worst-case SR@N curve first reaches a level is
+interpolated linearly between grid points, and nothing is assumed below or beyond the grid (:class:`Reach`).
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from dataclasses import dataclass
 from .. import detectors
 from ..evaluation import paper_ref
 from ..stats.metrics import wilson_interval
-from .format import detector_label, main_models, missing, operating_point, table2_record, worst_cases
+from .format import main_models, missing, operating_point, sanity_checks, table2_record, worst_cases
 
 TOL = 1e-9
 PAPER_FIRST = ("kd", "non_me", "confidence")
@@ -72,15 +69,13 @@ def _across(results: dict, table: str) -> list[dict] | None:
     return (rep.get("across") or {}).get(table) if n_seeds(results) > 1 else None
 
 
-def _n_of(row: dict) -> int | str:
-    ns = row.get("n") or []
-    return ns[0] if len(set(ns)) == 1 else "/".join(map(str, ns))
-
-
 def _from_row(row: dict | None) -> Share | None:
+    """An across-seed row of ``replication.across`` as a Share (n: "200/180" where the seeds' n differ)."""
     if row is None or missing(row.get("mean")):
         return None
-    return Share(row["mean"], row.get("low"), row.get("high"), _n_of(row))
+    ns = row.get("n") or []
+    n = ns[0] if len(set(ns)) == 1 else "/".join(map(str, ns))
+    return Share(row["mean"], row.get("low"), row.get("high"), n)
 
 
 def model_by_objective(results: dict) -> dict[str, str]:
@@ -142,20 +137,15 @@ def adaptive_metrics(results: dict) -> list[str]:
 def worst_case_curve(results: dict, model: str, metric: str) -> list[tuple[float, Share]]:
     """[(ε, worst-case SR@N)] under the L∞ adaptive attacks, ε ascending; n = clean-correct attacked images."""
     rows = _across(results, "adaptive")
-    out = []
     if rows is not None:
-        for r in rows:
-            if (r["model"] == model and r["metric"] == metric and (r.get("norm") or "linf") == "linf"
-                    and r.get("statistic", "attack_success_rate") == "attack_success_rate"):
-                share = _from_row(r)
-                if share is not None:
-                    out.append((r["eps"], share))
-        return sorted(out, key=lambda p: p[0])
-    for w in worst_cases(results, "linf"):
-        if w.model == model and w.metric == metric and w.attack_success_rate is not None:
-            lo, hi = w.interval or (None, None)
-            out.append((w.eps, Share(w.attack_success_rate, lo, hi, w.n_clean_correct)))
-    return sorted(out, key=lambda p: p[0])
+        out = [(r["eps"], _from_row(r)) for r in rows if r["model"] == model and r["metric"] == metric
+               and (r.get("norm") or "linf") == "linf"
+               and r.get("statistic", "attack_success_rate") == "attack_success_rate"]
+    else:
+        out = [(w.eps, Share(w.attack_success_rate, *(w.interval or (None, None)), w.n_clean_correct))
+               for w in worst_cases(results, "linf")
+               if w.model == model and w.metric == metric and w.attack_success_rate is not None]
+    return sorted((p for p in out if p[1] is not None), key=lambda p: p[0])
 
 
 def eps_reaching(curve: list[tuple[float, Share | float]], level: float) -> Reach | None:
@@ -174,12 +164,5 @@ def eps_reaching(curve: list[tuple[float, Share | float]], level: float) -> Reac
 
 def sanity_counts(results: dict) -> tuple[int, list[tuple[str, str | None, str]]]:
     """(how many sanity checks of the adaptive attacks ran, [(model, metric, the failed check in words)])."""
-    checks = (results.get("adaptive") or {}).get("sanity") or {}
-    total, failed = 0, []
-    for model, cs in checks.items():
-        for c in cs:
-            total += 1
-            if not c.get("passed"):
-                who = f"{model}, {detector_label(c['metric'])}" if c.get("metric") else model
-                failed.append((model, c.get("metric"), f"{who}: {c['check']}: {c.get('detail', '')}"))
-    return total, failed
+    checks = sanity_checks(results)
+    return len(checks), [(model, metric, text) for model, metric, passed, text in checks if not passed]

@@ -24,21 +24,32 @@ from ..evaluation import paper_ref
 from ..stats.metrics import wilson_interval
 from .format import (
     auc_of,
+    by_objective,
+    ce_beside_rce,
     enough_pairs,
     interval,
-    main_models,
     missing,
     record,
     span,
     table2_record,
     transfer_records,
 )
-from .verdicts import AT_SCALE, OVERLAP, compare
+from .verdicts import AT_SCALE, OVERLAP, by_direction, compare
 
 #: the transfer-rate bounds the paper's text gives (Table 4's text, §4.5)
 TRANSFER_BOUND = {"cifar10": 0.15, "mnist": 0.50}
 #: the MNIST claim on the black-box AUCs (Table 4's text)
 MNIST_TRANSFER_AUC = 95.0
+#: "RCE ≥ CE", by (RCE below CE with the intervals apart under some attack, RCE below CE only within them)
+AUC_VERDICT = {(True, True): AT_SCALE[False] + " (RCE < CE, the intervals apart, under {up})",
+               (True, False): AT_SCALE[False] + " (RCE < CE, the intervals apart, under {up})",
+               (False, True): AT_SCALE[None] + ": RCE is below CE under {down}, by less than the intervals resolve, "
+                                               "and not below it elsewhere",
+               (False, False): AT_SCALE[True]}
+#: "C&W-wb needs larger distortions on RCE", by (RCE's mean above CE's, the intervals overlapping)
+DISTORTION_VERDICT = {(True, False): AT_SCALE[True], (True, True): AT_SCALE[True] + "; the intervals overlap",
+                      (False, True): AT_SCALE[None] + " (RCE not above CE, inside the intervals)",
+                      (False, False): AT_SCALE[False]}
 
 
 def _auc_text(rec: Scored, metric: str) -> tuple[float | None, tuple | None, str]:
@@ -48,20 +59,10 @@ def _auc_text(rec: Scored, metric: str) -> tuple[float | None, tuple | None, str
     return ours, iv, f"{ours:.1f}{span(iv, 1)} ({rec.n_pairs or 0} pairs)"
 
 
-def _objectives(results: dict) -> dict[str, str]:
-    return {results["models"][m]["objective"]: m for m in main_models(results)}
-
-
 def _auc_claim(results: dict, metric: str, label: str) -> str | None:
     """RCE ≥ CE for ``metric``'s AUC on every Table 2 attack with enough pairs on both sides."""
-    objs = _objectives(results)
-    if not {"ce", "rce"} <= set(objs):
-        return None
     parts, fails, below = [], [], []
-    for attack in paper_ref.TABLE2_ATTACKS:
-        recs = [table2_record(results, objs[o], attack) for o in ("ce", "rce")]
-        if not all(enough_pairs(r) for r in recs):
-            continue
+    for attack, *recs in ce_beside_rce(results):
         (ce, ce_iv, ce_t), (rce, rce_iv, rce_t) = (_auc_text(r, metric) for r in recs)
         if ce is None or rce is None:
             continue
@@ -71,19 +72,12 @@ def _auc_claim(results: dict, metric: str, label: str) -> str | None:
             (below if compare(ce_iv, rce_iv) == OVERLAP else fails).append(name)
     if not parts:
         return None
-    if fails:
-        verdict = f"{AT_SCALE[False]} (RCE < CE, the intervals apart, under {', '.join(fails)})"
-    elif below:
-        verdict = (f"{AT_SCALE[None]}: RCE is below CE under {', '.join(below)}, by less than the intervals "
-                   "resolve, and not below it elsewhere")
-    else:
-        verdict = AT_SCALE[True]
-    return f"{label}: {verdict}. " + "; ".join(parts) + "."
+    return f"{label}: {by_direction(AUC_VERDICT, fails, below)}. " + "; ".join(parts) + "."
 
 
 def _non_me_clean(results: dict) -> str:
     """The mean non-ME of the clean images behind Table 2's FGSM row, CE against RCE (the score is −non-ME)."""
-    objs, out = _objectives(results), []
+    objs, out = by_objective(results), []
     for o in ("ce", "rce"):
         rec = table2_record(results, objs[o], "fgsm") if o in objs else None
         mean = ((rec.detector("non_me").get("score_summary") if rec else None) or {}).get("clean", {})
@@ -94,7 +88,7 @@ def _non_me_clean(results: dict) -> str:
 
 
 def _distortion_claim(results: dict) -> str | None:
-    objs = _objectives(results)
+    objs = by_objective(results)
     recs = {o: record(results, objs[o], paper_ref.WHITEBOX_ATTACK) for o in ("ce", "rce") if o in objs}
     wbs = {o: r.wb if r else None for o, r in recs.items()}
     if set(wbs) != {"ce", "rce"} or not all(wbs.values()):
@@ -107,10 +101,7 @@ def _distortion_claim(results: dict) -> str | None:
     if missing(d["ce"]) or missing(d["rce"]):
         return f"C&W-wb needs larger distortions on RCE: not decided at this scale. {body}."
     overlap = compare(wbs["ce"].get("distortion_interval"), wbs["rce"].get("distortion_interval")) == OVERLAP
-    verdict = (AT_SCALE[True] if d["rce"] > d["ce"] else
-               f"{AT_SCALE[None]} (RCE not above CE, inside the intervals)" if overlap else AT_SCALE[False])
-    tie = "; the intervals overlap" if overlap and d["rce"] > d["ce"] else ""
-    return f"C&W-wb needs larger distortions on RCE: {verdict}{tie}. {body}."
+    return f"C&W-wb needs larger distortions on RCE: {DISTORTION_VERDICT[(d['rce'] > d['ce'], overlap)]}. {body}."
 
 
 def _pair(t: TransferRecord) -> str:
@@ -130,7 +121,6 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
         lo, hi = wilson_interval(round(rate * n), n)
         parts.append(f"{_pair(t)}: {100 * rate:.1f} %{span((lo, hi), 1, 100)} of {n}")
         (over if lo >= bound else at if rate >= bound else straddle if hi >= bound else []).append(_pair(t))
-    out = []
     decided = [p for p in parts if "no substitute" not in p]
     verdict = ("not decided (nothing transferred)" if not decided else
                f"{AT_SCALE[False]} ({', '.join(over)}: the whole interval at or above the bound)" if over
@@ -138,8 +128,8 @@ def _transfer_claims(results: dict, col: str) -> list[str]:
                if at else AT_SCALE[True])
     tie = (f"; the interval reaches the bound for {', '.join(straddle)}, so there it holds only within the "
            "uncertainty of this n" if straddle else "")
-    out.append(f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
-               f"target): {verdict}{tie}. " + "; ".join(parts) + ".")
+    out = [f"Fewer than {100 * bound:.0f} % of C&W-wb examples transfer (substitute success that also fools the "
+           f"target): {verdict}{tie}. " + "; ".join(parts) + "."]
     if col == "mnist":
         aucs, low, unsure = [], [], []
         for t in transfers:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import detectors
 from ..core.records import AttackRecord
-from ..evaluation.paper_ref import ATTACK_LABELS, TABLE2_ATTACKS, label
+from ..evaluation.paper_ref import TABLE2_ATTACKS, label
 from ..stats.operating_point import MIN_PAIRS
 from .format import (
     Notes,
@@ -23,6 +23,7 @@ from .format import (
     num,
     operating_point,
     pct,
+    share,
     span,
     table2_record,
     why_missing,
@@ -62,8 +63,7 @@ def best_by_attack(results: dict, metrics: list[str], attacks: list[str]) -> lis
     """Plain sentences: per objective and attack, the detector with the highest AUC and whether its bootstrap
     interval clears the runner-up's (a win) or overlaps it (a tie within the intervals)."""
     out = []
-    for model in main_models(results):
-        obj = results["models"][model]["objective"].upper()
+    for model, obj in main_models(results).items():
         for attack in attacks:
             rec = table2_record(results, model, attack)
             ops = {m: operating_point(rec, m) for m in metrics}
@@ -71,12 +71,10 @@ def best_by_attack(results: dict, metrics: list[str], attacks: list[str]) -> lis
                       if op.get("auc") is not None and op.get("n_pairs", 0) >= MIN_PAIRS]
             if len(scored) < 2:
                 continue
-            scored.sort(reverse=True)
-            (a1, m1), (a2, m2) = scored[0], scored[1]
+            (a1, m1), (a2, m2) = sorted(scored, reverse=True)[:2]
             verb = BEATS.get(compare(interval(rec, m1, "auc"), interval(rec, m2, "auc")), "ties within the intervals with")
-            n = ops[m1].get("n_pairs")
-            out.append(f"{obj}, {label(attack)} ({n} pairs): {detector_label(m1)} {a1:.1f} {verb} "
-                       f"{detector_label(m2)} {a2:.1f}.")
+            out.append(f"{obj.upper()}, {label(attack)} ({ops[m1].get('n_pairs')} pairs): {detector_label(m1)} "
+                       f"{a1:.1f} {verb} {detector_label(m2)} {a2:.1f}.")
     return out
 
 
@@ -87,7 +85,7 @@ def compare_blocks(results: dict) -> list[tuple]:
     metrics = compared_metrics(results)
     attacks = [a for a in TABLE2_ATTACKS if any(r.attack == a for r in attack_records(results))]
     fit_names = {s.get("attack") for s in fits.values()}
-    head = [f"{label(a) or ATTACK_LABELS.get(a, a)}{' (fit)' if a in fit_names else ''}" for a in attacks]
+    head = [f"{label(a)}{' (fit)' if a in fit_names else ''}" for a in attacks]
     fit_text = "; ".join(
         f"{detector_label(m)}: {label(s.get('attack', ''))} at ε {s.get('eps')} on {s.get('n_images')} training images "
         f"({s.get('n_clean')} clean-correct, {s.get('n_adversarial')} adversarial)" for m, s in fits.items())
@@ -100,12 +98,10 @@ def compare_blocks(results: dict) -> list[tuple]:
                   "Thresholds: 5 % FPR on the same clean held-out images for every detector. Brackets: bootstrap "
                   f"95 % intervals over images; cells with fewer than {MIN_PAIRS} pairs say how many."))]
     for stat, title in (("auc", "AUC over the pairs (%)"), ("tpr_success", "TPR at 5 % FPR (%)")):
-        rows, notes = [], Notes()
-        for model in main_models(results):
-            obj = results["models"][model]["objective"].upper()
-            for m in metrics:
-                rows.append([detector_label(m), obj, *[_cell(table2_record(results, model, a), m, stat, notes)
-                                               for a in attacks]])
+        notes = Notes()
+        rows = [[detector_label(m), obj.upper(), *[_cell(table2_record(results, model, a), m, stat, notes)
+                                                   for a in attacks]]
+                for model, obj in main_models(results).items() for m in metrics]
         out += [("h", 3, title), ("table", ["detector", "objective", *head], rows), *notes.blocks()]
     out += _adaptive_table(results, metrics)
     words = best_by_attack(results, metrics, attacks)
@@ -123,25 +119,20 @@ def _adaptive_table(results: dict, metrics: list[str]) -> list[tuple]:
     eps = sorted({w.eps for w in worst})
     fpr = 100 * ad.get("fpr", 0.05)
     rows, notes = [], Notes()
-    for model in main_models(results):
-        obj = results["models"][model]["objective"].upper()
+    for model, obj in main_models(results).items():
         for m in metrics:
             ws = {w.eps: w for w in worst if w.model == model and w.metric == m}
             if not ws:
                 continue
-            cells = []
-            for e in eps:
-                w = ws.get(e)
-                if w is None or missing(w.attack_success_rate):
-                    cells.append(notes.empty("this detector was not attacked at this ε" if w is None else
-                                             "no attacked image is correctly classified when clean, so no rate"))
-                    continue
-                cells.append(num(pct(w.attack_success_rate), 0) + span(w.interval, 0, 100))
+            cells = [notes.empty("this detector was not attacked at this ε") if ws.get(e) is None else
+                     notes.empty("no attacked image is correctly classified when clean, so no rate")
+                     if missing(ws[e].attack_success_rate) else share(ws[e].attack_success_rate, ws[e].interval, 0)
+                     for e in eps]
             attacks = sorted({a for w in ws.values() for a in w.attacks})
             n = next(iter(ws.values())).n_clean_correct
             failed = [c["check"] for c in (ad.get("sanity") or {}).get(model, [])
                       if c.get("metric") == m and not c["passed"]]
-            rows.append([detector_label(m), obj, ", ".join(label(a) or a for a in attacks), str(n), *cells,
+            rows.append([detector_label(m), obj.upper(), ", ".join(label(a) for a in attacks), str(n), *cells,
                          "failed: " + ", ".join(failed) if failed else "passed"])
     return [("h", 3, f"Worst-case SR@{fpr:g} under the adaptive attacks (%, lower is better)"),
             ("p", (f"The share of attacked, clean-correct images that some adaptive attack at that L∞ ε turned into a "

@@ -1,6 +1,7 @@
 """What every figure of the report shares: the Agg backend, the style (no text under 9 pt), the width limit at
-the report's resolution, the colours of CE and RCE, the main models of a results dict, and the atomic PNG
-writing into ``OUT/figures/``."""
+the report's resolution (so the page never scales a figure down), the colours of CE and RCE, the panel grid, and
+the atomic PNG writing into ``OUT/figures/``. Each ``fig_*`` function draws from the results dict alone and
+returns ``(key, file, caption)``, or ``None`` when the results lack its data."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.l
          "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11}
 
 
-def main_models(results: dict) -> list[tuple[str, str]]:
-    """[(model name, objective)] of the main models."""
-    return [(m, r["objective"]) for m, r in results.get("models", {}).items() if r.get("role") == "main"]
+def panels(rows: int, cols: int, width: float, height: float, **kw):
+    """A figure of ``rows`` × ``cols`` panels (always a 2-D array of axes) in the constrained layout."""
+    return plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained", **kw)
 
 
 def label_grid(axes, n: int, xlabel: str, ylabel: str) -> list:

@@ -1,12 +1,7 @@
-"""The report's figures (matplotlib, Agg backend), drawn from the results dict alone.
-
-Each ``fig_*`` function returns ``(key, file, caption)`` or ``None`` when the results lack its data; files go
-to ``OUT/figures/``. The report numbers the figures in order of appearance; a caption says what the figure shows,
-on how many images or pairs, and why a point or bar is missing where one is. Every figure is drawn with
-:data:`STYLE` (no text under 9 pt) and no wider than :data:`MAX_WIDTH_PX` at :data:`DPI`, so the page never scales
-it down. Here: the ε-grid figures (detection AUC and accuracy against ε, the paper's Fig. 2a/2b); the images and
-feature distributions are in :mod:`.figures_samples`, ROC and the adaptive attacks in :mod:`.figures_detection`, the style and the file
-writing they share in :mod:`.figure_style`.
+"""The report's figures: :func:`make_all` draws them all. A caption says what the figure shows, on how many images
+or pairs, and why a point or bar is missing where one is. Here the ε-grid figures (detection AUC and accuracy
+against ε, the paper's Fig. 2a/2b); the images and feature distributions are in :mod:`.figures_samples`, ROC and
+the adaptive attacks in :mod:`.figures_detection`, what they all share in :mod:`.figure_style`.
 """
 
 from __future__ import annotations
@@ -20,8 +15,8 @@ from ..core.records import AttackRecord
 from ..evaluation import paper_ref
 from ..evaluation.paper_ref import EPS_FIGURE_ATTACKS, MIN_DISTORTION_ATTACKS
 from ..stats.operating_point import MIN_PAIRS
-from .figure_style import COLORS, STYLE, label_grid, main_models, save_figure
-from .format import attack_records, auc_of, record
+from .figure_style import COLORS, STYLE, label_grid, panels, save_figure
+from .format import attack_records, auc_of, main_models, record
 
 #: the paper's detectors and their line styles
 PAPER_METRICS = {"kd": ("K-density", "-"), "non_me": ("non-ME", "--"), "confidence": ("confidence", ":")}
@@ -34,7 +29,7 @@ def _grid(results: dict, model: str, attack: str) -> list[AttackRecord]:
 
 def _counts(results: dict, attacks: list[str]) -> str:
     """The attacked images per ε of each attack's grid runs: 'FGSM 200, BIM 100'."""
-    values = {paper_ref.label(a): {r.n_images for m, _ in main_models(results) for r in _grid(results, m, a)}
+    values = {paper_ref.label(a): {r.n_images for m in main_models(results) for r in _grid(results, m, a)}
               for a in attacks}
     return ", ".join(f"{k} {'/'.join(str(v) for v in sorted(vs))}" for k, vs in values.items() if vs)
 
@@ -50,16 +45,15 @@ def _auc(r: AttackRecord, metric: str) -> float | None:
 def fig_auc_vs_eps(results: dict, out_dir: Path):
     """Detection AUC of the paper's three detectors against ε, one panel per gradient attack with an ε grid (a
     single ε is Table 2 already)."""
-    attacks = [a for a in EPS_FIGURE_ATTACKS if any(len(_grid(results, m, a)) > 1 for m, _ in main_models(results))]
+    attacks = [a for a in EPS_FIGURE_ATTACKS if any(len(_grid(results, m, a)) > 1 for m in main_models(results))]
     if not attacks:
         return None
     cols = 2 if len(attacks) > 1 else 1
     rows = (len(attacks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 2.2, 2.9 * rows), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = panels(rows, cols, 3.9 * cols + 2.2, 2.9 * rows, sharey=True)
     pairs, missing = [], []
     for ax, attack in zip(axes.flat, attacks):
-        for model, obj in main_models(results):
+        for model, obj in main_models(results).items():
             recs = _grid(results, model, attack)
             for metric, (_, style) in PAPER_METRICS.items():
                 pts = [(r.eps, _auc(r, metric), r.n_pairs) for r in recs if _auc(r, metric) is not None]
@@ -94,14 +88,13 @@ def fig_auc_vs_eps(results: dict, out_dir: Path):
 
 
 def fig_2a(results: dict, out_dir: Path):
-    attacks = [a for a in EPS_FIGURE_ATTACKS if any(_grid(results, m, a) for m, _ in main_models(results))]
+    attacks = [a for a in EPS_FIGURE_ATTACKS if any(_grid(results, m, a) for m in main_models(results))]
     if not attacks:
         return None
-    fig, axes = plt.subplots(1, len(attacks), figsize=(2.55 * len(attacks), 2.8), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = panels(1, len(attacks), 2.55 * len(attacks), 2.8, sharey=True)
     missing = []
     for ax, attack in zip(axes[0], attacks):
-        for model, obj in main_models(results):
+        for model, obj in main_models(results).items():
             recs = _grid(results, model, attack)
             ok = [r for r in recs if r.accuracy is not None]
             ax.plot([r.eps for r in ok], [100 * r.accuracy for r in ok], "o-", ms=3.5, color=COLORS.get(obj),
@@ -122,7 +115,7 @@ def fig_2a(results: dict, out_dir: Path):
 def fig_2b(results: dict, out_dir: Path):
     bars, missing = [], []
     for attack in MIN_DISTORTION_ATTACKS:
-        for model, obj in main_models(results):
+        for model, obj in main_models(results).items():
             r = record(results, model, attack)
             if r is None:
                 continue
@@ -149,14 +142,11 @@ def fig_2b(results: dict, out_dir: Path):
     return "fig2b", save_figure(fig, out_dir, "fig2b_min_distortion.png"), caption
 
 
-FIGURES = (fig_auc_vs_eps, fig_2a, fig_2b)
-
-
 def make_all(results: dict, out_dir: str | Path) -> list[tuple[str, str, str]]:
     from .figures_detection import fig_adaptive, fig_bottom_line, fig_roc
     from .figures_samples import fig_3, fig_kd_hist, fig_noise, fig_tsne
 
     out_dir = Path(out_dir)
-    fns = (fig_bottom_line, *FIGURES, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive)
+    fns = (fig_bottom_line, fig_auc_vs_eps, fig_2a, fig_2b, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive)
     with plt.rc_context(STYLE):
         return [f for f in (fn(results, out_dir) for fn in fns) if f]

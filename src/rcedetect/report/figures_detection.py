@@ -1,8 +1,4 @@
-"""Figures of detection beyond the paper: ROC curves per attack, and attack success at a fixed FPR against ε.
-
-Drawn from the results dict alone, like :mod:`.figures` (with the style and helpers of :mod:`.figure_style`); each returns
-``(key, file, caption)`` or ``None`` when the results lack its data.
-"""
+"""Figures of detection beyond the paper: ROC curves per attack, and attack success at a fixed FPR against ε."""
 
 from __future__ import annotations
 
@@ -14,48 +10,41 @@ from matplotlib.lines import Line2D
 from .. import detectors
 from ..evaluation import paper_ref
 from .bottom_line_numbers import adaptive_metrics, model_by_objective, n_seeds, worst_case_curve
-from .figure_style import COLORS, label_grid, save_figure
+from .figure_style import COLORS, label_grid, panels, save_figure
 from .format import adaptive_records, attack_records, detector_label, model_short, worst_cases
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
                  "mahalanobis": (0, (1, 3))}
 
 
-def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
-    cols = min(n, max_cols)
-    return (n + cols - 1) // cols, cols
-
-
 def fig_roc(results: dict, out_dir: Path):
     """One panel per Table-2 attack: the ROC curve over the pairs, CE vs RCE (colour), detector by detector (line)."""
-    panels = []
+    shown = []
     for attack in paper_ref.TABLE2_ATTACKS:
         recs = [r for r in attack_records(results) if r.attack == attack
                 and (r.eps is None or abs(r.eps - results.get("table2_eps", 0)) < 1e-9)]
         if any(d.get("roc") for r in recs for d in r.detection.values()):
-            panels.append((attack, recs))
-    if not panels:
+            shown.append((attack, recs))
+    if not shown:
         return None
-    rows, cols = _grid_shape(len(panels), 3)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.75 * cols + 1.9, 2.75 * rows), squeeze=False, sharex=True,
-                             sharey=True, layout="constrained")
-    metrics, empty = {}, []
-    for ax, (attack, recs) in zip(axes.flat, panels):
+    cols = min(len(shown), 3)
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = panels(rows, cols, 2.75 * cols + 1.9, 2.75 * rows, sharex=True, sharey=True)
+    metrics, empty = set(), []
+    for ax, (attack, recs) in zip(axes.flat, shown):
         for r in recs:
-            drawn = False
-            for metric, d in r.detection.items():
-                if d.get("roc"):
-                    metrics[metric] = True
-                    drawn = True
-                    ax.plot(d["roc"]["fpr"], d["roc"]["tpr"], ls=METRIC_STYLES.get(metric, "-."),
-                            color=COLORS.get(r.objective), lw=1.2)
-            if not drawn:
+            rocs = {metric: d["roc"] for metric, d in r.detection.items() if d.get("roc")}
+            metrics |= set(rocs)
+            for metric, roc in rocs.items():
+                ax.plot(roc["fpr"], roc["tpr"], ls=METRIC_STYLES.get(metric, "-."), color=COLORS.get(r.objective),
+                        lw=1.2)
+            if not rocs:
                 empty.append(f"{paper_ref.label(attack)} {r.objective.upper()} ({r.n_pairs} pairs)")
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8)
         pairs = " / ".join(f"{r.objective.upper()} {r.n_pairs}" for r in recs)
         ax.set_title(f"{paper_ref.label(attack)}: pairs {pairs}")
         ax.set_aspect("equal")
-    handles = label_grid(axes, len(panels), "FPR (clean rejected)", "TPR (adversarial rejected)")
+    handles = label_grid(axes, len(shown), "FPR (clean rejected)", "TPR (adversarial rejected)")
     handles += [Line2D([], [], color="k", lw=1.2, ls=METRIC_STYLES.get(m, "-."), label=detector_label(m))
                 for m in detectors.names() if m in metrics]
     fig.legend(handles=handles, loc="outside right upper")
@@ -81,9 +70,8 @@ def fig_adaptive(results: dict, out_dir: Path):
     fpr = ad.get("fpr", 0.05)
     attacks = list(dict.fromkeys(r.attack for r in recs))
     colors = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(attacks)}
-    fig, axes = plt.subplots(len(objs), len(metrics), figsize=(min(1.65 * len(metrics) + 1.2, 10.8),
-                                                               1.9 * len(objs) + 0.9),
-                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    fig, axes = panels(len(objs), len(metrics), min(1.65 * len(metrics) + 1.2, 10.8), 1.9 * len(objs) + 0.9,
+                       sharex=True, sharey=True)
     missing, n_images = [], {}
     for i, (obj, model) in enumerate(objs):
         for j, metric in enumerate(metrics):

@@ -1,8 +1,5 @@
 """Figures of images and feature distributions: C&W-wb examples (the paper's Fig. 3), the t-SNE of the final
 hidden vectors (Fig. 1b/c), error under random noise and the log K-density histograms (Appendix B.3, Figs. 4-6).
-
-Drawn from the results dict alone, like :mod:`.figures` (with the style and helpers of :mod:`.figure_style`); each returns
-``(key, file, caption)`` or ``None`` when the results lack its data.
 """
 
 from __future__ import annotations
@@ -15,8 +12,8 @@ from matplotlib.lines import Line2D
 
 from ..evaluation import paper_ref
 from ..stats.operating_point import MIN_PAIRS
-from .figure_style import main_models, save_figure
-from .format import attack_records
+from .figure_style import panels, save_figure
+from .format import attack_records, main_models
 
 KD_STYLES = {"normal": {"color": "black", "lw": 2.2}, "noisy": {"color": "0.5", "lw": 1.6, "ls": "--"}}
 
@@ -35,13 +32,12 @@ def _blank(ax) -> None:
 
 def fig_3(results: dict, out_dir: Path):
     fig3 = results.get("figure3") or {}
-    models = [(m, o) for m, o in main_models(results) if fig3.get(m, {}).get("clean")]
+    models = [(m, o) for m, o in main_models(results).items() if fig3.get(m, {}).get("clean")]
     if not models:
         return None
     n = max(len(fig3[m]["clean"]) for m, _ in models)
     rows = 1 + len(models)
-    fig, axes = plt.subplots(rows, n, figsize=(min(1.15 * n + 0.9, 10.8), 1.55 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = panels(rows, n, min(1.15 * n + 0.9, 10.8), 1.55 * rows)
     for ax in axes.flat:
         _blank(ax)
     first = fig3[models[0][0]]
@@ -68,11 +64,10 @@ def fig_3(results: dict, out_dir: Path):
 
 def fig_tsne(results: dict, out_dir: Path):
     tsne = results.get("tsne") or {}
-    models = [(m, o) for m, o in main_models(results) if m in tsne]
+    models = [(m, o) for m, o in main_models(results).items() if m in tsne]
     if not models:
         return None
-    fig, axes = plt.subplots(1, len(models), figsize=(3.9 * len(models) + 1.4, 3.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = panels(1, len(models), 3.9 * len(models) + 1.4, 3.9)
     cmap = plt.get_cmap("tab10")
     for ax, (m, obj) in zip(axes[0], models):
         xy, labels = np.asarray(tsne[m]["xy"]), np.asarray(tsne[m]["labels"])
@@ -94,7 +89,7 @@ def fig_tsne(results: dict, out_dir: Path):
 
 def fig_noise(results: dict, out_dir: Path):
     noise = results.get("noise") or {}
-    models = [(m, o) for m, o in main_models(results) if m in noise]
+    models = [(m, o) for m, o in main_models(results).items() if m in noise]
     if not models:
         return None
     fig, ax = plt.subplots(figsize=(4.2, 3), layout="constrained")
@@ -135,18 +130,16 @@ def fig_kd_hist(results: dict, out_dir: Path):
     """Histograms of the K-density detector's score −log KD on a log axis: the normal images sit within a few units
     of zero while attacks reach hundreds, so a linear axis would put every normal image in one bin."""
     normal = results.get("log_kd_normal") or {}
-    models = [(m, o) for m, o in main_models(results) if normal.get(m)]
+    models = [(m, o) for m, o in main_models(results).items() if normal.get(m)]
     if not models:
         return None
     fig, axes = plt.subplots(len(models), 1, figsize=(10.4, 2.9 * len(models) + 0.6), squeeze=False, sharex=True)
     fig.subplots_adjust(left=0.08, right=0.73, hspace=0.3)  # room for the legends, the same axes width per model
     all_series = {m: _kd_series(results, m) for m, _ in models}
     scores = np.concatenate([-v for s, _ in all_series.values() for _, v in s])
-    positive = len(scores) > 0 and scores.min() > 0
-    if positive and scores.min() < scores.max():
-        bins = np.geomspace(scores.min(), scores.max(), 60)
-    else:
-        bins = np.linspace(scores.min(), scores.max(), 60) if len(scores) and scores.min() < scores.max() else 30
+    lo, hi = (scores.min(), scores.max()) if len(scores) else (0, 0)
+    positive = len(scores) > 0 and lo > 0
+    bins = (np.geomspace if positive else np.linspace)(lo, hi, 60) if lo < hi else 30
     cmap, missing = plt.get_cmap("tab10"), []
     for ax, (m, obj) in zip(axes[:, 0], models):
         series, empty = all_series[m]

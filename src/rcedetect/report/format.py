@@ -9,9 +9,12 @@ caption)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from .. import detectors
 from ..core.records import AdaptiveRecord, AttackRecord, Scored, TransferRecord, WorstCase
+from ..evaluation import paper_ref
+from ..evaluation.paper_ref import TABLE2_ATTACKS
 from ..stats.operating_point import MIN_PAIRS, too_few_pairs
 from .render import to_html, to_markdown  # noqa: F401  (the renderings, re-exported)
 
@@ -49,11 +52,8 @@ def seconds(v: float | None) -> str:
     """A duration in the unit that reads best: ``29 s``, ``4.1 ms``, ``670 µs``."""
     if missing(v):
         return DASH
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if v >= scale or unit == "µs":
-            x = v / scale
-            return f"{x:.2g} {unit}" if x < 9.95 else f"{x:.0f} {unit}"
-    return DASH
+    scale, unit = next((s, u) for s, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")) if v >= s or u == "µs")
+    return f"{v / scale:.2g} {unit}" if v / scale < 9.95 else f"{v / scale:.0f} {unit}"
 
 
 def pct(v: float | None) -> float | None:
@@ -114,8 +114,19 @@ def worst_cases(results: dict, norm: str | None = None) -> list[WorstCase]:
     return [w for w in out if norm is None or (w.norm or "linf") == norm]
 
 
-def main_models(results: dict) -> list[str]:
-    return [m for m, r in results.get("models", {}).items() if r.get("role") == "main"]
+def paper_column(results: dict) -> str | None:
+    """The paper's column of values for this run's dataset ("mnist", "cifar10"), None where it has none."""
+    return paper_ref.column(results.get("paper_dataset") or results.get("dataset"))
+
+
+def main_models(results: dict) -> dict[str, str]:
+    """{model name: objective} of the main models, in results.json's order."""
+    return {m: r["objective"] for m, r in results.get("models", {}).items() if r.get("role") == "main"}
+
+
+def by_objective(results: dict) -> dict[str, str]:
+    """{objective: model name} of the main models (the last of each objective)."""
+    return {o: m for m, o in main_models(results).items()}
 
 
 def arch_label(arch: str) -> str:
@@ -135,9 +146,14 @@ def span(iv, digits: int = 0, scale: float = 1.0) -> str:
     return "" if lo is None or hi is None else f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
 
 
+def share(v: float | None, iv=None, digits: int = 1, iv_digits: int | None = None) -> str:
+    """A share (a fraction) in % with its interval ``iv`` = (lo, hi): "1.5 [0.9, 2.4]"; "—" for None."""
+    return DASH if v is None else f"{100 * v:.{digits}f}" + span(iv, digits if iv_digits is None else iv_digits, 100)
+
+
 def share_cell(t: tuple | None) -> str:
     """(value, lo, hi) of shares as "value [lo, hi]" in % (one decimal, the interval rounded), "—" for None."""
-    return DASH if t is None else f"{100 * t[0]:.1f}" + span(t[1:], 0, 100)
+    return DASH if t is None else share(t[0], t[1:], iv_digits=0)
 
 
 def short_label(m: dict) -> str:
@@ -153,12 +169,8 @@ def model_short(results: dict, model: str, record: dict | None = None) -> str:
 
 
 def record(results: dict, model: str, attack: str, eps: float | None = None) -> AttackRecord | None:
-    return next((r for r in attack_records(results)
-                 if r.model == model and r.attack == attack and (eps is None or _close(r.eps, eps))), None)
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and abs(a - b) < 1e-9
+    return next((r for r in attack_records(results) if r.model == model and r.attack == attack
+                 and (eps is None or (r.eps is not None and abs(r.eps - eps) < 1e-9))), None)
 
 
 def table2_record(results: dict, model: str, attack: str) -> AttackRecord | None:
@@ -195,3 +207,37 @@ def auc_cell(rec: AttackRecord, metric: str, paper: float | None, notes: Notes) 
 
 def auc_of(rec: Scored | None, metric: str, key: str = "auc_strict") -> float | None:
     return None if rec is None else pct(rec.detector(metric).get(key))
+
+
+def table2_cells(results: dict) -> Iterator[tuple[str, str, str, AttackRecord]]:
+    """(attack, model, objective, record) of every Table 2 cell that has a record, attack by attack."""
+    for attack in TABLE2_ATTACKS:
+        for model, obj in main_models(results).items():
+            rec = table2_record(results, model, attack)
+            if rec is not None:
+                yield attack, model, obj, rec
+
+
+def ce_beside_rce(results: dict) -> Iterator[tuple[str, AttackRecord, AttackRecord]]:
+    """(attack, CE record, RCE record) of each Table 2 attack with at least MIN_PAIRS pairs on both main models."""
+    objs = by_objective(results)
+    for attack in TABLE2_ATTACKS if {"ce", "rce"} <= set(objs) else ():
+        ce, rce = (table2_record(results, objs[o], attack) for o in ("ce", "rce"))
+        if enough_pairs(ce) and enough_pairs(rce):
+            yield attack, ce, rce
+
+
+def images(figs: dict, *keys: str) -> list[tuple]:
+    """The figure blocks of those ``keys`` that were drawn (``figs`` = {key: (file, caption)})."""
+    return [("img", k, *figs[k]) for k in keys if k in figs]
+
+
+def sanity_checks(results: dict) -> list[tuple[str, str | None, bool, str]]:
+    """(model, metric, passed, "model, detector: check: detail") of each sanity check of the adaptive attacks."""
+    out = []
+    for model, cs in ((results.get("adaptive") or {}).get("sanity") or {}).items():
+        for c in cs:
+            who = f"{model}, {detector_label(c['metric'])}" if c.get("metric") else model
+            text = f"{who}: {c['check']}: {c.get('detail', '')}"
+            out.append((model, c.get("metric"), bool(c.get("passed")), text))
+    return out

@@ -62,17 +62,8 @@ def number_figures(blocks: list[tuple]) -> list[tuple]:
         return FIG_REF.sub(lambda m: f"Figure {numbers[m.group(1)]}" if m.group(1) in numbers
                            else "a figure this run did not draw", text)
 
-    out = []
-    for b in blocks:
-        if b[0] == "img":
-            out.append((*b[:4], numbers[b[1]]))
-        elif b[0] == "p":
-            out.append(("p", sub(b[1])))
-        elif b[0] in ("ul", "notes"):
-            out.append((b[0], [sub(i) for i in b[1]]))
-        else:
-            out.append(b)
-    return out
+    return [(*b[:4], numbers[b[1]]) if b[0] == "img" else ("p", sub(b[1])) if b[0] == "p"
+            else (b[0], [sub(i) for i in b[1]]) if b[0] in ("ul", "notes") else b for b in blocks]
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -88,8 +79,11 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
     """The blocks as markdown; ``for_html`` adds the table of contents and the classes the style sheet uses."""
     out: list[str] = []
-    toc = for_html
     numbered = number_figures(blocks)
+    # the contents go after the first paragraph (the run's identity), or after the box that follows it
+    toc = next((k for k, b in enumerate(numbered) if b[0] == "p"), None) if for_html else None
+    if toc is not None and toc + 1 < len(numbered) and numbered[toc + 1][0] == "div":
+        toc = next((k for k in range(toc, len(numbered)) if numbered[k][0] == "end_div"), None)
     for k, blk in enumerate(numbered):
         kind = blk[0]
         if kind == "h":
@@ -99,17 +93,8 @@ def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
                 out.append(f'<div class="box" id="{blk[1]}" markdown="1">')
         elif kind == "end_div":
             out.append("</div>" if for_html else "---")
-            if toc == "after box":
-                out.append("[TOC]")
-                toc = False
         elif kind == "p":
             out.append(esc(blk[1]))
-            if toc is True:  # the contents go after the first paragraph (the run's identity) or the box after it
-                if k + 1 < len(numbered) and numbered[k + 1][0] == "div":
-                    toc = "after box"
-                else:
-                    out.append("[TOC]")
-                    toc = False
         elif kind == "ul":
             out.append("\n".join(f"- {esc(i)}" for i in blk[1]))
         elif kind == "notes":
@@ -120,6 +105,8 @@ def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
             _, _, file, caption, n = blk
             out.append(f"![Figure {n}]({file})" + ("{: .figure }" if for_html else ""))
             out.append(f"**Figure {n}:** {esc(caption)}" + ("\n{: .caption }" if for_html else ""))
+        if k == toc:
+            out.append("[TOC]")
     return "\n\n".join(out) + "\n"
 
 

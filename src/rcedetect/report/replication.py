@@ -10,23 +10,19 @@ from __future__ import annotations
 
 from ..evaluation import paper_ref
 from .claims import claim_items
-from .format import detector_label, span
+from .format import DASH, detector_label, paper_column, share
 from .verdicts import verdict_of
 
 SHOWN_METRICS = ("kd", "non_me", "confidence")
+SIDES = ["CE mean [95 %]", "CE per seed", "CE n", "RCE mean [95 %]", "RCE per seed", "RCE n"]
 
 
-def _pct(row: dict) -> str:
-    return "—" if row.get("mean") is None else f"{100 * row['mean']:.1f}{span((row.get('low'), row.get('high')), 1, 100)}"
-
-
-def _seeds(row: dict) -> str:
-    return ", ".join("—" if v is None else f"{100 * v:.1f}" for v in row.get("per_seed", []))
-
-
-def _n(row: dict) -> str:
+def _cells(row: dict) -> list[str]:
+    """An across-seed row as its mean with the 95 % interval, each seed's value, and the n per seed (all in %)."""
     ns = row.get("n") or []
-    return str(ns[0]) if len(set(ns)) == 1 else ", ".join(map(str, ns))
+    return [share(row.get("mean"), (row.get("low"), row.get("high"))),
+            ", ".join(share(v) for v in row.get("per_seed", [])),
+            str(ns[0]) if len(set(ns)) == 1 else ", ".join(map(str, ns))]
 
 
 def _seed_results(results: dict, s: dict) -> dict:
@@ -59,17 +55,8 @@ def _side_by_side(rows: list[dict], key) -> list[list[str]]:
     groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         groups.setdefault(key(r), {})[r["objective"]] = r
-    out = []
-    for k, by in groups.items():
-        cells = []
-        for o in ("ce", "rce"):
-            r = by.get(o)
-            cells += [_pct(r), _seeds(r), _n(r)] if r else ["—", "—", "—"]
-        out.append([*k, *cells])
-    return out
-
-
-SIDES = ["CE mean [95 %]", "CE per seed", "CE n", "RCE mean [95 %]", "RCE per seed", "RCE n"]
+    return [[*k, *(c for o in ("ce", "rce") for c in (_cells(by[o]) if o in by else [DASH] * 3))]
+            for k, by in groups.items()]
 
 
 def replication_blocks(results: dict) -> list[tuple]:
@@ -84,25 +71,19 @@ def replication_blocks(results: dict) -> list[tuple]:
                              "over seeds with its 95 % two-level bootstrap interval "
                              f"({rep.get('n_boot')} resamples: seeds, then images), then each seed's own value; n "
                              "is the images (or pairs) per seed."))]
-    rows = [[r["model"], r["objective"].upper(), _pct(r), _seeds(r), _n(r)] for r in across.get("table1", [])]
-    if rows:
-        b += [("h", 3, "Test error (%)"), ("table", ["model", "objective", "mean [95 %]", "per seed", "n"], rows)]
-    t2 = [r for r in across.get("table2", []) if r["metric"] in SHOWN_METRICS]
-    rows = _side_by_side(t2, lambda r: (paper_ref.label(r["attack"]), detector_label(r["metric"])))
-    if rows:
-        b += [("h", 3, f"Detection AUC (%) at ε {results.get('table2_eps')}, oblivious attacks (n = pairs)"),
-              ("table", ["attack", "detector", *SIDES], rows)]
-    rows = _side_by_side(across.get("adaptive", []),
-                         lambda r: (detector_label(r["metric"]), r["norm"], f"{r['eps']:g}"))
-    if rows:
-        b += [("h", 3, ("Adaptive worst-case SR@5 (%), every attack that knows the detector (n = clean-correct "
-                        "images)")),
-              ("table", ["detector", "norm", "ε", *SIDES], rows)]
-    rows = [[r["substitute"], r["target"], _pct(r), _seeds(r), _n(r)] for r in across.get("transfer", [])]
-    if rows:
-        b += [("h", 3, "Transfer rate of C&W-wb (%)"),
-              ("table", ["substitute", "target", "mean [95 %]", "per seed", "substitute successes"], rows)]
-    claims = claims_across_seeds(results, paper_ref.column(results.get("paper_dataset") or results.get("dataset")))
+    tables = [("Test error (%)", ["model", "objective", "mean [95 %]", "per seed", "n"],
+               [[r["model"], r["objective"].upper(), *_cells(r)] for r in across.get("table1", [])]),
+              (f"Detection AUC (%) at ε {results.get('table2_eps')}, oblivious attacks (n = pairs)",
+               ["attack", "detector", *SIDES],
+               _side_by_side([r for r in across.get("table2", []) if r["metric"] in SHOWN_METRICS],
+                             lambda r: (paper_ref.label(r["attack"]), detector_label(r["metric"])))),
+              ("Adaptive worst-case SR@5 (%), every attack that knows the detector (n = clean-correct images)",
+               ["detector", "norm", "ε", *SIDES], _side_by_side(
+                   across.get("adaptive", []), lambda r: (detector_label(r["metric"]), r["norm"], f"{r['eps']:g}"))),
+              ("Transfer rate of C&W-wb (%)", ["substitute", "target", "mean [95 %]", "per seed", "substitute successes"],
+               [[r["substitute"], r["target"], *_cells(r)] for r in across.get("transfer", [])])]
+    b += [blk for title, head, rows in tables if rows for blk in (("h", 3, title), ("table", head, rows))]
+    claims = claims_across_seeds(results, paper_column(results))
     if claims:
         b += [("h", 3, "The paper's claims, seed by seed"),
               ("ul", [f"{label}: {agreement_text(a)}." for label, a in claims])]

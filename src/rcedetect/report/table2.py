@@ -15,19 +15,19 @@ import itertools
 from .. import detectors
 from ..core.records import AttackRecord
 from ..evaluation import paper_ref
-from ..evaluation.paper_ref import TABLE2_ATTACKS
 from ..stats.operating_point import MIN_PAIRS
 from .format import (
     Notes,
     attack_records,
     auc_cell,
     auc_of,
+    ce_beside_rce,
     enough_pairs,
-    main_models,
+    images,
     missing,
     num,
     pct,
-    table2_record,
+    table2_cells,
     why_missing,
 )
 
@@ -40,16 +40,11 @@ LOW_AUC_TITLE = "Confidence AUCs below 50"
 def table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
     eps, notes = results.get("table2_eps"), Notes()
     rows = []
-    for attack in TABLE2_ATTACKS:
-        for model in main_models(results):
-            obj = results["models"][model]["objective"]
-            rec = table2_record(results, model, attack)
-            if rec is None:
-                continue
-            cells = [auc_cell(rec, m, paper_ref.auc(attack, obj, m, col), notes) for m in METRICS]
-            tpr = rec.detector("kd").get("tpr_at_5fpr")
-            rows.append([paper_ref.label(attack), obj.upper(), *cells, notes.value(pct(tpr), why_missing(rec, "kd")),
-                         str(rec.n_pairs)])
+    for attack, _, obj, rec in table2_cells(results):
+        cells = [auc_cell(rec, m, paper_ref.auc(attack, obj, m, col), notes) for m in METRICS]
+        tpr = rec.detector("kd").get("tpr_at_5fpr")
+        rows.append([paper_ref.label(attack), obj.upper(), *cells, notes.value(pct(tpr), why_missing(rec, "kd")),
+                     str(rec.n_pairs)])
     paper = (f"Each detector cell reads ours (paper, Δ = ours − paper), the paper's values being its ResNet-32 on "
              f"{'MNIST' if col == 'mnist' else 'CIFAR-10'}." if col else
              "The paper has no values for this dataset: each detector cell is ours alone.")
@@ -61,22 +56,16 @@ def table2(results: dict, col: str | None, figs: dict) -> list[tuple]:
                   "curve, its threshold set on the clean images of the pairs themselves; the operating-point "
                   "section below sets it on held-out clean images instead, so its TPR differs a little.")),
            ("table", ["attack", "objective", *LABELS, "TPR@5%FPR (KD)", "pairs"], rows), *notes.blocks()]
-    out += _ties(results)
-    if "auc_vs_eps" in figs:
-        out.append(("img", "auc_vs_eps", *figs["auc_vs_eps"]))
-    return out + low_auc_blocks(results, "auc_vs_eps" in figs)
+    return out + _ties(results) + images(figs, "auc_vs_eps") + low_auc_blocks(results, "auc_vs_eps" in figs)
 
 
 def _ties(results: dict) -> list[tuple]:
     """The ½-tie AUCs: one sentence when they match the strict ones, else the cells that differ."""
     rows = []
-    for attack in TABLE2_ATTACKS:
-        for model in main_models(results):
-            rec = table2_record(results, model, attack)
-            pairs = [(auc_of(rec, m), auc_of(rec, m, "auc_half")) for m in METRICS]
-            if rec and any(not missing(s) and not missing(h) and abs(h - s) >= 0.05 for s, h in pairs):
-                rows.append([paper_ref.label(attack), rec.objective.upper(),
-                             *[f"{num(s)} → {num(h)}" for s, h in pairs]])
+    for attack, _, _, rec in table2_cells(results):
+        pairs = [(auc_of(rec, m), auc_of(rec, m, "auc_half")) for m in METRICS]
+        if any(not missing(s) and not missing(h) and abs(h - s) >= 0.05 for s, h in pairs):
+            rows.append([paper_ref.label(attack), rec.objective.upper(), *[f"{num(s)} → {num(h)}" for s, h in pairs]])
     if not rows:
         return [("p", "With ties counted ½ (sklearn's convention) every AUC above is the same to 0.1.")]
     return [("p", ("The AUCs that change when ties count ½ (sklearn's convention), strict → ½; every other cell is "
@@ -97,13 +86,12 @@ def _crossing(results: dict, model: str, attack: str, metric: str) -> str:
     return ""
 
 
-def _low_auc_item(results: dict, model: str, attack: str, rec: AttackRecord) -> str:
+def _low_auc_item(results: dict, attack: str, model: str, obj: str, rec: AttackRecord) -> str:
     d = rec.detection["confidence"]
     strict, half = d.get("auc_strict"), d.get("auc_half")
-    obj = results["models"][model]["objective"].upper()
     eps = f" at ε {rec.eps:g}" if rec.eps is not None else ""
     above = 1 - 2 * half + strict if not missing(half) else 1 - strict
-    text = (f"{paper_ref.label(attack)} on {obj}{eps} ({rec.n_pairs} pairs): AUC {100 * strict:.1f}, so in "
+    text = (f"{paper_ref.label(attack)} on {obj.upper()}{eps} ({rec.n_pairs} pairs): AUC {100 * strict:.1f}, so in "
             f"{100 * above:.0f} % of (clean, adversarial) comparisons the adversarial example is the more confident.")
     summary = d.get("score_summary") or {}
     clean, adv = (summary.get(k, {}).get("mean") for k in ("clean", "adversarial"))
@@ -120,16 +108,11 @@ def _low_auc_item(results: dict, model: str, attack: str, rec: AttackRecord) -> 
     return text + _crossing(results, model, attack, "confidence")
 
 
-def low_cells(results: dict, metric: str = "confidence") -> list[tuple[str, str, AttackRecord]]:
-    """[(model, attack, record)] of the Table 2 cells of ``metric`` below 50 with at least MIN_PAIRS pairs."""
-    out = []
-    for attack in TABLE2_ATTACKS:
-        for model in main_models(results):
-            rec = table2_record(results, model, attack)
-            auc = auc_of(rec, metric)
-            if enough_pairs(rec) and not missing(auc) and auc < 50:
-                out.append((model, attack, rec))
-    return out
+def low_cells(results: dict, metric: str = "confidence") -> list[tuple[str, str, str, AttackRecord]]:
+    """(attack, model, objective, record) of the Table 2 cells of ``metric`` below 50 with at least MIN_PAIRS
+    pairs."""
+    return [c for c in table2_cells(results)
+            if enough_pairs(c[3]) and not missing(auc := auc_of(c[3], metric)) and auc < 50]
 
 
 def low_auc_blocks(results: dict, has_figure: bool) -> list[tuple]:
@@ -137,8 +120,8 @@ def low_auc_blocks(results: dict, has_figure: bool) -> list[tuple]:
     cells = low_cells(results)
     if not cells:
         return []
-    others = [f"{detectors.REGISTRY[m].label} on {paper_ref.label(a)} {results['models'][mo]['objective'].upper()}"
-              for m in METRICS if m != "confidence" for mo, a, _ in low_cells(results, m)]
+    others = [f"{detectors.REGISTRY[m].label} on {paper_ref.label(a)} {obj.upper()}"
+              for m in METRICS if m != "confidence" for a, _, obj, _ in low_cells(results, m)]
     fig = " ({fig:auc_vs_eps} shows the three AUCs over ε)" if has_figure else ""
     return [("h", 3, LOW_AUC_TITLE),
             ("p", ("An AUC below 50 is not a sign error. The AUC is the chance that a clean input scores as more "
@@ -147,7 +130,7 @@ def low_auc_blocks(results: dict, has_figure: bool) -> list[tuple]:
                    "are MORE confident than the clean inputs: large-ε FGSM and BIM steps on these small models make "
                    f"confident mistakes, which a confidence threshold cannot catch{fig}. Measured on the same "
                    "records:")),
-            ("ul", [_low_auc_item(results, model, attack, rec) for model, attack, rec in cells])] + (
+            ("ul", [_low_auc_item(results, *c) for c in cells])] + (
         [("p", "The same reading holds for the other detectors' AUCs below 50 (" + "; ".join(others) + "): their "
                "score ranks the adversarial examples as more normal than the clean inputs.")] if others else [])
 
@@ -156,33 +139,24 @@ def disagreements(results: dict, col: str | None) -> list[tuple]:
     """Plain statements of where our numbers part from the paper's."""
     if col is None:
         return []
-    low = {(m, a) for m, a, _ in low_cells(results)}
+    low = {c[:2] for c in low_cells(results)}
     items = []
-    for attack in TABLE2_ATTACKS:
-        for model in main_models(results):
-            obj = results["models"][model]["objective"]
-            rec = table2_record(results, model, attack)
-            if not enough_pairs(rec):
-                continue  # too few pairs to disagree with anything
-            for m in METRICS:
-                ours, paper = auc_of(rec, m), paper_ref.auc(attack, obj, m, col)
-                if not missing(ours) and paper is not None and abs(ours - paper) > DISAGREE_AUC:
-                    why = (f" Below 50: see “{LOW_AUC_TITLE}” under Table 2."
-                           if m == "confidence" and (model, attack) in low else "")
-                    items.append(f"Table 2 {paper_ref.label(attack)} {obj.upper()} {detectors.REGISTRY[m].label}: "
-                                 f"ours {ours:.1f}, paper {paper:.1f} ({ours - paper:+.1f}; {rec.n_pairs} "
-                                 f"pairs).{why}")
+    for attack, model, obj, rec in table2_cells(results):
+        if not enough_pairs(rec):
+            continue  # too few pairs to disagree with anything
+        for m in METRICS:
+            ours, paper = auc_of(rec, m), paper_ref.auc(attack, obj, m, col)
+            if not missing(ours) and paper is not None and abs(ours - paper) > DISAGREE_AUC:
+                why = (f" Below 50: see “{LOW_AUC_TITLE}” under Table 2."
+                       if m == "confidence" and (attack, model) in low else "")
+                items.append(f"Table 2 {paper_ref.label(attack)} {obj.upper()} {detectors.REGISTRY[m].label}: "
+                             f"ours {ours:.1f}, paper {paper:.1f} ({ours - paper:+.1f}; {rec.n_pairs} pairs).{why}")
     # the paper's central claim: RCE + K-density beats CE + K-density
-    objs = {results["models"][m]["objective"]: m for m in main_models(results)}
-    if {"ce", "rce"} <= set(objs):
-        for attack in TABLE2_ATTACKS:
-            recs = [table2_record(results, objs[o], attack) for o in ("ce", "rce")]
-            if not all(enough_pairs(r) for r in recs):
-                continue
-            ce, rce = (auc_of(r, "kd") for r in recs)
-            if not missing(ce) and not missing(rce) and rce < ce:
-                items.append(f"K-density AUC under {paper_ref.label(attack)} is lower for RCE ({rce:.1f}) "
-                             f"than for CE ({ce:.1f}); the paper has RCE ≥ CE for every attack.")
+    for attack, *recs in ce_beside_rce(results):
+        ce, rce = (auc_of(r, "kd") for r in recs)
+        if not missing(ce) and not missing(rce) and rce < ce:
+            items.append(f"K-density AUC under {paper_ref.label(attack)} is lower for RCE ({rce:.1f}) "
+                         f"than for CE ({ce:.1f}); the paper has RCE ≥ CE for every attack.")
     text = (f"Cells more than {DISAGREE_AUC:.0f} AUC points from the paper, and reversals of the paper's claims "
             f"(cells with fewer than {MIN_PAIRS} pairs are never counted):"
             if items else f"No Table 2 cell with at least {MIN_PAIRS} pairs is more than {DISAGREE_AUC:.0f} AUC points "
