@@ -1,26 +1,21 @@
-"""Detectors of adversarial examples (paper §3): one interface, registered by name.
+"""Detectors of adversarial examples (paper §3): one interface, registered by name; the paper's three metrics
 
 - ``confidence``: −(max softmax probability)                       (protocol §4.7)
 - ``non_me``:     −(non-maximal entropy, paper eq. 1)              (protocol §4.7)
 - ``kd``:         −log K-density of z against the predicted class  (protocol §4.3)
 
-and, as baselines from other papers (protocol §15), each a logistic regression fit on a split that is never
-scored (:mod:`.combiner`):
+and baselines from other papers (protocol §15), each a logistic regression fit on a split never scored:
 
 - ``kd_bu``:       K-density + Bayesian uncertainty of MC dropout  (Feinman et al. 2017)
 - ``lid``:         local intrinsic dimensionality per layer        (Ma et al. 2018)
 - ``mahalanobis``: tied-covariance Gaussian confidence per layer   (Lee et al. 2018)
 
-Every score is "higher = more likely adversarial" (:mod:`.base` sets that convention, metrics and thresholds
-never flip it). A metric scores a :class:`View` of a batch (z, effective logits, the layers it reads, the images
-where it needs them), so one forward pass serves every metric. :class:`Detector` adds a threshold calibrated on
-clean data and the NOT SURE answer; :func:`defend` (:mod:`.defended`) puts a calibrated detector into the
-model as a K+1-th "reject" class.
+Every score is "higher = more likely adversarial" (:mod:`.base`). A metric scores a :class:`View` of a batch, so
+one forward pass serves every metric; :class:`Detector` adds a threshold calibrated on clean data and the NOT SURE
+answer; :func:`defend` (:mod:`.defended`) puts a calibrated detector into the model as a K+1-th "reject" class.
 
-Layer: above :mod:`rcedetect.models`; imports ``core``, ``stats`` and ``models``. One exception, deferred on
-purpose: the combined detectors (:mod:`.combiner`) make the adversarial examples of their fitting split with an
-attack by name (``attacks.spec``, ``attacks.attack_factory``), imported inside the functions that construct and
-fit them; the attacks they may name need no detector, and attacks see detectors only through ``View`` and a term.
+Layer: above :mod:`rcedetect.models`; imports ``core``, ``stats`` and ``models``, and, deferred on purpose, the
+attack by name that makes a combined detector's fitting split (:mod:`.combiner`): those attacks need no detector.
 """
 
 from __future__ import annotations

@@ -33,11 +33,8 @@ def default_sigma2(objective: str) -> float:
 def resolve_sigma2(setting: float | str | None, objective: str, features: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None, num_classes: int | None = None,
                    per_class: int | str = 1000, seed: int = 0) -> tuple[float, BandwidthSelection | None]:
-    """(σ², the bandwidth selection if one was run) for a σ² ``setting``.
-
-    ``None`` is the paper default marker: 1/0.26 for CE, 0.1/0.26 for RCE (protocol §4.3). ``"auto"`` runs
-    :func:`select_sigma2` on ``features``/``labels`` (required then). A number is checked and returned.
-    """
+    """(σ², the bandwidth selection if one was run) for a σ² ``setting`` (module docstring); ``"auto"`` needs
+    ``features``, ``labels`` and ``num_classes``."""
     if setting is None:
         return default_sigma2(objective), None
     if setting == "auto":
@@ -52,13 +49,10 @@ def resolve_sigma2(setting: float | str | None, objective: str, features: torch.
 
 # -- automatic bandwidth --------------------------------------------------------------------------------
 def log_density(kd: KernelDensity, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """The normalised class-conditional log-likelihood log p(z | c) = log KD(z) − (D/2)·log(π σ²).
-
-    The kernel exp(−d²/σ²) is a Gaussian of variance σ²/2 per dimension, whose normalising constant is
-    (π σ²)^(D/2); this equals scikit-learn's ``KernelDensity(bandwidth=sqrt(σ²/2)).score_samples``.
-    The detector itself uses the unnormalised KD, as the original (protocol §4.3); only likelihood-based
-    bandwidth selection needs the constant.
-    """
+    """The normalised class-conditional log-likelihood log p(z | c) = log KD(z) − (D/2)·log(π σ²): the kernel
+    exp(−d²/σ²) is a Gaussian of variance σ²/2 per dimension, so this equals scikit-learn's
+    ``KernelDensity(bandwidth=sqrt(σ²/2)).score_samples``. The detector itself uses the unnormalised KD, as the
+    original (protocol §4.3); only likelihood-based bandwidth selection needs the constant."""
     return kd.log_kd(z, classes) - 0.5 * kd.dim * math.log(math.pi * kd.sigma2)
 
 
@@ -76,13 +70,11 @@ class BandwidthSelection:
 def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                   candidates=None, holdout: float = 0.2, per_class: int | str = 1000,
                   seed: int = 0) -> BandwidthSelection:
-    """Choose σ² by maximum held-out log-likelihood of the class-conditional densities (an option beside
-    the paper's fixed σ², protocol "Decisions").
-
-    Each class's features are split (seeded) into kernel points (at most ``per_class``) and a held-out
-    share ``holdout``; for each candidate, the held-out points are scored against their own class's kernel
-    with the Gaussian normalising constant (:func:`log_density`), and the candidate with the largest mean
-    log-likelihood over all held-out points wins. Default candidates: 26 values from 1e-3 to 1e2.
+    """Choose σ² by maximum held-out log-likelihood of the class-conditional densities (an option beside the
+    paper's fixed σ², protocol "Decisions"). Each class's features are split (seeded) into kernel points (at most
+    ``per_class``) and a held-out share ``holdout``; for each candidate, the held-out points are scored against
+    their own class's kernel with the Gaussian normalising constant (:func:`log_density`), and the candidate with
+    the largest mean log-likelihood over all held-out points wins. Default candidates: 26 from 1e-3 to 1e2.
     """
     features = check_features(features, None, "features")
     check_labels(labels, len(features), num_classes, name="labels")
@@ -90,11 +82,9 @@ def select_sigma2(features: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
     if candidates is None:
         candidates = torch.logspace(-3, 2, 26, dtype=torch.float64).tolist()
-    cands = [float(c) for c in candidates]
+    cands = [check_sigma2(c) for c in candidates]
     if not cands:
         raise ConfigError("select_sigma2 needs at least one candidate")
-    for c in cands:
-        check_sigma2(c)
     labels = labels.cpu()
     g = torch.Generator().manual_seed(int(seed))
     chosen, held = [], []

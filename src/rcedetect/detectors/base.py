@@ -1,32 +1,23 @@
 """The detector interface, its registry, and THE score convention: every score is "higher = more likely adversarial".
 
-A detection metric (paper §3.3) is an object with
-
-- ``fit(data)``: learn what it needs from clean training images (a :class:`FitData`: their
-  :class:`~rcedetect.features.FeatureBank`, and for metrics that fit a logistic regression the images of a
-  separate fitting split); metrics that need nothing (confidence, non-ME) return at once;
-- ``score(view)``: the score of a batch as the detector sees it (a :class:`View`: final hidden features ``z``,
-  effective logits, the activations of the ``layers`` it asked for, the images where it needs them),
-  differentiable in all of them, higher = more likely adversarial;
-- ``save(directory)`` / ``load(directory, info, settings, device)``: its fitted state (safetensors + JSON);
-- ``term(threshold)``: a *detector term* for attacks (below).
-
-``layers`` (a tuple of the classifier's layer names, :meth:`~rcedetect.models.classifier.Classifier.layer_names`) says
-which intermediate activations a metric reads, each reduced to ``(N, C)`` by its spatial mean
-(:func:`rcedetect.features.pool_activation`); ``needs_images`` says it must see the images themselves (e.g.
-Mahalanobis with input pre-processing), so it cannot score cached features.
-
-Metrics register by name with :func:`register`; :func:`names` lists them in registration order, which is the order
-of every table (the report and the CLI read it from here). Adding a detector is one file in this package.
+A detection metric (paper §3.3) is a :class:`Metric`: it learns from clean training images (``fit``, a
+:class:`FitData`) and scores a batch as the detector sees it (``score``, a :class:`View`: z, the effective logits,
+the channel means of the ``layers`` it reads, the images where ``needs_images``), differentiably. A metric with
+settings is a :data:`with_settings` dataclass, each setting a :func:`~rcedetect.core.settings.setting` field.
+:func:`register` makes a metric constructible by name; :func:`names` lists them in registration order, the order of
+every table (the report and the CLI read it from here). Adding a detector is one file in this package.
 
 A **detector term** is what a white-box attack optimises against (paper §4.4): ``margin(view, classes)``,
 differentiable, > 0 where the detector flags the input and ≤ 0 where it accepts it; ``classes`` is the class the
-attacker wants (the target). Its ``layers`` / ``needs_images`` say what :func:`observe` must put in the view.
+attacker wants (the target); its ``layers`` / ``needs_images`` say what :func:`observe` must put in the view.
 :class:`ScoreTerm` is the generic one, score − threshold.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,11 +25,16 @@ from typing import Any, ClassVar
 import torch
 
 from ..core.errors import ConfigError, InputError
-from ..core.validation import check_features
+from ..core.settings import check_fields
+from ..core.validation import check_features, check_images
 from ..models.classifier import FINAL
+from ..models.features import FeatureBank, pool_activation
 
 #: name -> metric class, in registration order
 REGISTRY: dict[str, type[Metric]] = {}
+
+#: how a metric declares its settings: keyword-only dataclass fields (compared by identity, the plain repr)
+with_settings = dataclass(eq=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +99,9 @@ class Metric:
         """Whether it must see the images (it cannot score cached features)."""
         return False
 
+    def __post_init__(self) -> None:  # (a with_settings metric) each setting's type and range
+        check_fields(self)
+
     def bind(self, classifier) -> Metric:
         """Resolve the settings that depend on the classifier (e.g. its default layers); returns self."""
         return self
@@ -129,17 +128,17 @@ class Metric:
         return self
 
     def settings(self) -> dict[str, Any]:
-        """The constructor settings (saved beside the fitted state)."""
-        return {}
+        """The constructor settings (saved beside the fitted state): the fields of a :data:`with_settings` one."""
+        fields = dataclasses.fields(self) if dataclasses.is_dataclass(self) else ()
+        return {f.name: getattr(self, f.name) for f in fields}
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the fitted state into ``directory`` (safetensors); return what goes into the detector's JSON."""
         return {}
 
-    @classmethod
-    def load(cls, directory: Path, info: dict[str, Any], settings: dict[str, Any], device) -> Metric:
-        """The metric saved by :meth:`save` (``info`` = what it returned)."""
-        return cls(**settings)
+    def load(self, directory: Path, info: dict[str, Any], device) -> Metric:
+        """Read the fitted state :meth:`save` wrote (``info`` = what it returned) into this metric; returns self."""
+        return self
 
     def term(self, threshold: float) -> ScoreTerm:
         """The generic detector term: score − ``threshold`` (a calibrated T)."""
@@ -188,8 +187,6 @@ def ready_made() -> dict[str, Metric]:
 def observe(classifier, x: torch.Tensor, needs=None) -> View:
     """The view of images ``x`` for ``needs`` (a metric or a detector term, or None for z and logits only): ONE
     forward pass capturing its layers, differentiable in ``x`` (what attacks call at every step)."""
-    from ..models.features import pool_activation
-
     layers = tuple(getattr(needs, "layers", ()) or ())
     if layers:
         out = classifier.features(x, layers=[*layers, FINAL])
@@ -199,62 +196,57 @@ def observe(classifier, x: torch.Tensor, needs=None) -> View:
     return View(z, classifier.logits_from_features(z), acts, x, classifier)
 
 
-def bank_view(classifier, bank, rows: slice | None = None, device=None) -> View:
-    """The view of (rows of) a cached :class:`~rcedetect.features.FeatureBank` (no images)."""
-    rows = rows if rows is not None else slice(None)
-    device = device if device is not None else classifier.device
-    z = bank.features[rows].to(device, torch.float32)
-    layers = {n: a[rows].to(device, torch.float32) for n, a in bank.layers.items()}
+def bank_view(classifier, z: torch.Tensor, layers: dict[str, torch.Tensor], rows: slice) -> View:
+    """The view of ``rows`` of cached features ``z`` and ``layers`` (no images), on the classifier's device."""
+    z = z[rows].to(classifier.device, torch.float32)
+    layers = {n: a[rows].to(classifier.device, torch.float32) for n, a in layers.items()}
     return View(z, classifier.logits_from_features(z), layers, None, classifier)
+
+
+@contextmanager
+def evaluating(classifier):
+    """``classifier`` in eval mode for the block, then back in the mode it was in."""
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        yield classifier
+    finally:
+        classifier.train(was_training)
+
+
+def batched(fn: Callable[[slice], torch.Tensor], n: int, batch: int, empty: torch.Tensor) -> torch.Tensor:
+    """``fn(rows)`` of every slice of ``batch`` rows of ``n``, moved to the CPU and concatenated (``empty`` when
+    n = 0)."""
+    out = [fn(slice(i, i + batch)).detach().cpu() for i in range(0, n, batch)]
+    return torch.cat(out) if out else empty
 
 
 def score_features(metric: Metric, classifier, z, batch_size: int = 4096) -> torch.Tensor:
     """Scores of cached features, without gradients, batched on the classifier's device, returned on the CPU:
     ``z`` is the (N, D) final hidden features or a FeatureBank (which must hold the metric's layers)."""
-    from ..models.features import FeatureBank
-
-    bank = z if isinstance(z, FeatureBank) else None
-    feats = bank.features if bank is not None else z
+    feats, layers = (z.features, z.layers) if isinstance(z, FeatureBank) else (z, {})
     check_features(feats)
     if metric.needs_images:
         raise InputError(f"the {metric.name} detector needs the images (input pre-processing), not cached "
                          "features; score images instead")
-    missing = [n for n in metric.layers if n != FINAL and (bank is None or n not in bank.layers)]
+    missing = [n for n in metric.layers if n != FINAL and n not in layers]
     if missing:
         raise InputError(f"the {metric.name} detector reads layer(s) {', '.join(missing)}, which the cached "
                          "features lack; extract them with layers=...")
-    device = classifier.device
-    metric = metric.to(device)
-    out = []
+    metric = metric.to(classifier.device)
     with torch.no_grad():
-        for i in range(0, len(feats), batch_size):
-            rows = slice(i, i + batch_size)
-            view = (bank_view(classifier, bank, rows, device) if bank is not None
-                    else View(feats[rows].to(device, torch.float32),
-                              classifier.logits_from_features(feats[rows].to(device, torch.float32)),
-                              classifier=classifier))
-            out.append(metric.score(view).detach().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        return batched(lambda rows: metric.score(bank_view(classifier, feats, layers, rows)), len(feats), batch_size,
+                       torch.empty(0))
 
 
 def score_images(metric: Metric, classifier, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Scores of images ``x`` (validated NCHW in [0, 1]) in eval mode, batched on the classifier's device,
     returned on the CPU, without gradients (input pre-processing turns them on for its own inner step)."""
-    from ..core.validation import check_images
-
     check_images(x, channels=getattr(classifier, "in_channels", None))
-    device, was_training = classifier.device, classifier.training
-    metric = metric.to(device)
-    classifier.eval()
-    out = []
-    try:
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device, torch.float32)
-            with torch.no_grad():
-                out.append(metric.score(observe(classifier, xb, metric)).cpu())
-    finally:
-        classifier.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    metric = metric.to(classifier.device)
+    with evaluating(classifier), torch.no_grad():
+        return batched(lambda rows: metric.score(observe(classifier, x[rows].to(classifier.device, torch.float32),
+                                                         metric)), len(x), batch_size, torch.empty(0))
 
 
 def score_any(metric: Metric, classifier, bank=None, x: torch.Tensor | None = None) -> torch.Tensor:

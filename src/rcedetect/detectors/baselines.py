@@ -1,9 +1,7 @@
 """Confidence and non-maximal entropy (non-ME) of the effective logits (paper §3.1 eq. 1, protocol §4.7).
 
-Both work on p = softmax(effective logits), i.e. softmax(−Z) for an RCE model, so they take
-``classifier.logits(x)`` (never raw Z). These functions return the quantities themselves ("higher = more
-normal" for both); the detector scores ("higher = more likely adversarial") are their negatives, the registered metrics
-:class:`Confidence` and :class:`NonME` below.
+Both take p = softmax(effective logits), softmax(−Z) for an RCE model (``classifier.logits(x)``, never raw Z).
+The functions return the quantities ("higher = more normal"); the registered metrics score their negatives.
 """
 
 from __future__ import annotations
@@ -46,25 +44,25 @@ def non_me(logits: torch.Tensor) -> torch.Tensor:
     return -(q * log_q).sum(dim=1)
 
 
+class NegatedLogitMetric(Metric):
+    """A paper metric that learns nothing: score −``of``(effective logits), ``of`` "higher = more normal"."""
+
+    in_paper = True
+
+    def score(self, view: View) -> torch.Tensor:
+        return -self.of(view.logits)
+
+
 @register
-class Confidence(Metric):
+class Confidence(NegatedLogitMetric):
     """Score −max softmax probability of the effective logits (protocol §4.7)."""
 
-    name = "confidence"
-    label = "confidence"
-    in_paper = True
-
-    def score(self, view: View) -> torch.Tensor:
-        return -confidence(view.logits)
+    name = label = "confidence"
+    of = staticmethod(confidence)
 
 
 @register
-class NonME(Metric):
+class NonME(NegatedLogitMetric):
     """Score −non-maximal entropy of the effective logits (paper eq. 1, protocol §4.7)."""
 
-    name = "non_me"
-    label = "non-ME"
-    in_paper = True
-
-    def score(self, view: View) -> torch.Tensor:
-        return -non_me(view.logits)
+    name, label, of = "non_me", "non-ME", staticmethod(non_me)

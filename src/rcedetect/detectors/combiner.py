@@ -1,18 +1,13 @@
 """Detectors that combine several raw features by a logistic regression (LID, Mahalanobis, KD+BU), and the
 honest way to fit that regression (protocol §15).
 
-Ma et al. 2018 (LID), Lee et al. 2018 (Mahalanobis) and Feinman et al. 2017 (KD+BU) all turn a few raw numbers
-per input (one per layer, or KD and BU) into one score with a logistic regression trained on clean versus
-adversarial examples. Their published scripts fit that regression on the very attack they then report (with a
-cross-validation split of the same images), which measures how well a detector can be tuned to a known attack,
-not how it fares against an unseen one. Here the regression is fit on a **fitting split**: training images that
-are never attacked in an evaluation nor scored, attacked by ``fit_on`` (an attack name, by default FGSM, or
-``"noise"`` for the paper's random noise) at ``fit_eps``. Every evaluated attack is then unseen data, and every
-attack other than ``fit_on`` is an unseen attack.
-
-:class:`CombinedMetric` is the base of those detectors: a subclass fits its statistics on the clean training
-bank (``fit_statistics``) and gives its raw features (``raw(view)``, (N, F), differentiable); the score is the
-regression's logit, higher = more likely adversarial.
+Ma et al. 2018 (LID), Lee et al. 2018 (Mahalanobis) and Feinman et al. 2017 (KD+BU) each turn a few raw numbers
+per input (one per layer, or KD and BU) into one score with a logistic regression on clean versus adversarial
+examples. Their scripts fit it on the very attack they then report, which measures how well a detector can be
+tuned to a known attack, not how it fares against an unseen one. Here it is fit on a **fitting split**: training
+images never attacked in an evaluation nor scored, attacked by ``fit_on`` (an attack name, by default FGSM, or
+``"noise"`` for the paper's random noise) at ``fit_eps``; every evaluated attack is then unseen data, and every
+attack other than ``fit_on`` an unseen attack. :class:`CombinedMetric` is their base.
 """
 
 from __future__ import annotations
@@ -25,12 +20,17 @@ import torch
 
 from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
 from ..core.io import load_tensors, save_tensors
-from .base import FitData, Metric, View, observe
+from ..core.settings import SEED_RANGE, setting
+from ..models.classifier import FINAL
+from ..models.features import extract
+from .base import FitData, Metric, View, bank_view, batched, evaluating, observe, with_settings
 
 #: how many training images the fitting split takes by default
 FIT_IMAGES = 1000
 #: the attack and ε the regression is fit on by default (the paper's Table 2 ε for MNIST FGSM is 0.1-0.2)
 FIT_ON, FIT_EPS = "fgsm", 0.1
+#: images per pass when the raw features of a fitting split are computed
+RAW_BATCH = 250
 
 
 @dataclass(frozen=True)
@@ -46,35 +46,39 @@ class FitSplit:
     n_adversarial: int
 
 
+def fit_attack(name: str):
+    """The spec of the attack ``name`` a regression may be fit on: a known one that needs no detector."""
+    from .. import attacks
+
+    spec = attacks.spec(name)
+    if spec.needs_detector:
+        raise ConfigError(f"fit_on={name!r} needs a detector; fit the regression on an attack without one")
+    return spec
+
+
 def adversarial_split(classifier, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float | None, seed: int,
                       batch: int = 100) -> tuple[torch.Tensor, torch.Tensor, FitSplit]:
     """(clean images, adversarial images, what was done) of the fitting split ``x``: the clean-correct images
     and the adversarial images that fool the classifier (all noise images of clean-correct inputs)."""
     from .. import attacks
 
-    spec = attacks.spec(attack)
-    if spec.needs_detector:
-        raise ConfigError(f"fit_on={attack!r} needs a detector; fit the regression on an attack without one")
-    factory = attacks.attack_factory(attack, {}, eps if spec.takes_eps else None, seed)
+    eps = eps if fit_attack(attack).takes_eps else None
+    factory = attacks.attack_factory(attack, {}, eps, seed)
     x, y = x.float(), y.long()
-    clean_ok, adv, fooled = [], [], []
+    parts = []  # per batch: (clean-correct, fooled, adversarial images)
     for b, i in enumerate(range(0, len(x), batch)):
         xb, yb = x[i : i + batch], y[i : i + batch]
         res = factory(b)(classifier, xb.to(classifier.device), yb.to(classifier.device))
         with torch.no_grad():
-            pred_clean = classifier.predict(xb.to(classifier.device)).cpu()
+            ok = classifier.predict(xb.to(classifier.device)).cpu() == yb
             pred_adv = classifier.predict(res.x_adv).cpu()
-        ok = pred_clean == yb
-        clean_ok.append(ok)
-        fooled.append(ok if attack == "noise" else ok & (pred_adv != yb))
-        adv.append(res.x_adv.detach().cpu())
-    ok, fool, x_adv = torch.cat(clean_ok), torch.cat(fooled), torch.cat(adv)
+        parts.append((ok, ok if attack == "noise" else ok & (pred_adv != yb), res.x_adv.detach().cpu()))
+    ok, fool, x_adv = (torch.cat(p) for p in zip(*parts))
     if int(ok.sum()) < 2 or int(fool.sum()) < 2:
         raise InputError(f"the fitting split gave {int(ok.sum())} clean-correct and {int(fool.sum())} adversarial "
                          f"examples of {attack} (ε {eps}); a logistic regression needs at least 2 of each: give "
                          "more fitting images or a stronger fit_on attack")
-    split = FitSplit(attack, eps if spec.takes_eps else None, len(x), int(ok.sum()), int(fool.sum()))
-    return x[ok], x_adv[fool], split
+    return x[ok], x_adv[fool], FitSplit(attack, eps, len(x), int(ok.sum()), int(fool.sum()))
 
 
 class LogisticCombiner:
@@ -120,78 +124,38 @@ class LogisticCombiner:
         return cls(*parts)
 
 
-#: images per pass when the raw features of a fitting split are computed
-RAW_BATCH = 250
-
-
 def raw_features(metric: CombinedMetric, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> torch.Tensor:
     """The raw features (N, F) of images ``x`` in eval mode, on the CPU."""
-    from ..models.features import extract
-
-    was_training = classifier.training
-    classifier.eval()
-    out = []
-    try:
-        if metric.needs_images:
-            with torch.no_grad():  # pre-processing turns gradients on for its own inner step
-                for i in range(0, len(x), batch):
-                    view = observe(classifier, x[i : i + batch].to(classifier.device), metric)
-                    out.append(metric.raw(view).cpu())
-        else:
-            from .base import bank_view
-
-            bank = extract(classifier, x, batch_size=batch, layers=metric.layers)
-            with torch.no_grad():
-                for i in range(0, len(bank), batch):
-                    out.append(metric.raw(bank_view(classifier, bank, slice(i, i + batch))).cpu())
-    finally:
-        classifier.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, len(metric.feature_names()))
+    with evaluating(classifier):
+        bank = None if metric.needs_images else extract(classifier, x, batch_size=batch, layers=metric.layers)
+        with torch.no_grad():  # (input pre-processing turns gradients on for its own inner step)
+            return batched(lambda rows: metric.raw(
+                observe(classifier, x[rows].to(classifier.device), metric) if bank is None
+                else bank_view(classifier, bank.features, bank.layers, rows)),
+                len(x), batch, torch.empty(0, len(metric.feature_names())))
 
 
+@with_settings
 class CombinedMetric(Metric):
-    """Base of the logistic-regression detectors; settings ``fit_on``, ``fit_eps``, ``fit_images``, ``seed``."""
+    """Base of the logistic-regression detectors; settings ``fit_on``, ``fit_eps``, ``fit_images``, ``seed``.
 
-    needs_fit: ClassVar[bool] = True
-    needs_fit_images: ClassVar[bool] = True
+    A subclass provides ``feature_names()``, ``fit_statistics(data)`` (its statistics of the clean training bank),
+    the raw features ``raw(view)`` ((N, F), differentiable), and ``state_tensors()``, ``move_state(device)`` and
+    ``load_state(tensors, info, where)`` of its statistics; the score is the regression's logit of the raw features.
+    """
 
-    def __init__(self, fit_on: str = FIT_ON, fit_eps: float | None = FIT_EPS, fit_images: int = FIT_IMAGES,
-                 seed: int = 0):
-        from .. import attacks
+    needs_fit = needs_fit_images = True
 
-        if attacks.spec(fit_on).needs_detector:  # unknown names fail here too
-            raise ConfigError(f"fit_on={fit_on!r} needs a detector; fit the regression on an attack without one")
-        if isinstance(fit_images, bool) or not isinstance(fit_images, int) or fit_images < 4:
-            raise ConfigError(f"fit_images must be an integer >= 4, got {fit_images!r}")
-        if fit_eps is not None and (isinstance(fit_eps, bool) or not isinstance(fit_eps, (int, float))
-                                    or not 0 < fit_eps <= 1):
-            raise ConfigError(f"fit_eps must be a number in (0, 1], got {fit_eps!r}")
-        self.fit_on, self.fit_eps, self.fit_images, self.seed = fit_on, fit_eps, fit_images, int(seed)
+    fit_on: str = FIT_ON
+    fit_eps: float | None = setting(FIT_EPS, lo=0, lo_open=True, hi=1)
+    fit_images: int = setting(FIT_IMAGES, lo=4)
+    seed: int = setting(0, lo=SEED_RANGE[0], hi=SEED_RANGE[1])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fit_attack(self.fit_on)
         self.combiner: LogisticCombiner | None = None
         self.split: FitSplit | None = None
-
-    # -- what a subclass provides -----------------------------------------------------------------------
-    def feature_names(self) -> list[str]:
-        raise NotImplementedError
-
-    def fit_statistics(self, data: FitData) -> None:
-        raise NotImplementedError
-
-    def raw(self, view: View) -> torch.Tensor:
-        raise NotImplementedError
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def move_state(self, device) -> None:
-        """Put the fitted statistics on ``device``."""
-
-    def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
-        raise NotImplementedError
-
-    # -- the shared part --------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        return {"fit_on": self.fit_on, "fit_eps": self.fit_eps, "fit_images": self.fit_images, "seed": self.seed}
 
     @property
     def fitted(self) -> bool:
@@ -236,38 +200,41 @@ class CombinedMetric(Metric):
         return {"features": self.feature_names(), "fit_split": asdict(self.split) if self.split else None,
                 "weights": [round(float(w), 6) for w in combiner.weight]}
 
-    @classmethod
-    def load(cls, directory: Path, info: dict[str, Any], settings: dict[str, Any], device) -> CombinedMetric:
-        metric = cls(**settings)
-        path = Path(directory) / f"{cls.name}.safetensors"
-        t = load_tensors(path, f"{cls.name} detector")
-        metric.load_state(t, info, str(path))
-        metric.combiner = LogisticCombiner.from_tensors(t, len(metric.feature_names()), str(path))
+    def load(self, directory: Path, info: dict[str, Any], device) -> CombinedMetric:
+        path = Path(directory) / f"{self.name}.safetensors"
+        t = load_tensors(path, f"{self.name} detector")
+        self.load_state(t, info, str(path))
+        self.combiner = LogisticCombiner.from_tensors(t, len(self.feature_names()), str(path))
         split = info.get("fit_split")
         if isinstance(split, dict):
             try:
-                metric.split = FitSplit(**split)
+                self.split = FitSplit(**split)
             except TypeError as e:
                 raise CheckpointError(f"{path}: bad fit_split record: {e}") from e
-        return metric.to(device)
+        return self.to(device)
 
 
+@with_settings
 class LayeredMetric(CombinedMetric):
     """A combined metric with one raw feature per layer; ``layers=None`` = every residual stage's output and
     the final hidden layer (:meth:`~rcedetect.models.classifier.Classifier.stage_names`), as Ma et al. and Lee et al.
-    read every block."""
+    read every block. Its fitted statistics are per layer: for each (prefix, attribute) of ``per_layer``, the
+    attribute is {layer: tensor}, saved as ``prefix.layer``."""
 
-    def __init__(self, layers: list[str] | tuple[str, ...] | None = None, **kw: Any):
-        super().__init__(**kw)
-        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
-                                   or not layers):
-            raise ConfigError(f"layers must be a non-empty list of layer names, got {layers!r}")
-        self.layers = tuple(dict.fromkeys(layers)) if layers is not None else ()
-        self._asked = layers is not None
+    per_layer: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers is not None and (not self.layers or not all(isinstance(n, str) for n in self.layers)):
+            raise ConfigError(f"layers must be a non-empty list of layer names, got {list(self.layers)!r}")
+        self._asked = self.layers is not None
+        self.layers = tuple(dict.fromkeys(self.layers or ()))
+        for _, attr in self.per_layer:
+            setattr(self, attr, {})
 
     def bind(self, classifier) -> LayeredMetric:
-        from ..models.classifier import FINAL
-
         if not self._asked:
             self.layers = (*classifier.stage_names(), FINAL)
         valid = classifier.layer_names()
@@ -278,7 +245,24 @@ class LayeredMetric(CombinedMetric):
         return self
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "layers": list(self.layers) if self.layers else None}
+        return {**super().settings(), "layers": list(self.layers) or None}
 
     def feature_names(self) -> list[str]:
         return list(self.layers)
+
+    def layer_widths(self) -> dict[str, int]:
+        return {n: int(t.shape[1]) for n, t in getattr(self, self.per_layer[0][1]).items()}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{p}.{n}": t.cpu() for p, attr in self.per_layer for n, t in getattr(self, attr).items()}
+
+    def move_state(self, device) -> None:
+        for _, attr in self.per_layer:
+            setattr(self, attr, {n: t.to(device) for n, t in getattr(self, attr).items()})
+
+    def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
+        missing = [n for n in self.layers if any(f"{p}.{n}" not in t for p, _ in self.per_layer)]
+        if missing:
+            raise CheckpointError(f"{where} lacks the {self.label} statistics of layer(s) {', '.join(missing)}")
+        for p, attr in self.per_layer:
+            setattr(self, attr, {n: t[f"{p}.{n}"].float() for n in self.layers})

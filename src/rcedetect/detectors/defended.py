@@ -1,26 +1,19 @@
 """The defended model: classifier and calibrated detector as ONE network of K + 1 classes, the last one "reject".
 
-Carlini & Wagner 2017 ("Adversarial examples are not easily detected: bypassing ten detection methods", the
-K+1-class construction) attack a classifier F with a detector D by folding both into one model G whose
-first K logits are F's and whose logit K+1 wins exactly where D flags the input. Any attack written for a plain
-classifier (torchattacks, foolbox, AutoAttack) then attacks the detector as well, unchanged.
-
-Their G_{K+1} = (Z_D(x) + 1) · max_j Z_j(x) needs positive class logits; :func:`defend` uses the additive form,
-which holds for logits of any sign::
+Carlini & Wagner 2017 ("Adversarial examples are not easily detected", the K+1-class construction) fold a
+classifier F and a detector D into one model G whose logit K+1 wins exactly where D flags the input, so any attack
+written for a plain classifier (torchattacks, foolbox, AutoAttack) attacks the detector as well, unchanged. Their
+G_{K+1} = (Z_D(x) + 1) · max_j Z_j(x) needs positive class logits; :func:`defend` uses the additive form::
 
     G_j(x)   = Z_j(x),                                 j < K   (the effective logits: −Z for RCE, protocol §1.3)
     G_K(x)   = max_j Z_j(x) + scale · (score(x) − T)           (the "reject" logit, index K)
 
-with score − T the margin of the deployed detector (:class:`~rcedetect.detectors.ScoreTerm`: the detector's
-differentiable score, higher = more likely adversarial, minus its threshold T chosen on clean held-out images,
-protocol §4.5, §14.1). The detector rejects where score > T (:meth:`~rcedetect.detectors.Detector.decide`), so
-argmax G = K there, and argmax G = argmax Z (``torch.argmax`` takes the first maximum) where score ≤ T: the argmax
-of G is the Detector's verdict, label or NOT SURE, on every input. The margin is never rounded away: where
-score > T the reject logit is at least the next float above max_j Z_j, and where score ≤ T at most max_j Z_j.
-
-What counts as an attacker's success is the rule of the adaptive evaluation (Bryniarski et al. ICLR 2022; protocol
-§14.1), :func:`adaptive_success`: the answer is neither the true label nor a rejection. A library's own success
-notion ("argmax ≠ y") also counts a rejection as a success; results are always re-counted with the rule.
+with score − T the margin of the deployed detector (:class:`~rcedetect.detectors.ScoreTerm`, T chosen on clean
+held-out images, protocol §4.5, §14.1). The detector rejects where score > T, so argmax G = K there, and argmax G =
+argmax Z (the first maximum) where score ≤ T: argmax G is the Detector's verdict, label or NOT SURE, on every
+input; the margin is never rounded away (the reject logit is at least the next float above max_j Z_j where
+score > T, at most max_j Z_j where score ≤ T). An attacker succeeds where the answer is neither the true label
+nor a rejection (:func:`adaptive_success`, protocol §14.1), not where "argmax ≠ y".
 """
 
 from __future__ import annotations
@@ -33,20 +26,13 @@ from torch import nn
 from ..core.errors import InputError, NotFittedError
 from ..stats.operating_point import adaptive_success
 from .base import observe
+from .threshold import NOT_SURE, Detector
 
 __all__ = ["Defended", "adaptive_success", "defend"]
 
 
-def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise InputError(f"the reject logit's scale must be a finite number > 0, got {scale!r}")
-    return float(scale)
-
-
 def _term(detector):
     """The deployed detector's term score − T: from a fitted, calibrated Detector, or a term given as it is."""
-    from .threshold import Detector
-
     if isinstance(detector, Detector):
         if not detector.fitted:
             raise NotFittedError(f"defend needs a fitted detector; the {detector.metric} detector is not fitted "
@@ -63,16 +49,14 @@ def _term(detector):
 
 class Defended(nn.Module):
     """``classifier`` + detector term as one K + 1-class network (module docstring); built by :func:`defend`.
-
-    ``forward(x)`` (images in [0, 1], the classifier's input shape) returns (N, K + 1) logits, differentiable in x;
-    ``reject_class`` = K; :meth:`predict` gives the verdict with -1 = NOT SURE, as ``Detector.predict``.
-    """
+    ``forward(x)`` (images in [0, 1]) returns (N, K + 1) logits, differentiable in x."""
 
     def __init__(self, classifier, term, scale: float = 1.0):
         super().__init__()
-        self.classifier = classifier
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise InputError(f"the reject logit's scale must be a finite number > 0, got {scale!r}")
+        self.classifier, self.scale = classifier, float(scale)
         self.term = term.to(classifier.device) if callable(getattr(term, "to", None)) else term
-        self.scale = _check_scale(scale)
         self.train(classifier.training)  # a new module starts in training mode; this one follows the classifier
 
     @property
@@ -110,21 +94,18 @@ class Defended(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """argmax of the K + 1 logits with the reject class as -1 (NOT SURE), like ``Detector.predict``."""
-        from .threshold import NOT_SURE
-
         pred = self(x).argmax(1)
         return torch.where(pred == self.reject_class, torch.full_like(pred, NOT_SURE), pred)
 
 
 def defend(classifier, detector, *, scale: float = 1.0) -> Defended:
-    """The defended model of Carlini & Wagner 2017 (K+1 classes): an ``nn.Module`` whose forward(x) returns the
-    K effective class logits of ``classifier`` and a reject logit max_j Z_j + ``scale`` · (score − T), so that its
-    argmax is ``detector``'s verdict (class K = NOT SURE) and every attack on it attacks the detector too.
+    """The defended model of Carlini & Wagner 2017 (K+1 classes, module docstring): its argmax is ``detector``'s
+    verdict (class K = NOT SURE), so every attack on it attacks the detector too.
 
     ``detector``: a fitted and calibrated :class:`~rcedetect.detectors.Detector` of ``classifier`` (else
     :class:`~rcedetect.core.errors.NotFittedError`), or a detector term with ``margin(view, classes)`` (≤ 0 where it
     accepts, e.g. a :class:`~rcedetect.detectors.ScoreTerm`). ``scale`` > 0 only sets how steep the reject logit
-    is (the verdict does not depend on it). Count an attack's success with :func:`adaptive_success`.
+    is (not the verdict). Count an attack's success with :func:`adaptive_success`.
     """
     if classifier is None or not callable(getattr(classifier, "logits", None)):
         raise InputError(f"defend needs an rcedetect Classifier, got {type(classifier).__name__}")

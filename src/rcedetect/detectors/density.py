@@ -2,10 +2,8 @@
 
 KD(z) = (1/K_c) Σ_{i<K_c} exp(-‖z - z_i‖² / σ²) over the kernel points z_i of class c, where c is the predicted
 class of the input being scored: no factor 2 and no normalising constant, exactly as the original code
-(protocol §4.3). Everything is computed in the log domain with log-sum-exp, so log KD is finite for any finite z
-even where KD itself underflows (the original added 1e-30); it is batched over queries and kernel points,
-chunked to bound memory, differentiable with respect to z (C&W-wb back-propagates through it) and runs on any
-device.
+(protocol §4.3). It is computed in the log domain (log KD is finite for any finite z, where the original added
+1e-30), batched and chunked to bound memory, differentiable in z (C&W-wb back-propagates through it), on any device.
 """
 
 from __future__ import annotations
@@ -51,12 +49,9 @@ class _Prepared(NamedTuple):
 
 
 class KernelDensity:
-    """Per-class Gaussian K-density with kernel points ``kernels`` (C, K, D) and bandwidth ``sigma2``.
-
-    ``counts`` (C,) gives the number of valid points of each class (the first ``counts[c]`` rows of
-    ``kernels[c]``; the rest is padding), so classes may have unequal sizes (``per_class="all"``).
-    ``chunk_elements`` bounds the size of each query×kernel distance block.
-    """
+    """Per-class Gaussian K-density with kernel points ``kernels`` (C, K, D) and bandwidth ``sigma2``; ``counts``
+    (C,) the valid points of each class (the first ``counts[c]`` rows of ``kernels[c]``, the rest padding: classes
+    may differ in size, ``per_class="all"``); ``chunk_elements`` bounds each query×kernel distance block."""
 
     def __init__(self, kernels: torch.Tensor, sigma2: float, counts: torch.Tensor | None = None,
                  chunk_elements: int = 1 << 24):
@@ -66,18 +61,13 @@ class KernelDensity:
         c, k, _ = kernels.shape
         if c < 1 or k < 1:
             raise InputError(f"kernels must hold at least one class and one point, got shape {tuple(kernels.shape)}")
-        if counts is None:
-            counts = torch.full((c,), k, dtype=torch.int64)
-        counts = torch.as_tensor(counts).to("cpu", torch.int64)
+        counts = torch.as_tensor(torch.full((c,), k) if counts is None else counts).to("cpu", torch.int64)
         if counts.shape != (c,) or int(counts.min()) < 1 or int(counts.max()) > k:
             raise InputError(f"counts must be {c} integers in [1, {k}], got {counts.tolist()}")
         if not all_finite(kernels):
             raise InputError("kernel points contain NaN or infinite values")
-        self.sigma2 = check_sigma2(sigma2)
-        self.kernels = kernels.detach()
-        self.counts = counts
-        self.chunk_elements = int(chunk_elements)
-        self._prepared: dict = {}
+        self.sigma2, self.kernels, self.counts = check_sigma2(sigma2), kernels.detach(), counts
+        self.chunk_elements, self._prepared = int(chunk_elements), {}
 
     # -- basic properties -------------------------------------------------------------------------------
     @property
@@ -111,12 +101,10 @@ class KernelDensity:
     @classmethod
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int | str = 1000,
             sigma2: float | None = None, seed: int = 0, warn: bool = True) -> KernelDensity:
-        """Kernel points = a seeded random ``per_class`` of the training features of each TRUE class (protocol §4.2).
-
-        ``per_class="all"`` keeps every feature. A class with fewer features than asked uses all of them (with
-        a warning, unless ``warn`` is False: the caller says it); a class with none is an error. ``sigma2`` is
-        required: use :func:`default_sigma2`.
-        """
+        """Kernel points = a seeded random ``per_class`` of the training features of each TRUE class (protocol §4.2);
+        ``per_class="all"`` keeps every feature. A class with fewer features than asked uses all of them (with a
+        warning, unless ``warn`` is False: the caller says it); one with none is an error. ``sigma2`` is required
+        (:func:`default_sigma2` gives the paper's)."""
         if sigma2 is None:
             raise ConfigError("KernelDensity.fit needs sigma2; the paper's is default_sigma2('ce' or 'rce')")
         sigma2 = check_sigma2(sigma2)
@@ -146,6 +134,7 @@ class KernelDensity:
     @classmethod
     def _from_indices(cls, features: torch.Tensor, chosen: list[torch.Tensor], sigma2: float,
                       chunk_elements: int = 1 << 24) -> KernelDensity:
+        """The kernel of rows ``chosen[c]`` of ``features`` for each class c, padded to the largest class."""
         counts = torch.tensor([len(i) for i in chosen], dtype=torch.int64)
         kernels = features.new_zeros(len(chosen), int(counts.max()), features.shape[1])
         for c, idx in enumerate(chosen):
@@ -157,28 +146,14 @@ class KernelDensity:
         ``warn``: say so when a class has fewer (off where the caller has said it already)."""
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
-        g = torch.Generator().manual_seed(int(seed))
-        rows, short = [], {}
-        for c, n in enumerate(self.counts.tolist()):
-            if n < per_class:
-                short[c] = n
-            rows.append(self.kernels[c, torch.randperm(n, generator=g)[:per_class].to(self.device)])
+        g, counts, k = torch.Generator().manual_seed(int(seed)), self.counts.tolist(), self.kernels.shape[1]
+        chosen = [c * k + torch.randperm(n, generator=g)[:per_class] for c, n in enumerate(counts)]
+        short = {c: n for c, n in enumerate(counts) if n < per_class}
         if short and warn:
             _warn_short(short, per_class, "kernel points")
-        counts = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-        kernels = self.kernels.new_zeros(self.num_classes, int(counts.max()), self.dim)
-        for c, r in enumerate(rows):
-            kernels[c, : len(r)] = r
-        return KernelDensity(kernels, self.sigma2, counts, self.chunk_elements)
+        return self._from_indices(self.kernels.reshape(-1, self.dim), chosen, self.sigma2, self.chunk_elements)
 
     # -- scoring ----------------------------------------------------------------------------------------
-    def _check_queries(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        check_features(z, self.dim, "z")
-        if not isinstance(classes, torch.Tensor):
-            raise InputError(f"classes must be a torch.Tensor of class indices, got {type(classes).__name__}")
-        check_labels(classes, len(z), self.num_classes, name="classes")
-        return classes.to(z.device, torch.int64)
-
     def _prepare(self, device: torch.device, dtype: torch.dtype) -> _Prepared:
         """Kernel points centred per class (fewer cancellation errors in ‖a‖² + ‖b‖² − 2a·b), cached per device."""
         key = (str(device), dtype)
@@ -197,13 +172,14 @@ class KernelDensity:
         return self._prepared[key]
 
     def log_kd(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """log KD of each feature vector z[n] against the kernel points of class ``classes[n]`` (protocol §4.3).
-
-        Differentiable with respect to ``z``; computed in z's dtype on z's device. Small batches (an attack's)
-        gather each query's kernel and use one batched product; large ones are grouped by class and use one
-        matrix product per class and chunk, so memory stays within ``chunk_elements``-sized blocks.
+        """log KD of each feature vector z[n] against the kernel points of class ``classes[n]`` (protocol §4.3),
+        differentiable in ``z``, in z's dtype on z's device. Small batches (an attack's) gather each query's kernel
+        in one batched product; large ones go by class, one matrix product per class and ``chunk_elements`` block.
         """
-        classes = self._check_queries(z, classes)
+        check_features(z, self.dim, "z")
+        if not isinstance(classes, torch.Tensor):
+            raise InputError(f"classes must be a torch.Tensor of class indices, got {type(classes).__name__}")
+        classes = check_labels(classes, len(z), self.num_classes, name="classes").to(z.device, torch.int64)
         if len(z) == 0:
             return z.new_zeros(0)
         p = self._prepare(z.device, z.dtype)

@@ -1,10 +1,9 @@
 """The K-density detector on the final hidden layer (Feinman et al. 2017; paper §3.3, protocol §4.2-4.4).
 
-Score: −log KD(z) against the kernel of the class the classifier predicts (:mod:`.density` holds the kernel
-math, :mod:`.bandwidth` the choice of σ²). Fitting also prepares the paper's white-box *attack term*
-(protocol §4.2, §4.4, paper §4.4): a seeded ``attack_per_class`` subset of the kernel points (100 in the paper)
-and η_c = −log median KD_c of the training features of class c against it; C&W-wb and any adaptive attack
-optimise ``margin = −log KD_t(z) − η_t`` through :class:`KDTerm`.
+Score: −log KD(z) against the kernel of the predicted class (:mod:`.density`: the kernel math, :mod:`.bandwidth`:
+σ²). Fitting also prepares the paper's white-box *attack term* (protocol §4.2, §4.4, paper §4.4): a seeded
+``attack_per_class`` subset of the kernel points (100 in the paper) and η_c = −log median KD_c of the training
+features of class c against it; C&W-wb and adaptive attacks optimise ``margin = −log KD_t(z) − η_t`` (:class:`KDTerm`).
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
+from ..core.settings import SEED_RANGE, setting
 from .bandwidth import BandwidthSelection, resolve_sigma2
-from .base import FitData, Metric, View, register
+from .base import FitData, Metric, View, register, with_settings
 from .density import KernelDensity
 
 #: the paper's kernel sizes (protocol §4.2): 1000 points per class, 100 of them for the attack term
-PER_CLASS = 1000
-ATTACK_PER_CLASS = 100
+PER_CLASS, ATTACK_PER_CLASS = 1000, 100
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class KDTerm:
 
     density: KernelDensity
     eta: torch.Tensor  # (C,) one threshold per class
+    layers = ()  # it reads z only
 
     def __post_init__(self):
         if not isinstance(self.eta, torch.Tensor) or self.eta.shape != (self.density.num_classes,):
@@ -46,38 +46,27 @@ class KDTerm:
         return KDTerm(self.density if self.density.device == torch.device(device) else self.density.to(device),
                       self.eta.to(device, torch.float32))
 
-    layers = ()
-
     def margin(self, view: View, classes: torch.Tensor) -> torch.Tensor:
         return -self.density.log_kd(view.z, classes) - self.eta[classes]
 
 
-def _check_per_class(value, name: str, allow_all: bool) -> None:
-    if allow_all and value == "all":
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer{' or all' if allow_all else ''}, got {value!r}")
-
-
 @register
+@with_settings
 class KDensity(Metric):
     """K-density: ``per_class`` kernel points per true class (or ``"all"``), bandwidth ``sigma2`` (None = the
-    paper's for the model's objective, ``"auto"`` = maximum held-out likelihood, or a number), ``seed``."""
+    paper's for the model's objective, ``"auto"`` = maximum held-out likelihood, or a number), ``seed``, and
+    ``attack_per_class`` of them for the attack term."""
 
-    name = "kd"
-    label = "K-density"
-    needs_fit = True
-    in_paper = True
+    name, label = "kd", "K-density"
+    needs_fit = in_paper = True
 
-    def __init__(self, per_class: int | str = PER_CLASS, sigma2: float | str | None = None, seed: int = 0,
-                 attack_per_class: int = ATTACK_PER_CLASS):
-        _check_per_class(per_class, "per_class", allow_all=True)
-        _check_per_class(attack_per_class, "attack_per_class", allow_all=False)
-        if sigma2 is not None and sigma2 != "auto" and (isinstance(sigma2, (bool, str))
-                                                         or not isinstance(sigma2, (int, float))):
-            raise ConfigError(f"sigma2 must be a number, 'auto' or None (the paper's), got {sigma2!r}")
-        self.per_class, self.sigma2, self.seed = per_class, sigma2, int(seed)
-        self.attack_per_class = attack_per_class
+    per_class: int | str = setting(PER_CLASS, lo=1, choices=("all",))
+    sigma2: float | str | None = setting(None, lo=0, lo_open=True, choices=("auto",), hint=" (None: the paper's)")
+    seed: int = setting(0, lo=SEED_RANGE[0], hi=SEED_RANGE[1])
+    attack_per_class: int = setting(ATTACK_PER_CLASS, lo=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.density: KernelDensity | None = None
         self.bandwidth_selection: BandwidthSelection | None = None
         self.attack_density: KernelDensity | None = None
@@ -86,10 +75,6 @@ class KDensity(Metric):
     @property
     def fitted(self) -> bool:
         return self.density is not None
-
-    def settings(self) -> dict[str, Any]:
-        return {"per_class": self.per_class, "sigma2": self.sigma2, "seed": self.seed,
-                "attack_per_class": self.attack_per_class}
 
     def fit(self, data: FitData) -> KDensity:
         """Kernel points from the training features by TRUE label, σ², the attack subset and η (protocol §4.2-4.4)."""
@@ -147,29 +132,23 @@ class KDensity(Metric):
     def save(self, directory: Path) -> dict[str, Any]:
         density = self._need_fit()
         density.save(directory / "kd.safetensors")
-        info: dict[str, Any] = {"sigma2": density.sigma2,
-                                "bandwidth_selection": asdict(self.bandwidth_selection)
-                                if self.bandwidth_selection else None}
+        sel = self.bandwidth_selection
+        info: dict[str, Any] = {"sigma2": density.sigma2, "bandwidth_selection": asdict(sel) if sel else None}
         if self.attack_density is not None:
             self.attack_density.save(directory / "kd_attack.safetensors")
             info["eta"] = self.eta.tolist()
         return info
 
-    @classmethod
-    def load(cls, directory: Path, info: dict[str, Any], settings: dict[str, Any], device) -> KDensity:
-        metric = cls(**settings)
-        metric.density = KernelDensity.load(directory / "kd.safetensors", device=device)
+    def load(self, directory: Path, info: dict[str, Any], device) -> KDensity:
+        self.density = KernelDensity.load(directory / "kd.safetensors", device=device)
         if (directory / "kd_attack.safetensors").is_file() and info.get("eta") is not None:
-            metric.attack_density = KernelDensity.load(directory / "kd_attack.safetensors", device=device)
-            try:
-                metric.eta = torch.tensor(info["eta"], dtype=torch.float32)
-            except (TypeError, ValueError) as e:
-                raise CheckpointError(f"the η values in {directory} are not a list of numbers: {e}") from e
-            if metric.eta.shape != (metric.attack_density.num_classes,):
-                raise CheckpointError(f"{directory} holds {len(metric.eta)} η values for "
-                                      f"{metric.attack_density.num_classes} classes")
+            self.attack_density = KernelDensity.load(directory / "kd_attack.safetensors", device=device)
+            self.eta = torch.tensor(info["eta"], dtype=torch.float32)  # not numbers: Detector.load says so
+            if self.eta.shape != (self.attack_density.num_classes,):
+                raise CheckpointError(f"{directory} holds {len(self.eta)} η values for "
+                                      f"{self.attack_density.num_classes} classes")
         sel = info.get("bandwidth_selection")
         if sel:
-            metric.bandwidth_selection = BandwidthSelection(**{k: tuple(v) if isinstance(v, list) else v
-                                                               for k, v in sel.items()})
-        return metric
+            self.bandwidth_selection = BandwidthSelection(**{k: tuple(v) if isinstance(v, list) else v
+                                                             for k, v in sel.items()})
+        return self

@@ -7,10 +7,10 @@ al. 2017, "Detecting adversarial samples from artifacts"; protocol §15).
 
       BU(x) = (1/T) Σ_t p_tᵀ p_t − p̄ᵀ p̄,   p̄ = (1/T) Σ_t p_t.
 
-  The dropout sits where the dropout variant of the paper's ResNet has it (before the final linear layer,
-  ``TrainConfig.dropout``); its rate is the model's when it was trained with dropout, else ``dropout`` (0.5, as
-  Feinman et al.). The T = ``samples`` masks (50) are drawn once, seeded, when the detector is fit, so the score
-  is a deterministic, differentiable function of the input — a white-box attacker knows them.
+  The dropout sits where the paper's ResNet's dropout variant has it (before the final linear layer,
+  ``TrainConfig.dropout``), at the model's rate, else ``dropout`` (0.5, as Feinman et al.). The T = ``samples``
+  masks (50) are drawn once, seeded, at fit: the score is a deterministic, differentiable function of the input
+  (a white-box attacker knows them).
 - The regression over the standardised [KD, BU] is fit on the fitting split (:mod:`.combiner`).
 """
 
@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
-from ..core.errors import CheckpointError, ConfigError, NotFittedError
-from .base import FitData, View, register
+from ..core.errors import CheckpointError, NotFittedError
+from ..core.settings import setting
+from .base import FitData, View, register, with_settings
 from .combiner import CombinedMetric
+from .density import KernelDensity
 from .kd import PER_CLASS, KDensity
 
 SAMPLES, DROPOUT = 50, 0.5
@@ -41,29 +43,24 @@ def model_dropout(classifier) -> float:
 
 
 @register
+@with_settings
 class KDBU(CombinedMetric):
     """[−log KD, BU] with ``samples`` MC-dropout masks at rate ``dropout`` (None = the model's, or 0.5); the KD
     part takes the ``kd`` settings ``per_class`` and ``sigma2``."""
 
-    name = "kd_bu"
-    label = "KD+BU"
+    name, label = "kd_bu", "KD+BU"
 
-    def __init__(self, samples: int = SAMPLES, dropout: float | None = None, per_class: int | str = PER_CLASS,
-                 sigma2: float | str | None = None, **kw: Any):
-        super().__init__(**kw)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-            raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
-        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                                    or not 0 < dropout < 1):
-            raise ConfigError(f"dropout must be in (0, 1) or None (the model's rate, else {DROPOUT}), got {dropout!r}")
-        self.samples, self.dropout = samples, dropout
-        self.kd = KDensity(per_class=per_class, sigma2=sigma2, seed=self.seed)
+    samples: int = setting(SAMPLES, lo=2)
+    dropout: float | None = setting(None, lo=0, lo_open=True, hi=1, hi_open=True,
+                                    hint=f" (None: the model's rate, else {DROPOUT})")
+    per_class: int | str = PER_CLASS  # the KD part's settings, whose ranges it checks
+    sigma2: float | str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.kd = KDensity(per_class=self.per_class, sigma2=self.sigma2, seed=self.seed)
         self.masks: torch.Tensor | None = None  # (T, D), already scaled by 1 / (1 − p)
         self.rate: float | None = None
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "samples": self.samples, "dropout": self.dropout,
-                "per_class": self.kd.per_class, "sigma2": self.kd.sigma2}
 
     def feature_names(self) -> list[str]:
         return ["kd", "bu"]
@@ -102,8 +99,6 @@ class KDBU(CombinedMetric):
         return {"masks": self.masks.cpu()}
 
     def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
-        from .density import KernelDensity
-
         if "masks" not in t or t["masks"].dim() != 2 or len(t["masks"]) != self.samples:
             raise CheckpointError(f"{where} lacks the {self.samples} MC-dropout masks")
         self.masks, self.rate = t["masks"].float(), info.get("dropout_rate")

@@ -7,13 +7,12 @@ means μ_c and the tied covariance Σ of the clean training activations (Lee et 
     M_ℓ(x) = max_c −(f − μ_c)ᵀ Σ^{-1} (f − μ_c)                                        (Lee et al. eq. 2)
 
 Input pre-processing (Lee et al. eq. 4): x̂ = x − ε · sign(∇_x (f(x) − μ_ĉ)ᵀ Σ^{-1} (f(x) − μ_ĉ)) with ĉ the
-closest class, then M_ℓ(x̂); ε is chosen from Lee et al.'s magnitudes on the fitting split (half fits the
-regression, half scores it) — never on an evaluated attack. Lee et al. apply ε to normalised inputs; here it is in
-[0, 1] pixel units. The sign is held constant when an attacker differentiates the score (the derivative of sign is
-0 almost everywhere), so a white-box attack sees the gradient through the pre-processed forward pass.
+closest class, then M_ℓ(x̂); ε, in [0, 1] pixel units (Lee et al.'s are of normalised inputs), is chosen from their
+magnitudes on the fitting split (half fits the regression, half scores it), never on an evaluated attack. The sign
+is constant to an attacker differentiating the score (its derivative is 0 almost everywhere).
 
-Σ is shrunk toward a multiple of the identity, Σ + λ·(tr Σ / D)·I with λ = ``shrinkage`` (1e-6 by default), so a
-singular covariance (dead or duplicated channels) gives finite scores; the JSON records λ.
+Σ is shrunk to Σ + λ·(tr Σ / D)·I, λ = ``shrinkage`` (1e-6 by default, recorded in the JSON), so a singular
+covariance (dead or duplicated channels) gives finite scores.
 """
 
 from __future__ import annotations
@@ -23,7 +22,11 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, ConfigError, InputError, NotFittedError
-from .base import FitData, View, register
+from ..core.settings import Rule, setting
+from ..models.classifier import FINAL
+from ..models.features import pool_activation
+from ..stats.metrics import auc as roc_auc
+from .base import FitData, View, batched, evaluating, register, with_settings
 from .combiner import RAW_BATCH, LayeredMetric, LogisticCombiner, raw_features
 
 #: Lee et al.'s input pre-processing magnitudes (their adversarial-detection experiments)
@@ -57,27 +60,25 @@ def squared_distances(f: torch.Tensor, means: torch.Tensor, precision: torch.Ten
 
 
 @register
+@with_settings
 class Mahalanobis(LayeredMetric):
     """Mahalanobis confidence per layer, ``noise`` = one pre-processing magnitude or a list to choose from on the
-    fitting split (default: Lee et al.'s), ``shrinkage`` of the tied covariance; logistic regression over
-    layers."""
+    fitting split (default: Lee et al.'s; ``self.noise`` is the one chosen, ``noise_grid`` the list), ``shrinkage``
+    of the tied covariance; logistic regression over layers."""
 
-    name = "mahalanobis"
-    label = "Mahalanobis"
+    name, label = "mahalanobis", "Mahalanobis"
+    per_layer = (("mean", "means"), ("precision", "precision"))
 
-    def __init__(self, noise: float | list[float] = NOISE_MAGNITUDES, shrinkage: float = SHRINKAGE, **kw: Any):
-        super().__init__(**kw)
-        grid = [noise] if isinstance(noise, (int, float)) and not isinstance(noise, bool) else noise
-        if (not isinstance(grid, (list, tuple)) or not grid
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.1 for v in grid)):
-            raise ConfigError(f"noise must be a magnitude in [0, 0.1] or a list of them, got {noise!r}")
-        if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage < 1:
-            raise ConfigError(f"shrinkage must be a number in [0, 1), got {shrinkage!r}")
-        self.noise_grid = tuple(float(v) for v in grid)
+    noise: float | tuple[float, ...] = setting(NOISE_MAGNITUDES, lo=0, hi=0.1,
+                                               each=Rule(lo=0, hi=0.1, kind="float"))
+    shrinkage: float = setting(SHRINKAGE, lo=0, hi=1, hi_open=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.noise_grid = self.noise if isinstance(self.noise, tuple) else (self.noise,)
+        if not self.noise_grid:
+            raise ConfigError("noise must be a magnitude in [0, 0.1] or a non-empty list of them, got []")
         self.noise = self.noise_grid[0] if len(self.noise_grid) == 1 else None  # chosen by fit
-        self.shrinkage = float(shrinkage)
-        self.means: dict[str, torch.Tensor] = {}
-        self.precision: dict[str, torch.Tensor] = {}
         self.selection: dict[str, float] | None = None
 
     @property
@@ -85,8 +86,8 @@ class Mahalanobis(LayeredMetric):
         return bool(self.noise)
 
     def settings(self) -> dict[str, Any]:
-        noise = list(self.noise_grid) if len(self.noise_grid) > 1 else self.noise_grid[0]
-        return {**super().settings(), "noise": noise, "shrinkage": self.shrinkage}
+        grid = self.noise_grid
+        return {**super().settings(), "noise": list(grid) if len(grid) > 1 else grid[0]}
 
     def fit_statistics(self, data: FitData) -> None:
         bank = data.bank
@@ -99,31 +100,23 @@ class Mahalanobis(LayeredMetric):
 
     def fit_combiner(self, classifier, x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
         """Choose ε on the fitting split (regression on one half, ROC-AUC on the other), then fit on all of it.
-
-        The pre-processing direction sign(∇ closest-class distance) does not depend on ε, so it is computed once
-        per layer and image; each ε then costs one forward pass per layer, and the chosen ε's features are the
-        ones the final regression is fitted on (the same numbers :func:`raw_features` gives at that ε)."""
+        The direction sign(∇ closest-class distance) does not depend on ε: computed once per layer and image, each
+        ε then costs one forward pass per layer (the same numbers :func:`raw_features` gives at that ε)."""
         if len(self.noise_grid) == 1:
             super().fit_combiner(classifier, x_clean, x_adv)
             return
-        from ..stats.metrics import auc as roc_auc
-
         g = torch.Generator().manual_seed(self.seed)
         pc, pa = torch.randperm(len(x_clean), generator=g), torch.randperm(len(x_adv), generator=g)
         (c1, c2), (a1, a2) = pc.tensor_split(2), pa.tensor_split(2)
         if min(len(c1), len(c2), len(a1), len(a2)) < 2:
             raise InputError("too few fitting examples to choose the pre-processing magnitude; give more "
                              "fit_images or a single noise value")
-        signs = {} if not any(self.noise_grid) else {"clean": self._signs(classifier, x_clean),
-                                                     "adv": self._signs(classifier, x_adv)}
+        signs = [self._signs(classifier, x) if any(self.noise_grid) else None for x in (x_clean, x_adv)]
         aucs, feats = {}, {}
         for eps in self.noise_grid:
             self.noise = eps
-            if eps:
-                fc = self._raw_at(classifier, x_clean, signs["clean"], eps)
-                fa = self._raw_at(classifier, x_adv, signs["adv"], eps)
-            else:
-                fc, fa = raw_features(self, classifier, x_clean), raw_features(self, classifier, x_adv)
+            fc, fa = (self._raw_at(classifier, x, sign, eps) if eps else raw_features(self, classifier, x)
+                      for x, sign in zip((x_clean, x_adv), signs))
             lr = LogisticCombiner.fit(fc[c1], fa[a1])
             with torch.no_grad():
                 aucs[eps] = float(roc_auc(lr(fc[c2]), lr(fa[a2]), ties="half"))
@@ -134,41 +127,21 @@ class Mahalanobis(LayeredMetric):
 
     def _signs(self, classifier, x: torch.Tensor, batch: int = RAW_BATCH) -> dict[str, torch.Tensor]:
         """{layer: sign(∇ₓ closest-class distance)} of images ``x`` (on the CPU), in eval mode."""
-        was_training = classifier.training
-        classifier.eval()
-        out: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
-        try:
-            for i in range(0, len(x), batch):
-                xb = x[i : i + batch].to(classifier.device)
-                for n in self.layers:
-                    out[n].append(self._gradient_sign(classifier, xb, n).cpu())
-        finally:
-            classifier.train(was_training)
-        return {n: torch.cat(v) if v else torch.empty(0) for n, v in out.items()}
+        with evaluating(classifier):
+            return {n: batched(lambda rows, n=n: self._gradient_sign(classifier, x[rows].to(classifier.device), n),
+                               len(x), batch, torch.empty(0)) for n in self.layers}
 
     @torch.no_grad()
     def _raw_at(self, classifier, x: torch.Tensor, signs: dict[str, torch.Tensor], noise: float,
                 batch: int = RAW_BATCH) -> torch.Tensor:
         """(N, layers) confidences at x − ``noise`` · ``signs`` (the pre-processed images), in eval mode."""
-        was_training = classifier.training
-        classifier.eval()
-        rows = []
-        try:
-            for i in range(0, len(x), batch):
-                xb = x[i : i + batch].to(classifier.device)
-                rows.append(torch.stack([
-                    self._confidence(self._act(classifier, xb - noise * signs[n][i : i + batch].to(xb.device), n), n)
-                    for n in self.layers], dim=1).cpu())
-        finally:
-            classifier.train(was_training)
-        return torch.cat(rows) if rows else torch.empty(0, len(self.layers))
+        def confidences(rows: slice) -> torch.Tensor:
+            xb = x[rows].to(classifier.device)
+            return torch.stack([self._confidence(self._act(classifier, xb - noise * signs[n][rows].to(xb.device), n),
+                                                 n) for n in self.layers], dim=1)
 
-    def move_state(self, device) -> None:
-        self.means = {n: m.to(device) for n, m in self.means.items()}
-        self.precision = {n: p.to(device) for n, p in self.precision.items()}
-
-    def layer_widths(self) -> dict[str, int]:
-        return {n: int(m.shape[1]) for n, m in self.means.items()}
+        with evaluating(classifier):
+            return batched(confidences, len(x), batch, torch.empty(0, len(self.layers)))
 
     def _confidence(self, f: torch.Tensor, layer: str) -> torch.Tensor:
         return -squared_distances(f, self.means[layer].to(f.device), self.precision[layer].to(f.device)).amin(1)
@@ -176,9 +149,6 @@ class Mahalanobis(LayeredMetric):
     @staticmethod
     def _act(classifier, x: torch.Tensor, layer: str) -> torch.Tensor:
         """The (N, C) activation of ``layer`` (the channel means of a stage; z for the final layer)."""
-        from ..models.classifier import FINAL
-        from ..models.features import pool_activation
-
         if layer == FINAL:
             return classifier.features(x)
         return pool_activation(layer, classifier.features(x, layers=[layer])[layer])
@@ -187,39 +157,28 @@ class Mahalanobis(LayeredMetric):
         """sign(∇ₓ (f(x) − μ_ĉ)ᵀ Σ^{-1} (f(x) − μ_ĉ)), ĉ the closest class (Lee et al. eq. 4), detached."""
         with torch.enable_grad():
             x0 = x.detach().requires_grad_(True)
-            dist = squared_distances(self._act(classifier, x0, layer), self.means[layer].to(x.device),
-                                     self.precision[layer].to(x.device)).amin(1)
-            (grad,) = torch.autograd.grad(dist.sum(), x0)
+            (grad,) = torch.autograd.grad(-self._confidence(self._act(classifier, x0, layer), layer).sum(), x0)
         return grad.sign()
 
-    def _preprocessed(self, view: View, layer: str) -> torch.Tensor:
-        """The layer's activation at x̂ = x − ε·sign(∇ closest-class distance) (Lee et al. eq. 4)."""
-        x = view.need_images("Mahalanobis input pre-processing")
-        clf = view.classifier
-        return self._act(clf, x - self.noise * self._gradient_sign(clf, x, layer), layer)
-
     def raw(self, view: View) -> torch.Tensor:
+        """(N, layers): the confidence of each layer, at x̂ = x − ε·sign(∇ closest-class distance) with
+        pre-processing (Lee et al. eq. 4)."""
         if not self.means:
             raise NotFittedError("the Mahalanobis detector is not fitted")
         if self.noise is None:
             raise NotFittedError("the Mahalanobis pre-processing magnitude is chosen by fit; fit it first")
-        return torch.stack([self._confidence(self._preprocessed(view, n) if self.noise else view.layer(n), n)
+        if not self.noise:
+            return torch.stack([self._confidence(view.layer(n), n) for n in self.layers], dim=1)
+        x, clf = view.need_images("Mahalanobis input pre-processing"), view.classifier
+        return torch.stack([self._confidence(self._act(clf, x - self.noise * self._gradient_sign(clf, x, n), n), n)
                             for n in self.layers], dim=1)
 
     def save(self, directory) -> dict[str, Any]:
         return {**super().save(directory), "noise": self.noise, "noise_selection": self.selection,
                 "shrinkage": self.shrinkage}
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**{f"mean.{n}": m.cpu() for n, m in self.means.items()},
-                **{f"precision.{n}": p.cpu() for n, p in self.precision.items()}}
-
     def load_state(self, t: dict[str, torch.Tensor], info: dict[str, Any], where: str) -> None:
-        missing = [n for n in self.layers if f"mean.{n}" not in t or f"precision.{n}" not in t]
-        if missing:
-            raise CheckpointError(f"{where} lacks the Gaussian of layer(s) {', '.join(missing)}")
-        self.means = {n: t[f"mean.{n}"].float() for n in self.layers}
-        self.precision = {n: t[f"precision.{n}"].float() for n in self.layers}
+        super().load_state(t, info, where)
         for n in self.layers:
             d = self.means[n].shape[-1]
             if self.means[n].dim() != 2 or self.precision[n].shape != (d, d):

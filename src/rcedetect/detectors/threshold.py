@@ -1,13 +1,13 @@
 """A thresholding detector: predict the label, or "NOT SURE" (-1) when the score exceeds T (paper §3.3).
 
 The original code evaluates detectors by ROC-AUC only and fixes no threshold (protocol §4.5); here T is chosen
-from clean held-out data alone, so that a chosen share ``fpr`` of clean inputs is rejected
-(:func:`rcedetect.stats.metrics.threshold_for_fpr`). Scores follow the package convention, higher = more likely
-adversarial (:mod:`rcedetect.detectors`).
+from clean held-out data alone, so that a share ``fpr`` of clean inputs is rejected
+(:func:`rcedetect.stats.metrics.threshold_for_fpr`); higher scores are more likely adversarial.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,17 @@ from ..core.validation import check_model_input
 from ..data.forms import as_images, as_labels
 from ..models.features import FeatureBank, extract, feature_dim
 from ..stats import metrics
-from .base import FitData, Metric, check_metric, create, observe, score_features, score_images
+from .base import FitData, Metric, check_metric, create, evaluating, observe, score_features, score_images
 
 FORMAT = "rcedetect-detector"
 NOT_SURE = -1
+#: what detector.json records of a detector beside its metric: the threshold and how it was chosen, the images' shape
+RECORD = ("threshold", "fpr", "n_calibration", "clean_rejection_rate", "input_shape")
 
 
 class Detector:
     """``Detector(classifier, metric, **settings)``: a registered metric (``kd``, ``confidence``, ``non_me``, ...)
-    with the metric's settings (for ``kd``: ``per_class=1000``, ``sigma2=None`` = the paper's value for the
-    classifier's objective or ``"auto"``, ``seed=0``, ``attack_per_class=100``), a threshold T, and files.
+    with its settings (for ``kd`` those of :class:`~rcedetect.detectors.kd.KDensity`), a threshold T, and files.
 
     ``fit`` learns from training features (a no-op for confidence and non-ME); ``calibrate`` sets T; ``score``
     gives raw scores; ``predict`` gives labels with -1 = NOT SURE; ``attack_term`` gives the detector term that
@@ -42,28 +43,19 @@ class Detector:
             raise InputError(f"Detector needs an rcedetect Classifier, got {type(classifier).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.classifier = classifier
-        self.metric = check_metric(metric)
+        self.classifier, self.metric = classifier, check_metric(metric)
         self.scorer: Metric = create(metric, **settings).bind(classifier)
-        self.batch_size = batch_size
-        self.progress = progress
-        self.threshold: float | None = None
+        self.batch_size, self.progress = batch_size, progress
+        self.threshold: float | None = None  # T, chosen by calibrate at the share fpr of n_calibration clean images
         self.fpr: float | None = None
-        self.n_calibration = 0
-        self.clean_rejection_rate: float | None = None
-        self.extra: dict[str, Any] = {}
+        self.n_calibration, self.clean_rejection_rate, self.extra, self._fitted = 0, None, {}, False
         self.input_shape: list[int] | None = None  # (C, H, W) of the images it was fitted on, where known
-        self._fitted = False
 
     def __repr__(self) -> str:
-        """The metric, the classifier's objective, fitted or not, the threshold and where it came from, the
-        metric's settings; never a tensor."""
-        if self.threshold is None:
-            cal = "threshold=None (not calibrated)"
-        else:
-            src = (f" ({100 * self.fpr:g} % FPR on {self.n_calibration} clean images)" if self.fpr is not None
-                   and self.n_calibration else "")
-            cal = f"threshold={self.threshold:.4g}{src}"
+        """The metric, objective, fitted or not, the threshold and where it came from, the settings; no tensor."""
+        src = (f" ({100 * self.fpr:g} % FPR on {self.n_calibration} clean images)" if self.fpr is not None
+               and self.n_calibration else "")
+        cal = "threshold=None (not calibrated)" if self.threshold is None else f"threshold={self.threshold:.4g}{src}"
         objective = str(getattr(self.classifier, "objective", "?")).upper()
         return (f"Detector(metric={self.metric!r}, classifier={objective}, fitted={self.fitted}, {cal}, "
                 f"settings={self.scorer.settings()})")
@@ -87,8 +79,7 @@ class Detector:
 
     # -- inputs -----------------------------------------------------------------------------------------
     def _check_images(self, x) -> None:
-        """The checks of the command line: images in [0, 1] of the model's channels and size (and of the size
-        this detector was fitted on)."""
+        """Images in [0, 1] of the model's channels and size, and of the size this detector was fitted on."""
         check_model_input(self.classifier, x)
         if self.input_shape is not None and list(x.shape[1:]) != list(self.input_shape):
             raise InputError(f"x holds images of shape {tuple(x.shape[1:])} but this detector was fitted on "
@@ -106,8 +97,7 @@ class Detector:
                        layers=self.scorer.layers)
 
     def _images(self, x):
-        """NumPy, uint8, channels-last or grey NHW images in the package's form (:func:`~rcedetect.data.forms.as_images`);
-        a FeatureBank as it is."""
+        """Images in the package's form (:func:`~rcedetect.data.forms.as_images`); a FeatureBank as it is."""
         return x if isinstance(x, FeatureBank) else as_images(x, self.classifier.in_channels)
 
     def _scores(self, x) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,13 +137,11 @@ class Detector:
             if not isinstance(x_train, FeatureBank):
                 self.input_shape = list(x_train.shape[1:])
             if y_train is not None:
-                bank = FeatureBank(bank.features, y_train.detach().cpu().to(torch.int64), bank.predictions,
-                                   bank.layers)
+                bank = replace(bank, labels=y_train.detach().cpu().to(torch.int64))
             self.scorer.fit(FitData(bank, self.classifier.num_classes, self.classifier.objective,
                                     self.classifier, images, labels))
             self.scorer.to(self.classifier.device)
-        self._fitted = True
-        self.threshold = None  # a new fit invalidates any threshold
+        self._fitted, self.threshold = True, None  # a new fit invalidates any threshold
         return self
 
     def mark_fitted(self) -> Detector:
@@ -171,13 +159,11 @@ class Detector:
 
     def calibrate(self, x_clean, fpr: float = 0.05) -> Detector:
         """Choose T from clean held-out inputs only, so that the share ``fpr`` of them is rejected."""
-        self._need_fit()
         s = self.score(x_clean)
         if len(s) == 0:
             raise InputError("calibration needs at least one clean input")
         self.threshold = metrics.threshold_for_fpr(s, fpr)
-        self.fpr = float(fpr)
-        self.n_calibration = len(s)
+        self.fpr, self.n_calibration = float(fpr), len(s)
         self.clean_rejection_rate = float((s > self.threshold).double().mean())
         return self
 
@@ -205,17 +191,11 @@ class Detector:
     def _check_layer_widths(self, directory: Path) -> None:
         """A detector fitted on other layers (another model with the same layer names) fails here, not later."""
         widths = self.scorer.layer_widths()
-        shape = self.input_shape
-        if not widths or not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+        if not widths or self.input_shape is None:  # a shape the schema checked, where known
             return
-        was_training = self.classifier.training
-        self.classifier.eval()
-        try:
-            with torch.no_grad():
-                probe = observe(self.classifier, torch.zeros(1, *shape, device=self.classifier.device),
-                                self.scorer)
-        finally:
-            self.classifier.train(was_training)
+        with evaluating(self.classifier), torch.no_grad():
+            probe = observe(self.classifier, torch.zeros(1, *self.input_shape, device=self.classifier.device),
+                            self.scorer)
         for name, width in widths.items():
             got = probe.layer(name).shape[1]
             if got != width:
@@ -232,9 +212,7 @@ class Detector:
         meta = {"format": FORMAT, "metric": self.metric, "objective": self.classifier.objective,
                 "num_classes": self.classifier.num_classes, "feature_dim": feature_dim(self.classifier),
                 "settings": self.scorer.settings(), "state": self.scorer.save(directory),
-                "threshold": self.threshold, "fpr": self.fpr, "n_calibration": self.n_calibration,
-                "clean_rejection_rate": self.clean_rejection_rate, "input_shape": self.input_shape,
-                "extra": extra or {}}
+                **{k: getattr(self, k) for k in RECORD}, "extra": extra or {}}
         return write_json(directory / "detector.json", meta)
 
     @classmethod
@@ -246,31 +224,24 @@ class Detector:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not an rcedetect detector file")
         schemas.check(meta, schemas.DETECTOR, path, "detector file")
-        try:
-            settings, state = dict(meta["settings"]), dict(meta["state"])
-            det = cls(classifier, meta["metric"], **settings)
-            threshold, fpr = meta.get("threshold"), meta.get("fpr")
-            if not all(v is None or isinstance(v, (int, float)) for v in (threshold, fpr)):
-                raise TypeError("threshold and fpr must be numbers")
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
+        try:  # (the schema checked the types of the fields read below)
+            det = cls(classifier, meta["metric"], **meta["settings"])
+        except (TypeError, ValueError, ConfigError) as e:
             raise CheckpointError(f"{path} is inconsistent: {e}") from e
         if meta.get("objective") != classifier.objective or meta.get("num_classes") != classifier.num_classes:
             raise CheckpointError(f"the detector in {directory} was fitted for a {meta.get('objective')} model of "
                                   f"{meta.get('num_classes')} classes, not this {classifier.objective} model of "
                                   f"{classifier.num_classes}")
         try:
-            det.scorer = type(det.scorer).load(directory, state, settings, classifier.device)
+            det.scorer = det.scorer.load(directory, meta["state"], classifier.device)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
             raise CheckpointError(f"{path}: the fitted state of the {meta['metric']} detector is inconsistent "
                                   f"({type(e).__name__}: {e})") from e
         if det.kd is not None and det.kd.dim != feature_dim(classifier):
             raise InputError(f"the detector in {directory} has {det.kd.dim}-d kernel points but the classifier's "
                              f"features are {feature_dim(classifier)}-d")
-        det.input_shape = meta.get("input_shape")
+        for k in RECORD:
+            setattr(det, k, meta.get(k))
         det._check_layer_widths(directory)
-        det._fitted = True
-        det.threshold, det.fpr = threshold, fpr
-        det.n_calibration = int(meta.get("n_calibration") or 0)
-        det.clean_rejection_rate = meta.get("clean_rejection_rate")
-        det.extra = meta.get("extra", {}) if isinstance(meta.get("extra"), dict) else {}
+        det._fitted, det.n_calibration, det.extra = True, det.n_calibration or 0, meta.get("extra", {})
         return det
