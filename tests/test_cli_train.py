@@ -32,7 +32,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     [
         (["train", "--preset", "nope", "--out", "X"], "unknown preset"),
         (["train", "--preset", "cpu-mnist5k-ce", "--out", "X", "--set", "bogus=1"], "unknown setting"),
-        (["train", "--preset", "cpu-mnist5k-ce", "--out", "X", "--set", "steps=-3"], "positive"),
+        (["train", "--preset", "cpu-mnist5k-ce", "--out", "X", "--set", "steps=-3"], "integer >= 1"),
         (["train", "--preset", "cpu-mnist5k-ce", "--out", "X", "--set", "dataset=imagenet"], "unknown dataset"),
         (["train", "--preset", "cpu-mnist5k-ce", "--out", "X", "--data-file", "missing.npz"], "does not exist"),
         (["evaluate", "no-such-run"], "does not exist"),
