@@ -201,9 +201,32 @@ def test_report_section_from_hand_built_results_says_each_tramer_verdict(tmp_pat
     write_json(tmp_path / "results.json", full)
     md_path, _ = report.render(tmp_path)
     text = md_path.read_text()
-    assert "Detection or robust training?" in text
+    assert "Detection or robust training?" in text and "figures/robust_accuracy_vs_eps.png" in text
+    assert (tmp_path / "figures" / "robust_accuracy_vs_eps.png").stat().st_size > 1000
     table1 = next(line for line in text.splitlines() if line.startswith("| ResNet-8 CE, PGD-AT"))
     assert "—" in table1
+
+
+def test_robust_figure_draws_each_model_alone_and_each_detector_only_where_it_was_attacked(tmp_path, monkeypatch):
+    from rcedetect.report import figures_detection
+
+    drawn = {}
+
+    def keep(fig, out_dir, name):
+        drawn["axes"] = [ax for ax in fig.axes if ax.get_visible()]
+        return name
+
+    monkeypatch.setattr(figures_detection, "save_figure", keep)
+    key, _, caption = figures_detection.fig_robust(robust_results(), tmp_path)
+    assert key == "robust" and "100 attacked test images" in caption
+    ce, at = drawn["axes"]
+    assert ce.get_title() == "ResNet-8 CE" and at.get_title() == "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)"
+    lines = {tuple(line.get_xdata()): list(line.get_ydata()) for line in ce.get_lines()}
+    assert lines[(0.05, 0.1)] == [30.0, 2.0]  # the classifier alone, every ε of the grid
+    detector_lines = [list(line.get_ydata()) for line in ce.get_lines() if tuple(line.get_xdata()) == (0.1,)]
+    assert sorted(detector_lines) == [[30.0], [65.0], [90.0]]  # ε 0.05 was not attacked: no point there
+    assert not [line for line in at.get_lines() if tuple(line.get_xdata()) == (0.1,)]  # no detector on PGD-AT
+    assert figures_detection.fig_robust({"models": {}}, tmp_path) is None
 
 
 def test_cascade_words_count_what_the_later_attacks_found_and_flag_a_gradient_free_win():

@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
+from .settings import is_integer as _is_int
+from .settings import is_number as _is_number
 
 #: the kinds a field may have: name -> (test, how it is said in an error)
 KINDS = {

@@ -118,18 +118,20 @@ def _kinds(annotation: Any) -> set[str]:
     return {k.strip().split("[")[0] for k in text.split("|")}
 
 
-def _integer(v: Any) -> bool:
+def is_integer(v: Any) -> bool:
+    """An int that is not a bool (the one test of an integer setting or record field)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float that is not a bool."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _shown(v: Any) -> str:
-    if _integer(v) and abs(v).bit_length() >= 200:
+    if is_integer(v) and abs(v).bit_length() >= 200:
         return f"an integer of {abs(v).bit_length()} bits"
-    return str(v)[:40] if _number(v) else repr(v)[:60]
+    return str(v)[:40] if is_number(v) else repr(v)[:60]
 
 
 def check_value(value: Any, annotation: Any, rule: Rule | None, name: str) -> Any:
@@ -145,11 +147,11 @@ def check_value(value: Any, annotation: Any, rule: Rule | None, name: str) -> An
 
     if "bool" in kinds and isinstance(value, bool):
         return value
-    if "int" in kinds and "float" not in kinds and _integer(value):
+    if "int" in kinds and "float" not in kinds and is_integer(value):
         if not rule.fits(value, True):
             raise refuse(f"an integer{rule.bounds(True, full=value > COUNT_RANGE[1])}")
         return value
-    if "float" in kinds and _number(value):
+    if "float" in kinds and is_number(value):
         if not rule.fits(value, False):
             raise refuse(f"a finite number{rule.bounds(False)}")
         return value if "int" in kinds else float(value)  # ``float | int``: a number kept as written

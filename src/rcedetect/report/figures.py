@@ -143,10 +143,11 @@ def fig_2b(results: dict, out_dir: Path):
 
 
 def make_all(results: dict, out_dir: str | Path) -> list[tuple[str, str, str]]:
-    from .figures_detection import fig_adaptive, fig_bottom_line, fig_roc
+    from .figures_detection import fig_adaptive, fig_bottom_line, fig_robust, fig_roc
     from .figures_samples import fig_3, fig_kd_hist, fig_noise, fig_tsne
 
     out_dir = Path(out_dir)
-    fns = (fig_bottom_line, fig_auc_vs_eps, fig_2a, fig_2b, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive)
+    fns = (fig_bottom_line, fig_auc_vs_eps, fig_2a, fig_2b, fig_3, fig_tsne, fig_noise, fig_kd_hist, fig_roc, fig_adaptive,
+           fig_robust)
     with plt.rc_context(STYLE):
         return [f for f in (fn(results, out_dir) for fn in fns) if f]

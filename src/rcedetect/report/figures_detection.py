@@ -14,7 +14,7 @@ from .figure_style import COLORS, label_grid, panels, save_figure
 from .format import adaptive_records, attack_records, detector_label, model_short, worst_cases
 
 METRIC_STYLES = {"kd": "-", "non_me": "--", "confidence": ":", "kd_bu": "-.", "lid": (0, (5, 1, 1, 1, 1, 1)),
-                 "mahalanobis": (0, (1, 3))}
+                 "mahalanobis": (0, (8, 3))}
 
 
 def fig_roc(results: dict, out_dir: Path):
@@ -145,3 +145,51 @@ def fig_bottom_line(results: dict, out_dir: Path):
                + f") that end misclassified AND accepted at the detector's {fpr:g} % FPR threshold; one colour per "
                "detector, CE solid, RCE dashed; dotted lines at 50 % and 90 %.")
     return "bottom_line", save_figure(fig, out_dir, "bottom_line_sr_vs_eps.png"), caption
+
+
+def fig_robust(results: dict, out_dir: Path):
+    """Detection or robust training at a glance: robust accuracy against ε, one panel per model; the classifier alone
+    (black, with its Wilson band) and behind each detector, robust accuracy with rejection (Tramèr, ICML 2022)."""
+    from .robust import model_label
+
+    rb = results.get("robust") or {}
+    alone, behind = rb.get("classifiers") or [], rb.get("detectors") or []
+    models = list(dict.fromkeys(r["model"] for r in alone + behind))
+    if not models:
+        return None
+    cols = min(len(models), 3)
+    rows = (len(models) + cols - 1) // cols
+    fig, axes = panels(rows, cols, 3.3 * cols + 1.6, 2.6 * rows + 0.4, sharex=True, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    order = [m for m in detectors.names() if any(r["metric"] == m for r in behind)]
+    colors = {m: DETECTOR_COLORS.get(m, cmap(i)) for i, m in enumerate(order)}
+    ns = set()
+    for ax, model in zip(axes.flat, models):
+        mine = sorted((r for r in alone if r["model"] == model), key=lambda r: r["eps"])
+        if mine:
+            eps = [r["eps"] for r in mine]
+            ax.fill_between(eps, [100 * r["interval"][0] for r in mine], [100 * r["interval"][1] for r in mine],
+                            color="0.85", lw=0)
+            ax.plot(eps, [100 * r["robust_accuracy"] for r in mine], "k-o", ms=3, lw=2.2, zorder=5)
+        for metric in order:
+            pts = sorted((r["eps"], r["robust_accuracy_with_rejection"]) for r in behind
+                         if r["model"] == model and r["metric"] == metric and r.get("eps_attacked") == r["eps"])
+            ax.plot([e for e, _ in pts], [100 * v for _, v in pts], "-o", ms=2.5, lw=1.3, color=colors[metric])
+        ns |= {r["n_images"] for r in mine + [r for r in behind if r["model"] == model]}
+        ax.set_title(model_label(results["models"].get(model, {"objective": model})), fontsize=9.5)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    label_grid(axes, len(models), "ε (L∞)", "robust accuracy (%)")
+    for ax in axes[-2, len(models) - cols * (rows - 1):] if rows > 1 else []:  # above a hidden panel
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("ε (L∞)")
+    handles = [Line2D([], [], color="k", marker="o", ms=3, lw=2.2, label="no detector")]
+    handles += [Line2D([], [], color=c, marker="o", ms=3, lw=1.3, label=detector_label(m)) for m, c in colors.items()]
+    fig.legend(handles=handles, loc="outside right upper")
+    fpr = 100 * rb.get("fpr", 0.05)
+    caption = (f"Robust accuracy against ε, one panel per model, on {'/'.join(str(n) for n in sorted(ns))} attacked "
+               "test images: the classifier alone under the robust-accuracy attacks (black; grey, its 95 % Wilson "
+               "band), and behind each detector the robust accuracy with rejection under the adaptive attacks "
+               f"(clean image right and accepted at the {fpr:g} % FPR threshold, and no attack at ε or below made it "
+               "misclassified and accepted), drawn at the ε the adaptive attacks ran at.")
+    return "robust", save_figure(fig, out_dir, "robust_accuracy_vs_eps.png"), caption
