@@ -378,6 +378,24 @@ def test_guided_start_is_the_nearest_other_class_image_projected_into_the_ball()
         attacks.create("pgd_detector", eps=0.1, detector=AcceptAll(), guided_starts=2)
 
 
+def test_guided_start_skips_images_that_would_not_be_a_success_as_they_are():
+    """The nearest image of another label is no success at ε = 1 when the classifier puts it in x's class or the
+    detector rejects it: the guide is the nearest image that is predicted otherwise AND accepted."""
+    from rcedetect.attacks.pgd_detector import guided_start
+
+    x = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.2, 0.5, 1.0)])
+    label = torch.tensor([0, 1, 1, 1])
+    pred = torch.tensor([0, 0, 1, 1])  # image 1 (label 1) is put in class 0
+    accepted = torch.tensor([True, True, False, True])  # image 2 is rejected
+    full = guided_start(x, label, 1.0, "linf", pred, accepted)
+    torch.testing.assert_close(full[0], x[3])  # not 1 (predicted 0, x's class) nor 2 (rejected): the nearest success
+    # for the label-1 images: the nearest other image predicted 0 and accepted (image 1 counts: its label is 1 but it
+    # is predicted 0), never the image itself
+    torch.testing.assert_close(full[1:], x[[0, 1, 1]])
+    none = guided_start(x, label, 1.0, "linf", pred, torch.zeros(4, dtype=torch.bool))  # no success anywhere
+    torch.testing.assert_close(none, guided_start(x, label, 1.0, "linf"))  # the nearest image of another label
+
+
 # -- the runs of an attack as one batch, the status from the loss pass --------------------------------------------
 @pytest.fixture(scope="module")
 def mixed_term(rce_classifier, test_batch):
@@ -403,7 +421,10 @@ def sequential_pgd_detector(attack, clf, x):
         def offer(xa, lam=lam):
             best.update(xa, evaluate(clf, term, x, xa, label, attack.norm), **{"lambda": lam})
 
-        guided = [guided_start(x, label, attack.eps, attack.norm)] if attack.guided_starts else []
+        with torch.no_grad():  # the batch as it is: which images would be a success as a start
+            view = observe(clf, x, term)
+        pred, accepted = view.logits.argmax(1), term.margin(view, view.logits.argmax(1)) <= 0
+        guided = [guided_start(x, label, attack.eps, attack.norm, pred, accepted)] if attack.guided_starts else []
         for start in [*starts(x, attack.eps, attack.norm, attack.restarts, attack.seed, attack.random_start), *guided]:
             offer(start)  # the start is a candidate too
             run_pgd(x, start, combined_loss(clf, term, label, lam), eps=attack.eps, norm=attack.norm,

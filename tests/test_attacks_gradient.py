@@ -200,7 +200,7 @@ STEPS = 6
     # (forward, backward) images passed per attacked image, against a term that rejects every iterate.
     # pgd_detector: 2 λ × 2 starts = 4 runs in one batch, one forward+backward per step (its forward judges the
     # iterate), one forward for each run's last iterate, plus the clean prediction and the verdict at x*
-    ("pgd_detector", {"lambdas": (0.0, 10.0), "guided_starts": 1}, 4 * (STEPS + 1) + 2, 4 * STEPS),
+    ("pgd_detector", {"lambdas": (0.0, 10.0), "guided_starts": 1}, 4 * (STEPS + 1) + 3, 4 * STEPS),  # + the guide's
     ("pgd_detector", {"lambdas": (0.0, 10.0), "keep_best": False}, 2 * (STEPS + 1) + 2, 2 * STEPS),
     ("pgd", {"restarts": 3, "loss": "margin"}, 3 * (STEPS + 1) + 2, 3 * STEPS),
     ("selective_pgd", {"restarts": 2}, 2 * (STEPS + 1) + 2, 2 * STEPS),  # one backward pass per step
@@ -218,9 +218,10 @@ def test_adaptive_passes_per_step(name, settings, forward, backward):
 
 def test_runs_of_one_start_share_passes_while_the_detector_accepts():
     """Against a term that accepts everything, the λ term has no gradient: the 3 λ runs of each of the 2 starts
-    take the same steps, and pgd_detector passes each image through the network once per start and step."""
+    take the same steps, and pgd_detector passes each image through the network once per start and step (and once
+    to choose the guided start)."""
     fwd, bwd, _ = count_passes("pgd_detector", {"lambdas": (0.0, 10.0, 100.0), "guided_starts": 1}, threshold=0.0)
-    assert (fwd, bwd) == (2 * (STEPS + 1) + 2, 2 * STEPS)
+    assert (fwd, bwd) == (2 * (STEPS + 1) + 3, 2 * STEPS)
 
 
 def count_passes(name, settings, threshold):

@@ -12,8 +12,9 @@ per image x* is, among every iterate of all runs (``keep_best``; else the final 
 one with the smallest distortion, else the one with the smallest max(0, class margin) + max(0, margin_det). λ = 0
 leaves the detector out: with ``keep_best=False`` the run is then exactly ``pgd(loss="margin")``.
 
-``guided_starts`` adds runs from the nearest batch image of another class, projected into the ε-ball: a point the
-detector accepts when ε is large (at ε = 1 that image itself, a success as a start), where a random start far off
+``guided_starts`` adds runs from the nearest batch image that the classifier puts in another class and the detector
+accepts, projected into the ε-ball: a point the detector accepts when ε is large (at ε = 1 that image itself, a
+success as a start), where a random start far off
 the data can leave no usable gradient (Mahalanobis; Carlini et al. 2019 ask that an unbounded attack succeed).
 
 The runs of one start with different λ take the same steps while the detector accepts their common iterate (the λ
@@ -133,12 +134,22 @@ def finish_adaptive(classifier, term, x_in, x, x_adv, label, norm: str, iteratio
                   detector_margin=st.det_margin, **extra)
 
 
-def guided_start(x: torch.Tensor, label: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """x + Π_ε(x_g − x), x_g the nearest (L2) image of the batch whose clean prediction differs from ``label``
-    (x itself where the whole batch shares one class), clipped to [0, 1]."""
+def guided_start(x: torch.Tensor, label: torch.Tensor, eps: float, norm: str, pred: torch.Tensor | None = None,
+                 accepted: torch.Tensor | None = None) -> torch.Tensor:
+    """x + Π_ε(x_g − x), clipped to [0, 1]. x_g is the nearest (L2) image of the batch that would be a success as it
+    is: the classifier puts it in another class than ``label`` (``pred``, the batch's own predictions) and the
+    detector accepts it (``accepted``). Where the batch has none for an image (or ``pred`` is not given), x_g is the
+    nearest image of another label, and x itself where the whole batch shares one label. Choosing by label alone
+    would pick, on a weak classifier, images that it puts in x's class or that the detector rejects, and at ε = 1
+    the start would be no success."""
     flat = x.flatten(1)
     d = torch.cdist(flat, flat)
-    d = d.masked_fill(label[:, None] == label[None, :], math.inf)
+    other = label[:, None] != label[None, :]
+    if pred is not None:
+        good = (pred[None, :] != label[:, None]) & accepted[None, :]
+        good.fill_diagonal_(False)
+        other = torch.where(good.any(1, keepdim=True), good, other)
+    d = d.masked_fill(~other, math.inf)
     nearest = d.argmin(1)
     has = torch.isfinite(d.gather(1, nearest[:, None]).squeeze(1))
     guide = torch.where(per_example(has, x), x[nearest], x)
@@ -164,7 +175,7 @@ class PGDDetector(PGDAttack, AgainstDetector):
             raise ConfigError("lambdas must hold at least one λ (e.g. (0, 1, 10, 100))")
 
     def passes_per_image(self) -> float:  # at most: per run a forward+backward per step, a forward at the end
-        return (3.0 * self.steps + 1.0) * (self.restarts + self.guided_starts) * len(self.lambdas)
+        return (3.0 * self.steps + 1.0) * (self.restarts + self.guided_starts) * len(self.lambdas) + self.guided_starts
 
     def __call__(self, classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> AttackResult:
         return self.at_steps(classifier, x, y, (self.steps,))[0]
@@ -182,7 +193,12 @@ class PGDDetector(PGDAttack, AgainstDetector):
         x_in = x
         x, label, term = begin(self, classifier, x, y)
         lams = torch.tensor(self.lambdas, dtype=torch.float32, device=x.device)
-        guided = guided_start(x, label, self.eps, self.norm) if self.guided_starts else None
+        guided = None
+        if self.guided_starts:
+            with torch.no_grad():
+                view = observe(classifier, x, term)
+            guided = guided_start(x, label, self.eps, self.norm, view.logits.argmax(1),
+                                  detector_margin(term, view) <= 0)
         bests = self.search(x, label, lambda c: self._passes(classifier, term, c, lams[c.option], len(x)),
                             options=len(self.lambdas), guided=guided, horizons=horizons, tag="lambda")
         runs = (self.restarts + self.guided_starts) * len(self.lambdas)

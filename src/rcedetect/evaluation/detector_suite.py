@@ -4,7 +4,7 @@
 Bryniarski et al. ICLR 2022, and a gradient-free one, Tramèr et al. 2020):
 
 - ``pgd_detector``: PGD on class margin + λ · hinge of the detector margin, λ swept over (0, 1, 10, 100), two random
-  starts and one guided start (the nearest image of another class);
+  starts and one guided start (the nearest image that is a success as it is: another class, accepted);
 - ``selective_pgd`` and ``orthogonal_pgd`` (Bryniarski et al.), two starts each;
 - ``pgd_defended``: targeted PGD on the defended K+1-class model (Carlini & Wagner's construction), three targets
   (at most K − 1), two starts;
