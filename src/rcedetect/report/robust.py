@@ -25,7 +25,17 @@ from collections import Counter
 
 from ..core.records import RobustRecord
 from ..stats.metrics import wilson_interval
-from .format import DASH, Notes, arch_label, detector_label, images, model_short, share, share_cell, short_label
+from .format import (
+    DASH,
+    Notes,
+    arch_label,
+    detector_label,
+    images,
+    model_short,
+    share,
+    share_cell,
+    short_label,
+)
 from .verdicts import APART, HIGHER, compare
 
 CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
