@@ -17,7 +17,8 @@ protocol §22 at a preset's budget (CE, RCE with the recipe, RCE at the paper's 
     python benchmarks/rce_recipe.py --suite mnist5k --seeds 0 1 2          # the demo's budget, embedded data
     python benchmarks/rce_recipe.py --suite mnist --data-dir DIR            # mnist-cpu's budget, DIR/MNIST/raw
     python benchmarks/rce_recipe.py --suite cifar10 --data-file F.npz       # cifar10-cpu's budget
-    python benchmarks/rce_recipe.py --suite classes100 --seeds 0 1         # the generated 100-class set (§16.5)
+    python benchmarks/rce_recipe.py --suite classes100 --seeds 0 1 2       # the generated 100-class set (§16.5)
+    python benchmarks/rce_recipe.py --write-classes100 many100.npz          # that set, to train on yourself
 
 or any variants by hand (the first is the reference)::
 
@@ -130,14 +131,15 @@ def many_classes(path: Path, classes: int = 100, train: int = 40, test: int = 10
                  noise: float = 100.0, seed: int = 0) -> Path:
     """The generated set of protocol §16.5 as a ``.npz``: one random binary ``side`` × ``side`` pattern per class
     (grey levels 48 and 208) plus Gaussian noise of ``noise`` grey levels, clipped to uint8; ``train`` and ``test``
-    images per class. The same ``seed`` gives the same file."""
-    g = torch.Generator().manual_seed(seed)
-    patterns = torch.where(torch.rand(classes, side, side, generator=g) < 0.5, 48.0, 208.0)
+    images per class, shuffled. The same ``seed`` gives the same file."""
+    g = np.random.default_rng(seed)
+    protos = g.uniform(0, 1, size=(classes, side, side)) > 0.5
 
     def draw(per_class: int):
-        y = torch.arange(classes).repeat_interleave(per_class)
-        x = patterns[y] + noise * torch.randn(len(y), side, side, generator=g)
-        return x.round().clamp(0, 255).to(torch.uint8).numpy(), y.numpy()
+        y = np.repeat(np.arange(classes), per_class)
+        g.shuffle(y)
+        x = protos[y] * 160.0 + 48.0 + g.normal(0, noise, size=(len(y), side, side))
+        return np.clip(x, 0, 255).astype(np.uint8), y
 
     (x_train, y_train), (x_test, y_test) = draw(train), draw(test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
@@ -161,7 +163,11 @@ def main(argv=None) -> None:
     p.add_argument("--margin", type=float, default=0.01, help="time to the reference's final accuracy minus this")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="")
+    p.add_argument("--write-classes100", metavar="FILE.npz", help="write the generated 100-class set and stop")
     args = p.parse_args(argv)
+    if args.write_classes100:
+        print(many_classes(Path(args.write_classes100)))
+        return
     if args.suite:
         args.preset, extra, every = SUITES[args.suite]
         args.set = [*extra, *args.set]

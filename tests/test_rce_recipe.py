@@ -33,7 +33,7 @@ def test_rce_rates_are_scaled_by_classes_minus_one_by_default_and_ce_rates_never
     assert auto_rce_lr_scale(100) == MAX_AUTO_RCE_LR_SCALE < 99
     rce, ce = cfg(objective="rce"), cfg(objective="ce")
     assert [rce.learning_rate(s, 10) for s in (0, 49, 50, 80, 99)] == pytest.approx([0.9, 0.9, 0.09, 0.009, 0.009])
-    assert rce.learning_rate(0, 100) == pytest.approx(0.1 * MAX_AUTO_RCE_LR_SCALE)
+    assert rce.learning_rate(24, 100) == pytest.approx(0.1 * MAX_AUTO_RCE_LR_SCALE)  # after its warm-up (below)
     assert [ce.learning_rate(s, 10) for s in (0, 50, 80)] == pytest.approx([0.1, 0.01, 0.001])
     assert ce.learning_rate(0, 100) == pytest.approx(0.1)
     paper = cfg(objective="rce", rce_lr_scale=1.0)
@@ -46,6 +46,16 @@ def test_warm_up_rises_linearly_to_the_first_rate_then_follows_the_schedule():
     assert [c.learning_rate(s) for s in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
     r = cfg(objective="rce", lr_warmup=2, rce_lr_scale=2.0)
     assert [r.learning_rate(s) for s in (0, 1, 2, 50)] == pytest.approx([0.1, 0.2, 0.2, 0.02])
+
+
+def test_many_classes_get_the_capped_scale_after_a_warm_up_of_a_quarter_of_the_steps():
+    rce = cfg(objective="rce")  # 100 steps: a warm-up of 25 on 100 classes, none on 10
+    assert rce.warmup_steps(100) == 25 and rce.warmup_steps(10) == 0 and rce.warmup_steps(11) == 25
+    assert [rce.learning_rate(s, 100) for s in (0, 12, 24, 25, 49, 50)] == pytest.approx(
+        [0.2, 2.6, 5.0, 5.0, 5.0, 0.5])
+    assert cfg(objective="rce", lr_warmup=40).warmup_steps(100) == 40  # a longer one given is kept
+    assert cfg(objective="rce", rce_lr_scale=33.0).warmup_steps(100) == 0  # a scale given: the warm-up as given
+    assert cfg(objective="ce").warmup_steps(100) == 0
 
 
 def test_a_cross_entropy_start_trains_at_ce_rates_then_switches_to_rce():
