@@ -14,7 +14,12 @@ from rcedetect.reproduce.adaptive import worst_case
 
 
 def test_each_sanity_check_fires_on_a_case_built_to_fail_it():
-    assert sanity.large_eps(1.0, 32)["passed"] and not sanity.large_eps(0.5, 32)["passed"]
+    assert sanity.large_eps([True] * 32, [True] * 32)["passed"] and not sanity.large_eps([True] * 16 + [False] * 16,
+                                                                                         [True] * 32)["passed"]
+    # an image wrong when clean cannot be fooled: 28 of 28 clean-correct pass although 28 of 32 is 88 %
+    judged = sanity.large_eps([True] * 28 + [False] * 4, [True] * 28 + [False] * 4)
+    assert judged["passed"] and judged["sr"] == 1.0 and "28 of 28" in judged["detail"]
+    assert sanity.large_eps([False] * 4, [False] * 4)["passed"] is None  # nothing to fool
     assert sanity.more_iterations(0.5, 0.5, 10, 0.1)["passed"]
     assert not sanity.more_iterations(0.5, 0.45, 10, 0.1)["passed"]  # more steps lost a success: broken
     x = torch.rand(2, 1, 4, 4)

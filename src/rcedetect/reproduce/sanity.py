@@ -3,7 +3,8 @@ AutoAttack's flags, Croce & Hein 2020): each is run and reported; a failed one i
 
 On ``m`` (≤ 32) pool images, for the K-density detector (else the first metric) and ``pgd_detector``:
 
-1. ``large_eps``: at ε = 1 (L∞; any image is reachable) the attack succeeds on ≥ 90 % of the images;
+1. ``large_eps``: at ε = 1 (L∞; any image is reachable) the attack succeeds on ≥ 90 % of the images the
+   classifier gets right when clean;
 2. ``more_iterations``: 4× the steps at the same step size does not lower the success rate (the first steps are the
    shorter run's and the best iterate is kept, so it cannot, unless the attack is broken); both results come from
    one set of runs (``PGDDetector.at_steps``: each keeps its own best iterate, the numbers of two separate attacks);
@@ -31,9 +32,11 @@ SAMPLE = 32
 
 
 # -- the verdicts: pure functions of what was measured (tests drive each one to fail) ---------------------------
-def large_eps(sr: float, m: int) -> dict:
-    return check("large_eps", sr >= 0.9, f"at ε = 1 {GRADIENT_ATTACK} fools classifier and detector on {100 * sr:.0f} % "
-                  f"of {m} images (expected ≥ 90 %)", sr=sr)
+def large_eps(fooled: list[bool], correct: list[bool]) -> dict:
+    """At ε = 1 the attack must fool ≥ 90 % of the images the classifier gets right when clean (an image it
+    already gets wrong cannot be fooled; counting it would cap the rate at the clean accuracy)."""
+    k = sum(bool(f) and bool(c) for f, c in zip(fooled, correct))
+    return detector_sanity.large_eps(k, sum(map(bool, correct)), 1.0)
 
 
 def more_iterations(sr: float, sr_more: float, steps: int, eps: float) -> dict:
@@ -123,7 +126,7 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     # runs gives both, each with its own best iterate, exactly as two attacks would
     short, long = _run(inp, model, metric, GRADIENT_ATTACK, {**same_step, "steps": 4 * steps}, mid, m,
                        at_steps=(steps, 4 * steps))
-    out = [large_eps(sr(GRADIENT_ATTACK, a.settings, 1.0), m),
+    out = [unbounded(inp, model, metric, a.settings, m),
            more_iterations(sr_of(short.x_adv), sr_of(long.x_adv), steps, mid),
            lambda_zero(_run(inp, model, metric, GRADIENT_ATTACK, {**plain, "lambdas": [0.0], "keep_best": False},
                             mid, m).x_adv,
@@ -163,9 +166,7 @@ def run_checks(inp: Inputs, model: str) -> None:
         worst = adaptive.worst_case([r for r in adaptive.records(inp) if r.model == model])
         for metric in ad.metrics:
             if metric != primary and metric in adaptive.metrics_of(inp, GRADIENT_ATTACK):
-                fooled = adaptive.evaluate(inp, model, metric,
-                                           _run(inp, model, metric, GRADIENT_ATTACK, a.settings, 1.0, m).x_adv, m)
-                out += [large_eps(_sr(fooled, m), m),
+                out += [unbounded(inp, model, metric, a.settings, m),
                         gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric),
                                                 inp.pool()[0][:m]), metric)]
                 out[-2]["metric"] = out[-1]["metric"] = metric
@@ -174,6 +175,14 @@ def run_checks(inp: Inputs, model: str) -> None:
     for c in out:
         c.setdefault("metric", primary)
     write_record(inp.layout.sanity_path(model), {"model": model, "checks": out})
+
+
+def unbounded(inp: Inputs, model: str, metric: str, settings: dict, m: int) -> dict:
+    """:func:`large_eps` of the gradient attack at ε = 1 on the first ``m`` pool images."""
+    fooled = adaptive.evaluate(inp, model, metric, _run(inp, model, metric, GRADIENT_ATTACK, settings, 1.0, m).x_adv,
+                               m)["fooled"]
+    correct = (inp.pool_bank(model, m).predictions == inp.pool()[1][:m]).tolist()
+    return large_eps(fooled, correct)
 
 
 def _primary(inp: Inputs) -> str:
