@@ -106,7 +106,7 @@ def auto_rce_lr_scale(num_classes: int) -> float:
     return float(min(max(1, num_classes - 1), MAX_AUTO_RCE_LR_SCALE))
 
 
-#: on 100 classes ×99 diverged, ×50 with a warm-up came within 0.4 points of CE (protocol §22)
+#: on 100 classes ×99 stayed below CE even with a warm-up, ×50 with one matched CE (protocol §22)
 MAX_AUTO_RCE_LR_SCALE = 50
 #: the automatic scale of the paper's 10 classes: up to it no warm-up is needed (protocol §22)
 NO_WARMUP_UP_TO = 9
@@ -235,7 +235,7 @@ class TrainConfig:
 
     def warmup_steps(self, num_classes: int) -> int:
         """``lr_warmup``, or at least a quarter of the steps where the automatic RCE scale is above the paper's 10
-        classes' (many classes: ×50 on 100 classes diverges without it; protocol §22)."""
+        classes' (on 100 classes ×50 reached 84 % without it, 98 % with it; protocol §22)."""
         auto = self.objective == "rce" and self.rce_lr_scale == 0
         if auto and auto_rce_lr_scale(num_classes) > NO_WARMUP_UP_TO:
             return max(self.lr_warmup, self.steps // 4)
