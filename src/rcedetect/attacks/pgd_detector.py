@@ -14,8 +14,8 @@ leaves the detector out: with ``keep_best=False`` the run is then exactly ``pgd(
 
 ``guided_starts`` adds runs from the nearest batch image that the classifier puts in another class and the detector
 accepts, projected into the ε-ball: a point the detector accepts when ε is large (at ε = 1 that image itself, a
-success as a start), where a random start far off
-the data can leave no usable gradient (Mahalanobis; Carlini et al. 2019 ask that an unbounded attack succeed).
+success as a start), where a random start far off the data can leave no usable gradient (Mahalanobis; Carlini et
+al. 2019 ask that an unbounded attack succeed).
 
 The runs of one start with different λ take the same steps while the detector accepts their common iterate (the λ
 term has no gradient there), so they go through the network as one row until it rejects it: the results are those
