@@ -7,7 +7,7 @@ Wilson 95 % interval and n, then robust accuracy with rejection and the sanity c
 per attack, so an interrupted leaderboard continues where it stopped::
 
     python benchmarks/leaderboard.py --run runs/demo/models/ce-HASH --run runs/demo/models/rce-HASH \\
-        --eps 0.1 --n 64 --out runs/leaderboard --md docs/results/leaderboard-table.md
+        --eps 0.1 --n 64 --out runs/leaderboard --md docs/results/leaderboard-table.md --png leaderboard.png
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def main(argv=None) -> None:
     ap.add_argument("--version", default="standard")
     ap.add_argument("--out", required=True, help="folder of the cards")
     ap.add_argument("--md", help="also write the table to this Markdown file")
+    ap.add_argument("--png", help="also draw SR@5 per detector and model with its interval into this PNG")
     args = ap.parse_args(argv)
-    rows = []
+    rows, cards = [], []
     for run in args.run:
         for det in args.detector or names():
             out = Path(args.out) / Path(run).name / det
@@ -55,7 +56,9 @@ def main(argv=None) -> None:
                 cmd += ["--eps", str(e)]
             print("+", " ".join(cmd[2:]), flush=True)
             subprocess.run(cmd, check=True)
-            rows += card_row(json.loads((out / "card.json").read_text()), Path(run).name)
+            card = json.loads((out / "card.json").read_text())
+            rows += card_row(card, Path(run).name)
+            cards.append((Path(run).name, card))
     head = ["model", "detector", "ε", "SR@5 % [95 % CI]", "n", "robust acc. w/ rejection %",
             "clean acc. w/ rejection %", "sanity passed", "strongest attack"]
     table = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -63,6 +66,41 @@ def main(argv=None) -> None:
     print(table)
     if args.md:
         Path(args.md).write_text(table + "\n")
+    if args.png:
+        draw(cards, Path(args.png))
+
+
+def draw(cards: list[tuple[str, dict]], path: Path) -> None:
+    """Grouped bars: one group per detector, one bar per model (and ε), height SR@5 with its Wilson interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rcedetect.report.format import detector_label
+
+    detectors = list(dict.fromkeys(c["detector"] for _, c in cards))
+    series = list(dict.fromkeys((run, e["eps"]) for run, c in cards for e in c["per_eps"]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.1 * len(detectors) + 2.5, 3.2), layout="constrained")
+    for i, (run, eps) in enumerate(series):
+        xs, ys, lo, hi = [], [], [], []
+        for j, det in enumerate(detectors):
+            for r, c in cards:
+                e = next((e for e in c["per_eps"] if e["eps"] == eps), None) if (r, c["detector"]) == (run, det) else None
+                if e is not None:
+                    xs.append(j + (i - (len(series) - 1) / 2) * width)
+                    ys.append(100 * e["attack_success_rate"])
+                    lo.append(ys[-1] - 100 * e["interval"][0])
+                    hi.append(100 * e["interval"][1] - ys[-1])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{run} ε {eps:g}" if len(series) > 1 else run)
+    ax.set_xticks(range(len(detectors)), [detector_label(d) for d in detectors])
+    ax.set_ylabel("SR@5 (%), worst case")
+    ax.set_ylim(0, 103)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
