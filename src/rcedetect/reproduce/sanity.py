@@ -39,19 +39,8 @@ def large_eps(fooled: list[bool], correct: list[bool]) -> dict:
     return detector_sanity.large_eps(k, sum(map(bool, correct)), 1.0)
 
 
-def more_iterations(sr: float, sr_more: float, steps: int, eps: float) -> dict:
-    return check("more_iterations", sr_more >= sr - 1e-9, f"ε {eps:g}: {steps} steps fool {100 * sr:.0f} %, "
-                  f"{4 * steps} steps {100 * sr_more:.0f} %", sr=sr, sr_more=sr_more)
-
-
 def gradient(grads: torch.Tensor, metric: str) -> dict:
     return detector_sanity.gradient(grads, f"the {metric} detector term")
-
-
-def gradient_free(sr_search: float, sr_gradient: float, m: int, eps: float) -> dict:
-    return check("gradient_free", sr_search <= sr_gradient + 1 / m + 1e-9,
-                  f"ε {eps:g}: random search fools {100 * sr_search:.0f} %, the best gradient attack "
-                  f"{100 * sr_gradient:.0f} %", sr=sr_search, sr_gradient=sr_gradient)
 
 
 def monotone_eps(worst: list[dict], metric: str) -> dict:
@@ -110,16 +99,13 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     m = min(SAMPLE, a.images, len(inp.pool()[0]))
     mid = sorted(a.eps)[len(a.eps) // 2]
 
-    def sr_of(x_adv) -> float:
-        return _sr(adaptive.evaluate(inp, model, metric, x_adv, m), m)
-
-    def sr(name: str, settings: dict, eps: float) -> float:
-        return sr_of(_run(inp, model, metric, name, settings, eps, m).x_adv)
+    def fooled(x_adv) -> int:
+        return sum(adaptive.evaluate(inp, model, metric, x_adv, m)["fooled"][:m])
 
     steps = int(a.settings.get("steps", attacks.spec(GRADIENT_ATTACK).fields["steps"].default))
     same_step = {**a.settings, "step_size": a.settings.get("step_size") or 2.5 * mid / steps}
     plain = {"random_start": False, "restarts": 1, "steps": steps, "norm": a.settings.get("norm", "linf")}
-    best = max(_sr(read_json(r.record, "adaptive record"), m) for name in ad.attacks
+    best = max((sum(read_json(r.record, "adaptive record")["fooled"][:m]), name) for name in ad.attacks
                if metric in adaptive.metrics_of(inp, name)
                for r in inp.layout.adaptive_runs(model, metric, name) if r.eps == mid)
     # the run of `steps` steps is the first `steps` steps of the 4× run (same starts and step size): one set of
@@ -127,13 +113,14 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     short, long = _run(inp, model, metric, GRADIENT_ATTACK, {**same_step, "steps": 4 * steps}, mid, m,
                        at_steps=(steps, 4 * steps))
     out = [unbounded(inp, model, metric, a.settings, m),
-           more_iterations(sr_of(short.x_adv), sr_of(long.x_adv), steps, mid),
+           {**detector_sanity.more_iterations(fooled(short.x_adv), fooled(long.x_adv), steps, 4 * steps, m), "eps": mid},
            lambda_zero(_run(inp, model, metric, GRADIENT_ATTACK, {**plain, "lambdas": [0.0], "keep_best": False},
                             mid, m).x_adv,
                        _run(inp, model, metric, "pgd", {**plain, "loss": "margin"}, mid, m).x_adv),
            gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric), inp.pool()[0][:m]),
                     metric),
-           gradient_free(sr(GRADIENT_FREE, {}, mid), best, m, mid)]
+           {**detector_sanity.gradient_free(fooled(_run(inp, model, metric, GRADIENT_FREE, {}, mid, m).x_adv), best[0],
+                                            m, GRADIENT_FREE, best[1]), "eps": mid}]
     run = next(r for r in inp.layout.adaptive_runs(model, metric, GRADIENT_ATTACK) if r.eps == mid)
     return out + _transfer_check(inp, model, metric, run, m)
 
