@@ -77,10 +77,16 @@ def draw(cards: list[tuple[str, dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rcedetect.report.figure_style import COLORS
     from rcedetect.report.format import detector_label
 
     detectors = list(dict.fromkeys(c["detector"] for _, c in cards))
     series = list(dict.fromkeys((run, e["eps"]) for run, c in cards for e in c["per_eps"]))
+    several_eps = len({eps for _, eps in series}) > 1
+
+    def name(run: str) -> str:  # a run's model folder "ce-0123456789" is called "CE"
+        head, _, tail = run.rpartition("-")
+        return head.upper() if head and len(tail) == 10 else run
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(1.1 * len(detectors) + 2.5, 3.2), layout="constrained")
     for i, (run, eps) in enumerate(series):
@@ -93,12 +99,17 @@ def draw(cards: list[tuple[str, dict]], path: Path) -> None:
                     ys.append(100 * e["attack_success_rate"])
                     lo.append(ys[-1] - 100 * e["interval"][0])
                     hi.append(100 * e["interval"][1] - ys[-1])
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{run} ε {eps:g}" if len(series) > 1 else run)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=None if several_eps else COLORS.get(name(run).lower()),
+               label=f"{name(run)} ε {eps:g}" if several_eps else name(run))
     ax.set_xticks(range(len(detectors)), [detector_label(d) for d in detectors])
     ax.set_ylabel("SR@5 (%), worst case")
     ax.set_ylim(0, 103)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=9)
+    if not several_eps:
+        ns = "/".join(str(n) for n in sorted({c["n_clean_correct"] for _, c in cards}))
+        ax.set_title(f"{cards[0][1]['norm'].replace('linf', 'L∞')} ε {series[0][1]:g}, {ns} images right when clean",
+                     fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
