@@ -69,7 +69,8 @@ def test_worst_case_is_the_union_over_attacks_at_each_eps():
     # a larger ε where the attacks fooled fewer images still counts every image fooled at a smaller ε
     weaker = worst_case([rec("a", 0.1, [True, True, True, False]), rec("a", 0.2, [False, False, False, True])])
     assert [(w["attack_success_rate"], w["sr_at_eps_only"]) for w in weaker] == [(0.75, 0.75), (1.0, 0.25)]
-    assert sanity.monotone_eps(weaker, "kd")["passed"] is False
+    dropped = sanity.monotone_eps(weaker, "kd")
+    assert dropped["passed"] is False and "3 of 4 at ε 0.1 but 1 at ε 0.2" in dropped["detail"], dropped
     assert sanity.monotone_eps(out, "kd")["passed"] is True
 
 
