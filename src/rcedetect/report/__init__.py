@@ -93,7 +93,7 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
     b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
     b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
-    b += adaptive_blocks(results, figs) + robust_blocks(results, figs) + compare_blocks(results)
+    b += adaptive_blocks(results, figs) + robust_blocks(results, images(figs, "robust")) + compare_blocks(results)
     b += claims_blocks(results, col, {label: agreement_text(a) for label, a in claims_across_seeds(results, col)})
     b += disagreements(results, col)
     return b

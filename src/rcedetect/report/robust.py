@@ -25,17 +25,7 @@ from collections import Counter
 
 from ..core.records import RobustRecord
 from ..stats.metrics import wilson_interval
-from .format import (
-    DASH,
-    Notes,
-    arch_label,
-    detector_label,
-    images,
-    model_short,
-    share,
-    share_cell,
-    short_label,
-)
+from .format import DASH, Notes, arch_label, detector_label, model_short, share, share_cell, short_label
 from .verdicts import APART, HIGHER, compare
 
 CONSISTENT, WEAK, UNRESOLVED = "consistent", "a sign of a weak attack", "not resolved"
@@ -286,7 +276,8 @@ def plain_words(results: dict, rows: list[dict]) -> list[str]:
     return words
 
 
-def robust_blocks(results: dict, figs: dict | None = None) -> list[tuple]:
+def robust_blocks(results: dict, figure: list[tuple] = ()) -> list[tuple]:
+    """The section; ``figure``: its image blocks (the robust-accuracy figure), placed after the introduction."""
     rb = results.get("robust")
     if not rb or not rb.get("classifiers"):
         return []
@@ -300,7 +291,7 @@ def robust_blocks(results: dict, figs: dict | None = None) -> list[tuple]:
                   f"{fpr:g} % of clean held-out images; 'clean rejected' is the share of the attacked images' clean "
                   "versions it rejects, measured. All in %, brackets 95 % Wilson intervals over the n attacked "
                   "images (given the attacks and the threshold)."))]
-    out += images(figs or {}, "robust") + classifier_blocks(results, rb)
+    out += [*figure, *classifier_blocks(results, rb)]
     rows, notes = detection_rows(results, rb)
     table = [[f"{r['eps']:g}", model_label(r["m"]), detector_label(r["metric"]) if r["metric"] != NONE else NONE,
               _clean(results, r["model"]), share_cell(r["rejected"]) if r["rejected"] else DASH, str(r["n"] or ""),
