@@ -16,9 +16,21 @@ import argparse
 import json
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from rcedetect.detectors import names
+
+
+def budget(text: str) -> float:
+    """An ε as typed: a number (0.1) or a fraction of the 8-bit scale (8/255)."""
+    return float(Fraction(text))
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for a budget on the 8-bit scale below 0.1 (CIFAR-10's), the number otherwise (MNIST's 0.2)."""
+    k = eps * 255
+    return f"{round(k)}/255" if eps < 0.1 and abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def card_row(card: dict, run: str) -> list[str]:
@@ -26,7 +38,7 @@ def card_row(card: dict, run: str) -> list[str]:
     for e in card["per_eps"]:
         lo, hi = e["interval"]
         passed = [s for s in card["sanity"] if s.get("passed") is not None]
-        rows.append([run, card["detector"], f"{e['eps']:g}",
+        rows.append([run, card["detector"], ("L2 " if card["norm"] == "l2" else "") + eps_label(e["eps"]),
                      f"{100 * e['attack_success_rate']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]",
                      str(card["n_clean_correct"]), f"{100 * e['robust_accuracy_with_rejection']:.1f}",
                      f"{100 * card['clean_accuracy_with_rejection']:.1f}",
@@ -39,7 +51,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, help="a trained run folder (repeat)")
     ap.add_argument("--detector", action="append", help="a detector (repeat; default: every registered one)")
-    ap.add_argument("--eps", action="append", type=float, required=True, help="an L∞ budget (repeat)")
+    ap.add_argument("--eps", action="append", type=budget, required=True, help="a budget, 0.1 or 8/255 (repeat)")
+    ap.add_argument("--norm", default="linf", choices=("linf", "l2"))
     ap.add_argument("--n", type=int, default=100, help="attacked test images per card")
     ap.add_argument("--version", default="standard")
     ap.add_argument("--out", required=True, help="folder of the cards")
@@ -51,7 +64,7 @@ def main(argv=None) -> None:
         for det in args.detector or names():
             out = Path(args.out) / Path(run).name / det
             cmd = [sys.executable, "-m", "rcedetect.cli", "evaluate-detector", run, "--detector", det,
-                   "--n", str(args.n), "--version", args.version, "--out", str(out), "--quiet"]
+                   "--n", str(args.n), "--norm", args.norm, "--version", args.version, "--out", str(out), "--quiet"]
             for e in args.eps:
                 cmd += ["--eps", str(e)]
             print("+", " ".join(cmd[2:]), flush=True)
@@ -100,7 +113,7 @@ def draw(cards: list[tuple[str, dict]], path: Path) -> None:
                     lo.append(ys[-1] - 100 * e["interval"][0])
                     hi.append(100 * e["interval"][1] - ys[-1])
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=None if several_eps else COLORS.get(name(run).lower()),
-               label=f"{name(run)} ε {eps:g}" if several_eps else name(run))
+               label=f"{name(run)} ε {eps_label(eps)}" if several_eps else name(run))
     ax.set_xticks(range(len(detectors)), [detector_label(d) for d in detectors])
     ax.set_ylabel("SR@5 (%), worst case")
     ax.set_ylim(0, 103)
@@ -108,7 +121,7 @@ def draw(cards: list[tuple[str, dict]], path: Path) -> None:
     ax.legend(loc="lower right", fontsize=9)
     if not several_eps:
         ns = "/".join(str(n) for n in sorted({c["n_clean_correct"] for _, c in cards}))
-        ax.set_title(f"{cards[0][1]['norm'].replace('linf', 'L∞')} ε {series[0][1]:g}, {ns} images right when clean",
+        ax.set_title(f"{cards[0][1]['norm'].replace('linf', 'L∞').replace('l2', 'L2')} ε {eps_label(series[0][1])}, {ns} images right when clean",
                      fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
