@@ -56,10 +56,14 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _require_extra() -> None:
-    from ..core.errors import ConfigError
+def run(args) -> int:
+    import torch
 
-    try:
+    from ..core.errors import ConfigError
+    from ..serve import auth, engine, runs, server
+    from ..serve.examples import Examples, check_given, load_given
+
+    try:  # the serve extra
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
         import python_multipart  # noqa: F401
@@ -67,15 +71,6 @@ def _require_extra() -> None:
     except ImportError as e:
         raise ConfigError(f"rce serve needs the serve extra ({e.name} is missing): pip install 'rcedetect[serve]'") \
             from None
-
-
-def run(args) -> int:
-    import torch
-
-    from ..serve import auth, engine, runs, server
-    from ..serve.examples import load_given
-
-    _require_extra()
     limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_batch=args.max_batch, timeout_s=args.timeout_s,
                     batch_window_s=args.batch_window_ms / 1000, max_queue_images=args.max_queue,
                     max_inflight=args.max_inflight, max_memory_bytes=int(args.max_memory_mb * MIB)).check()
@@ -88,7 +83,6 @@ def run(args) -> int:
     sock = server.bind(args.host, args.port)  # a busy port fails now, before minutes of loading
     try:
         from ..serve.app import create_app
-        from ..serve.examples import Examples, check_given
 
         eng = engine.load(served, args.metric, opts, args.device,
                           before_fit=lambda ckpt: check_given(given, ckpt.classifier))

@@ -282,10 +282,8 @@ def load_adversarial(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
         raise InputError(f"{path} does not exist")
     if "indices" in t and bool((t["indices"] < 0).all()):
         del t["indices"]  # unknown
-    meta.setdefault("settings", {})
-    meta.setdefault("attack", None)
-    meta.setdefault("eps", None)
-    meta.setdefault("norm", "")
+    for key, default in (("settings", {}), ("attack", None), ("eps", None), ("norm", "")):
+        meta.setdefault(key, default)
     for key in ("indices", "success", "success_8bit", "pred_8bit", "target"):
         meta[key] = t.get(key, meta.get(key))
     meta["path"] = str(path)

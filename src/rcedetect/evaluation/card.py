@@ -193,8 +193,5 @@ def _g(v: float) -> str:
 
 
 def _source(card: DetectorCard) -> str:
-    if card.threshold_source == "heldout":
-        return f"rejects {_pct(card.fpr)} of the clean held-out images"
-    if card.threshold_source == "detector":
-        return "the detector's own calibration"
-    return "given"
+    return {"heldout": f"rejects {_pct(card.fpr)} of the clean held-out images",
+            "detector": "the detector's own calibration"}.get(card.threshold_source, "given")

@@ -41,21 +41,20 @@ def numbers() -> dict[str, Any]:
     return json.loads((Path(__file__).parent / "paper_numbers.json").read_text())
 
 
+def _row(table: str, **match: Any) -> dict[str, Any] | None:
+    """The first row of ``table`` whose fields equal ``match`` (compared in order), None when none does."""
+    return next((row for row in numbers()[table] if all(row[k] == v for k, v in match.items())), None)
+
+
 def column(dataset: str | None) -> str | None:
     """The paper column our dataset is compared with: mnist5k and mnist -> 'mnist', cifar10 -> 'cifar10'."""
-    if dataset in ("mnist", "mnist5k"):
-        return "mnist"
-    if dataset == "cifar10":
-        return "cifar10"
-    return None
+    return {"mnist": "mnist", "mnist5k": "mnist", "cifar10": "cifar10"}.get(dataset)
 
 
 def test_error(arch: str, objective: str, col: str | None) -> float | None:
     """Table 1: test error in percent."""
-    for row in numbers()["table1_test_error_percent"]:
-        if col and row["model"] == arch and row["objective"] == objective.upper():
-            return row.get(col)
-    return None
+    row = _row("table1_test_error_percent", model=arch, objective=objective.upper()) if col else None
+    return row.get(col) if row else None
 
 
 def test_error_nearest(arch: str, objective: str, col: str | None, role: str = "main"
@@ -74,37 +73,25 @@ def test_error_nearest(arch: str, objective: str, col: str | None, role: str = "
 
 def auc(attack: str, objective: str, metric: str, col: str | None) -> float | None:
     """Table 2: AUC x 100 of ``metric`` (confidence / non_me / kd) for ``attack`` on ResNet-32."""
-    label, key = ATTACK_LABELS.get(attack), METRIC_KEYS.get(metric)
-    for row in numbers()["table2_auc"]:
-        if (row["dataset"] == col and row["attack"] == label and row["objective"] == objective.upper()
-                and row["metric"] == key):
-            return row["auc_percent"]
-    return None
+    row = _row("table2_auc", dataset=col, attack=ATTACK_LABELS.get(attack), objective=objective.upper(),
+               metric=METRIC_KEYS.get(metric))
+    return row["auc_percent"] if row else None
 
 
 def cw_wb(objective: str, col: str | None) -> tuple[float | None, float | None]:
     """Table 3: (ratio of f2 > 0, mean distortion on the [0, 255] scale)."""
-    for row in numbers()["table3_cw_wb"]:
-        if col and row["objective"] == objective.upper():
-            return row[f"{col}_ratio_f2_positive"], row[f"{col}_distortion"]
-    return None, None
+    row = _row("table3_cw_wb", objective=objective.upper()) if col else None
+    return (row[f"{col}_ratio_f2_positive"], row[f"{col}_distortion"]) if row else (None, None)
 
 
 def transfer_auc(target_objective: str, substitute_objective: str, col: str | None) -> float | None:
     """Table 4 (CIFAR-10 only): K-density AUC x 100, target ResNet-56, substitute ResNet-32."""
-    if col != "cifar10":
-        return None
-    for row in numbers()["table4_blackbox_cifar10_auc_percent"]:
-        if row["target"] == f"resnet56-{target_objective.upper()}" and \
-                row["substitute"] == f"resnet32-{substitute_objective.upper()}":
-            return row["auc"]
-    return None
+    row = _row("table4_blackbox_cifar10_auc_percent", target=f"resnet56-{target_objective.upper()}",
+               substitute=f"resnet32-{substitute_objective.upper()}") if col == "cifar10" else None
+    return row["auc"] if row else None
 
 
 def seconds_per_example(attack: str, objective: str) -> float | None:
     """Table 5: seconds per adversarial example on a P100 (ResNet-32, mean of MNIST and CIFAR-10)."""
-    label = ATTACK_LABELS.get(attack)
-    for row in numbers()["table5_seconds_per_example_p100"]:
-        if row["attack"] == label:
-            return row.get(objective.upper())
-    return None
+    row = _row("table5_seconds_per_example_p100", attack=ATTACK_LABELS.get(attack))
+    return row.get(objective.upper()) if row else None

@@ -42,11 +42,8 @@ def load_adversarial(attack_dir: str | Path, dataset) -> AdversarialSet:
     :class:`rcedetect.data.Dataset`), checked against the stored labels. CheckpointError/InputError on defects."""
     attack_dir = Path(attack_dir)
     summary = schemas.check(read_json(attack_dir / "summary.json", "attack summary"), schemas.ATTACK_SUMMARY,
-                            attack_dir / "summary.json", "attack summary")
-    try:
-        n, batch, name = int(summary["n"]), int(summary["batch_size"]), summary.get("dataset")
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{attack_dir / 'summary.json'} was not written by rce attack: {e}") from e
+                            attack_dir / "summary.json", "attack summary")  # n and batch_size: integers, checked
+    n, batch, name = int(summary["n"]), int(summary["batch_size"]), summary.get("dataset")
     if name != dataset.name:
         raise InputError(f"these adversarial images come from dataset {name!r}, not {dataset.name!r}")
     res, _, stored = load_parts(attack_dir, n, batch)

@@ -48,6 +48,9 @@ from .robust import model_label, robust_blocks
 from .table2 import disagreements, table2
 
 RESULTS = "results.json"
+#: Table 3's columns (ratio f2 > 0, distortion) and why a cell of each is empty
+WB_EMPTY = {"ratio_f2_positive": "no attacked image reached its target, so there is no ratio",
+            "mean_distortion": "no image fooled both classifier and detector, so there is no distortion"}
 
 
 def load(out_dir: str | Path) -> dict[str, Any]:
@@ -91,8 +94,10 @@ def build_blocks(results: dict, figures: list[tuple[str, str, str]]) -> list[tup
                 "saying why.")), *bottom_line_blocks(results, figs)]
     if results.get("cuts"):
         b += [("h", 2, "What was cut relative to the paper"), ("ul", list(results["cuts"]))]
-    b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs) + _figure2(figs)
-    b += _table3(results, col, figs) + _table4(results, col) + _table5(results) + _tsne(figs) + _noise(results, figs)
+    b += replication_blocks(results) + _table1(results, col) + table2(results, col, figs) + operating_blocks(results, figs)
+    b += _figures(figs, "Robustness with the detector disabled (the paper's Fig. 2)", "fig2a", "fig2b")
+    b += _table3(results, col, figs) + _table4(results, col) + _table5(results)
+    b += _figures(figs, "t-SNE of the final hidden features (the paper's Fig. 1b/c)", "tsne") + _noise(results, figs)
     b += adaptive_blocks(results, figs) + robust_blocks(results, images(figs, "robust")) + compare_blocks(results)
     b += claims_blocks(results, col, {label: agreement_text(a) for label, a in claims_across_seeds(results, col)})
     b += disagreements(results, col)
@@ -122,9 +127,10 @@ def _table1(results: dict, col: str | None) -> list[tuple]:
             *notes.blocks()]
 
 
-def _figure2(figs: dict) -> list[tuple]:
-    imgs = images(figs, "fig2a", "fig2b")
-    return [("h", 2, "Robustness with the detector disabled (the paper's Fig. 2)"), *imgs] if imgs else []
+def _figures(figs: dict, title: str, *keys: str) -> list[tuple]:
+    """A section of figures alone: its title over those of ``keys`` that were drawn ([] where none was)."""
+    imgs = images(figs, *keys)
+    return [("h", 2, title), *imgs] if imgs else []
 
 
 def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
@@ -133,15 +139,10 @@ def _table3(results: dict, col: str | None, figs: dict) -> list[tuple]:
         rec = record(results, model, paper_ref.WHITEBOX_ATTACK)
         if rec is None or rec.wb is None:
             continue
-        p_ratio, p_dist = paper_ref.cw_wb(obj, col)
         wb = rec.wb
-        ratio = cell(wb.get("ratio_f2_positive"), p_ratio, 2)
-        dist = cell(wb.get("mean_distortion"), p_dist, 2)
-        if missing(wb.get("ratio_f2_positive")):
-            ratio = notes.empty("no attacked image reached its target, so there is no ratio") + ratio[1:]
-        if missing(wb.get("mean_distortion")):
-            dist = notes.empty("no image fooled both classifier and detector, so there is no distortion") + dist[1:]
-        rows.append([obj.upper(), ratio, dist, str(wb.get("n_reached", "")), str(wb.get("n_efficient", ""))])
+        cells = [notes.empty(why) + cell(None, paper, 2)[1:] if missing(wb.get(key)) else cell(wb.get(key), paper, 2)
+                 for (key, why), paper in zip(WB_EMPTY.items(), paper_ref.cw_wb(obj, col))]
+        rows.append([obj.upper(), *cells, str(wb.get("n_reached", "")), str(wb.get("n_efficient", ""))])
     if not rows:
         return []
     return [("h", 2, "Table 3: C&W-wb (white-box attack on the K-density detector)"),
@@ -188,11 +189,6 @@ def _table5(results: dict) -> list[tuple]:
             ("p", (f"Ours on {results.get('device')} with the budgets of this preset (see the cuts above), beside "
                   "the paper's P100 figures with the full budgets.")),
             ("table", ["attack", "objective", "ours", "paper (P100)", "images"], rows), *notes.blocks()]
-
-
-def _tsne(figs: dict) -> list[tuple]:
-    imgs = images(figs, "tsne")
-    return [("h", 2, "t-SNE of the final hidden features (the paper's Fig. 1b/c)"), *imgs] if imgs else []
 
 
 def _noise(results: dict, figs: dict) -> list[tuple]:

@@ -18,11 +18,10 @@ from .bottom_line_numbers import (
     eps_reaching,
     model_by_objective,
     n_seeds,
-    sanity_counts,
     worst_case_curve,
 )
 from .claims import claim_items
-from .format import DASH, detector_label, images, paper_column, share
+from .format import DASH, detector_label, images, paper_column, sanity_checks, share
 from .replication import claims_across_seeds
 from .verdicts import AT_SCALE, SAID, by_direction, split, verdict_of
 
@@ -158,7 +157,8 @@ def survives(results: dict) -> str:
     reached = [eps_reaching(worst_case_curve(results, o, m), 0.5) for m in metrics for o in objs.values()]
     fell, total = sum(1 for r in reached if r and r.eps is not None), sum(1 for r in reached if r)
     others = f" {fell} of the {total} model + detector pairs attacked reach 50 % within the grid."
-    n_checks, failed = sanity_counts(results)
+    checks = sanity_checks(results)
+    failed = [c for c in checks if not c[2]]
     if r50.eps is not None:
         return (f"{q} No{_seed_words(results)}: attacks that know {who} make it accept a misclassified image for "
                 f"half of the attacked images at ε {r50.text()}, and at ε {e_max:g} its worst-case {sr} is "
@@ -166,8 +166,8 @@ def survives(results: dict) -> str:
     mine = [f for f in failed if f[0] == model and f[1] in (metric, None)]
     doubt = (f" {len(mine)} sanity check(s) of the attacks on {who} failed, so this may overstate its robustness."
              if mine else " Low success at a large ε more often means a weak attack than a robust detector "
-             "(Tramèr 2022)" + (f"; {len(failed)} of the {n_checks} sanity checks failed, none on {who}." if failed
-                                else f"; all {n_checks} sanity checks passed." if n_checks else "."))
+             "(Tramèr 2022)" + (f"; {len(failed)} of the {len(checks)} sanity checks failed, none on {who}." if failed
+                                else f"; all {len(checks)} sanity checks passed." if checks else "."))
     return (f"{q} Within this grid, yes{_seed_words(results)}: {who}'s worst-case {sr} stays at {pct(top)} % of "
             f"{top.n} up to ε {e_max:g}.{others}{doubt}")
 
@@ -239,11 +239,12 @@ def _claims_blocks(results: dict, col: str | None, claim: str | None) -> list[tu
 # ----------------------------------------------------------------------------------------------- the box
 def sanity_sentence(results: dict) -> str | None:
     """"38 of 38 sanity checks of the adaptive attacks passed." (failed ones named), None without checks."""
-    total, failed = sanity_counts(results)
-    if not total:
+    checks = sanity_checks(results)
+    if not checks:
         return None
-    head = f"{total - len(failed)} of {total} sanity checks of the adaptive attacks passed"
-    return head + (f"; FAILED: {'; '.join(f[2] for f in failed)}." if failed else ".")
+    failed = [text for _, _, passed, text in checks if not passed]
+    head = f"{len(checks) - len(failed)} of {len(checks)} sanity checks of the adaptive attacks passed"
+    return head + (f"; FAILED: {'; '.join(failed)}." if failed else ".")
 
 
 def bottom_line_blocks(results: dict, figs: dict) -> list[tuple]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .. import detectors
 from ..evaluation import paper_ref
 from ..stats.metrics import wilson_interval
-from .format import main_models, missing, operating_point, sanity_checks, table2_record, worst_cases
+from .format import main_models, missing, operating_point, table2_record, worst_cases
 
 TOL = 1e-9
 PAPER_FIRST = ("kd", "non_me", "confidence")
@@ -65,8 +65,7 @@ def n_seeds(results: dict) -> int:
 
 
 def _across(results: dict, table: str) -> list[dict] | None:
-    rep = results.get("replication") or {}
-    return (rep.get("across") or {}).get(table) if n_seeds(results) > 1 else None
+    return results["replication"]["across"].get(table) if n_seeds(results) > 1 else None  # > 1: across is there
 
 
 def _from_row(row: dict | None) -> Share | None:
@@ -160,9 +159,3 @@ def eps_reaching(curve: list[tuple[float, Share | float]], level: float) -> Reac
         if s1 >= level:
             return Reach(e0 + (level - s0) * (e1 - e0) / (s1 - s0), False, pts[-1][0])
     return Reach(None, False, pts[-1][0])
-
-
-def sanity_counts(results: dict) -> tuple[int, list[tuple[str, str | None, str]]]:
-    """(how many sanity checks of the adaptive attacks ran, [(model, metric, the failed check in words)])."""
-    checks = sanity_checks(results)
-    return len(checks), [(model, metric, text) for model, metric, passed, text in checks if not passed]

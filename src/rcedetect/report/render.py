@@ -84,27 +84,18 @@ def to_markdown(blocks: list[tuple], for_html: bool = False) -> str:
     toc = next((k for k, b in enumerate(numbered) if b[0] == "p"), None) if for_html else None
     if toc is not None and toc + 1 < len(numbered) and numbered[toc + 1][0] == "div":
         toc = next((k for k in range(toc, len(numbered)) if numbered[k][0] == "end_div"), None)
+    kinds = {"h": lambda b: ["#" * b[1] + " " + esc(b[2])],
+             # a box (the bottom line): an HTML div whose inside is markdown; nothing in report.md
+             "div": lambda b: [f'<div class="box" id="{b[1]}" markdown="1">'] if for_html else [],
+             "end_div": lambda b: ["</div>" if for_html else "---"],
+             "p": lambda b: [esc(b[1])],
+             "ul": lambda b: ["\n".join(f"- {esc(i)}" for i in b[1])],
+             "notes": lambda b: [esc(i) + ("\n{: .notes }" if for_html else "") for i in b[1]],
+             "table": lambda b: [_table(b[1], b[2])],
+             "img": lambda b: [f"![Figure {b[4]}]({b[2]})" + ("{: .figure }" if for_html else ""),
+                               f"**Figure {b[4]}:** {esc(b[3])}" + ("\n{: .caption }" if for_html else "")]}
     for k, blk in enumerate(numbered):
-        kind = blk[0]
-        if kind == "h":
-            out.append("#" * blk[1] + " " + esc(blk[2]))
-        elif kind == "div":  # a box (the bottom line): an HTML div whose inside is markdown; nothing in report.md
-            if for_html:
-                out.append(f'<div class="box" id="{blk[1]}" markdown="1">')
-        elif kind == "end_div":
-            out.append("</div>" if for_html else "---")
-        elif kind == "p":
-            out.append(esc(blk[1]))
-        elif kind == "ul":
-            out.append("\n".join(f"- {esc(i)}" for i in blk[1]))
-        elif kind == "notes":
-            out += [esc(i) + ("\n{: .notes }" if for_html else "") for i in blk[1]]
-        elif kind == "table":
-            out.append(_table(blk[1], blk[2]))
-        elif kind == "img":
-            _, _, file, caption, n = blk
-            out.append(f"![Figure {n}]({file})" + ("{: .figure }" if for_html else ""))
-            out.append(f"**Figure {n}:** {esc(caption)}" + ("\n{: .caption }" if for_html else ""))
+        out += kinds.get(blk[0], lambda b: [])(blk)
         if k == toc:
             out.append("[TOC]")
     return "\n\n".join(out) + "\n"

@@ -57,19 +57,13 @@ def model_of(results: dict, model: str, row: dict) -> dict:
     return {**row, **results.get("models", {}).get(model, {})}
 
 
-def training_text(m: dict) -> str:
-    """"standard", "PGD-AT ε 0.3 (7 steps)", "TRADES β 6, ε 0.3 (7 steps)"."""
-    t = m.get("training")
-    if not t:
-        return "standard"
-    budget = f"ε {t['eps']:g}{' L2' if t.get('norm') == 'l2' else ''} ({t['steps']} steps)"
-    return f"TRADES β {t['beta']:g}, {budget}" if t.get("kind") == "trades" else f"PGD-AT {budget}"
-
-
 def model_label(m: dict) -> str:
-    """"ResNet-8 CE" or "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)"."""
-    base = f"{arch_label(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}"
-    return base if not m.get("training") else f"{base}, {training_text(m)}"
+    """"ResNet-8 CE", "ResNet-8 CE, PGD-AT ε 0.3 (7 steps)" or "ResNet-8 CE, TRADES β 6, ε 0.3 (7 steps)"."""
+    base, t = f"{arch_label(m.get('arch', '?'))} {str(m.get('objective', '?')).upper()}", m.get("training")
+    if not t:
+        return base
+    budget = f"ε {t['eps']:g}{' L2' if t.get('norm') == 'l2' else ''} ({t['steps']} steps)"
+    return f"{base}, TRADES β {t['beta']:g}, {budget}" if t.get("kind") == "trades" else f"{base}, PGD-AT {budget}"
 
 
 def tramer_verdict(claim: tuple | None, best: tuple | None) -> str:
@@ -84,10 +78,11 @@ def tramer_verdict(claim: tuple | None, best: tuple | None) -> str:
     return WEAK if apart(claim, best) else UNRESOLVED
 
 
-def _triple(row: dict | None, key: str) -> tuple | None:
+def _triple(row: dict | None, key: str, iv: str = "interval") -> tuple | None:
+    """(the value ``key`` of ``row``, and the ends of its interval ``iv``); None without the value."""
     if row is None or row.get(key) is None:
         return None
-    lo, hi = row.get("interval") or (None, None)
+    lo, hi = row.get(iv) or (None, None)
     return (row[key], lo, hi)
 
 
@@ -180,14 +175,12 @@ def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
             row = _find(classifiers, eps, model=model)
             if row is None:
                 continue
-            m = model_of(results, model, row)
+            base = {"eps": eps, "model": model, "m": (m := model_of(results, model, row))}
             half = _find(classifiers, eps / 2, model=model)
-            out.append({"eps": eps, "model": model, "m": m, "metric": NONE, "at": _triple(row, "robust_accuracy"),
-                        "half": _triple(half, "robust_accuracy"), "n": row.get("n_images"), "rejected": None,
-                        "verdict": "", "best": None,
+            out.append({**base, "metric": NONE, "at": _triple(row, "robust_accuracy"), "n": row.get("n_images"),
+                        "half": _triple(half, "robust_accuracy"), "rejected": None, "verdict": "", "best": None,
                         "half_note": "" if half else notes.mark("no robust accuracy at ε/2 in this run")})
-            metrics = dict.fromkeys(d["metric"] for d in detectors if d["model"] == model)
-            for metric in metrics:
+            for metric in dict.fromkeys(d["metric"] for d in detectors if d["model"] == model):
                 d = _find(detectors, eps, model=model, metric=metric)
                 if d is None:
                     continue
@@ -200,11 +193,9 @@ def detection_rows(results: dict, rb: dict) -> tuple[list[dict], Notes]:
                                            "it, an upper bound")
                 claim = _triple(d, "robust_accuracy_with_rejection")
                 best = best_classifier(classifiers, m.get("arch"), eps / 2)
-                rej = d.get("clean_rejection_rate")
-                rej_ci = d.get("clean_rejection_interval") or (None, None)
-                out.append({"eps": eps, "model": model, "m": m, "metric": metric, "at": claim, "half": half,
-                            "half_note": half_note, "n": d.get("n_images"),
-                            "rejected": None if rej is None else (rej, *rej_ci),
+                out.append({**base, "metric": metric, "at": claim, "half": half, "half_note": half_note,
+                            "n": d.get("n_images"),
+                            "rejected": _triple(d, "clean_rejection_rate", "clean_rejection_interval"),
                             "verdict": tramer_verdict(claim, _triple(best, "robust_accuracy")), "best": best})
     return out, notes
 

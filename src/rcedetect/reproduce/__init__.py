@@ -28,8 +28,7 @@ def preset_config(preset: str, overrides: list[str] | None = None, device: str |
                   data_dir: str | None = None, data_file: str | None = None) -> dict:
     """The resolved config of ``preset`` with ``overrides``, every setting checked (ConfigError before any work)."""
     cfg = resolve_config(preset, overrides, device, data_dir, data_file)
-    cfg["experiment"]["name"] = cfg["experiment"]["name"] or Path(preset).stem
-    plan(cfg)
+    cfg["experiment"]["name"] = cfg["experiment"]["name"] or Path(preset).stem  # a string: still as planned
     return cfg
 
 

@@ -22,6 +22,7 @@ import torch
 
 from ..attacks.base import l2_distortion
 from ..attacks.thirdparty import attack_norm
+from ..core.io import read_json
 from ..core.records import AdaptiveRecord, WorstCase
 from ..detectors import ScoreTerm
 from ..evaluation.detector_runs import adaptive_attack, judge_banks
@@ -87,8 +88,6 @@ def metrics_of(inp: Inputs, attack: str) -> tuple[str, ...]:
 
 
 def records(inp: Inputs) -> list[AdaptiveRecord]:
-    from ..core.io import read_json
-
     ad = inp.plan.adaptive
     return [AdaptiveRecord.from_dict(read_json(r.record, "adaptive record"), str(r.record)) for model in inp.plan.detected
             for attack in ad.attacks for metric in metrics_of(inp, attack)

@@ -88,10 +88,6 @@ class Inputs:
         """The baseline detectors of model ``name`` (protocol §15): those of ``detector.baselines`` on a main model."""
         return self.plan.detector.baselines if name in self.plan.detected else ()
 
-    def layers(self, name: str) -> tuple[str, ...]:
-        """The intermediate layers its baselines read (cached in its feature banks beside z)."""
-        return self.layout.baseline_layers(name)
-
     def bank(self, name: str, kind: str) -> features.FeatureBank:
         """The cached features of the training images, the attack pool, the t-SNE images or the clean held-out
         images of model ``name`` (with the layers its baselines read)."""
@@ -106,7 +102,7 @@ class Inputs:
             x, y = self.calibration()
         else:
             x, y, _ = self.pool()
-        layers = self.layers(name) if kind != "tsne" else ()
+        layers = self.layout.baseline_layers(name) if kind != "tsne" else ()  # the layers its baselines read
         return features.cached(self.classifier(name), x, y, self.layout.feature_path(name, kind),
                                batch_size=self.plan.experiment.batch_size, layers=layers)
 

@@ -25,7 +25,6 @@ from ..core.io import config_hash
 from ..training.config import objective_settings
 from .config import Plan
 
-FEATURE_KINDS = ("train", "pool", "tsne", "calibration")
 #: bumped when the sanity checks change, so that a cached run recomputes them
 SANITY_VERSION = 3
 
@@ -78,11 +77,6 @@ class Layout:
         """How many clean test images outside the pool calibrate the detectors' thresholds."""
         return min(self.plan.experiment.calibration_images, self.n_test() - self.pool_size())
 
-    def feature_count(self, kind: str) -> int:
-        e = self.plan.experiment
-        return {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images,
-                "calibration": self.calibration_size()}[kind]
-
     def baseline_layers(self, name: str) -> tuple[str, ...]:
         """The intermediate layers the baselines of model ``name`` read (its feature banks hold them beside z);
         layer names depend on the architecture only, so they are known before the model is trained."""
@@ -107,8 +101,10 @@ class Layout:
 
     def feature_path(self, name: str, kind: str) -> Path:
         """The bank of ``kind``; a bank that also holds the baselines' layers has its own name."""
-        layers = self.baseline_layers(name) if kind != "tsne" else ()
-        parts = [self.model_hash(name), kind, self.feature_count(kind), self.plan.experiment.seed]
+        e, layers = self.plan.experiment, self.baseline_layers(name) if kind != "tsne" else ()
+        count = {"train": e.train_feature_images, "pool": self.pool_size(), "tsne": e.tsne_images,
+                 "calibration": self.calibration_size()}[kind]
+        parts = [self.model_hash(name), kind, count, e.seed]
         key = config_hash(parts + [list(layers)] if layers else parts)
         return self.out / "features" / f"{name}-{kind}-{key}.safetensors"
 
@@ -123,7 +119,7 @@ class Layout:
         """The paper's K-density detector (and, with ``metric``, any fitted detector) of model ``name``; a baseline
         lives in its own folder, named by its settings."""
         if metric in self.plan.detector.baselines:
-            return self.baseline_dir(name, metric)
+            return self.out / "detectors" / f"{name}-{metric}-{self.baseline_hash(name, metric)}" / metric
         folder = self.out / "detectors" / f"{name}-{self.detector_hash(name)}"
         return folder if metric is None else folder / metric
 
@@ -134,43 +130,42 @@ class Layout:
         return config_hash([self.model_hash(name), self.plan.experiment.train_feature_images, metric,
                             self.baseline_settings(name, metric)])
 
-    def baseline_dir(self, name: str, metric: str) -> Path:
-        return self.out / "detectors" / f"{name}-{metric}-{self.baseline_hash(name, metric)}" / metric
-
     def baselines_hash(self, name: str) -> str | None:
         """One hash of every baseline detector of model ``name`` (None without baselines): the scored records
         depend on it."""
         names = self.plan.detector.baselines if name in self.plan.detected else ()
         return config_hash([self.baseline_hash(name, m) for m in names]) if names else None
 
-    def attack_runs(self, model: str, attack: str) -> list[AttackRun]:
-        a = self.plan.attacks[attack]
-        det = self.detector_hash(model) if a.spec.needs_detector else None
+    def _runs(self, model: str, attack: str, a, folder: Path, tag: str, detector,
+              record: Callable[[str, str], str]) -> list[AttackRun]:
+        """One :class:`AttackRun` per ε of ``attack`` (its plan ``a``) on ``model``, named by
+        :func:`attack_key`: its parts in ``folder/<tag>[-e<eps>]-<key>``, its record in ``records/``, named
+        ``record(<tag>[-e<eps>], key)``."""
         runs = []
         for eps in a.eps or (None,):
             key = attack_key(self.model_hash(model), attack, a.settings, eps, a.images, a.batch,
-                             self.plan.experiment.seed, det)
-            tag = f"{attack}-e{eps:g}" if eps is not None else attack
-            rec_key = config_hash([key, self.detector_hash(model)] + [b for b in [self.baselines_hash(model)] if b])
-            runs.append(AttackRun(eps, self.out / "attacks" / model / f"{tag}-{key}", key,
-                                  self.out / "records" / f"{model}-{tag}-{rec_key}.json"))
+                             self.plan.experiment.seed, detector)
+            label = f"{tag}-e{eps:g}" if eps is not None else tag
+            runs.append(AttackRun(eps, folder / f"{label}-{key}", key,
+                                  self.out / "records" / record(label, key)))
         return runs
+
+    def attack_runs(self, model: str, attack: str) -> list[AttackRun]:
+        a = self.plan.attacks[attack]
+        rec = [self.detector_hash(model)] + [b for b in [self.baselines_hash(model)] if b]
+        return self._runs(model, attack, a, self.out / "attacks" / model, attack,
+                          self.detector_hash(model) if a.spec.needs_detector else None,
+                          lambda label, key: f"{model}-{label}-{config_hash([key] + rec)}.json")
 
     def adaptive_runs(self, model: str, metric: str, attack: str) -> list[AttackRun]:
         """The runs of an adaptive attack against ``metric``'s detector of ``model``, one per ε."""
         ad = self.plan.adaptive
-        a = ad.attacks[attack]
         det = [self.detector_hash(model), metric, ad.fpr, self.calibration_size()]
         if metric in self.plan.detector.baselines:
             det.append(self.baseline_hash(model, metric))
-        runs = []
-        for eps in a.eps or (None,):
-            key = config_hash({"model": self.model_hash(model), "attack": attack, "settings": a.settings, "eps": eps,
-                               "n": a.images, "batch": a.batch, "seed": self.plan.experiment.seed, "detector": det})
-            tag = f"{metric}-{attack}-e{eps:g}" if eps is not None else f"{metric}-{attack}"
-            runs.append(AttackRun(eps, self.out / "adaptive" / model / f"{tag}-{key}",
-                                  key, self.out / "records" / f"adaptive-{model}-{tag}-{key}.json"))
-        return runs
+        folder = self.out / "adaptive" / model
+        return self._runs(model, attack, ad.attacks[attack], folder, f"{metric}-{attack}", det,
+                          lambda label, key: f"adaptive-{model}-{label}-{key}.json")
 
     def sanity_path(self, model: str) -> Path:
         ad = self.plan.adaptive

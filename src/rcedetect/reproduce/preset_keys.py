@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ..core.errors import ConfigError
 from ..core.settings import check_keys
+from ..training.config import TrainConfig
+from . import robust_config
 
 #: the tables of a reproduce preset
 TABLES = ("experiment", "models", "detector", "attacks", "adaptive", "robust", "cuts")
@@ -22,9 +24,6 @@ def check_preset(raw: dict, known: dict) -> dict:
     """``raw`` (a reproduce preset as read) when every table and key is one the code reads; else ConfigError.
     ``known``: the keys of ``experiment``, ``detector``, ``adaptive`` and of a model table ``models`` (the defaults
     of :mod:`.config`, which calls this)."""
-    from ..training.config import TrainConfig
-    from . import robust_config
-
     check_keys(raw, TABLES, "")
     check_keys(raw["experiment"], known["experiment"], "experiment")
     models = check_keys(raw["models"], raw["models"], "models")

@@ -30,7 +30,6 @@ from ..core.io import write_json
 from ..evaluation import attack_store, paper_ref
 from . import adaptive, replicates, replication, robust, sanity, steps
 from .config import Plan, plan
-from .cost import pass_size as _size
 from .inputs import Inputs
 from .layout import Layout
 from .lock import check_writable, note, output_lock
@@ -41,7 +40,9 @@ from .runner import (
     Stage,
     busy_cpu_line,
     cpu_threads,
+    eps_text,
     merged_stage_seconds,
+    pass_size,
     run_stages,
 )
 
@@ -57,26 +58,22 @@ def _detector_cost(inp: Inputs, name: str) -> float:
                                                                   for m in inp.baselines(name))
 
 
-def _eps_text(eps) -> str:
-    return f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}…{eps[-1]:g} ({len(eps)} values)"
-
-
 def _attack_stage(what: str, a, runs: list, size: float, run: Callable[[], None], kind: str) -> Stage:
     """The stage of one attack's runs (one per ε): done when every record exists; cleared with its part files."""
     passes = attack_store.probe(a.registered, a.settings, a.eps[0] if a.eps else None).passes_per_image()
-    return Stage(f"{what} ({a.images} images" + (f", ε {_eps_text(a.eps)})" if a.eps else ")"),
+    return Stage(f"{what} ({a.images} images" + (f", ε {eps_text(a.eps)})" if a.eps else ")"),
                  len(runs) * a.images * passes * size, lambda: all(r.record.is_file() for r in runs), run,
                  lambda: [(shutil.rmtree(r.dir, ignore_errors=True), r.record.unlink(missing_ok=True)) for r in runs],
                  kind)
 
 
 def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
-    p, lay = inp.plan, inp.layout
-    exp, out, shape = p.experiment, [], inp.dataset().image_shape
+    p, lay, out, shape = inp.plan, inp.layout, [], inp.dataset().image_shape
+    exp, size = p.experiment, {n: pass_size(m.train, shape) for n, m in p.models.items()}
     for name, m in p.models.items():  # 1. training
         tc = m.train
         out.append(Stage(f"train {name} ({tc.arch} {tc.objective}, {tc.steps} steps)",
-                         tc.steps * tc.batch_size * 3 * _size(tc, shape),
+                         tc.steps * tc.batch_size * 3 * size[name],
                          lambda n=name, tc=tc: steps.model_done(lay.model_dir(n), tc),
                          lambda n=name, tc=tc: steps.train_model(tc, lay.model_dir(n), inp.dataset(), progress,
                                                                  lambda step, n=n: hook(f"step:{n}:{step}")),
@@ -85,19 +82,19 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
         if name not in p.detected and m.role != "target":
             continue  # trained for robust accuracy alone (8.): no features, no detector
         kinds = ["train", "pool", "calibration"] + (["tsne"] if name in p.mains and exp.tsne_images > 0 else [])
-        out.append(Stage(f"features {name}", exp.train_feature_images * _size(m.train, shape) / 2,
+        out.append(Stage(f"features {name}", exp.train_feature_images * size[name] / 2,
                          lambda n=name, k=kinds: all(lay.feature_path(n, kk).is_file() for kk in k),
                          lambda n=name, k=kinds: [inp.bank(n, kk) for kk in k],
                          lambda n=name, k=kinds: [lay.feature_path(n, kk).unlink(missing_ok=True) for kk in k],
                          "features"))
-        out.append(Stage(f"detector {name}", _detector_cost(inp, name) * _size(m.train, shape),
+        out.append(Stage(f"detector {name}", _detector_cost(inp, name) * size[name],
                          lambda n=name: inp.detectors_done(n),
                          lambda n=name: inp.fit_detectors(n),
                          lambda n=name: shutil.rmtree(lay.detector_dir(n), ignore_errors=True), "detector"))
     for name in p.mains:  # 4. attacks, 5. t-SNE
-        size = _size(p.models[name].train, shape)
         for attack, a in p.attacks.items():
-            out.append(_attack_stage(f"attack {attack} on {name}", a, lay.attack_runs(name, attack), size,
+            runs = lay.attack_runs(name, attack)
+            out.append(_attack_stage(f"attack {attack} on {name}", a, runs, size[name],
                                      lambda n=name, at=attack: steps.run_attack(inp, n, at, progress, hook),
                                      f"attack {attack}"))
         if exp.tsne_images > 0:
@@ -105,8 +102,18 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                              lambda n=name: steps.write_record(lay.tsne_path(n),
                                                                steps.tsne_embedding(inp.bank(n, "tsne"), exp.seed)),
                              lambda n=name: lay.tsne_path(n).unlink(missing_ok=True), "t-SNE"))
-    if p.adaptive:  # 6. the adaptive evaluation and its sanity checks
-        out += adaptive_stages(inp, progress, hook)
+    for name in p.detected if p.adaptive else ():  # 6. the adaptive evaluation and its sanity checks
+        for attack, a in p.adaptive.attacks.items():
+            for metric in adaptive.metrics_of(inp, attack):
+                out.append(_attack_stage(f"adaptive {attack} vs {metric} on {name}", a,
+                                         lay.adaptive_runs(name, metric, attack), size[name],
+                                         lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at,
+                                                                                                 progress, hook),
+                                         f"adaptive {attack}"))
+    for name in p.detected if p.adaptive and p.adaptive.sanity else ():  # after every model's attacks (the
+        out.append(Stage(f"sanity checks on {name}", 32 * 3000 * size[name],  # transfer check reads them)
+                         lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
+                         lambda n=name: lay.sanity_path(n).unlink(missing_ok=True), "sanity"))
     wb = paper_ref.WHITEBOX_ATTACK  # 7. transfer
     if wb in p.attacks:
         for sub in p.mains:
@@ -117,24 +124,6 @@ def stage_list(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list
                                  lambda s=sub, t=tgt: lay.transfer_path(wb, s, t).unlink(missing_ok=True),
                                  "transfer"))
     out += robust.stages(inp, progress, hook)  # 8. robust accuracy
-    return out
-
-
-def adaptive_stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
-    p, lay, out, shape = inp.plan, inp.layout, [], inp.dataset().image_shape
-    for name in p.detected:
-        size = _size(p.models[name].train, shape)
-        for attack, a in p.adaptive.attacks.items():
-            for metric in adaptive.metrics_of(inp, attack):
-                out.append(_attack_stage(f"adaptive {attack} vs {metric} on {name}", a,
-                                         lay.adaptive_runs(name, metric, attack), size,
-                                         lambda n=name, m=metric, at=attack: adaptive.run_attack(inp, n, m, at,
-                                                                                                 progress, hook),
-                                         f"adaptive {attack}"))
-    for name in p.detected if p.adaptive.sanity else ():  # after every model's attacks: the transfer check reads them
-        out.append(Stage(f"sanity checks on {name}", 32 * 3000 * _size(p.models[name].train, shape),
-                         lambda n=name: lay.sanity_path(n).is_file(), lambda n=name: sanity.run_checks(inp, n),
-                         lambda n=name: lay.sanity_path(n).unlink(missing_ok=True), "sanity"))
     return out
 
 

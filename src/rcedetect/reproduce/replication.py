@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..core.io import read_json
 from ..core.records import AttackRecord
 from ..evaluation import paper_ref
 from ..stats import replication as rep
 from .inputs import Inputs
+from .results import attack_records
 
 N_BOOT = 1000
 
@@ -34,21 +34,9 @@ def _compact_record(rec: dict) -> dict:
     return out
 
 
-def _table2_records(inp: Inputs) -> list[AttackRecord]:
-    """The scored records at the Table 2 ε and of the attacks without one (C&W, C&W-hc, C&W-wb), pair scores
-    included."""
-    t2, out = inp.plan.experiment.table2_eps, []
-    for name in inp.plan.mains:
-        for attack in inp.plan.attacks:
-            for r in inp.layout.attack_runs(name, attack):
-                if r.eps is None or abs(r.eps - t2) < 1e-9:
-                    out.append(AttackRecord.from_dict(read_json(r.record, "attack record"), str(r.record)))
-    return out
-
-
 def per_seed(inp: Inputs, results: dict, r: int, records: list[AttackRecord]) -> dict:
-    """The numbers of one replicate that the claims and the across-seed table read (``records``: its
-    :func:`_table2_records`)."""
+    """The numbers of one replicate that the claims and the across-seed table read (``records``: its records
+    at the Table 2 ε and of the attacks without one, :func:`.results.attack_records`)."""
     return {"replicate": r, "train_seeds": {n: m.train.seed for n, m in inp.plan.models.items()},
             "models": results["models"], "attacks": [_compact_record(x.to_dict()) for x in records],
             "transfer": [_compact_record(t) for t in results.get("transfer", [])],
@@ -57,6 +45,15 @@ def per_seed(inp: Inputs, results: dict, r: int, records: list[AttackRecord]) ->
 
 def _share_row(keys: dict, ks: list[int], ns: list[int], seed: int) -> dict:
     return {**keys, **rep.two_level_share(ks, ns, n_boot=N_BOOT, seed=seed), "n": ns}
+
+
+def _rate_row(keys: dict, items: list[dict | None], rate: str, n: str, seed: int) -> dict | None:
+    """The two-level share of the rate ``rate`` of ``items`` (one per seed, each of its own ``n`` images), as
+    statistic ``rate``; None when an item lacks it."""
+    if not all(i and i.get(rate) is not None for i in items):
+        return None
+    ns = [i[n] for i in items]
+    return _share_row({**keys, "statistic": rate}, [round(i[rate] * k) for i, k in zip(items, ns)], ns, seed)
 
 
 def _table1(seeds: list[dict], model_seeds: dict[str, list[int]], seed: int) -> list[dict]:
@@ -98,43 +95,30 @@ def _table2(seeds: list[dict], raw: list[list[AttackRecord]], seed: int) -> tupl
                                                  [d["pair_scores"]["adv"] for d in ds], n_boot=N_BOOT, seed=seed),
                              "n": [len(d["pair_scores"]["clean"]) for d in ds]})
             points = [(d.get("operating_points") or {}).get("fpr_5") for d in ds]
-            if all(p and p.get("attack_success_rate") is not None for p in points):
-                ns = [p["n_clean_correct"] for p in points]
-                ops.append(_share_row({**head, "metric": metric, "statistic": "attack_success_rate"},
-                                      [round(p["attack_success_rate"] * n) for p, n in zip(points, ns)], ns, seed))
-            if all(p and p.get("robust_accuracy_with_rejection") is not None for p in points):
-                ns = [p["n_images"] for p in points]
-                ops.append(_share_row({**head, "metric": metric, "statistic": "robust_accuracy_with_rejection"},
-                                      [round(p["robust_accuracy_with_rejection"] * n) for p, n in zip(points, ns)],
-                                      ns, seed))
-    return aucs, ops
+            for rate, n in (("attack_success_rate", "n_clean_correct"),
+                            ("robust_accuracy_with_rejection", "n_images")):
+                ops.append(_rate_row({**head, "metric": metric}, points, rate, n, seed))
+    return aucs, [row for row in ops if row]
 
 
 def _adaptive(seeds: list[dict], seed: int) -> list[dict]:
     groups = _by_key(seeds, "adaptive_worst_case", lambda w: (w["model"], w["metric"], w["norm"], w["eps"]))
-    rows = []
-    for (model, metric, norm, eps), ws in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        rows.append(_share_row({"model": model, "objective": ws[0]["objective"], "metric": metric, "norm": norm,
-                                "eps": eps, "statistic": "attack_success_rate"},
-                               [w["n_fooled"] for w in ws], [w["n_clean_correct"] for w in ws], seed))
-    return rows
+    return [_share_row({"model": model, "objective": ws[0]["objective"], "metric": metric, "norm": norm,
+                        "eps": eps, "statistic": "attack_success_rate"}, [w["n_fooled"] for w in ws],
+                       [w["n_clean_correct"] for w in ws], seed)
+            for (model, metric, norm, eps), ws in sorted(groups.items(), key=lambda kv: str(kv[0]))]
 
 
 def _transfer(seeds: list[dict], seed: int) -> list[dict]:
     groups = _by_key(seeds, "transfer", lambda t: (t["substitute"], t["target"]))
-    rows = []
-    for (sub, tgt), ts in sorted(groups.items()):
-        if any(t.get("transfer_rate") is None for t in ts):
-            continue
-        ns = [t["n_substitute_success"] for t in ts]
-        rows.append(_share_row({"substitute": sub, "target": tgt, "statistic": "transfer_rate"},
-                               [round(t["transfer_rate"] * n) for t, n in zip(ts, ns)], ns, seed))
-    return rows
+    rows = [_rate_row({"substitute": sub, "target": tgt}, ts, "transfer_rate", "n_substitute_success", seed)
+            for (sub, tgt), ts in sorted(groups.items())]
+    return [row for row in rows if row]
 
 
 def summary(replicates: list[tuple[Inputs, dict]], model_seeds: dict[str, list[int]], seed: int = 0) -> dict[str, Any]:
     """The ``replication`` entry of ``results.json`` from each replicate's (inputs, assembled results)."""
-    raw = [_table2_records(inp) for inp, _ in replicates]
+    raw = [attack_records(inp, table2_only=True) for inp, _ in replicates]
     seeds = [per_seed(inp, res, r, recs) for r, ((inp, res), recs) in enumerate(zip(replicates, raw))]
     aucs, ops = _table2(seeds, raw, seed)
     across = {"table1": _table1(seeds, model_seeds, seed), "table2": aucs, "operating": ops, "adaptive": _adaptive(seeds, seed),

@@ -58,23 +58,29 @@ def _detector_record(directory: Path) -> dict:
                          directory / "detector.json", "detector record")
 
 
+def attack_records(inp: Inputs, table2_only: bool = False) -> list[AttackRecord]:
+    """The scored record of every attack run on every main model; with ``table2_only``, those at the Table 2 ε
+    and of the attacks without one (C&W, C&W-hc, C&W-wb), as the seeds' intervals read them."""
+    t2 = inp.plan.experiment.table2_eps
+    runs = [r for name in inp.plan.mains for a in inp.plan.attacks for r in inp.layout.attack_runs(name, a)]
+    return [AttackRecord.from_dict(read_json(r.record, "attack record"), str(r.record)) for r in runs
+            if not table2_only or r.eps is None or abs(r.eps - t2) < 1e-9]
+
+
 def _attack_records(inp: Inputs) -> tuple[list, dict, dict]:
     records, figure3, noise = [], {}, {}
-    for name in inp.plan.mains:
-        for attack in inp.plan.attacks:
-            for r in inp.layout.attack_runs(name, attack):
-                rec = AttackRecord.from_dict(read_json(r.record, "attack record"), str(r.record))
-                for d in rec.detection.values():
-                    d.pop("pair_scores", None)  # what the seeds' intervals resample (.replication), not a result
-                if rec.figure3 is not None:
-                    figure3[name], rec.figure3 = rec.figure3, None
-                if attack == paper_ref.NOISE_ATTACK:
-                    noise[name] = {"eps": rec.eps, "n": rec.n_images,
-                                   "clean_error_percent": round(100 * (1 - rec.clean_accuracy), 4),
-                                   "noisy_error_percent": round(100 * (1 - rec.accuracy), 4),
-                                   "log_kd_noisy": rec.log_kd_adv or []}
-                    rec.log_kd_adv = None
-                records.append(rec.to_dict())
+    for rec in attack_records(inp):
+        for d in rec.detection.values():
+            d.pop("pair_scores", None)  # what the seeds' intervals resample (.replication), not a result
+        if rec.figure3 is not None:
+            figure3[rec.model], rec.figure3 = rec.figure3, None
+        if rec.attack == paper_ref.NOISE_ATTACK:
+            noise[rec.model] = {"eps": rec.eps, "n": rec.n_images,
+                                "clean_error_percent": round(100 * (1 - rec.clean_accuracy), 4),
+                                "noisy_error_percent": round(100 * (1 - rec.accuracy), 4),
+                                "log_kd_noisy": rec.log_kd_adv or []}
+            rec.log_kd_adv = None
+        records.append(rec.to_dict())
     return records, figure3, noise
 
 

@@ -32,7 +32,7 @@ from ..stats.metrics import wilson_interval
 from .adaptive import fooled_union, records, threshold
 from .inputs import Inputs
 from .robust_config import close
-from .runner import Stage
+from .runner import Stage, eps_text, pass_size
 from .steps import write_record
 
 #: bumped when the evaluation changes, so that a cached run recomputes it
@@ -101,19 +101,15 @@ def run_model(inp: Inputs, model: str, hook: Callable[[str], None]) -> None:
 
 def stages(inp: Inputs, progress: bool, hook: Callable[[str], None]) -> list[Stage]:
     """One stage per model whose robust accuracy is evaluated (none without a [robust] section)."""
-    from .cost import pass_size as _size
-
-    p, out = inp.plan, []
-    if p.robust is None:
+    p, r, out = inp.plan, inp.plan.robust, []
+    if r is None:
         return out
     shape = inp.dataset().image_shape
-    r = p.robust
     passes = sum(attack_store.probe(a.registered, a.settings, r.eps[0]).passes_per_image() for a in r.attacks)
-    grid = f"{r.eps[0]:g}…{r.eps[-1]:g} ({len(r.eps)} values)" if len(r.eps) > 1 else f"{r.eps[0]:g}"
     what = f"{len(r.attacks)} attack{'s' if len(r.attacks) > 1 else ''}"
     for name in p.robust_evaluated:
-        out.append(Stage(f"robust accuracy {name} ({r.images} images, ε {grid}, {what})",
-                         r.images * passes * len(r.eps) * _size(p.models[name].train, shape),
+        out.append(Stage(f"robust accuracy {name} ({r.images} images, ε {eps_text(r.eps)}, {what})",
+                         r.images * passes * len(r.eps) * pass_size(p.models[name].train, shape),
                          lambda n=name: record_path(inp, n).is_file(),
                          lambda n=name: run_model(inp, n, hook),
                          lambda n=name: (shutil.rmtree(step_dir(inp, n), ignore_errors=True),
@@ -155,12 +151,6 @@ def detector_rows(model: dict, metric: str, records: list[dict], clean_correct: 
     return out
 
 
-def _clean_accepted(inp: Inputs, model: str, metric: str, n: int) -> list[bool]:
-    clf, det = inp.classifier(model), inp.detectors(model)[metric]
-    scores = score_any(det, clf, inp.pool_bank(model, n), inp.pool()[0][:n])
-    return (scores <= threshold(inp, model, metric)).tolist()
-
-
 def results(inp: Inputs) -> dict:
     """``robust`` of results.json: the grids, the attacks, one row per classifier and ε, one per main model ×
     detector × ε, and the cascade records (absent without a [robust] section)."""
@@ -183,9 +173,10 @@ def results(inp: Inputs) -> dict:
                 if not mine:
                     continue  # no adaptive attack ran against this detector
                 n = max(len(a["fooled"]) for a in mine)
-                bank = inp.pool_bank(model, n)
-                correct = (bank.predictions == bank.labels).tolist()
-                dets += detector_rows(info, metric, mine, correct, _clean_accepted(inp, model, metric, n), r.eps)
+                bank, clf = inp.pool_bank(model, n), inp.classifier(model)
+                scores = score_any(inp.detectors(model)[metric], clf, bank, inp.pool()[0][:n])  # clean images
+                dets += detector_rows(info, metric, mine, (bank.predictions == bank.labels).tolist(),
+                                      (scores <= threshold(inp, model, metric)).tolist(), r.eps)
     return {"robust": {"eps": list(r.eps), "adaptive_eps": list(r.adaptive_eps), "fpr": p.adaptive.fpr
                        if p.adaptive else None, "images": r.images,
                        "attacks": [{"name": a.name, "attack": a.registered, "settings": a.settings} for a in r.attacks],

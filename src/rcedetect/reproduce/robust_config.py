@@ -26,9 +26,12 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from .. import attacks
 from ..attacks.base import check_eps
+from ..attacks.thirdparty import attack_norm, is_thirdparty
 from ..core.errors import ConfigError
 from ..core.settings import typed
+from ..evaluation import attack_store
 
 ROBUST_ROLE = "robust"
 #: the attacks of a [robust] section without its own table: PGD with restarts on CE and on the margin loss
@@ -90,14 +93,6 @@ def expand(cfg: dict) -> None:
         r["attacks"][name] = {"attack": name, "settings": {}, **a}
 
 
-def check_robust_model(name: str, train) -> None:
-    """A model with ``role = "robust"`` is trained adversarially (``train.adversarial``, protocol §19)."""
-    if train.adversarial is None:
-        raise ConfigError(f"models.{name}.role = \"robust\" needs adversarial training: give "
-                          f"models.{name}.train.adversarial = {{eps = ..., steps = ...}} (PGD-AT; add trades_beta "
-                          "for TRADES), or make it a \"main\" model")
-
-
 def detect_setting(name: str, m: dict) -> bool:
     """``detect`` of a model table: a robust model gets the detectors and their adaptive attacks only with
     ``detect = true`` (detection on an adversarially trained classifier); a main model always has them and a
@@ -112,16 +107,6 @@ def detect_setting(name: str, m: dict) -> bool:
     return m["detect"]
 
 
-def adaptive_linf_grid(adaptive) -> tuple[float, ...]:
-    """Every L∞ ε of the adaptive attacks."""
-    from ..attacks.thirdparty import attack_norm
-
-    if adaptive is None:
-        return ()
-    return merged_grid(e for a in adaptive.attacks.values() if a.eps
-                       and attack_norm(a.registered, a.settings) == "linf" for e in a.eps)
-
-
 def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> RobustPlan | None:
     """Type and check a ``[robust]`` section (as :func:`expand` leaves it); ``adaptive``: the AdaptivePlan or None;
     ``trained_eps``: the L∞ ε of the robust models' adversarial training (in the default grid)."""
@@ -130,11 +115,11 @@ def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> Ro
     unknown = sorted(set(section) - set(ROBUST_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown robust setting(s) {unknown}; known: {', '.join(sorted(ROBUST_DEFAULTS))}")
-    images = typed(section, "images", "robust", lo=0) or (max((a.images for a in adaptive.attacks.values()),
-                                                             default=100) if adaptive else 100)
-    batch = typed(section, "batch", "robust", lo=0) or (max((a.batch for a in adaptive.attacks.values()),
-                                                           default=100) if adaptive else 100)
-    ad_grid = adaptive_linf_grid(adaptive)
+    attacks = adaptive.attacks.values() if adaptive else ()
+    images, batch = (typed(section, k, "robust", lo=0) or max((getattr(a, k) for a in attacks), default=100)
+                     for k in ("images", "batch"))
+    ad_grid = merged_grid(e for a in attacks if a.eps and attack_norm(a.registered, a.settings) == "linf"
+                          for e in a.eps)  # every L∞ ε of the adaptive attacks
     eps = section["eps"]
     if not isinstance(eps, list):
         raise ConfigError(f"robust.eps must be a list of L∞ budgets (or [] for the adaptive grid and its halves), "
@@ -156,10 +141,6 @@ def robust_plan(section: dict | None, adaptive, seed: int, trained_eps=()) -> Ro
 
 
 def _attack(name: str, a: dict, grid: tuple[float, ...], seed: int) -> RobustAttack:
-    from .. import attacks
-    from ..attacks.thirdparty import attack_norm, is_thirdparty
-    from ..evaluation import attack_store
-
     where = f"robust.attacks.{name}"
     unknown = sorted(set(a) - set(ATTACK_KEYS))
     if unknown:

@@ -33,16 +33,31 @@ REFERENCE_RATES = "data/stage_rates.json"
 SECONDS_NAME = ".stage-seconds.json"
 
 
+#: the image size the stage rates were first measured on (28×28): :func:`pass_size` of it is 1
+_PIXELS = 784.0
+
+
+def pass_size(tc, shape: tuple[int, int, int]) -> float:
+    """The relative cost of one image pass of model ``tc`` on images of ``shape`` (C, H, W), for the time-left
+    estimate: depth × pixels × (1 + C/8), a ResNet-8 on 28×28×1 = 1."""
+    depth = int("".join(c for c in tc.arch if c.isdigit()) or 8)
+    c, h, w = shape
+    return depth / 8 * (h * w / _PIXELS) * (1 + c / 8) / (1 + 1 / 8)
+
+
+def eps_text(eps) -> str:
+    """An ε grid in a stage's name: its one value, else its range and size."""
+    return f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}…{eps[-1]:g} ({len(eps)} values)"
+
+
 def merged_stage_seconds(path: Path, names: list[str], now: dict[str, float]) -> dict[str, float]:
     """{stage: seconds} of the stages ``names``: measured now, else by an earlier invocation (kept in ``path``,
     which is updated with ``now``)."""
-    kept = {}
-    if path.is_file():
-        try:
-            kept = {k: float(v) for k, v in read_json(path, "stage seconds").items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        except (RceError, AttributeError, ValueError):
-            kept = {}  # a damaged side file only loses the earlier invocations' times
+    try:
+        kept = {k: float(v) for k, v in read_json(path, "stage seconds").items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)} if path.is_file() else {}
+    except (RceError, AttributeError, ValueError):
+        kept = {}  # a damaged side file only loses the earlier invocations' times
     kept.update(now)
     if world().main:
         write_json(path, kept)
@@ -129,12 +144,10 @@ class Rates:
     def load(cls, path: Path | None, reference: dict[str, float] | None = None) -> Rates:
         """The rates kept at ``path`` (none if it is missing or unreadable: it is only an estimate), with
         ``reference`` rates for the kinds it lacks."""
-        if path is None or not path.is_file():
-            return cls(reference=reference)
         try:
-            obj = read_json(path, "stage rates")
+            obj = read_json(path, "stage rates") if path is not None and path.is_file() else None
         except RceError:
-            return cls(reference=reference)
+            obj = None
         return cls(_valid_rates(obj), reference)
 
 

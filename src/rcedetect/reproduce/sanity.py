@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .. import attacks
+from ..core.io import read_json
 from ..evaluation import attack_store, detector_sanity
 from ..evaluation.detector_sanity import check, lambda_zero, term_gradients
 from . import adaptive
@@ -88,11 +89,7 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     ad = inp.plan.adaptive
     if GRADIENT_ATTACK not in ad.attacks:
         return [check("setup", False, f"no {GRADIENT_ATTACK} in [adaptive.attacks]: the checks need it")]
-    from ..core.io import read_json
-
-    metric = _primary(inp)
-    a = ad.attacks[GRADIENT_ATTACK]
-    m = min(SAMPLE, a.images, len(inp.pool()[0]))
+    metric, a, m = _primary(inp), ad.attacks[GRADIENT_ATTACK], _sample(inp)
     mid = sorted(a.eps)[len(a.eps) // 2]
 
     def fooled(x_adv) -> int:
@@ -108,13 +105,13 @@ def checks(inp: Inputs, model: str) -> list[dict]:
     # runs gives both, each with its own best iterate, exactly as two attacks would
     short, long = _run(inp, model, metric, GRADIENT_ATTACK, {**same_step, "steps": 4 * steps}, mid, m,
                        at_steps=(steps, 4 * steps))
-    out = [unbounded(inp, model, metric, a.settings, m),
-           {**detector_sanity.more_iterations(fooled(short.x_adv), fooled(long.x_adv), steps, 4 * steps, m), "eps": mid},
+    large, live = _cheap(inp, model, metric, m)
+    more = detector_sanity.more_iterations(fooled(short.x_adv), fooled(long.x_adv), steps, 4 * steps, m)
+    out = [large, {**more, "eps": mid},
            lambda_zero(_run(inp, model, metric, GRADIENT_ATTACK, {**plain, "lambdas": [0.0], "keep_best": False},
                             mid, m).x_adv,
                        _run(inp, model, metric, "pgd", {**plain, "loss": "margin"}, mid, m).x_adv),
-           gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric), inp.pool()[0][:m]),
-                    metric),
+           live,
            {**detector_sanity.gradient_free(fooled(_run(inp, model, metric, GRADIENT_FREE, {}, mid, m).x_adv), best[0],
                                             m, GRADIENT_FREE, best[1]), "eps": mid}]
     run = next(r for r in inp.layout.adaptive_runs(model, metric, GRADIENT_ATTACK) if r.eps == mid)
@@ -128,8 +125,6 @@ def _transfer_check(inp: Inputs, model: str, metric: str, run, m: int) -> list[d
     sources = [s for s in p.mains if p.models[s].train.objective == "ce"]
     if not sources:
         return []
-    from ..core.io import read_json
-
     src = next(r for r in inp.layout.adaptive_runs(sources[0], metric, GRADIENT_ATTACK) if r.eps == run.eps)
     a = p.adaptive.attacks[GRADIENT_ATTACK]
     n = min(a.images, len(inp.pool()[0]))
@@ -144,15 +139,10 @@ def run_checks(inp: Inputs, model: str) -> None:
     out = checks(inp, model)
     ad, primary = inp.plan.adaptive, _primary(inp)
     if GRADIENT_ATTACK in ad.attacks:
-        a = ad.attacks[GRADIENT_ATTACK]
-        m = min(SAMPLE, a.images, len(inp.pool()[0]))
         worst = adaptive.worst_case([r for r in adaptive.records(inp) if r.model == model])
         for metric in ad.metrics:
             if metric != primary and metric in adaptive.metrics_of(inp, GRADIENT_ATTACK):
-                out += [unbounded(inp, model, metric, a.settings, m),
-                        gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric),
-                                                inp.pool()[0][:m]), metric)]
-                out[-2]["metric"] = out[-1]["metric"] = metric
+                out += [{**c, "metric": metric} for c in _cheap(inp, model, metric, _sample(inp))]
         for metric in ad.metrics:
             out.append({**monotone_eps(worst, metric), "metric": metric})
     for c in out:
@@ -160,12 +150,20 @@ def run_checks(inp: Inputs, model: str) -> None:
     write_record(inp.layout.sanity_path(model), {"model": model, "checks": out})
 
 
-def unbounded(inp: Inputs, model: str, metric: str, settings: dict, m: int) -> dict:
-    """:func:`large_eps` of the gradient attack at ε = 1 on the first ``m`` pool images."""
-    fooled = adaptive.evaluate(inp, model, metric, _run(inp, model, metric, GRADIENT_ATTACK, settings, 1.0, m).x_adv,
-                               m)["fooled"]
+def _cheap(inp: Inputs, model: str, metric: str, m: int) -> list[dict]:
+    """The checks on the first ``m`` pool images that catch a failing attack cheaply: :func:`large_eps` of the
+    gradient attack at ε = 1, and :func:`gradient` of ``metric``'s detector term."""
+    settings = inp.plan.adaptive.attacks[GRADIENT_ATTACK].settings
+    x_adv = _run(inp, model, metric, GRADIENT_ATTACK, settings, 1.0, m).x_adv
     correct = (inp.pool_bank(model, m).predictions == inp.pool()[1][:m]).tolist()
-    return large_eps(fooled, correct)
+    return [large_eps(adaptive.evaluate(inp, model, metric, x_adv, m)["fooled"], correct),
+            gradient(term_gradients(inp.classifier(model), adaptive.term(inp, model, metric),
+                                    inp.pool()[0][:m]), metric)]
+
+
+def _sample(inp: Inputs) -> int:
+    """How many pool images the checks run on: at most :data:`SAMPLE`."""
+    return min(SAMPLE, inp.plan.adaptive.attacks[GRADIENT_ATTACK].images, len(inp.pool()[0]))
 
 
 def _primary(inp: Inputs) -> str:

@@ -1,4 +1,5 @@
-"""The ASGI app (FastAPI): prediction, model info, health, metrics, examples for the page, and the page itself.
+"""The ASGI app (FastAPI): prediction, model info, health, metrics, examples for the page, and the page itself
+(``/`` and ``/static/{name}``).
 
 Every refusal is a 4xx with one line of JSON (:mod:`.limits`); the request path never unpickles and never writes
 to disk (:mod:`.parsing`); model passes are micro-batched (:mod:`.batching`); with a token, requests without it
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import asynccontextmanager
+from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +22,7 @@ from starlette.routing import Match
 
 from ..core.errors import InputError
 from ..core.io import package_version
-from . import page, parsing
+from . import parsing
 from .auth import BearerAuth
 from .batching import MicroBatcher
 from .engine import Batch, Engine
@@ -46,6 +48,14 @@ BODY_SCHEMA = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "array", "items": BINARY["schema"]}}}}}}}
 ERROR = {"description": "refused: one line of JSON, `{\"error\": ..., \"status\": ...}`"}
+#: the page at ``/`` and its files: plain HTML, CSS and JavaScript shipped in the package (``static/``), no build
+#: step, served from memory with a strict Content-Security-Policy: the page loads nothing but its own files and
+#: talks only to this server's API
+PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+              "style.css": "text/css; charset=utf-8"}
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                                           "base-uri 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
 class Observe:
@@ -181,5 +191,20 @@ def create_app(engine: Engine, limits: Limits, examples: Examples | None = None,
     async def prometheus():
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    page.add_routes(app)
+    folder = resources.files(__package__).joinpath("static")  # the page's files, read once from the package
+    files = {name: folder.joinpath(name).read_bytes() for name in PAGE_FILES}
+
+    def page_file(name: str) -> Response:
+        return Response(files[name], media_type=PAGE_FILES[name], headers=PAGE_HEADERS)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return page_file("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        if name not in files or name == "index.html":
+            raise HttpError(404, f"no file {name!r}")
+        return page_file(name)
+
     return app

@@ -27,28 +27,23 @@ def describe(source: str, folder: Path) -> dict:
     kind, _, folder_name = source.partition(":")
     m = TAG.match(folder_name.rsplit("-", 1)[0])
     name, eps = (m["name"], float(m["eps"])) if m and m["eps"] else (m["name"] if m else folder_name, None)
-    summary = _summary(folder)  # rce attack's folders name the attack, not ε: its summary has both
-    if isinstance(summary.get("attack"), str):
+    try:  # rce attack's folders name the attack, not ε: its summary has both
+        summary = read_json(folder / "summary.json", "attack summary")
+    except RceError:  # none (a folder of rce reproduce) or unreadable
+        summary = {}
+    if isinstance(summary, dict) and isinstance(summary.get("attack"), str):
         name = summary["attack"]
         setting = (summary.get("settings") or {}).get("eps") if isinstance(summary.get("settings"), dict) else None
         eps = float(setting) if isinstance(setting, (int, float)) else eps
-    entry = {"id": source, "kind": kind, "attack": name, "eps": eps, "against": None}
-    if kind == "adaptive":
-        entry["against"], _, entry["attack"] = name.partition("-")
-    entry["title"] = _title(entry["attack"], eps) + (f" against {entry['against']}" if entry["against"] else "")
-    return entry
+    against, _, attack = name.partition("-") if kind == "adaptive" else (None, "", name)
+    return _entry(source, kind, attack, eps, against)
 
 
-def _title(attack: str, eps: float | None) -> str:
-    return attack + (f" ε={eps:g}" if eps is not None else "")
-
-
-def _summary(folder: Path) -> dict:
-    try:
-        summary = read_json(folder / "summary.json", "attack summary")
-    except RceError:  # none (a folder of rce reproduce) or unreadable
-        return {}
-    return summary if isinstance(summary, dict) else {}
+def _entry(source: str, kind: str, attack: str, eps: float | None, against: str | None = None,
+           note: str = "") -> dict:
+    """A source's line of the listing; its title names the attack, ε, the detector attacked and ``note``."""
+    title = attack + (f" ε={eps:g}" if eps is not None else "") + (f" against {against}" if against else "")
+    return {"id": source, "kind": kind, "attack": attack, "eps": eps, "against": against, "title": title + note}
 
 
 class Examples:
@@ -87,8 +82,11 @@ class Examples:
     def get(self, source: str, index: int) -> dict:
         if source == "test" and self.test is not None:
             t = {"x_adv": self.test[0], "y": self.test[1]}  # uint8 images
+        elif source in self._given:
+            t = self._given[source]
         elif source in self.sources:
-            t = self._load(source)
+            with self._lock:
+                t = self._cached(source)
         else:
             raise HttpError(404, f"no example source {source!r}; GET /v1/examples lists them")
         n = len(t["x_adv"])
@@ -103,12 +101,6 @@ class Examples:
                 "true_label": None if y is None else int(y),
                 "test_index": None if idx is None or int(idx) < 0 else int(idx),
                 "attack_succeeded": None if ok is None else bool(ok)}
-
-    def _load(self, source: str) -> dict[str, torch.Tensor]:
-        if source in self._given:
-            return self._given[source]
-        with self._lock:
-            return self._cached(source)
 
     def _read(self, source: str) -> dict[str, torch.Tensor]:
         try:
@@ -143,8 +135,11 @@ def load_given(paths, offered=()) -> dict[str, dict]:
         source, k = base, 2
         while source in out:
             source, k = f"{base}-{k}", k + 1
-        out[source] = {"entry": _given_entry(source, meta, path), "tensors": _given_tensors(path, x, y, meta),
-                       "path": path}
+        attack = meta["attack"] if isinstance(meta.get("attack"), str) and meta["attack"] else path.stem
+        eps = meta.get("eps")  # load_adversarial's: from the file's arrays or its settings
+        eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+        out[source] = {"entry": _entry(source, "given", attack, eps, note=f" ({path.resolve().name})"),
+                       "tensors": _given_tensors(path, x, y, meta), "path": path}
     return out
 
 
@@ -159,14 +154,6 @@ def _given_tensors(path: Path, x: torch.Tensor, y, meta: dict) -> dict[str, torc
         if v is not None and len(v) == len(x):
             t[key] = v.bool() if key == "success" else v.long()
     return t
-
-
-def _given_entry(source: str, meta: dict, path: Path) -> dict:
-    attack = meta["attack"] if isinstance(meta.get("attack"), str) and meta["attack"] else path.stem
-    eps = meta.get("eps")  # load_adversarial's: from the file's arrays or its settings
-    eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-    return {"id": source, "kind": "given", "attack": attack, "eps": eps, "against": None,
-            "title": _title(attack, eps) + f" ({path.resolve().name})"}
 
 
 def check_given(given: dict[str, dict], classifier) -> None:

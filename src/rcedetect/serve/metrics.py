@@ -18,24 +18,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Scrape:
-    """What a scrape renders: the registry's metrics without their ``*_created`` samples, then the gauges read from
-    their callbacks now (a callback answering None leaves its gauge out)."""
-
-    def __init__(self, registry):
-        self.registry, self.gauges = registry, {}
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
-        for metric in self.registry.collect():  # fresh Metric objects on every collect: safe to trim
-            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
-            yield metric
-        for name, (doc, read) in list(self.gauges.items()):
-            if (value := read()) is not None:
-                yield GaugeMetricFamily(name, doc, value=float(value))
-
-
 class Metrics:
     """The counters and histograms of one app (thread-safe, as ``prometheus_client``'s metrics are)."""
 
@@ -57,12 +39,12 @@ class Metrics:
                                       buckets=BATCH_BUCKETS, registry=r)
         self.batches = Counter("rce_model_batches_total", "Model passes.", registry=r)
         self.model_seconds = Counter("rce_model_seconds_total", "Seconds spent in model passes.", registry=r)
-        self._scrape = _Scrape(r)
+        self.gauges: dict[str, tuple] = {}  # name: (doc, read)
         self.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", resident_memory_bytes)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
         """A gauge whose value ``read()`` gives at each scrape (None: not reported)."""
-        self._scrape.gauges[name] = (doc, read)
+        self.gauges[name] = (doc, read)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
@@ -81,20 +63,29 @@ class Metrics:
         self.batches.inc()
         self.model_seconds.inc(max(0.0, seconds))
 
+    def collect(self):
+        """What a scrape renders: the registry's metrics without their ``*_created`` samples, then the gauges read
+        from their callbacks now (a callback answering None leaves its gauge out)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        for metric in self.registry.collect():  # fresh Metric objects on every collect: safe to trim
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+        for name, (doc, read) in list(self.gauges.items()):
+            if (value := read()) is not None:
+                yield GaugeMetricFamily(name, doc, value=float(value))
+
     def render(self) -> bytes:
-        """The exposition text (format 0.0.4) of every metric of this app."""
+        """The exposition text (format 0.0.4) of every metric of this app (:meth:`collect`)."""
         from prometheus_client import generate_latest
 
-        return generate_latest(self._scrape)
+        return generate_latest(self)
 
 
 def resident_memory_bytes(pid: int | str = "self") -> int | None:
     """RSS of a process from ``/proc`` (Linux), else None."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), None)
     except (OSError, ValueError, IndexError):
         return None
-    return None

@@ -35,7 +35,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def _arm(self) -> None:
         self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._refuse, 408, "the request line and "
+                                                  f"headers took longer than {self.header_timeout_s:g} s")
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -52,10 +53,6 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request on this connection gets the same time for its headers
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        self._refuse(408, f"the request line and headers took longer than {self.header_timeout_s:g} s")
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "the request is not valid HTTP/1.1 (its request line, a header, the Content-Length, or "

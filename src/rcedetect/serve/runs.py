@@ -36,10 +36,11 @@ def resolve(run_dir: str | Path, model: str | None = None) -> ServedRun:
     if (p / "checkpoint.json").is_file():
         if model is not None:
             raise ConfigError(f"--model picks a model of a rce reproduce output; {p} is already one run folder")
-        run = ServedRun(p, p.name, _attack_folders(p / "attacks", "attack"))
+        attacks = sorted((p / "attacks").iterdir()) if (p / "attacks").is_dir() else []
+        run = ServedRun(p, p.name, _sources(("attack", d) for d in attacks))
         out = p.parent.parent
         if p.parent.name == "models" and (out / "config.json").is_file():  # a model of a reproduce output
-            _add_reproduce_sources(run, out, p.name.rsplit("-", 1)[0], expected_dir=p)
+            run.sources.update(_reproduce_sources(out, p.name.rsplit("-", 1)[0], p))
         return run
     if (p / "config.json").is_file() and (p / "models").is_dir():
         return _from_reproduce(p, model)
@@ -66,13 +67,11 @@ def _from_reproduce(out: Path, model: str | None) -> ServedRun:
     if not (model_dir / "checkpoint.json").is_file():
         raise CheckpointError(f"model {model!r} of {out} is not trained yet ({model_dir} has no checkpoint.json); "
                               "run rce reproduce first")
-    run = ServedRun(model_dir, model_dir.name)
-    _add_reproduce_sources(run, out, model, expected_dir=model_dir)
-    return run
+    return ServedRun(model_dir, model_dir.name, _reproduce_sources(out, model, model_dir))
 
 
-def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: Path) -> None:
-    """The attack folders of ``name`` in the reproduce output ``out`` that belong to its current settings."""
+def _reproduce_sources(out: Path, name: str, model_dir: Path) -> dict[str, Path]:
+    """The attack folders of model ``name`` (``model_dir``) in the reproduce output ``out``, of its current settings."""
     from .. import data
     from ..detectors import paper_metrics
     from ..reproduce.layout import Layout
@@ -80,7 +79,7 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
     try:
         p = _plan(out)
         if name not in p.models:
-            return
+            return {}
 
         @functools.cache
         def test_size() -> int:  # the adaptive runs' names depend on it; read the dataset once, if needed
@@ -89,8 +88,8 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
                                  download=False).x_test)
 
         layout = Layout(p, out, test_size)
-        if layout.model_dir(name).resolve() != expected_dir.resolve():
-            return  # not the current model of that name: its attacks are another's
+        if layout.model_dir(name).resolve() != model_dir.resolve():
+            return {}  # not the current model of that name: its attacks are another's
         folders = [("attack", r.dir) for a in p.attacks for r in layout.attack_runs(name, a)]
         if p.adaptive is not None:
             for metric in (m for m in p.adaptive.metrics if m in paper_metrics()):
@@ -99,12 +98,10 @@ def _add_reproduce_sources(run: ServedRun, out: Path, name: str, expected_dir: P
                         folders += [("adaptive", r.dir) for r in layout.adaptive_runs(name, metric, a)]
     except (RceError, KeyError, TypeError, ValueError, OSError) as e:
         print(f"rce serve: the attacks of {out} are not offered: {e}", file=sys.stderr)
-        return
-    for kind, folder in folders:
-        if any(folder.glob("part-*.safetensors")):
-            run.sources[f"{kind}:{folder.name}"] = folder
+        return {}
+    return _sources(folders)
 
 
-def _attack_folders(root: Path, kind: str) -> dict[str, Path]:
-    folders = sorted(root.iterdir()) if root.is_dir() else []
-    return {f"{kind}:{d.name}": d for d in folders if d.is_dir() and any(d.glob("part-*.safetensors"))}
+def _sources(folders) -> dict[str, Path]:
+    """``{"<kind>:<folder name>": folder}`` of the (kind, folder) pairs whose folder holds attack parts."""
+    return {f"{kind}:{d.name}": d for kind, d in folders if d.is_dir() and any(d.glob("part-*.safetensors"))}
