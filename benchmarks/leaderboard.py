@@ -58,6 +58,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="folder of the cards")
     ap.add_argument("--md", help="also write the table to this Markdown file")
     ap.add_argument("--png", help="also draw SR@5 per detector and model with its interval into this PNG")
+    ap.add_argument("--pairs", help="also write CE beside RCE, one row per budget and detector, to this Markdown file")
+    ap.add_argument("--label", default="", help="the first column of --pairs (e.g. the run family)")
+    ap.add_argument("--collect", action="store_true", help="only read the cards already in --out; run no attack")
     args = ap.parse_args(argv)
     rows, cards = [], []
     for run in args.run:
@@ -67,8 +70,12 @@ def main(argv=None) -> None:
                    "--n", str(args.n), "--norm", args.norm, "--version", args.version, "--out", str(out), "--quiet"]
             for e in args.eps:
                 cmd += ["--eps", str(e)]
-            print("+", " ".join(cmd[2:]), flush=True)
-            subprocess.run(cmd, check=True)
+            if args.collect and not (out / "card.json").is_file():
+                print(f"no card yet: {out}", file=sys.stderr)
+                continue
+            if not args.collect:
+                print("+", " ".join(cmd[2:]), flush=True)
+                subprocess.run(cmd, check=True)
             card = json.loads((out / "card.json").read_text())
             rows += card_row(card, Path(run).name)
             cards.append((Path(run).name, card))
@@ -81,6 +88,36 @@ def main(argv=None) -> None:
         Path(args.md).write_text(table + "\n")
     if args.png:
         draw(cards, Path(args.png))
+    if args.pairs:
+        Path(args.pairs).write_text(pairs_table(cards, args.label) + "\n")
+
+
+def objective(card: dict) -> str:
+    """"CE" or "RCE", from the card's model line ("PreActResNet (rce)")."""
+    return card["model"].rsplit("(", 1)[-1].rstrip(")").upper()
+
+
+def pairs_table(cards: list[tuple[str, dict]], label: str) -> str:
+    """One row per (budget, detector): CE's SR@5 beside RCE's, and whether their Wilson intervals are apart."""
+    from rcedetect.report.format import detector_label
+    from rcedetect.report.verdicts import HIGHER, LOWER, compare
+
+    cells: dict[tuple, dict[str, tuple]] = {}
+    for _, card in cards:
+        for e in card["per_eps"]:
+            threat = (card["norm"], e["eps"])
+            cells.setdefault((threat, card["detector"]), {})[objective(card)] = (
+                e["attack_success_rate"], *e["interval"], card["n_clean_correct"])
+
+    def cell(v):
+        return "—" if v is None else f"{100 * v[0]:.1f} [{100 * v[1]:.0f}, {100 * v[2]:.0f}] ({v[3]})"
+    words = {HIGHER: "RCE higher, apart", LOWER: "RCE lower, apart"}
+    order = {det: k for k, det in enumerate(dict.fromkeys(det for _, det in cells))}
+    rows = [f"| {label} | {'L2 ' if norm == 'l2' else ''}{eps_label(eps)} | {detector_label(det)} | {cell(v.get('CE'))} | {cell(v.get('RCE'))} | "
+            + (words.get(compare(v["RCE"][1:3], v["CE"][1:3]), "not resolved") if len(v) == 2 else "—") + " |"
+            for ((norm, eps), det), v in sorted(cells.items(), key=lambda kv: (*kv[0][0], order[kv[0][1]]))]
+    return "\n".join(["| run | ε | detector | CE: SR@5 % [95 % CI] (n) | RCE: SR@5 % [95 % CI] (n) | RCE vs CE |",
+                      "|---|---|---|---|---|---|", *rows])
 
 
 def draw(cards: list[tuple[str, dict]], path: Path) -> None:
