@@ -106,18 +106,22 @@ def pairs_table(cards: list[tuple[str, dict]], label: str) -> str:
     for _, card in cards:
         for e in card["per_eps"]:
             threat = (card["norm"], e["eps"])
+            checks = [c for c in card["sanity"] if c.get("passed") is not None]
             cells.setdefault((threat, card["detector"]), {})[objective(card)] = (
-                e["attack_success_rate"], *e["interval"], card["n_clean_correct"])
+                e["attack_success_rate"], *e["interval"], card["n_clean_correct"],
+                f"{sum(bool(c['passed']) for c in checks)}/{len(checks)}")
 
     def cell(v):
         return "—" if v is None else f"{100 * v[0]:.1f} [{100 * v[1]:.0f}, {100 * v[2]:.0f}] ({v[3]})"
     words = {HIGHER: "RCE higher, apart", LOWER: "RCE lower, apart"}
     order = {det: k for k, det in enumerate(dict.fromkeys(det for _, det in cells))}
     rows = [f"| {label} | {'L2 ' if norm == 'l2' else ''}{eps_label(eps)} | {detector_label(det)} | {cell(v.get('CE'))} | {cell(v.get('RCE'))} | "
-            + (words.get(compare(v["RCE"][1:3], v["CE"][1:3]), "not resolved") if len(v) == 2 else "—") + " |"
+            + (words.get(compare(v["RCE"][1:3], v["CE"][1:3]), "not resolved") if len(v) == 2 else "—")
+            + f" | {' / '.join(v[o][4] for o in ('CE', 'RCE') if o in v)} |"
             for ((norm, eps), det), v in sorted(cells.items(), key=lambda kv: (*kv[0][0], order[kv[0][1]]))]
-    return "\n".join(["| run | ε | detector | CE: SR@5 % [95 % CI] (n) | RCE: SR@5 % [95 % CI] (n) | RCE vs CE |",
-                      "|---|---|---|---|---|---|", *rows])
+    head = ("| run | ε | detector | CE: SR@5 % [95 % CI] (n) | RCE: SR@5 % [95 % CI] (n) | RCE vs CE "
+            "| sanity checks passed (CE / RCE) |")
+    return "\n".join([head, "|---|---|---|---|---|---|---|", *rows])
 
 
 def draw(cards: list[tuple[str, dict]], path: Path) -> None:

@@ -20,7 +20,9 @@ def bench():
 
 
 def card(objective, detector, per_eps, norm="linf", n=30):
+    sanity = [{"passed": True}, {"passed": objective == "ce"}, {"passed": None}]  # RCE fails one; one not run
     return {"model": f"PreActResNet ({objective})", "detector": detector, "norm": norm, "n_clean_correct": n,
+            "sanity": sanity,
             "per_eps": [{"eps": e, "attack_success_rate": r, "interval": iv} for e, r, iv in per_eps]}
 
 
@@ -42,8 +44,9 @@ def test_pairs_table_verdicts_sorting_and_missing(bench):
     # sorted by budget, then by detector in the order first seen; 0.1 before 0.3
     assert [(r[1], r[2]) for r in rows] == [("0.1", "K-density"), ("0.1", "LID"), ("0.3", "K-density")]
     assert rows[0][3] == "90.0 [80, 95] (30)" and rows[0][5] == "not resolved"  # 0.8-0.95 and 0.7-0.9 overlap
+    assert rows[0][6] == "2/2 / 1/2"  # checks not run are not counted
     assert rows[1][5] == "RCE higher, apart"  # RCE 0.65-0.9 wholly above CE 0.4-0.6
     assert rows[2][5] == "RCE lower, apart"  # RCE 0.3-0.7 wholly below CE 0.9-1.0
     # a detector run on one model only: its other cell is empty and no verdict is given
     lone = bench.pairs_table([("ce-x", card("ce", "kd", [(0.1, 0.9, (0.8, 0.95))], norm="l2"))], "c")
-    assert lone.splitlines()[2] == "| c | L2 0.1 | K-density | 90.0 [80, 95] (30) | — | — |"
+    assert lone.splitlines()[2] == "| c | L2 0.1 | K-density | 90.0 [80, 95] (30) | — | — | 2/2 |"
