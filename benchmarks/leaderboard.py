@@ -153,17 +153,19 @@ def draw(cards: list[tuple[str, dict]], path: Path) -> None:
                     ys.append(100 * e["attack_success_rate"])
                     lo.append(ys[-1] - 100 * e["interval"][0])
                     hi.append(100 * e["interval"][1] - ys[-1])
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=None if several_eps else COLORS.get(name(run).lower()),
+        budgets = sorted({e for r, e in series if r == run})  # one colour per model, paler for smaller budgets
+        shade = (1 + budgets.index(eps)) / len(budgets)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=COLORS.get(name(run).lower()), alpha=0.3 + 0.7 * shade,
                label=f"{name(run)} ε {eps_label(eps)}" if several_eps else name(run))
     ax.set_xticks(range(len(detectors)), [detector_label(d) for d in detectors])
     ax.set_ylabel("SR@5 (%), worst case")
     ax.set_ylim(0, 103)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
-    if not several_eps:
-        ns = "/".join(str(n) for n in sorted({c["n_clean_correct"] for _, c in cards}))
-        ax.set_title(f"{cards[0][1]['norm'].replace('linf', 'L∞').replace('l2', 'L2')} ε {eps_label(series[0][1])}, {ns} images right when clean",
-                     fontsize=10)
+    ns = "/".join(str(n) for n in sorted({c["n_clean_correct"] for _, c in cards}))
+    budgets = ", ".join(eps_label(e) for e in sorted({e for _, e in series}))
+    ax.set_title(f"{cards[0][1]['norm'].replace('linf', 'L∞').replace('l2', 'L2')} ε {budgets}, "
+                 f"{ns} images right when clean", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
