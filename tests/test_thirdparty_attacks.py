@@ -283,3 +283,11 @@ def test_reproduce_refuses_a_bad_library_table_before_training(tmp_path):
     preset.write_text(MINI.replace("settings = { steps = 10, alpha = 0.1 }", "settings = { stepz = 10 }"))
     with pytest.raises(ConfigError, match="takes no setting 'stepz'"):
         plan(resolve_config(str(preset)))
+
+
+def test_query_attack_cost_counts_its_queries():
+    """Square makes one forward pass per query: its cost is n_queries × restarts units, not the 3 × 10 of a
+    gradient attack's default steps; a gradient attack keeps 3 units per step."""
+    assert attacks.create("torchattacks:Square", eps=0.1, n_queries=1000).passes_per_image() == 1000.0
+    assert attacks.create("torchattacks:Square", eps=0.1, n_queries=200, n_restarts=3).passes_per_image() == 600.0
+    assert attacks.create("torchattacks:PGD", eps=0.1, steps=7).passes_per_image() == 21.0

@@ -233,12 +233,17 @@ class ThirdPartyAttack:
 
     def passes_per_image(self) -> float:
         """A rough cost: 3 units per forward + backward pass, steps × restarts (× 10 targets for a targeted
-        sweep); AutoAttack's standard cascade at its worst."""
+        sweep); 1 unit per query of a query attack (Square: ``n_queries`` × restarts); AutoAttack's standard
+        cascade at its worst."""
         opts = dict(self.options)
         cls = self._spec.library_cls.__name__
         if cls == "AutoAttack":
             return 3.0 * (100 + 9 * 100 + 9 * 100) + 5000.0
         params = self._spec.parameters
+        if "n_queries" in params and "steps" not in params:
+            queries, restarts = opts.get("n_queries", params["n_queries"].default), opts.get("n_restarts", 1)
+            return float(queries) * float(restarts) if isinstance(queries, int) and isinstance(restarts, int) \
+                else 30.0
         steps = opts.get("steps", params["steps"].default if "steps" in params else 10)
         restarts = opts.get("n_restarts", params["n_restarts"].default if "n_restarts" in params else 1)
         targets = 9 if cls in ("APGDT", "FAB") else 1
